@@ -1,0 +1,200 @@
+//! The engine boundary: what an engine adapter must do, and the types that cross it.
+//!
+//! Engines are thin. They load a model, accept [`GenRequest`]s and, when polled, hand
+//! back the [`TokenEvent`]s that happened since the last poll. They never read the
+//! clock for token events unless their tokens arrive on another thread (stream
+//! engines), and they never compute metrics.
+
+pub mod calibration;
+#[cfg(feature = "python")]
+pub mod python;
+pub mod registry;
+
+use crate::clock::MonoNs;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use registry::{find_engine, registry, Availability, EngineSpec};
+
+/// A request id, unique within one run (warmup and every sweep point included).
+pub type RequestId = u64;
+
+/// One generation request, as the engine sees it: token ids in, a token budget out.
+#[derive(Clone, Debug)]
+pub struct GenRequest {
+    pub id: RequestId,
+    /// Prompt token ids (shared: the same workload is replayed across sweep points).
+    pub prompt: Arc<[u32]>,
+    pub max_tokens: u32,
+    /// Tokens to produce before EOS may end the request.
+    pub min_tokens: u32,
+    pub ignore_eos: bool,
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub seed: Option<u64>,
+    /// Ask the engine to return the generated token ids at finish (parity checks).
+    pub return_token_ids: bool,
+}
+
+/// Why a request ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// Reached `max_tokens`.
+    Length,
+    /// EOS or a stop token.
+    Stop,
+    /// Aborted by the harness (Ctrl-C) or by the engine.
+    Abort,
+    /// The engine reported an error for this request, or failed as a whole.
+    Error,
+    /// No token within `--request-timeout`.
+    Timeout,
+}
+
+impl FinishReason {
+    /// Requests that ended this way count as completed in the metrics.
+    pub fn is_success(self) -> bool {
+        matches!(self, FinishReason::Length | FinishReason::Stop)
+    }
+}
+
+/// Timestamps an engine keeps about a request itself (vLLM's `RequestStateStats`,
+/// TRT-LLM's `RequestPerfMetrics`), on CLOCK_MONOTONIC. Recorded beside the harness's
+/// own stamps so the two can be compared; never used to compute the harness's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineStamps {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub queued_ns: Option<MonoNs>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scheduled_ns: Option<MonoNs>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_token_ns: Option<MonoNs>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_token_ns: Option<MonoNs>,
+}
+
+/// What an engine says when a request ends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finish {
+    pub reason: FinishReason,
+    pub error: Option<String>,
+    pub token_ids: Option<Vec<u32>>,
+    pub engine: Option<EngineStamps>,
+}
+
+impl Finish {
+    pub fn new(reason: FinishReason) -> Finish {
+        Finish {
+            reason,
+            error: None,
+            token_ids: None,
+            engine: None,
+        }
+    }
+}
+
+/// New tokens for one request (possibly zero, when only the finish is news).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenEvent {
+    pub request: RequestId,
+    pub new_tokens: u32,
+    /// Set by stream engines that stamp arrivals on their own thread; `None` means
+    /// "stamp me when `poll` returns" (step engines).
+    pub at: Option<MonoNs>,
+    /// Boxed: most events are not finishes, and the event stays small on the hot path.
+    pub finish: Option<Box<Finish>>,
+}
+
+/// How an engine delivers tokens, which decides who stamps them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// Each `poll` runs one engine step; the driver stamps its events on return.
+    Step,
+    /// Tokens arrive on another thread and are stamped there.
+    Stream,
+}
+
+/// What an engine is, for the run metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineInfo {
+    pub name: String,
+    pub version: String,
+    pub model: String,
+    pub dtype: String,
+    pub device: String,
+    pub kind: EngineKind,
+    /// Seconds from the start of loading to ready.
+    pub load_time_s: f64,
+    /// A test instrument (the calibration engine): its results measure the harness, not an engine.
+    pub instrument: bool,
+    /// Engine-specific facts: resolved model config, KV-cache size, effective engine args.
+    pub metadata: serde_json::Value,
+}
+
+/// Everything an engine needs to load, validated before any engine loads.
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    pub model: Option<PathBuf>,
+    /// `--engine-arg KEY=VALUE`, in order.
+    pub engine_args: Vec<(String, String)>,
+    /// `--python-env DIR` for embedded Python engines.
+    pub python_env: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad user input found while loading (unknown engine arg, unusable model): exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The engine failed; `traceback` holds the engine's own stack (a Python traceback).
+    #[error("{message}")]
+    Failed {
+        message: String,
+        traceback: Option<String>,
+    },
+}
+
+impl EngineError {
+    pub fn failed(message: impl Into<String>) -> EngineError {
+        EngineError::Failed {
+            message: message.into(),
+            traceback: None,
+        }
+    }
+
+    /// The message with the engine's traceback, for the per-request error text.
+    pub fn detail(&self) -> String {
+        match self {
+            EngineError::Failed {
+                message,
+                traceback: Some(tb),
+            } => format!("{message}\n{tb}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// An inference engine behind the harness. See the module docs for the contract.
+pub trait Engine {
+    fn info(&self) -> &EngineInfo;
+
+    /// Queues a request. The driver stamps the submit time just before this call.
+    fn submit(&mut self, req: &GenRequest) -> Result<(), EngineError>;
+
+    /// Drives the engine once (one step for step engines) or drains stream arrivals,
+    /// waiting at most `timeout` when nothing is ready; appends events to `out`.
+    fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError>;
+
+    /// Requests submitted and not yet finished.
+    fn in_flight(&self) -> usize;
+
+    /// Stops a request (timeout, Ctrl-C). Its finish, if any, is not reported.
+    fn abort(&mut self, id: RequestId) -> Result<(), EngineError>;
+
+    /// Releases the engine and anything it started (threads, child processes).
+    fn shutdown(&mut self) -> Result<(), EngineError>;
+}

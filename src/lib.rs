@@ -1,0 +1,13 @@
+//! llm-harness: measures LLM inference engines in-process.
+//!
+//! Data flows one way: [`workload`] → [`driver`] → [`engine`] → [`trace`] →
+//! [`metrics`] → [`report`]. The driver is the only code that reads the clock for
+//! token events; metrics are pure functions of the trace; reports do no measuring.
+
+pub mod clock;
+pub mod driver;
+pub mod engine;
+pub mod metrics;
+pub mod report;
+pub mod trace;
+pub mod workload;

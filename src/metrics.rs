@@ -1,0 +1,1 @@
+//! Metrics: pure functions from a trace to a summary.

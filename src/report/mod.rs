@@ -1,0 +1,1 @@
+//! Reports: render summaries; no measuring.
