@@ -1,1 +1,371 @@
-//! The calibration engine.
+//! The calibration engine: a known-answer instrument, not an inference engine.
+//!
+//! It produces tokens in real time on an exact, configured schedule, so tests can
+//! assert that the harness measures what happened, and benches can measure the
+//! harness's own overhead. Its results are always labelled as an instrument.
+//!
+//! # Schedule
+//! The engine runs one step at a time. A step starts when the previous one ends, or,
+//! when the engine was idle, at the first `poll` after work arrived (like a step
+//! engine whose loop the driver drives). Scheduling is prefill-first, without mixing:
+//!
+//! - if requests wait and fewer than `max_batch` run, a **prefill step** admits up to
+//!   the free slots (FIFO) and lasts
+//!   `prefill_ms + prefill_ms_per_request·k + prefill_us_per_token·P/1000` ms
+//!   (k admitted requests, P their prompt tokens); each admitted request gets its
+//!   first token at the end of the step;
+//! - otherwise a **decode step** lasts `decode_ms + decode_ms_per_seq·R` ms (R running
+//!   requests) and gives every running request one token.
+//!
+//! A request finishes with `length` on its `max_tokens`-th token. The true end of
+//! every step is reported as the engine's own stamps (`first_token_ns`,
+//! `last_token_ns`), so the harness's stamps can be compared with the truth.
+//!
+//! # Fault injection (engine args)
+//! `fail_at_step=K` makes step K fail the whole engine; `fail_request=ID` ends that
+//! request with an error at its first token; `drop_request=ID` silently never
+//! schedules that request; `hang_at_step=K` stops all progress from step K on.
+
+use super::{
+    EngineConfig, EngineError, EngineInfo, EngineKind, EngineStamps, Finish, FinishReason,
+    GenRequest, RequestId, TokenEvent,
+};
+use crate::clock::{self, MonoNs};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// The schedule and faults, from `--engine-arg KEY=VALUE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub prefill_ms: f64,
+    pub prefill_ms_per_request: f64,
+    pub prefill_us_per_token: f64,
+    pub decode_ms: f64,
+    pub decode_ms_per_seq: f64,
+    /// Most requests running at once; 0 = unlimited. Others queue.
+    pub max_batch: usize,
+    pub fail_at_step: Option<u64>,
+    pub fail_request: Option<RequestId>,
+    pub drop_request: Option<RequestId>,
+    pub hang_at_step: Option<u64>,
+}
+
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule {
+            prefill_ms: 20.0,
+            prefill_ms_per_request: 1.0,
+            prefill_us_per_token: 10.0,
+            decode_ms: 10.0,
+            decode_ms_per_seq: 0.1,
+            max_batch: 0,
+            fail_at_step: None,
+            fail_request: None,
+            drop_request: None,
+            hang_at_step: None,
+        }
+    }
+}
+
+const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
+                    decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step";
+
+impl Schedule {
+    pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
+        let mut s = Schedule::default();
+        for (k, v) in args {
+            let bad = |what: &str| {
+                EngineError::Usage(format!(
+                    "--engine-arg {k}={v}: expected {what} for the calibration engine"
+                ))
+            };
+            let ms = |v: &str| -> Result<f64, EngineError> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| bad("a non-negative number"))
+            };
+            let int = |v: &str| v.parse::<u64>().map_err(|_| bad("a non-negative integer"));
+            match k.as_str() {
+                "prefill_ms" => s.prefill_ms = ms(v)?,
+                "prefill_ms_per_request" => s.prefill_ms_per_request = ms(v)?,
+                "prefill_us_per_token" => s.prefill_us_per_token = ms(v)?,
+                "decode_ms" => s.decode_ms = ms(v)?,
+                "decode_ms_per_seq" => s.decode_ms_per_seq = ms(v)?,
+                "max_batch" => s.max_batch = int(v)? as usize,
+                "fail_at_step" => s.fail_at_step = Some(int(v)?),
+                "fail_request" => s.fail_request = Some(int(v)?),
+                "drop_request" => s.drop_request = Some(int(v)?),
+                "hang_at_step" => s.hang_at_step = Some(int(v)?),
+                _ => {
+                    return Err(EngineError::Usage(format!(
+                        "unknown --engine-arg '{k}' for the calibration engine; valid keys: {KEYS}"
+                    )))
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Duration of a prefill step admitting `requests` requests with `tokens` prompt tokens.
+    pub fn prefill(&self, requests: usize, tokens: u64) -> Duration {
+        let ms = self.prefill_ms
+            + self.prefill_ms_per_request * requests as f64
+            + self.prefill_us_per_token * tokens as f64 / 1000.0;
+        Duration::from_nanos((ms * 1e6).round() as u64)
+    }
+
+    /// Duration of a decode step with `running` requests.
+    pub fn decode(&self, running: usize) -> Duration {
+        let ms = self.decode_ms + self.decode_ms_per_seq * running as f64;
+        Duration::from_nanos((ms * 1e6).round() as u64)
+    }
+}
+
+struct Waiting {
+    id: RequestId,
+    prompt_tokens: u64,
+    max_tokens: u32,
+}
+
+struct Running {
+    id: RequestId,
+    generated: u32,
+    max_tokens: u32,
+    first_token: MonoNs,
+}
+
+struct Step {
+    number: u64,
+    ends_at: MonoNs,
+    /// Prefill steps emit first tokens for these; decode steps for all running.
+    admitted: Option<Vec<Running>>,
+}
+
+pub struct CalibrationEngine {
+    info: EngineInfo,
+    schedule: Schedule,
+    waiting: VecDeque<Waiting>,
+    running: Vec<Running>,
+    dropped: usize,
+    step: Option<Step>,
+    steps_done: u64,
+}
+
+impl CalibrationEngine {
+    pub fn load(config: &EngineConfig) -> Result<CalibrationEngine, EngineError> {
+        let schedule = Schedule::from_args(&config.engine_args)?;
+        Ok(CalibrationEngine::new(schedule))
+    }
+
+    pub fn new(schedule: Schedule) -> CalibrationEngine {
+        let metadata = serde_json::json!({
+            "schedule": {
+                "prefill_ms": schedule.prefill_ms,
+                "prefill_ms_per_request": schedule.prefill_ms_per_request,
+                "prefill_us_per_token": schedule.prefill_us_per_token,
+                "decode_ms": schedule.decode_ms,
+                "decode_ms_per_seq": schedule.decode_ms_per_seq,
+                "max_batch": schedule.max_batch,
+            },
+            "note": "known-answer instrument: prefill-first steps on an exact real-time schedule; \
+                     its figures measure the harness, not an inference engine",
+        });
+        CalibrationEngine {
+            info: EngineInfo {
+                name: "calibration".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                model: "none (synthetic schedule)".into(),
+                dtype: "-".into(),
+                device: "host".into(),
+                kind: EngineKind::Step,
+                load_time_s: 0.0,
+                instrument: true,
+                metadata,
+            },
+            schedule,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            dropped: 0,
+            step: None,
+            steps_done: 0,
+        }
+    }
+
+    fn free_slots(&self) -> usize {
+        match self.schedule.max_batch {
+            0 => usize::MAX,
+            m => m.saturating_sub(self.running.len()),
+        }
+    }
+
+    /// Plans the next step starting at `start`, if there is work.
+    fn plan(&mut self, start: MonoNs) {
+        let number = self.steps_done + 1;
+        if self.schedule.hang_at_step.is_some_and(|h| number >= h) {
+            return;
+        }
+        let slots = self.free_slots();
+        if !self.waiting.is_empty() && slots > 0 {
+            let k = slots.min(self.waiting.len());
+            let admitted: Vec<Waiting> = self.waiting.drain(..k).collect();
+            let tokens = admitted.iter().map(|w| w.prompt_tokens).sum();
+            let ends_at = start.add(self.schedule.prefill(k, tokens));
+            let admitted = admitted
+                .into_iter()
+                .map(|w| Running {
+                    id: w.id,
+                    generated: 0,
+                    max_tokens: w.max_tokens,
+                    first_token: ends_at,
+                })
+                .collect();
+            self.step = Some(Step {
+                number,
+                ends_at,
+                admitted: Some(admitted),
+            });
+        } else if !self.running.is_empty() {
+            let ends_at = start.add(self.schedule.decode(self.running.len()));
+            self.step = Some(Step {
+                number,
+                ends_at,
+                admitted: None,
+            });
+        }
+    }
+
+    /// Applies a finished step: emits its tokens and finishes requests at their budget.
+    fn complete(&mut self, step: Step, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
+        self.steps_done = step.number;
+        if self.schedule.fail_at_step == Some(step.number) {
+            return Err(EngineError::failed(format!(
+                "calibration engine: injected failure at step {}",
+                step.number
+            )));
+        }
+        let from = match step.admitted {
+            // Only the just-admitted requests advance in a prefill step.
+            Some(admitted) => {
+                let from = self.running.len();
+                self.running.extend(admitted);
+                from
+            }
+            None => 0,
+        };
+        self.advance(from, step.ends_at, out);
+        Ok(())
+    }
+
+    fn advance(&mut self, from: usize, end: MonoNs, out: &mut Vec<TokenEvent>) {
+        let fail_request = self.schedule.fail_request;
+        let mut i = from;
+        while i < self.running.len() {
+            let r = &mut self.running[i];
+            r.generated += 1;
+            let failed = fail_request == Some(r.id);
+            let done = failed || r.generated >= r.max_tokens;
+            let finish = done.then(|| {
+                let mut f = Finish::new(if failed {
+                    FinishReason::Error
+                } else {
+                    FinishReason::Length
+                });
+                if failed {
+                    f.error = Some(format!("calibration engine: injected failure of request {}", r.id));
+                }
+                f.engine = Some(EngineStamps {
+                    first_token_ns: Some(r.first_token),
+                    last_token_ns: Some(end),
+                    ..Default::default()
+                });
+                Box::new(f)
+            });
+            out.push(TokenEvent {
+                request: r.id,
+                new_tokens: if failed { 0 } else { 1 },
+                at: None,
+                finish,
+            });
+            if done {
+                self.running.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl super::Engine for CalibrationEngine {
+    fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    fn submit(&mut self, req: &GenRequest) -> Result<(), EngineError> {
+        if self.schedule.drop_request == Some(req.id) {
+            self.dropped += 1;
+            return Ok(());
+        }
+        if req.max_tokens == 0 {
+            return Err(EngineError::failed("max_tokens must be at least 1"));
+        }
+        self.waiting.push_back(Waiting {
+            id: req.id,
+            prompt_tokens: req.prompt.len() as u64,
+            max_tokens: req.max_tokens,
+        });
+        Ok(())
+    }
+
+    fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
+        let now = clock::now();
+        let deadline = now.add(timeout);
+        if self.step.is_none() {
+            self.plan(now);
+        }
+        let Some(ends_at) = self.step.as_ref().map(|s| s.ends_at) else {
+            clock::sleep_until(deadline);
+            return Ok(());
+        };
+        if ends_at > deadline {
+            clock::sleep_until(deadline);
+            return Ok(());
+        }
+        clock::sleep_until(ends_at);
+        // Catch up on every step that ended while the caller was away: the schedule
+        // runs on the engine's own clock, not on the caller's.
+        let now = clock::now();
+        while let Some(step) = self.step.take_if(|s| s.ends_at <= now) {
+            let end = step.ends_at;
+            self.complete(step, out)?;
+            self.plan(end);
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.waiting.len() + self.running.len() + self.dropped
+    }
+
+    fn abort(&mut self, id: RequestId) -> Result<(), EngineError> {
+        self.waiting.retain(|w| w.id != id);
+        self.running.retain(|r| r.id != id);
+        if let Some(Step {
+            admitted: Some(a), ..
+        }) = &mut self.step
+        {
+            a.retain(|r| r.id != id);
+        }
+        if self.schedule.drop_request == Some(id) {
+            self.dropped = self.dropped.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<(), EngineError> {
+        self.waiting.clear();
+        self.running.clear();
+        self.step = None;
+        Ok(())
+    }
+}
