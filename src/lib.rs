@@ -4,7 +4,9 @@
 //! [`metrics`] → [`report`]. The driver is the only code that reads the clock for
 //! token events; metrics are pure functions of the trace; reports do no measuring.
 
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod metrics;

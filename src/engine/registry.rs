@@ -18,6 +18,12 @@ pub struct EngineSpec {
     pub load: fn(&EngineConfig) -> Result<Box<dyn Engine>, EngineError>,
 }
 
+impl std::fmt::Debug for EngineSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSpec").field("name", &self.name).finish()
+    }
+}
+
 fn calibration_load(c: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
     Ok(Box::new(CalibrationEngine::load(c)?))
 }
