@@ -13,3 +13,8 @@ pub mod metrics;
 pub mod report;
 pub mod trace;
 pub mod workload;
+pub mod app;
+pub mod error;
+pub mod gpu;
+pub mod parity;
+pub mod process;

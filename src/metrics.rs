@@ -14,7 +14,7 @@ pub struct MetricsError(pub String);
 pub fn parse_slo(_s: &str) -> Result<Slo, MetricsError> {
     Ok(Slo::default())
 }
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub completed: usize,
 }

@@ -4,6 +4,7 @@ use crate::metrics::{Slo, Summary};
 use crate::trace::RequestTrace;
 use std::path::Path;
 
+#[derive(Clone)]
 pub struct PointResult {
     pub point: LoadPoint,
     pub summary: Summary,

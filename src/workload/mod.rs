@@ -18,6 +18,9 @@ impl Workload {
     pub fn len(&self) -> usize {
         self.items.len()
     }
+    pub fn to_jsonl(&self) -> Vec<u8> {
+        Vec::new()
+    }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
