@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite. Sets up the Python engines and the models first (idempotent:
+# seconds when the cache under ${LLM_HARNESS_CACHE:-~/.cache/llm-harness} is warm),
+# then runs every test once. Tests that need a GPU skip with a printed reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,241 @@
+//! The command line: every bad input gives exit code 2, one clear line and nothing
+//! written; interruptions and engine failures keep what was measured on disk.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn harness() -> Command {
+    let mut c = Command::cargo_bin("harness").unwrap();
+    c.env("NO_COLOR", "1");
+    c
+}
+
+/// A run of the calibration engine that takes a few hundred ms.
+fn calib(out: &Path) -> Command {
+    let mut c = harness();
+    c.args(["run", "--engine", "calibration", "--batch", "4", "--input-len", "16", "--output-len", "8", "--warmup", "0"])
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+#[track_caller]
+fn usage_error(mut cmd: Command, needle: &str) {
+    let out = cmd.assert().code(2).get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("loading")).collect();
+    assert_eq!(lines.len(), 1, "one line expected, got:\n{err}");
+    assert!(lines[0].starts_with("Error: ") && lines[0].contains(needle), "expected '{needle}' in: {}", lines[0]);
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let no_weights = tmp.path().join("empty-model");
+    std::fs::create_dir(&no_weights).unwrap();
+    std::fs::write(no_weights.join("config.json"), "{}").unwrap();
+    let bad_jsonl = tmp.path().join("p.jsonl");
+    std::fs::write(&bad_jsonl, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n{\"prompt\": oops}\n").unwrap();
+    let tok = tmp.path().join("tokenizer.json");
+    std::fs::write(&tok, "{}").unwrap();
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--engine", "nope"], "unknown engine 'nope'"),
+        (vec![], "--engine is required"),
+        (vec!["--engine", "calibration", "--batch", "0"], "--batch 0"),
+        (vec!["--engine", "calibration", "--batch", "x"], "not a positive integer"),
+        (vec!["--engine", "calibration", "--rate", "-1"], "--rate -1"),
+        (vec!["--engine", "calibration", "--batch", "2", "--concurrency", "2"], "conflict"),
+        (vec!["--engine", "calibration", "--num-requests", "0"], "--num-requests 0"),
+        (vec!["--engine", "calibration", "--num-requests", "4", "--duration", "2"], "conflict"),
+        (vec!["--engine", "calibration", "--input-len", "abc"], "--input-len abc"),
+        (vec!["--engine", "calibration", "--slo", "ttft=abc"], "--slo"),
+        (vec!["--engine", "calibration", "--batch", "1,2"], "use `harness sweep`"),
+        (vec!["--engine", "calibration", "--engine-arg", "nokey"], "KEY=VALUE"),
+        (vec!["--engine", "calibration", "--engine-arg", "bogus=1"], "unknown --engine-arg 'bogus'"),
+        (vec!["--engine", "calibration", "--dataset", "sharegpt"], "--dataset-path"),
+        (vec!["--engine", "calibration", "--dataset", "prompts", "--dataset-path", "/nonexistent.jsonl"], "no such file"),
+        (vec!["--engine", "calibration", "--model", "/nonexistent/model"], "no such directory"),
+        (vec!["--engine", "vllm"], "--model is required"),
+        (vec!["--engine", "vllm", "--model", "/nonexistent/model"], "no such directory"),
+        (vec!["--engine", "vllm", "--model", no_weights.to_str().unwrap()], "no weights"),
+        (vec!["--engine", "calibration", "--python-env", "/nonexistent/venv"], "not a Python venv"),
+        (vec!["--engine", "calibration", "--config", "/nonexistent.toml"], "--config"),
+        (vec!["--engine", "calibration", "--dataset", "bogus"], "unknown --dataset"),
+    ];
+    for (args, needle) in cases {
+        let mut c = harness();
+        c.arg("run").args(&args).arg("--out").arg(&out);
+        usage_error(c, needle);
+        assert!(!out.exists(), "{args:?} left {} behind", out.display());
+    }
+    let _ = (bad_jsonl, tok);
+}
+
+#[test]
+fn malformed_prompt_file_names_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let tokenizer = tmp.path().join("tokenizer.json");
+    write_tokenizer(&tokenizer);
+    let bad = tmp.path().join("p.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"hello world\"}\n\n{\"prompt\": oops}\n").unwrap();
+    let mut c = calib(&out);
+    c.args(["--dataset", "prompts", "--dataset-path"]).arg(&bad).arg("--tokenizer").arg(&tokenizer);
+    usage_error(c, "line 3");
+    assert!(!out.exists());
+}
+
+/// A tiny word-level tokenizer.json, enough for token counting.
+fn write_tokenizer(path: &Path) {
+    let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[{"id":0,"content":"[UNK]","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"hello":1,"world":2,"a":3,"b":4},"unk_token":"[UNK]"}}"#;
+    std::fs::write(path, json).unwrap();
+}
+
+#[test]
+fn unwritable_out_dir_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    usage_error(calib(&file.join("sub")), "--out");
+}
+
+#[test]
+fn existing_results_are_not_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    calib(&out).assert().success();
+    let before = std::fs::read(out.join("requests.jsonl")).unwrap();
+    usage_error(calib(&out), "already holds results");
+    assert_eq!(std::fs::read(out.join("requests.jsonl")).unwrap(), before);
+}
+
+#[test]
+fn run_writes_every_output_and_report_rerenders_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let assert = calib(&out).assert().success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(stdout.contains("CALIBRATION"), "instrument banner missing:\n{stdout}");
+    for f in ["run.json", "config.toml", "workload.jsonl", "requests.jsonl", "summary.json", "summary.csv", "requests.csv"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["completed"], 4);
+    assert!(summary["definitions"]["ttft"].is_string());
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "completed");
+    assert!(run["harness"]["git_revision"].is_string());
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    harness().arg("report").arg(&out).assert().success().stdout(predicate::str::contains("batch=4"));
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(again["completed"], summary["completed"]);
+    assert_eq!(again["mean_ttft_ms"], summary["mean_ttft_ms"]);
+}
+
+#[test]
+fn sweep_runs_every_point_on_one_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    harness()
+        .args(["sweep", "--engine", "calibration", "--batch", "1,2,4", "--input-len", "8", "--output-len", "4", "--warmup", "1"])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["points"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn config_file_and_flag_precedence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, "engine = \"calibration\"\nbatch = 2\ninput-len = 8\noutput-len = 3\nwarmup = 0\nnum-requests = 4\nengine-arg = [\"decode_ms=2\"]\n").unwrap();
+    harness().args(["run", "--config"]).arg(&cfg).args(["--output-len", "5"]).arg("--out").arg(&out).assert().success();
+    let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(saved.contains("output-len = \"5\""), "flag must override the file:\n{saved}");
+    assert!(saved.contains("batch = \"2\""), "file value must be kept:\n{saved}");
+    let recs = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
+    assert_eq!(recs.lines().count(), 4);
+    assert!(recs.lines().all(|l| l.contains("\"max_tokens\":5")));
+    // The saved config reruns the same thing.
+    let out2 = tmp.path().join("out2");
+    harness().args(["run", "--config"]).arg(out.join("config.toml")).arg("--out").arg(&out2).assert().success();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "engine = \"calibration\"\nbatchh = 2\n").unwrap();
+    let mut c = harness();
+    c.args(["run", "--config"]).arg(&bad).arg("--out").arg(tmp.path().join("out3"));
+    usage_error(c, "line 2");
+}
+
+#[test]
+fn injected_engine_failure_keeps_finished_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut c = calib(&out);
+    // Batches of 4 × 8 tokens take 8 steps each: step 20 fails the third batch.
+    c.args(["--num-requests", "16", "--engine-arg", "fail_at_step=20"]);
+    let o = c.assert().code(1).get_output().clone();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("injected failure at step 20"));
+    let recs = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
+    let ok = recs.lines().filter(|l| l.contains("\"finish_reason\":\"length\"")).count();
+    let failed = recs.lines().filter(|l| l.contains("\"finish_reason\":\"error\"")).count();
+    assert_eq!((ok, failed), (8, 4), "{recs}");
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "engine_failed");
+    harness().arg("report").arg(&out).assert().success();
+}
+
+#[test]
+fn ctrl_c_keeps_a_valid_trace_that_report_renders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let bin = assert_cmd::cargo::cargo_bin("harness");
+    let mut child = std::process::Command::new(bin)
+        .args(["run", "--engine", "calibration", "--concurrency", "4", "--input-len", "8", "--output-len", "10", "--warmup", "0"])
+        .args(["--num-requests", "100000", "--engine-arg", "decode_ms=5"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some requests have finished, then interrupt.
+    let trace = out.join("requests.jsonl");
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&trace).map_or(0, |s| s.lines().count()) < 8 {
+        assert!(t.elapsed().as_secs() < 30, "no requests finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every line is valid JSON");
+    }
+    assert!(text.contains("\"finish_reason\":\"abort\""), "in-flight requests are listed as aborted");
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "interrupted");
+    harness().arg("report").arg(&out).assert().success().stdout(predicate::str::contains("concurrency=4"));
+}
+
+#[test]
+fn report_of_a_non_result_dir_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = harness();
+    c.arg("report").arg(tmp.path());
+    usage_error(c, "run.json");
+}
+
+#[test]
+fn engines_lists_the_calibration_engine() {
+    harness().arg("engines").assert().success().stdout(predicate::str::contains("calibration").and(predicate::str::contains("usable")));
+}
