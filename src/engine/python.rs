@@ -137,7 +137,14 @@ fn py_error(py: Python<'_>, err: PyErr, context: &str) -> EngineError {
     if kind == "UsageError" {
         return EngineError::Usage(msg);
     }
-    let traceback = err.traceback(py).and_then(|tb: Bound<'_, PyTraceback>| tb.format().ok());
+    // traceback.format_exception reads the adapters' compiled-in source via linecache.
+    let traceback = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py))))
+        .and_then(|lines| lines.extract::<Vec<String>>().map_err(Into::into))
+        .map(|lines| lines.concat().trim_end().to_string())
+        .ok()
+        .or_else(|| err.traceback(py).and_then(|tb: Bound<'_, PyTraceback>| tb.format().ok()));
     EngineError::Failed { message: format!("{context}: {kind}: {msg}"), traceback }
 }
 
@@ -164,8 +171,12 @@ def _activate(env, sp):
 }
 
 fn load_module<'py>(py: Python<'py>, source: &str, name: &str) -> PyResult<Bound<'py, PyModule>> {
+    let file_name = format!("<harness>/engines/{name}.py");
+    // Register the source with linecache so tracebacks show the adapter's lines.
+    let lines = PyList::new(py, source.split_inclusive('\n'))?;
+    py.import("linecache")?.getattr("cache")?.set_item(&file_name, (source.len(), py.None(), lines, &file_name))?;
     let code = CString::new(source).map_err(|e| PyImportError::new_err(e.to_string()))?;
-    let file = CString::new(format!("<harness>/engines/{name}.py")).map_err(|e| PyImportError::new_err(e.to_string()))?;
+    let file = CString::new(file_name).map_err(|e| PyImportError::new_err(e.to_string()))?;
     let name = CString::new(name).map_err(|e| PyImportError::new_err(e.to_string()))?;
     PyModule::from_code(py, &code, &file, &name)
 }

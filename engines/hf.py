@@ -1,0 +1,3 @@
+import harness_bridge as hb
+def create(model, options):
+    raise hb.UsageError("this adapter is not written yet")

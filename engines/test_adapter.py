@@ -1,0 +1,147 @@
+"""Test adapter for the Python bridge: no ML packages, exact behaviour.
+
+Options (``--engine-arg``):
+  mode=step|stream   step: one token per in-flight request per step(), stamped by
+                     the Rust driver; stream: a producer thread emits the tokens
+                     and stamps them with time.monotonic_ns().
+  step_ms=F          time per step (default 1).
+  fail_at_step=N     raise RuntimeError inside step N (counting from 1).
+  fail_request=RID   that request ends with an error carrying a traceback.
+  spawn_child=true   start a `sleep 300` child at load; shutdown() kills it.
+  noop=true          step() does nothing and returns at once (bridge cost).
+"""
+
+import subprocess
+import threading
+import time
+
+import harness_bridge as hb
+
+_OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": int, "spawn_child": bool, "noop": bool}
+
+
+class _Req:
+    __slots__ = ("rid", "max_tokens", "generated", "want_ids")
+
+    def __init__(self, rid, max_tokens, want_ids):
+        self.rid, self.max_tokens, self.generated, self.want_ids = rid, max_tokens, 0, want_ids
+
+
+class TestAdapter:
+    def __init__(self, model, options):
+        o = hb.parse_options("python-test", options, _OPTIONS)
+        self.mode = o.get("mode", "step")
+        if self.mode not in ("step", "stream"):
+            raise hb.UsageError(f"--engine-arg mode={self.mode}: expected step or stream")
+        self.step_s = o.get("step_ms", 1.0) / 1e3
+        self.fail_at_step = o.get("fail_at_step")
+        self.fail_request = o.get("fail_request")
+        self.noop = o.get("noop", False)
+        self.steps = 0
+        self.reqs = {}
+        self.lock = threading.Lock()
+        self.child = subprocess.Popen(["sleep", "300"]) if o.get("spawn_child") else None
+        self.stream = None
+        if self.mode == "stream":
+            self.stream = hb.StreamQueue()
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._produce, name="test-producer", daemon=True)
+            self.thread.start()
+
+    def info(self):
+        return {
+            "name": "python-test",
+            "version": "1",
+            "model": "none",
+            "dtype": "-",
+            "device": "host",
+            "kind": self.mode,
+            "metadata": {"mode": self.mode, "step_ms": self.step_s * 1e3, "child_pid": self.child.pid if self.child else None},
+        }
+
+    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        with self.lock:
+            self.reqs[rid] = _Req(rid, max_tokens, return_token_ids)
+
+    def _advance(self, emit):
+        """One step: a token for every in-flight request. ``emit(rid, n, fin, extra)``."""
+        self.steps += 1
+        if self.fail_at_step is not None and self.steps == self.fail_at_step:
+            raise RuntimeError(f"injected failure at step {self.steps}")
+        with self.lock:
+            reqs = list(self.reqs.values())
+        for r in reqs:
+            if r.rid == self.fail_request:
+                try:
+                    raise ValueError(f"injected failure of request {r.rid}")
+                except ValueError as e:
+                    emit(r.rid, 0, hb.ERROR, {"error": hb.format_exception(e)})
+                with self.lock:
+                    self.reqs.pop(r.rid, None)
+                continue
+            r.generated += 1
+            if r.generated >= r.max_tokens:
+                ids = [r.rid % 1000] * r.generated if r.want_ids else None
+                emit(r.rid, 1, hb.LENGTH, {"token_ids": ids} if ids else None)
+                with self.lock:
+                    self.reqs.pop(r.rid, None)
+            else:
+                emit(r.rid, 1, hb.NOT_FINISHED, None)
+
+    def step(self, timeout_s):
+        if self.noop:
+            return hb.EMPTY
+        if self.stream is not None:
+            return self.stream.step(timeout_s)
+        if not self.reqs:
+            time.sleep(min(timeout_s, 0.001))
+            return hb.EMPTY
+        time.sleep(self.step_s)
+        buf = hb.EventBuffer()
+
+        def emit(rid, n, fin, extra):
+            buf.add(rid, n, fin)
+            if extra:
+                buf.finish_info(rid, **extra)
+
+        self._advance(emit)
+        return buf.take()
+
+    def _produce(self):
+        while not self.stop.is_set():
+            if not self.reqs:
+                time.sleep(0.0005)
+                continue
+            time.sleep(self.step_s)
+            try:
+                self._advance(lambda rid, n, fin, extra: self.stream.push(rid, n, fin, extra))
+            except RuntimeError as e:
+                # An engine-wide failure: every in-flight request fails with the traceback.
+                with self.lock:
+                    rids = list(self.reqs)
+                    self.reqs.clear()
+                for rid in rids:
+                    self.stream.push(rid, 0, hb.ERROR, {"error": hb.format_exception(e)})
+
+    def in_flight(self):
+        return len(self.reqs)
+
+    def abort(self, rid):
+        with self.lock:
+            self.reqs.pop(rid, None)
+
+    def shutdown(self):
+        if self.stream is not None:
+            self.stop.set()
+            self.thread.join(timeout=2)
+        if self.child is not None:
+            self.child.terminate()
+            try:
+                self.child.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+                self.child.wait()
+
+
+def create(model, options):
+    return TestAdapter(model, options)
