@@ -26,7 +26,7 @@ pub mod synthetic;
 pub mod tokenizer;
 
 use rand_chacha::rand_core::RngCore;
-pub use rand_chacha::ChaCha8Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Write as _;

@@ -148,7 +148,11 @@ pub(crate) fn build(
         return Err(WorkloadError::SharegptNoneUsable {
             path: path.to_path_buf(),
             detail: format!(
-                "{two_turn} of {total} entries have 2+ turns and none passes vLLM's filters (prompt {MIN_LEN}..={MAX_PROMPT_LEN} tokens, output >= {MIN_LEN}, prompt+output <= {MAX_TOTAL_LEN})"
+                "{two_turn} of {total} entries have 2+ turns and none passes vLLM's filters (prompt {MIN_LEN}..={MAX_PROMPT_LEN} tokens, output >= {MIN_LEN}, prompt+output <= {MAX_TOTAL_LEN}){}",
+                match output_override {
+                    Some(n) => format!(" with the output length overridden to {n}"),
+                    None => String::new(),
+                }
             ),
         });
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tokenizers::Model as _;
 
 /// A loaded `tokenizer.json`, with what the workloads need to know about it.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
