@@ -14,7 +14,7 @@
 //! # Determinism
 //!
 //! Every random choice is drawn from one [`ChaCha8Rng`] seeded with the run's seed, in a
-//! fixed order, and integers are drawn with our own rejection sampler ([`below`]) over
+//! fixed order, and integers are drawn with our own rejection sampler (`below`) over
 //! the raw `u64` stream, so the same seed, spec, count and tokenizer give the same
 //! workload byte for byte ([`Workload::to_jsonl`]). ChaCha8's stream is fixed by
 //! `rand_chacha`; the only other algorithm involved is `rand_distr`'s normal sampler (for

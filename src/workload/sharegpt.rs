@@ -15,7 +15,7 @@
 //! 5. Stop once `count` entries passed; if the file runs out first, repeat the kept ones
 //!    in order (vLLM instead draws extra ones with `random.choice`).
 //!
-//! The shuffle is ours ([`shuffle`], ChaCha8): Python's `random.shuffle` stream cannot be
+//! The shuffle is ours (Fisher–Yates over ChaCha8): Python's `random.shuffle` stream cannot be
 //! reproduced, so the same seed picks different conversations than vLLM does; the
 //! filters and length accounting are the same.
 //!
