@@ -1,0 +1,210 @@
+//! `summary.csv` (one row per load point, the flat keys of `summary.json`) and
+//! `requests.csv` (one row per request). Missing values are empty cells.
+
+use super::{flat_keys, Exporter, ReportError, RunResult};
+use crate::driver::LoadPoint;
+use crate::metrics::{first_line, per_request, reason_name};
+use crate::trace::RequestTrace;
+use serde_json::Value;
+
+/// Writes `summary.csv`.
+pub struct SummaryCsvExporter;
+
+/// Writes `requests.csv`.
+pub struct RequestsCsvExporter;
+
+/// The columns of `requests.csv`.
+pub const REQUEST_COLUMNS: &[&str] = &[
+    "id",
+    "point",
+    "prompt_tokens",
+    "output_tokens",
+    "finish_reason",
+    "ttft_ms",
+    "tpot_ms",
+    "e2el_ms",
+    "itl_per_request_ms",
+    "engine_ttft_ms",
+    "error",
+];
+
+fn render_err(file: &'static str) -> impl Fn(String) -> ReportError {
+    move |message| ReportError::Render { file, message }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        // Floats as Rust prints them (`4`, `0.5`), the same as in `requests.csv`.
+        Value::Number(n) if n.is_f64() => n.as_f64().map_or_else(String::new, |f| f.to_string()),
+        other => other.to_string(),
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| v.to_string())
+}
+
+fn finish(w: ::csv::Writer<Vec<u8>>, file: &'static str) -> Result<Vec<u8>, ReportError> {
+    w.into_inner().map_err(|e| render_err(file)(e.to_string()))
+}
+
+impl Exporter for SummaryCsvExporter {
+    fn file_name(&self) -> &'static str {
+        "summary.csv"
+    }
+
+    fn render(&self, run: &RunResult, _records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
+        let file = self.file_name();
+        let err = render_err(file);
+        // Engine columns when any point has engine stamps, so every row has the same columns.
+        let with_engine = run
+            .points
+            .iter()
+            .any(|p| p.summary.engine_ttft_delta.is_some());
+        let mut w = ::csv::Writer::from_writer(Vec::new());
+        let template = flat_keys(&Default::default(), with_engine);
+        let mut header = vec!["point", "mode", "value", "burstiness"];
+        header.extend(template.iter().map(|(k, _)| k.as_str()));
+        header.push("failed_by_reason");
+        w.write_record(&header).map_err(|e| err(e.to_string()))?;
+        for (i, p) in run.points.iter().enumerate() {
+            let burstiness = match p.point {
+                LoadPoint::Rate { burstiness, .. } => burstiness.to_string(),
+                _ => String::new(),
+            };
+            let mut row = vec![
+                i.to_string(),
+                p.point.mode().to_string(),
+                p.point.value().to_string(),
+                burstiness,
+            ];
+            row.extend(
+                flat_keys(&p.summary, with_engine)
+                    .iter()
+                    .map(|(_, v)| cell(v)),
+            );
+            let by_reason: Vec<String> = p
+                .summary
+                .failed_by_reason
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            row.push(by_reason.join(";"));
+            w.write_record(&row).map_err(|e| err(e.to_string()))?;
+        }
+        finish(w, file)
+    }
+}
+
+impl Exporter for RequestsCsvExporter {
+    fn file_name(&self) -> &'static str {
+        "requests.csv"
+    }
+
+    fn render(&self, _run: &RunResult, records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
+        let file = self.file_name();
+        let err = render_err(file);
+        let mut w = ::csv::Writer::from_writer(Vec::new());
+        w.write_record(REQUEST_COLUMNS)
+            .map_err(|e| err(e.to_string()))?;
+        for r in records {
+            let m = per_request(r);
+            w.write_record([
+                r.id.to_string(),
+                r.point.to_string(),
+                r.prompt_tokens.to_string(),
+                m.output_tokens.to_string(),
+                reason_name(r.finish_reason).to_string(),
+                opt(m.ttft_ms),
+                opt(m.tpot_ms),
+                opt(m.e2el_ms),
+                opt(m.itl_per_request_ms),
+                opt(m.engine_ttft_ms),
+                r.error.as_deref().map(first_line).unwrap_or("").to_string(),
+            ])
+            .map_err(|e| err(e.to_string()))?;
+        }
+        finish(w, file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::run;
+
+    fn text(e: &dyn Exporter, run: &RunResult, recs: &[RequestTrace]) -> String {
+        String::from_utf8(e.render(run, recs).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn summary_csv_header_and_rows() {
+        let (run, recs) = run(false);
+        let t = text(&SummaryCsvExporter, &run, &recs);
+        let mut rdr = ::csv::Reader::from_reader(t.as_bytes());
+        let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+        assert_eq!(
+            &header[..9],
+            [
+                "point",
+                "mode",
+                "value",
+                "burstiness",
+                "duration",
+                "completed",
+                "failed",
+                "total_input_tokens",
+                "total_output_tokens"
+            ]
+        );
+        assert!(header.contains(&"mean_ttft_ms".to_string()));
+        assert!(header.contains(&"p99_engine_ttft_delta_ms".to_string()));
+        assert_eq!(header.last().map(String::as_str), Some("failed_by_reason"));
+        let rows: Vec<::csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        let col = |row: usize, name: &str| {
+            let i = header.iter().position(|h| h == name).unwrap();
+            rows[row][i].to_string()
+        };
+        assert_eq!(col(0, "mode"), "batch");
+        assert_eq!(col(0, "value"), "2");
+        assert_eq!(col(0, "burstiness"), "");
+        assert_eq!(col(0, "completed"), "2");
+        assert_eq!(col(0, "duration"), "0.5");
+        assert_eq!(col(0, "request_throughput"), "4");
+        assert_eq!(col(0, "mean_ttft_ms"), "150");
+        assert_eq!(col(0, "mean_engine_ttft_delta_ms"), "0.5");
+        assert_eq!(col(0, "failed_by_reason"), "timeout=1");
+        assert_eq!(col(1, "mode"), "concurrency");
+        assert_eq!(col(1, "value"), "4");
+        assert_eq!(col(1, "mean_engine_ttft_delta_ms"), "");
+        assert_eq!(col(1, "failed_by_reason"), "");
+    }
+
+    #[test]
+    fn requests_csv_rows() {
+        let (run, recs) = run(false);
+        let t = text(&RequestsCsvExporter, &run, &recs);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "id,point,prompt_tokens,output_tokens,finish_reason,ttft_ms,tpot_ms,e2el_ms,\
+             itl_per_request_ms,engine_ttft_ms,error"
+        );
+        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,25,99.5,");
+        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,50,,");
+        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,,no token within 0.5 s");
+        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,10,,");
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn errors_with_commas_and_quotes_are_quoted() {
+        let (run, mut recs) = run(false);
+        recs[2].error = Some("bad, \"very\" bad\nline 2".into());
+        let t = text(&RequestsCsvExporter, &run, &recs);
+        assert!(t.contains(",\"bad, \"\"very\"\" bad\"\n"), "{t}");
+    }
+}

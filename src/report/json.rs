@@ -1,0 +1,243 @@
+//! `summary.json`: run metadata, metric definitions and one object per load point with
+//! vLLM-style flat keys. With exactly one point, its keys are repeated at the top level,
+//! so `summary.json["output_throughput"]` works as with `vllm bench` output.
+
+use super::{flat_keys, Exporter, ReportError, RunResult, INSTRUMENT_BANNER};
+use crate::metrics::{reason_name, Summary, DEFINITIONS};
+use crate::trace::RequestTrace;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
+
+/// Writes `summary.json`.
+pub struct JsonExporter;
+
+impl Exporter for JsonExporter {
+    fn file_name(&self) -> &'static str {
+        "summary.json"
+    }
+
+    fn render(&self, run: &RunResult, _records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
+        let mut out =
+            serde_json::to_vec_pretty(&document(run)).map_err(|e| ReportError::Render {
+                file: "summary.json",
+                message: e.to_string(),
+            })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+/// A JSON tree whose objects keep their key order (serde_json's `Map` sorts keys
+/// unless its `preserve_order` feature is on, which would change it crate-wide).
+enum Node {
+    Value(Value),
+    Object(Vec<(String, Node)>),
+    Array(Vec<Node>),
+}
+
+impl Serialize for Node {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Node::Value(v) => v.serialize(s),
+            Node::Object(kv) => {
+                let mut m = s.serialize_map(Some(kv.len()))?;
+                for (k, v) in kv {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+            Node::Array(items) => {
+                let mut a = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    a.serialize_element(i)?;
+                }
+                a.end()
+            }
+        }
+    }
+}
+
+fn val(v: impl Into<Value>) -> Node {
+    Node::Value(v.into())
+}
+
+/// `failures` and `failed_by_reason`, with reasons by name.
+fn failure_keys(s: &Summary) -> Vec<(String, Node)> {
+    let failures = s
+        .failures
+        .iter()
+        .map(|f| {
+            val(json!({
+                "id": f.id,
+                "reason": reason_name(f.reason),
+                "error": f.error,
+            }))
+        })
+        .collect();
+    let by_reason = s
+        .failed_by_reason
+        .iter()
+        .map(|(k, v)| (k.clone(), val(*v)))
+        .collect();
+    vec![
+        ("failed_by_reason".into(), Node::Object(by_reason)),
+        ("failures".into(), Node::Array(failures)),
+    ]
+}
+
+/// The keys of one point: index, label, the load point's own fields (`mode`, `batch`,
+/// ...), the flat metric keys, then the failure lists.
+fn point_keys(run: &RunResult, i: usize) -> Vec<(String, Node)> {
+    let p = &run.points[i];
+    let mut kv: Vec<(String, Node)> = vec![
+        ("point".into(), val(i)),
+        ("label".into(), val(p.point.label())),
+        ("mode".into(), val(p.point.mode())),
+    ];
+    // The load point's own fields (`batch`, or `rate` and `burstiness`), as the CLI names them.
+    if let Ok(Value::Object(fields)) = serde_json::to_value(p.point) {
+        kv.extend(
+            fields
+                .into_iter()
+                .filter(|(k, _)| k != "mode")
+                .map(|(k, v)| (k, Node::Value(v))),
+        );
+    }
+    let s = &p.summary;
+    kv.extend(
+        flat_keys(s, s.engine_ttft_delta.is_some())
+            .into_iter()
+            .map(|(k, v)| (k, Node::Value(v))),
+    );
+    kv.extend(failure_keys(s));
+    kv
+}
+
+fn document(run: &RunResult) -> Node {
+    let mut top: Vec<(String, Node)> = vec![(
+        "harness".into(),
+        val(json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")})),
+    )];
+    top.push(("instrument".into(), val(run.instrument)));
+    if run.instrument {
+        top.push(("instrument_note".into(), val(INSTRUMENT_BANNER)));
+    }
+    top.push(("meta".into(), val(run.meta.clone())));
+    top.push((
+        "slo".into(),
+        val(serde_json::to_value(run.slo).unwrap_or(Value::Null)),
+    ));
+    top.push((
+        "definitions".into(),
+        Node::Object(
+            DEFINITIONS
+                .iter()
+                .map(|(k, v)| (k.to_string(), val(*v)))
+                .collect(),
+        ),
+    ));
+    if run.points.len() == 1 {
+        // vLLM-compatible: the one point's keys at the top level too.
+        top.extend(point_keys(run, 0));
+    }
+    let points = (0..run.points.len())
+        .map(|i| Node::Object(point_keys(run, i)))
+        .collect();
+    top.push(("points".into(), Node::Array(points)));
+    Node::Object(top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::run;
+
+    fn render(run: &RunResult) -> (String, Value) {
+        let bytes = JsonExporter.render(run, &[]).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let v = serde_json::from_str(&text).unwrap();
+        (text, v)
+    }
+
+    #[test]
+    fn points_carry_flat_keys_equal_to_the_summary() {
+        let (run, _) = run(false);
+        let (text, v) = render(&run);
+        assert!(text.ends_with("}\n"));
+        assert_eq!(v["harness"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["meta"]["engine"]["name"], "calibration");
+        assert_eq!(v["instrument"], false);
+        assert!(v.get("instrument_note").is_none());
+        assert_eq!(v["slo"]["ttft_ms"], 150.0);
+        assert_eq!(
+            v["definitions"]["tpot"].as_str(),
+            crate::metrics::definition("tpot")
+        );
+        // Two points: no flat keys at the top level.
+        assert!(v.get("output_throughput").is_none());
+
+        let p0 = &v["points"][0];
+        let s = &run.points[0].summary;
+        assert_eq!(p0["mode"], "batch");
+        assert_eq!(p0["batch"], 2);
+        assert_eq!(p0["label"], "batch=2");
+        assert_eq!(p0["completed"], s.completed);
+        assert_eq!(p0["failed"], 1);
+        assert_eq!(p0["duration"], 0.5);
+        assert_eq!(p0["output_throughput"], s.output_throughput.unwrap());
+        assert_eq!(p0["request_goodput"], 2.0);
+        assert_eq!(p0["good_requests"], 1);
+        assert_eq!(p0["mean_ttft_ms"], s.ttft.mean.unwrap());
+        assert_eq!(p0["median_tpot_ms"], s.tpot.p50.unwrap());
+        assert_eq!(p0["std_itl_ms"], s.itl.std.unwrap());
+        assert_eq!(p0["p99_e2el_ms"], s.e2el.p99.unwrap());
+        assert_eq!(p0["p90_itl_per_request_ms"], s.itl_per_request.p90.unwrap());
+        assert_eq!(p0["max_per_user_output_throughput_tok_s"], 40.0);
+        assert_eq!(p0["mean_engine_ttft_delta_ms"], 0.5);
+        assert_eq!(p0["failed_by_reason"], json!({"timeout": 1}));
+        assert_eq!(
+            p0["failures"],
+            json!([{"id": 2, "reason": "timeout", "error": "no token within 0.5 s"}])
+        );
+
+        let p1 = &v["points"][1];
+        assert_eq!(p1["mode"], "concurrency");
+        assert_eq!(p1["concurrency"], 4);
+        assert!(p1.get("mean_engine_ttft_delta_ms").is_none());
+        assert_eq!(p1["failures"], json!([]));
+        // Key order is kept: metadata first, points last.
+        assert!(text.find("\"harness\"").unwrap() < text.find("\"definitions\"").unwrap());
+        assert!(text.find("\"definitions\"").unwrap() < text.find("\"points\"").unwrap());
+    }
+
+    #[test]
+    fn one_point_is_also_flat_at_the_top_and_instrument_is_labelled() {
+        let (mut run, _) = run(true);
+        run.points.truncate(1);
+        let (_, v) = render(&run);
+        assert_eq!(v["instrument"], true);
+        assert_eq!(v["instrument_note"], INSTRUMENT_BANNER);
+        for k in [
+            "output_throughput",
+            "mean_ttft_ms",
+            "p99_tpot_ms",
+            "completed",
+            "failures",
+        ] {
+            assert_eq!(v[k], v["points"][0][k], "{k}");
+        }
+        assert_eq!(v["mode"], "batch");
+        assert_eq!(v["request_throughput"], 4.0);
+    }
+
+    #[test]
+    fn missing_values_are_null_never_nan() {
+        let (mut run, _) = run(false);
+        run.points[0].summary = crate::metrics::summarize(&[], &crate::metrics::Slo::default());
+        let (text, v) = render(&run);
+        assert!(!text.contains("NaN") && !text.contains("Infinity"));
+        assert_eq!(v["points"][0]["request_throughput"], Value::Null);
+        assert_eq!(v["points"][0]["p99_ttft_ms"], Value::Null);
+    }
+}
