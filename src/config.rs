@@ -44,7 +44,7 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         .or_else(|e| err(format!("--config {}: {e}; pass an existing TOML file", path.display())))?;
     let file: RunArgs = toml::from_str(&text).or_else(|e| {
         let msg = e.message().replace('\n', " ");
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
         err(match line {
             Some(l) => format!("--config {} line {l}: {msg}; keys are the flag names (e.g. engine, batch, input-len)", path.display()),
             None => format!("--config {}: {msg}", path.display()),

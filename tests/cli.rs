@@ -46,7 +46,7 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         (vec![], "--engine is required"),
         (vec!["--engine", "calibration", "--batch", "0"], "--batch 0"),
         (vec!["--engine", "calibration", "--batch", "x"], "not a positive integer"),
-        (vec!["--engine", "calibration", "--rate", "-1"], "--rate -1"),
+        (vec!["--engine", "calibration", "--rate=-1"], "--rate -1"),
         (vec!["--engine", "calibration", "--batch", "2", "--concurrency", "2"], "conflict"),
         (vec!["--engine", "calibration", "--num-requests", "0"], "--num-requests 0"),
         (vec!["--engine", "calibration", "--num-requests", "4", "--duration", "2"], "conflict"),
@@ -82,8 +82,9 @@ fn malformed_prompt_file_names_the_line() {
     write_tokenizer(&tokenizer);
     let bad = tmp.path().join("p.jsonl");
     std::fs::write(&bad, "{\"prompt\": \"hello world\"}\n\n{\"prompt\": oops}\n").unwrap();
-    let mut c = calib(&out);
-    c.args(["--dataset", "prompts", "--dataset-path"]).arg(&bad).arg("--tokenizer").arg(&tokenizer);
+    let mut c = harness();
+    c.args(["run", "--engine", "calibration", "--dataset", "prompts", "--dataset-path"]).arg(&bad);
+    c.arg("--tokenizer").arg(&tokenizer).arg("--out").arg(&out);
     usage_error(c, "line 3");
     assert!(!out.exists());
 }
