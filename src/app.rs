@@ -32,20 +32,30 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn engines(a: EnginesArgs) -> Result<i32> {
-    let cfg = EngineConfig { python_env: a.python_env, ..Default::default() };
+    let cfg = EngineConfig {
+        python_env: a.python_env,
+        ..Default::default()
+    };
     for e in registry::registry() {
         let (state, why) = match (e.availability)(&cfg) {
             Availability::Usable(why) => ("usable", why),
             Availability::Unusable(why) => ("unusable", why),
         };
-        println!("{:<12} {:<9} {}\n{:<12} {:<9} {}", e.name, state, e.description, "", "", why);
+        println!(
+            "{:<12} {:<9} {}\n{:<12} {:<9} {}",
+            e.name, state, e.description, "", "", why
+        );
     }
     Ok(0)
 }
 
 fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
     let cfg = config::validate(config::merge(args)?, sweep)?;
-    let tokenizer = cfg.tokenizer.as_deref().map(Tokenizer::from_file).transpose()?;
+    let tokenizer = cfg
+        .tokenizer
+        .as_deref()
+        .map(Tokenizer::from_file)
+        .transpose()?;
     let count = cfg.driver.warmup + cfg.driver.stop.num_requests.unwrap_or(1024);
     let workload = workload::build(&cfg.workload, tokenizer.as_ref(), count, cfg.driver.seed)?;
     let cancel = crate::process::install_interrupt();
@@ -53,8 +63,12 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
     // Create the result directory before the (slow) engine load, so an unwritable
     // one fails at once; remove it again if the engine refuses to load.
     let created = !cfg.out.exists();
-    std::fs::create_dir_all(&cfg.out)
-        .map_err(|e| UsageError(format!("--out {}: {e}; choose a writable directory", cfg.out.display())))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| {
+        UsageError(format!(
+            "--out {}: {e}; choose a writable directory",
+            cfg.out.display()
+        ))
+    })?;
     let progress = Progress::new(cfg.progress);
     progress.println(&format!("loading engine {} ...", cfg.engine.name));
     let t = Instant::now();
@@ -67,20 +81,25 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
             crate::process::kill_children();
             return Err(match e {
                 EngineError::Usage(_) => anyhow::Error::new(e),
-                other => anyhow::Error::new(other).context(format!("engine {} failed to load", cfg.engine.name)),
+                other => anyhow::Error::new(other)
+                    .context(format!("engine {} failed to load", cfg.engine.name)),
             });
         }
     };
     let load_s = t.elapsed().as_secs_f64();
     let mut info = engine.info().clone();
     info.load_time_s = load_s;
-    progress.println(&format!("loaded {} {} in {load_s:.1} s", info.name, info.version));
+    progress.println(&format!(
+        "loaded {} {} in {load_s:.1} s",
+        info.name, info.version
+    ));
 
     let mut meta = metadata(&cfg, &info, &workload.description);
     write_json(&cfg.out.join(RUN_FILE), &meta)?;
     let toml = toml::to_string(&cfg.effective).unwrap_or_default();
     std::fs::write(cfg.out.join("config.toml"), toml).context("cannot write config.toml")?;
-    std::fs::write(cfg.out.join("workload.jsonl"), workload.to_jsonl()).context("cannot write workload.jsonl")?;
+    std::fs::write(cfg.out.join("workload.jsonl"), workload.to_jsonl())
+        .context("cannot write workload.jsonl")?;
     let mut writer = TraceWriter::create(&cfg.out)?;
 
     let mut all: Vec<RequestTrace> = Vec::new();
@@ -89,11 +108,23 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
     {
         let mut driver = Driver::new(engine.as_mut(), cancel);
         for (i, &point) in cfg.points.iter().enumerate() {
-            let run = driver.run_point(i as u32, point, &workload, &cfg.driver, &mut writer, &progress)?;
+            let run = driver.run_point(
+                i as u32,
+                point,
+                &workload,
+                &cfg.driver,
+                &mut writer,
+                &progress,
+            )?;
             let summary = metrics::summarize(&run.records, &cfg.slo);
             all.extend(run.records);
             points.push(PointResult { point, summary });
-            let partial = RunResult { meta: meta.clone(), instrument: info.instrument, points: points.clone(), slo: cfg.slo.clone() };
+            let partial = RunResult {
+                meta: meta.clone(),
+                instrument: info.instrument,
+                points: points.clone(),
+                slo: cfg.slo,
+            };
             report::write_all(&cfg.out, &partial, &all)?;
             outcome = run.outcome;
             if outcome != Outcome::Completed {
@@ -116,7 +147,12 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
     meta["status"] = json!(status);
     meta["end_time"] = json!(chrono::Local::now().to_rfc3339());
     write_json(&cfg.out.join(RUN_FILE), &meta)?;
-    let result = RunResult { meta, instrument: info.instrument, points, slo: cfg.slo.clone() };
+    let result = RunResult {
+        meta,
+        instrument: info.instrument,
+        points,
+        slo: cfg.slo,
+    };
     report::write_all(&cfg.out, &result, &all)?;
     println!("{}", report::table(&result));
     println!("results: {}", cfg.out.display());
@@ -127,13 +163,20 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
     Ok(match outcome {
         Outcome::Interrupted => EXIT_INTERRUPTED,
         Outcome::EngineFailed(msg) => {
-            eprintln!("Error: engine {} failed mid-run: {}", info.name, msg.lines().next().unwrap_or(""));
+            eprintln!(
+                "Error: engine {} failed mid-run: {}",
+                info.name,
+                msg.lines().next().unwrap_or("")
+            );
             EXIT_FAILED
         }
         Outcome::Completed => {
             let failed = all.iter().filter(|r| !r.is_success()).count();
             if failed > 0 {
-                eprintln!("Error: {failed} of {} requests failed (see requests.csv)", all.len());
+                eprintln!(
+                    "Error: {failed} of {} requests failed (see requests.csv)",
+                    all.len()
+                );
                 EXIT_FAILED
             } else {
                 0
@@ -148,8 +191,15 @@ fn points_of(points: &[LoadPoint], records: &[RequestTrace], slo: &Slo) -> Vec<P
         .iter()
         .enumerate()
         .map(|(i, &point)| {
-            let recs: Vec<RequestTrace> = records.iter().filter(|r| r.point as usize == i).cloned().collect();
-            PointResult { point, summary: metrics::summarize(&recs, slo) }
+            let recs: Vec<RequestTrace> = records
+                .iter()
+                .filter(|r| r.point as usize == i)
+                .cloned()
+                .collect();
+            PointResult {
+                point,
+                summary: metrics::summarize(&recs, slo),
+            }
         })
         .collect()
 }
@@ -158,7 +208,10 @@ fn points_of(points: &[LoadPoint], records: &[RequestTrace], slo: &Slo) -> Vec<P
 fn report_dir(a: ReportArgs) -> Result<i32> {
     let run_file = a.dir.join(RUN_FILE);
     let text = std::fs::read_to_string(&run_file).map_err(|e| {
-        UsageError(format!("{}: {e}; pass a result directory written by `harness run` or `harness sweep`", run_file.display()))
+        UsageError(format!(
+            "{}: {e}; pass a result directory written by `harness run` or `harness sweep`",
+            run_file.display()
+        ))
     })?;
     let meta: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| UsageError(format!("{}: not a run file ({e})", run_file.display())))?;
@@ -176,7 +229,15 @@ fn report_dir(a: ReportArgs) -> Result<i32> {
         .filter(|(i, _)| records.iter().any(|r| r.point as usize == *i))
         .map(|(_, &p)| p)
         .collect();
-    let result = RunResult { meta, instrument, points: points_of(&points, &records, &slo).into_iter().filter(|p| ran.contains(&p.point)).collect(), slo };
+    let result = RunResult {
+        meta,
+        instrument,
+        points: points_of(&points, &records, &slo)
+            .into_iter()
+            .filter(|p| ran.contains(&p.point))
+            .collect(),
+        slo,
+    };
     report::write_all(&a.dir, &result, &records)?;
     println!("{}", report::table(&result));
     Ok(0)
@@ -185,16 +246,25 @@ fn report_dir(a: ReportArgs) -> Result<i32> {
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).unwrap_or_default();
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Run metadata: what ran, where, when, and how.
 fn metadata(cfg: &RunConfig, info: &EngineInfo, workload: &str) -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     json!({
         "harness": { "version": env!("CARGO_PKG_VERSION"), "git_revision": env!("HARNESS_GIT_REV") },
         "command_line": std::env::args().collect::<Vec<_>>(),

@@ -6,7 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "harness", version, about = "Measures LLM inference engines in-process: every token timed on the host")]
+#[command(
+    name = "harness",
+    version,
+    about = "Measures LLM inference engines in-process: every token timed on the host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -204,6 +208,9 @@ mod tests {
             c: Spec,
         }
         let t: T = toml::from_str("a = [1, 2, 4]\nb = 128\nc = \"uniform:1:2\"").unwrap();
-        assert_eq!((t.a.0.as_str(), t.b.0.as_str(), t.c.0.as_str()), ("1,2,4", "128", "uniform:1:2"));
+        assert_eq!(
+            (t.a.0.as_str(), t.b.0.as_str(), t.c.0.as_str()),
+            ("1,2,4", "128", "uniform:1:2")
+        );
     }
 }

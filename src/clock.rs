@@ -18,7 +18,7 @@ impl MonoNs {
         self.0.saturating_sub(earlier.0)
     }
 
-    pub fn add(self, d: Duration) -> MonoNs {
+    pub fn plus(self, d: Duration) -> MonoNs {
         MonoNs(self.0.saturating_add(d.as_nanos() as u64))
     }
 

@@ -40,8 +40,12 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
     let Some(path) = cli.config.clone() else {
         return Ok(cli);
     };
-    let text = std::fs::read_to_string(&path)
-        .or_else(|e| err(format!("--config {}: {e}; pass an existing TOML file", path.display())))?;
+    let text = std::fs::read_to_string(&path).or_else(|e| {
+        err(format!(
+            "--config {}: {e}; pass an existing TOML file",
+            path.display()
+        ))
+    })?;
     let file: RunArgs = toml::from_str(&text).or_else(|e| {
         let msg = e.message().replace('\n', " ");
         let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
@@ -53,9 +57,30 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
     macro_rules! over {
         ($($f:ident),*) => { RunArgs { $($f: cli.$f.or(file.$f),)* engine_arg: if cli.engine_arg.is_empty() { file.engine_arg } else { cli.engine_arg }, config: cli.config } };
     }
-    Ok(over!(engine, model, tokenizer, python_env, batch, concurrency, rate, burstiness, dataset, dataset_path,
-        input_len, output_len, seed, num_requests, duration, warmup, ignore_eos, temperature, request_timeout,
-        slo, out, no_progress))
+    Ok(over!(
+        engine,
+        model,
+        tokenizer,
+        python_env,
+        batch,
+        concurrency,
+        rate,
+        burstiness,
+        dataset,
+        dataset_path,
+        input_len,
+        output_len,
+        seed,
+        num_requests,
+        duration,
+        warmup,
+        ignore_eos,
+        temperature,
+        request_timeout,
+        slo,
+        out,
+        no_progress
+    ))
 }
 
 /// `1,2,4` → [1, 2, 4], each a positive integer.
@@ -63,7 +88,11 @@ fn int_list(flag: &str, s: &Spec) -> Result<Vec<u32>, ConfigError> {
     s.0.split(',')
         .map(|v| match v.trim().parse::<u32>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => err(format!("--{flag} {}: '{}' is not a positive integer; give N or a list N,N,..", s.0, v.trim())),
+            _ => err(format!(
+                "--{flag} {}: '{}' is not a positive integer; give N or a list N,N,..",
+                s.0,
+                v.trim()
+            )),
         })
         .collect()
 }
@@ -72,14 +101,20 @@ fn rate_list(s: &Spec) -> Result<Vec<f64>, ConfigError> {
     s.0.split(',')
         .map(|v| match v.trim().parse::<f64>() {
             Ok(r) if r > 0.0 && !r.is_nan() => Ok(r),
-            _ => err(format!("--rate {}: '{}' is not a positive number of requests/s (or inf)", s.0, v.trim())),
+            _ => err(format!(
+                "--rate {}: '{}' is not a positive number of requests/s (or inf)",
+                s.0,
+                v.trim()
+            )),
         })
         .collect()
 }
 
 fn positive(flag: &str, v: Option<f64>) -> Result<Option<f64>, ConfigError> {
     match v {
-        Some(x) if !(x.is_finite() && x > 0.0) => err(format!("--{flag} {x}: must be a positive number")),
+        Some(x) if !(x.is_finite() && x > 0.0) => {
+            err(format!("--{flag} {x}: must be a positive number"))
+        }
         _ => Ok(v),
     }
 }
@@ -91,10 +126,16 @@ fn length(flag: &str, s: &Spec) -> Result<LengthDist, ConfigError> {
 /// The model directory must hold a config and weights before an engine is asked to load it.
 pub fn check_model_dir(dir: &Path) -> Result<(), ConfigError> {
     if !dir.is_dir() {
-        return err(format!("--model {}: no such directory; pass a model directory (scripts/setup.sh builds one)", dir.display()));
+        return err(format!(
+            "--model {}: no such directory; pass a model directory (scripts/setup.sh builds one)",
+            dir.display()
+        ));
     }
     if !dir.join("config.json").is_file() {
-        return err(format!("--model {}: no config.json; pass a Hugging Face-style checkpoint directory", dir.display()));
+        return err(format!(
+            "--model {}: no config.json; pass a Hugging Face-style checkpoint directory",
+            dir.display()
+        ));
     }
     let has_weights = std::fs::read_dir(dir)
         .map(|rd| {
@@ -106,7 +147,10 @@ pub fn check_model_dir(dir: &Path) -> Result<(), ConfigError> {
         })
         .unwrap_or(false);
     if !has_weights {
-        return err(format!("--model {}: no weights (*.safetensors or *.bin); rebuild the model (scripts/setup.sh)", dir.display()));
+        return err(format!(
+            "--model {}: no weights (*.safetensors or *.bin); rebuild the model (scripts/setup.sh)",
+            dir.display()
+        ));
     }
     Ok(())
 }
@@ -115,10 +159,14 @@ pub fn check_model_dir(dir: &Path) -> Result<(), ConfigError> {
 pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
     let names = registry::engine_names();
     let Some(engine_name) = a.engine.as_deref() else {
-        return err(format!("--engine is required; one of: {names} (see `harness engines`)"));
+        return err(format!(
+            "--engine is required; one of: {names} (see `harness engines`)"
+        ));
     };
     let Some(engine) = registry::find_engine(engine_name) else {
-        return err(format!("unknown engine '{engine_name}'; known engines: {names} (see `harness engines`)"));
+        return err(format!(
+            "unknown engine '{engine_name}'; known engines: {names} (see `harness engines`)"
+        ));
     };
     if engine.needs_model {
         match &a.model {
@@ -133,8 +181,14 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
     let mut engine_args = Vec::new();
     for kv in &a.engine_arg {
         match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => engine_args.push((k.trim().to_string(), v.trim().to_string())),
-            _ => return err(format!("--engine-arg '{kv}': expected KEY=VALUE (e.g. max_num_seqs=64)")),
+            Some((k, v)) if !k.trim().is_empty() => {
+                engine_args.push((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => {
+                return err(format!(
+                    "--engine-arg '{kv}': expected KEY=VALUE (e.g. max_num_seqs=64)"
+                ))
+            }
         }
     }
     if let Some(env) = &a.python_env {
@@ -144,38 +198,61 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
     }
 
     // Load points: exactly one mode.
-    let given: Vec<&str> = [("batch", &a.batch), ("concurrency", &a.concurrency), ("rate", &a.rate)]
-        .iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(n, _)| *n)
-        .collect();
+    let given: Vec<&str> = [
+        ("batch", &a.batch),
+        ("concurrency", &a.concurrency),
+        ("rate", &a.rate),
+    ]
+    .iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(n, _)| *n)
+    .collect();
     if given.len() > 1 {
-        return err(format!("--{} and --{} conflict: give one load mode", given[0], given[1]));
+        return err(format!(
+            "--{} and --{} conflict: give one load mode",
+            given[0], given[1]
+        ));
     }
     let burstiness = positive("burstiness", a.burstiness)?.unwrap_or(1.0);
     if a.burstiness.is_some() && a.rate.is_none() {
         return err("--burstiness applies only to --rate; add --rate R or drop --burstiness");
     }
     let points: Vec<LoadPoint> = if let Some(s) = &a.batch {
-        int_list("batch", s)?.into_iter().map(|batch| LoadPoint::Batch { batch }).collect()
+        int_list("batch", s)?
+            .into_iter()
+            .map(|batch| LoadPoint::Batch { batch })
+            .collect()
     } else if let Some(s) = &a.concurrency {
-        int_list("concurrency", s)?.into_iter().map(|concurrency| LoadPoint::Concurrency { concurrency }).collect()
+        int_list("concurrency", s)?
+            .into_iter()
+            .map(|concurrency| LoadPoint::Concurrency { concurrency })
+            .collect()
     } else if let Some(s) = &a.rate {
-        rate_list(s)?.into_iter().map(|rate| LoadPoint::Rate { rate, burstiness }).collect()
+        rate_list(s)?
+            .into_iter()
+            .map(|rate| LoadPoint::Rate { rate, burstiness })
+            .collect()
     } else if sweep {
-        return err("harness sweep needs a list: --batch 1,2,4 or --concurrency LIST or --rate LIST");
+        return err(
+            "harness sweep needs a list: --batch 1,2,4 or --concurrency LIST or --rate LIST",
+        );
     } else {
         vec![LoadPoint::Batch { batch: 1 }]
     };
     if !sweep && points.len() > 1 {
-        return err(format!("harness run takes one load point, got {}; use `harness sweep` for lists", points.len()));
+        return err(format!(
+            "harness run takes one load point, got {}; use `harness sweep` for lists",
+            points.len()
+        ));
     }
 
     // Workload.
     let dataset = a.dataset.as_deref().unwrap_or("synthetic");
     let need_path = |what: &str| -> Result<PathBuf, ConfigError> {
         let Some(p) = &a.dataset_path else {
-            return err(format!("--dataset {dataset} needs --dataset-path FILE ({what})"));
+            return err(format!(
+                "--dataset {dataset} needs --dataset-path FILE ({what})"
+            ));
         };
         if !p.is_file() {
             return err(format!("--dataset-path {}: no such file", p.display()));
@@ -184,8 +261,18 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
     };
     let workload = match dataset {
         "synthetic" => WorkloadSpec::Synthetic {
-            input_len: a.input_len.as_ref().map_or(Ok(LengthDist::Fixed { len: 128 }), |s| length("input-len", s))?,
-            output_len: a.output_len.as_ref().map_or(Ok(LengthDist::Fixed { len: 128 }), |s| length("output-len", s))?,
+            input_len: a
+                .input_len
+                .as_ref()
+                .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
+                    length("input-len", s)
+                })?,
+            output_len: a
+                .output_len
+                .as_ref()
+                .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
+                    length("output-len", s)
+                })?,
         },
         "sharegpt" => {
             if a.input_len.is_some() {
@@ -198,27 +285,49 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
                     _ => return err("--output-len for sharegpt must be a fixed number of tokens"),
                 },
             };
-            WorkloadSpec::Sharegpt { path: need_path("ShareGPT_V3_unfiltered_cleaned_split.json")?, output_len }
+            WorkloadSpec::Sharegpt {
+                path: need_path("ShareGPT_V3_unfiltered_cleaned_split.json")?,
+                output_len,
+            }
         }
         "prompts" => {
             if a.input_len.is_some() {
                 return err("--input-len does not apply to --dataset prompts (prompt lengths come from the file)");
             }
-            let output_len = match a.output_len.as_ref().map(|s| length("output-len", s)).transpose()? {
+            let output_len = match a
+                .output_len
+                .as_ref()
+                .map(|s| length("output-len", s))
+                .transpose()?
+            {
                 None => 128,
                 Some(LengthDist::Fixed { len }) => len,
-                Some(_) => return err("--output-len for a prompt file must be a fixed number of tokens"),
+                Some(_) => {
+                    return err("--output-len for a prompt file must be a fixed number of tokens")
+                }
             };
-            WorkloadSpec::Prompts { path: need_path("JSONL with \"prompt\", or text, one prompt per line")?, output_len }
+            WorkloadSpec::Prompts {
+                path: need_path("JSONL with \"prompt\", or text, one prompt per line")?,
+                output_len,
+            }
         }
-        other => return err(format!("unknown --dataset '{other}'; use synthetic, sharegpt or prompts")),
+        other => {
+            return err(format!(
+                "unknown --dataset '{other}'; use synthetic, sharegpt or prompts"
+            ))
+        }
     };
     let tokenizer = match (&a.tokenizer, &a.model) {
-        (Some(t), _) if !t.is_file() => return err(format!("--tokenizer {}: no such file", t.display())),
+        (Some(t), _) if !t.is_file() => {
+            return err(format!("--tokenizer {}: no such file", t.display()))
+        }
         (Some(t), _) => Some(t.clone()),
         (None, Some(m)) if m.join("tokenizer.json").is_file() => Some(m.join("tokenizer.json")),
         (None, Some(m)) if engine.needs_model => {
-            return err(format!("--model {}: no tokenizer.json; pass --tokenizer FILE", m.display()))
+            return err(format!(
+                "--model {}: no tokenizer.json; pass --tokenizer FILE",
+                m.display()
+            ))
         }
         _ => None,
     };
@@ -237,7 +346,9 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
     let timeout = positive("request-timeout", a.request_timeout)?.unwrap_or(600.0);
     let temperature = a.temperature.unwrap_or(0.0);
     if !(temperature.is_finite() && temperature >= 0.0) {
-        return err(format!("--temperature {temperature}: must be ≥ 0 (0 = greedy)"));
+        return err(format!(
+            "--temperature {temperature}: must be ≥ 0 (0 = greedy)"
+        ));
     }
     let slo = match &a.slo {
         Some(s) => parse_slo(s).or_else(|e| err(format!("--slo {s}: {e}")))?,
@@ -253,19 +364,29 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
     };
     let warmup = a.warmup.unwrap_or_else(|| default_warmup(first));
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("results").join(format!("{engine_name}-{}", chrono::Local::now().format("%Y%m%d-%H%M%S")))
+        PathBuf::from("results").join(format!(
+            "{engine_name}-{}",
+            chrono::Local::now().format("%Y%m%d-%H%M%S")
+        ))
     });
     check_out_dir(&out)?;
     let seed = a.seed.unwrap_or(0);
     let python_env = a.python_env.clone();
     Ok(RunConfig {
         engine,
-        engine_config: EngineConfig { model: a.model.clone(), engine_args, python_env },
+        engine_config: EngineConfig {
+            model: a.model.clone(),
+            engine_args,
+            python_env,
+        },
         tokenizer,
         workload,
         driver: DriverOptions {
             warmup,
-            stop: Stop { num_requests, duration },
+            stop: Stop {
+                num_requests,
+                duration,
+            },
             request_timeout: Duration::from_secs_f64(timeout),
             sampling: Sampling {
                 ignore_eos: a.ignore_eos.unwrap_or(false),
@@ -306,10 +427,16 @@ pub fn default_warmup(p: LoadPoint) -> usize {
 /// The result directory must be creatable and must not hold another run's results.
 fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
     if out.join(crate::trace::REQUESTS_FILE).exists() {
-        return err(format!("--out {}: already holds results; choose another --out or remove it", out.display()));
+        return err(format!(
+            "--out {}: already holds results; choose another --out or remove it",
+            out.display()
+        ));
     }
     if out.exists() && !out.is_dir() {
-        return err(format!("--out {}: exists and is not a directory", out.display()));
+        return err(format!(
+            "--out {}: exists and is not a directory",
+            out.display()
+        ));
     }
     // The nearest existing ancestor must be writable, or nothing can be saved.
     let mut probe = out;
@@ -322,10 +449,16 @@ fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
             }
         }
     }
-    let writable = std::fs::metadata(probe).map(|m| !m.permissions().readonly()).unwrap_or(false)
+    let writable = std::fs::metadata(probe)
+        .map(|m| !m.permissions().readonly())
+        .unwrap_or(false)
         && access_w(probe);
     if !writable {
-        return err(format!("--out {}: {} is not writable; choose another --out", out.display(), probe.display()));
+        return err(format!(
+            "--out {}: {} is not writable; choose another --out",
+            out.display(),
+            probe.display()
+        ));
     }
     Ok(())
 }

@@ -26,8 +26,14 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             || cause.is::<ConfigError>()
             || cause.is::<WorkloadError>()
             || cause.is::<MetricsError>()
-            || matches!(cause.downcast_ref::<EngineError>(), Some(EngineError::Usage(_)))
-            || matches!(cause.downcast_ref::<TraceError>(), Some(TraceError::Parse { .. } | TraceError::Read { .. }))
+            || matches!(
+                cause.downcast_ref::<EngineError>(),
+                Some(EngineError::Usage(_))
+            )
+            || matches!(
+                cause.downcast_ref::<TraceError>(),
+                Some(TraceError::Parse { .. } | TraceError::Read { .. })
+            )
         {
             return EXIT_USAGE;
         }

@@ -4,17 +4,17 @@
 //! [`metrics`] → [`report`]. The driver is the only code that reads the clock for
 //! token events; metrics are pure functions of the trace; reports do no measuring.
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod engine;
+pub mod error;
+pub mod gpu;
 pub mod metrics;
+pub mod parity;
+pub mod process;
 pub mod report;
 pub mod trace;
 pub mod workload;
-pub mod app;
-pub mod error;
-pub mod gpu;
-pub mod parity;
-pub mod process;

@@ -18,7 +18,9 @@ pub fn install_interrupt() -> &'static AtomicBool {
             eprintln!("\ninterrupted: finishing what was measured (Ctrl-C again to quit at once)");
         });
         if let Err(e) = res {
-            eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will not save results");
+            eprintln!(
+                "warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will not save results"
+            );
         }
     }
     &CANCEL

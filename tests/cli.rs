@@ -14,9 +14,21 @@ fn harness() -> Command {
 /// A run of the calibration engine that takes a few hundred ms.
 fn calib(out: &Path) -> Command {
     let mut c = harness();
-    c.args(["run", "--engine", "calibration", "--batch", "4", "--input-len", "16", "--output-len", "8", "--warmup", "0"])
-        .arg("--out")
-        .arg(out);
+    c.args([
+        "run",
+        "--engine",
+        "calibration",
+        "--batch",
+        "4",
+        "--input-len",
+        "16",
+        "--output-len",
+        "8",
+        "--warmup",
+        "0",
+    ])
+    .arg("--out")
+    .arg(out);
     c
 }
 
@@ -24,9 +36,16 @@ fn calib(out: &Path) -> Command {
 fn usage_error(mut cmd: Command, needle: &str) {
     let out = cmd.assert().code(2).get_output().clone();
     let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("loading")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("loading"))
+        .collect();
     assert_eq!(lines.len(), 1, "one line expected, got:\n{err}");
-    assert!(lines[0].starts_with("Error: ") && lines[0].contains(needle), "expected '{needle}' in: {}", lines[0]);
+    assert!(
+        lines[0].starts_with("Error: ") && lines[0].contains(needle),
+        "expected '{needle}' in: {}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -37,7 +56,11 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
     std::fs::create_dir(&no_weights).unwrap();
     std::fs::write(no_weights.join("config.json"), "{}").unwrap();
     let bad_jsonl = tmp.path().join("p.jsonl");
-    std::fs::write(&bad_jsonl, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n{\"prompt\": oops}\n").unwrap();
+    std::fs::write(
+        &bad_jsonl,
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n{\"prompt\": oops}\n",
+    )
+    .unwrap();
     let tok = tmp.path().join("tokenizer.json");
     std::fs::write(&tok, "{}").unwrap();
 
@@ -45,25 +68,102 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         (vec!["--engine", "nope"], "unknown engine 'nope'"),
         (vec![], "--engine is required"),
         (vec!["--engine", "calibration", "--batch", "0"], "--batch 0"),
-        (vec!["--engine", "calibration", "--batch", "x"], "not a positive integer"),
+        (
+            vec!["--engine", "calibration", "--batch", "x"],
+            "not a positive integer",
+        ),
         (vec!["--engine", "calibration", "--rate=-1"], "--rate -1"),
-        (vec!["--engine", "calibration", "--batch", "2", "--concurrency", "2"], "conflict"),
-        (vec!["--engine", "calibration", "--num-requests", "0"], "--num-requests 0"),
-        (vec!["--engine", "calibration", "--num-requests", "4", "--duration", "2"], "conflict"),
-        (vec!["--engine", "calibration", "--input-len", "abc"], "--input-len abc"),
-        (vec!["--engine", "calibration", "--slo", "ttft=abc"], "--slo"),
-        (vec!["--engine", "calibration", "--batch", "1,2"], "use `harness sweep`"),
-        (vec!["--engine", "calibration", "--engine-arg", "nokey"], "KEY=VALUE"),
-        (vec!["--engine", "calibration", "--engine-arg", "bogus=1"], "unknown --engine-arg 'bogus'"),
-        (vec!["--engine", "calibration", "--dataset", "sharegpt"], "--dataset-path"),
-        (vec!["--engine", "calibration", "--dataset", "prompts", "--dataset-path", "/nonexistent.jsonl"], "no such file"),
-        (vec!["--engine", "calibration", "--model", "/nonexistent/model"], "no such directory"),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--batch",
+                "2",
+                "--concurrency",
+                "2",
+            ],
+            "conflict",
+        ),
+        (
+            vec!["--engine", "calibration", "--num-requests", "0"],
+            "--num-requests 0",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--num-requests",
+                "4",
+                "--duration",
+                "2",
+            ],
+            "conflict",
+        ),
+        (
+            vec!["--engine", "calibration", "--input-len", "abc"],
+            "--input-len abc",
+        ),
+        (
+            vec!["--engine", "calibration", "--slo", "ttft=abc"],
+            "--slo",
+        ),
+        (
+            vec!["--engine", "calibration", "--batch", "1,2"],
+            "use `harness sweep`",
+        ),
+        (
+            vec!["--engine", "calibration", "--engine-arg", "nokey"],
+            "KEY=VALUE",
+        ),
+        (
+            vec!["--engine", "calibration", "--engine-arg", "bogus=1"],
+            "unknown --engine-arg 'bogus'",
+        ),
+        (
+            vec!["--engine", "calibration", "--dataset", "sharegpt"],
+            "--dataset-path",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "prompts",
+                "--dataset-path",
+                "/nonexistent.jsonl",
+            ],
+            "no such file",
+        ),
+        (
+            vec!["--engine", "calibration", "--model", "/nonexistent/model"],
+            "no such directory",
+        ),
         (vec!["--engine", "vllm"], "--model is required"),
-        (vec!["--engine", "vllm", "--model", "/nonexistent/model"], "no such directory"),
-        (vec!["--engine", "vllm", "--model", no_weights.to_str().unwrap()], "no weights"),
-        (vec!["--engine", "calibration", "--python-env", "/nonexistent/venv"], "not a Python venv"),
-        (vec!["--engine", "calibration", "--config", "/nonexistent.toml"], "--config"),
-        (vec!["--engine", "calibration", "--dataset", "bogus"], "unknown --dataset"),
+        (
+            vec!["--engine", "vllm", "--model", "/nonexistent/model"],
+            "no such directory",
+        ),
+        (
+            vec!["--engine", "vllm", "--model", no_weights.to_str().unwrap()],
+            "no weights",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--python-env",
+                "/nonexistent/venv",
+            ],
+            "not a Python venv",
+        ),
+        (
+            vec!["--engine", "calibration", "--config", "/nonexistent.toml"],
+            "--config",
+        ),
+        (
+            vec!["--engine", "calibration", "--dataset", "bogus"],
+            "unknown --dataset",
+        ),
     ];
     for (args, needle) in cases {
         let mut c = harness();
@@ -81,9 +181,21 @@ fn malformed_prompt_file_names_the_line() {
     let tokenizer = tmp.path().join("tokenizer.json");
     write_tokenizer(&tokenizer);
     let bad = tmp.path().join("p.jsonl");
-    std::fs::write(&bad, "{\"prompt\": \"hello world\"}\n\n{\"prompt\": oops}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "{\"prompt\": \"hello world\"}\n\n{\"prompt\": oops}\n",
+    )
+    .unwrap();
     let mut c = harness();
-    c.args(["run", "--engine", "calibration", "--dataset", "prompts", "--dataset-path"]).arg(&bad);
+    c.args([
+        "run",
+        "--engine",
+        "calibration",
+        "--dataset",
+        "prompts",
+        "--dataset-path",
+    ])
+    .arg(&bad);
     c.arg("--tokenizer").arg(&tokenizer).arg("--out").arg(&out);
     usage_error(c, "line 3");
     assert!(!out.exists());
@@ -119,19 +231,38 @@ fn run_writes_every_output_and_report_rerenders_them() {
     let out = tmp.path().join("out");
     let assert = calib(&out).assert().success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
-    assert!(stdout.contains("CALIBRATION"), "instrument banner missing:\n{stdout}");
-    for f in ["run.json", "config.toml", "workload.jsonl", "requests.jsonl", "summary.json", "summary.csv", "requests.csv"] {
+    assert!(
+        stdout.contains("CALIBRATION"),
+        "instrument banner missing:\n{stdout}"
+    );
+    for f in [
+        "run.json",
+        "config.toml",
+        "workload.jsonl",
+        "requests.jsonl",
+        "summary.json",
+        "summary.csv",
+        "requests.csv",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["completed"], 4);
     assert!(summary["definitions"]["ttft"].is_string());
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["status"], "completed");
     assert!(run["harness"]["git_revision"].is_string());
     std::fs::remove_file(out.join("summary.json")).unwrap();
-    harness().arg("report").arg(&out).assert().success().stdout(predicate::str::contains("batch=4"));
-    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    harness()
+        .arg("report")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("batch=4"));
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(again["completed"], summary["completed"]);
     assert_eq!(again["mean_ttft_ms"], summary["mean_ttft_ms"]);
 }
@@ -141,14 +272,27 @@ fn sweep_runs_every_point_on_one_engine() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     harness()
-        .args(["sweep", "--engine", "calibration", "--batch", "1,2,4", "--input-len", "8", "--output-len", "4", "--warmup", "1"])
+        .args([
+            "sweep",
+            "--engine",
+            "calibration",
+            "--batch",
+            "1,2,4",
+            "--input-len",
+            "8",
+            "--output-len",
+            "4",
+            "--warmup",
+            "1",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
         .success();
     let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["points"].as_array().unwrap().len(), 3);
 }
 
@@ -158,20 +302,42 @@ fn config_file_and_flag_precedence() {
     let out = tmp.path().join("out");
     let cfg = tmp.path().join("run.toml");
     std::fs::write(&cfg, "engine = \"calibration\"\nbatch = 2\ninput-len = 8\noutput-len = 3\nwarmup = 0\nnum-requests = 4\nengine-arg = [\"decode_ms=2\"]\n").unwrap();
-    harness().args(["run", "--config"]).arg(&cfg).args(["--output-len", "5"]).arg("--out").arg(&out).assert().success();
+    harness()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--output-len", "5"])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
     let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    assert!(saved.contains("output-len = \"5\""), "flag must override the file:\n{saved}");
-    assert!(saved.contains("batch = \"2\""), "file value must be kept:\n{saved}");
+    assert!(
+        saved.contains("output-len = \"5\""),
+        "flag must override the file:\n{saved}"
+    );
+    assert!(
+        saved.contains("batch = \"2\""),
+        "file value must be kept:\n{saved}"
+    );
     let recs = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
     assert_eq!(recs.lines().count(), 4);
     assert!(recs.lines().all(|l| l.contains("\"max_tokens\":5")));
     // The saved config reruns the same thing.
     let out2 = tmp.path().join("out2");
-    harness().args(["run", "--config"]).arg(out.join("config.toml")).arg("--out").arg(&out2).assert().success();
+    harness()
+        .args(["run", "--config"])
+        .arg(out.join("config.toml"))
+        .arg("--out")
+        .arg(&out2)
+        .assert()
+        .success();
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "engine = \"calibration\"\nbatchh = 2\n").unwrap();
     let mut c = harness();
-    c.args(["run", "--config"]).arg(&bad).arg("--out").arg(tmp.path().join("out3"));
+    c.args(["run", "--config"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(tmp.path().join("out3"));
     usage_error(c, "line 2");
 }
 
@@ -185,10 +351,17 @@ fn injected_engine_failure_keeps_finished_requests() {
     let o = c.assert().code(1).get_output().clone();
     assert!(String::from_utf8_lossy(&o.stderr).contains("injected failure at step 20"));
     let recs = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
-    let ok = recs.lines().filter(|l| l.contains("\"finish_reason\":\"length\"")).count();
-    let failed = recs.lines().filter(|l| l.contains("\"finish_reason\":\"error\"")).count();
+    let ok = recs
+        .lines()
+        .filter(|l| l.contains("\"finish_reason\":\"length\""))
+        .count();
+    let failed = recs
+        .lines()
+        .filter(|l| l.contains("\"finish_reason\":\"error\""))
+        .count();
     assert_eq!((ok, failed), (8, 4), "{recs}");
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["status"], "engine_failed");
     harness().arg("report").arg(&out).assert().success();
 }
@@ -199,7 +372,19 @@ fn ctrl_c_keeps_a_valid_trace_that_report_renders() {
     let out = tmp.path().join("out");
     let bin = assert_cmd::cargo::cargo_bin("harness");
     let mut child = std::process::Command::new(bin)
-        .args(["run", "--engine", "calibration", "--concurrency", "4", "--input-len", "8", "--output-len", "10", "--warmup", "0"])
+        .args([
+            "run",
+            "--engine",
+            "calibration",
+            "--concurrency",
+            "4",
+            "--input-len",
+            "8",
+            "--output-len",
+            "10",
+            "--warmup",
+            "0",
+        ])
         .args(["--num-requests", "100000", "--engine-arg", "decode_ms=5"])
         .arg("--out")
         .arg(&out)
@@ -222,10 +407,19 @@ fn ctrl_c_keeps_a_valid_trace_that_report_renders() {
     for line in text.lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("every line is valid JSON");
     }
-    assert!(text.contains("\"finish_reason\":\"abort\""), "in-flight requests are listed as aborted");
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert!(
+        text.contains("\"finish_reason\":\"abort\""),
+        "in-flight requests are listed as aborted"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["status"], "interrupted");
-    harness().arg("report").arg(&out).assert().success().stdout(predicate::str::contains("concurrency=4"));
+    harness()
+        .arg("report")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("concurrency=4"));
 }
 
 #[test]
@@ -238,5 +432,9 @@ fn report_of_a_non_result_dir_is_a_usage_error() {
 
 #[test]
 fn engines_lists_the_calibration_engine() {
-    harness().arg("engines").assert().success().stdout(predicate::str::contains("calibration").and(predicate::str::contains("usable")));
+    harness()
+        .arg("engines")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("calibration").and(predicate::str::contains("usable")));
 }

@@ -8,7 +8,9 @@
 //! rarely a few milliseconds, so medians (not maxima) keep the test from flaking.
 
 use llm_harness::clock::MonoNs;
-use llm_harness::driver::{arrivals, progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Sampling, Stop};
+use llm_harness::driver::{
+    arrivals, progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Sampling, Stop,
+};
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
 use llm_harness::engine::FinishReason;
 use llm_harness::metrics::{summarize, Slo, Summary};
@@ -18,16 +20,32 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 fn workload(input: usize, output: u32, n: usize) -> Workload {
-    let items = (0..n).map(|i| WorkItem { prompt: vec![(i % 1000) as u32; input].into(), output_len: output }).collect();
-    Workload { items, description: "test".into() }
+    let items = (0..n)
+        .map(|i| WorkItem {
+            prompt: vec![(i % 1000) as u32; input].into(),
+            output_len: output,
+        })
+        .collect();
+    Workload {
+        items,
+        description: "test".into(),
+    }
 }
 
 fn opts(num: usize, warmup: usize) -> DriverOptions {
     DriverOptions {
         warmup,
-        stop: Stop { num_requests: Some(num), duration: None },
+        stop: Stop {
+            num_requests: Some(num),
+            duration: None,
+        },
         request_timeout: Duration::from_secs(5),
-        sampling: Sampling { ignore_eos: true, temperature: 0.0, seed: Some(0), return_token_ids: false },
+        sampling: Sampling {
+            ignore_eos: true,
+            temperature: 0.0,
+            seed: Some(0),
+            return_token_ids: false,
+        },
         seed: 7,
     }
 }
@@ -47,11 +65,20 @@ fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions
     let mut engine = CalibrationEngine::new(schedule);
     let cancel = AtomicBool::new(false);
     let mut writer = TraceWriter::create(dir.path()).unwrap();
-    let run = Driver::new(&mut engine, &cancel).run_point(0, point, w, o, &mut writer, &Progress::hidden()).unwrap();
+    let run = Driver::new(&mut engine, &cancel)
+        .run_point(0, point, w, o, &mut writer, &Progress::hidden())
+        .unwrap();
     // What reached the disk is what the driver returned.
-    assert_eq!(read_requests(&dir.path().join(REQUESTS_FILE)).unwrap(), run.records);
+    assert_eq!(
+        read_requests(&dir.path().join(REQUESTS_FILE)).unwrap(),
+        run.records
+    );
     let summary = summarize(&run.records, &Slo::default());
-    Measured { records: run.records, summary, outcome: run.outcome }
+    Measured {
+        records: run.records,
+        summary,
+        outcome: run.outcome,
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -62,14 +89,22 @@ fn ms(d: Duration) -> f64 {
 fn close(what: &str, measured: Option<f64>, truth: f64) {
     let m = measured.unwrap_or(f64::NAN);
     let tol = 1.0 + 0.02 * truth;
-    assert!((m - truth).abs() <= tol, "{what}: measured {m:.3}, truth {truth:.3} (tolerance ±{tol:.3})");
+    assert!(
+        (m - truth).abs() <= tol,
+        "{what}: measured {m:.3}, truth {truth:.3} (tolerance ±{tol:.3})"
+    );
 }
 
 #[test]
 fn batch_mode_measures_the_schedule() {
     let s = Schedule::default();
     let (b, input, output) = (8usize, 64usize, 20u32);
-    let m = measure(s.clone(), LoadPoint::Batch { batch: b as u32 }, &workload(input, output, 24), &opts(16, 8));
+    let m = measure(
+        s.clone(),
+        LoadPoint::Batch { batch: b as u32 },
+        &workload(input, output, 24),
+        &opts(16, 8),
+    );
     assert_eq!(m.outcome, Outcome::Completed);
     assert_eq!(m.summary.completed, 16);
     assert!(m.records.iter().all(|r| r.output_tokens() == output as u64));
@@ -78,12 +113,19 @@ fn batch_mode_measures_the_schedule() {
     close("p50 ttft", m.summary.ttft.p50, ttft);
     close("p50 tpot", m.summary.tpot.p50, tpot);
     close("p50 itl", m.summary.itl.p50, tpot);
-    close("p50 e2el", m.summary.e2el.p50, ttft + (output - 1) as f64 * tpot);
+    close(
+        "p50 e2el",
+        m.summary.e2el.p50,
+        ttft + (output - 1) as f64 * tpot,
+    );
     // Two back-to-back batches: 2·B·N tokens over two batch lifetimes.
     let per_batch_s = (ttft + (output - 1) as f64 * tpot) / 1e3;
     let truth = (2 * b) as f64 * output as f64 / (2.0 * per_batch_s);
     let got = m.summary.output_throughput.unwrap();
-    assert!((got - truth).abs() / truth < 0.03, "output throughput {got:.1} vs {truth:.1} tok/s");
+    assert!(
+        (got - truth).abs() / truth < 0.03,
+        "output throughput {got:.1} vs {truth:.1} tok/s"
+    );
     // The engine's own stamps agree with the harness's to well under a millisecond.
     let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
     assert!(delta.p50.unwrap().abs() < 1.0, "{delta:?}");
@@ -94,18 +136,41 @@ fn concurrency_mode_refills_as_requests_finish() {
     // Equal lengths finish together, so each refill is a fresh prefill of C requests.
     let s = Schedule::default();
     let (c, input, output) = (4usize, 32usize, 10u32);
-    let m = measure(s.clone(), LoadPoint::Concurrency { concurrency: c as u32 }, &workload(input, output, 20), &opts(12, 4));
+    let m = measure(
+        s.clone(),
+        LoadPoint::Concurrency {
+            concurrency: c as u32,
+        },
+        &workload(input, output, 20),
+        &opts(12, 4),
+    );
     assert_eq!(m.summary.completed, 12);
-    close("p50 ttft", m.summary.ttft.p50, ms(s.prefill(c, (c * input) as u64)));
+    close(
+        "p50 ttft",
+        m.summary.ttft.p50,
+        ms(s.prefill(c, (c * input) as u64)),
+    );
     close("p50 tpot", m.summary.tpot.p50, ms(s.decode(c)));
 }
 
 #[test]
 fn max_batch_queues_the_rest() {
-    let s = Schedule { max_batch: 4, ..Schedule::default() };
+    let s = Schedule {
+        max_batch: 4,
+        ..Schedule::default()
+    };
     let (input, output) = (16usize, 5u32);
-    let m = measure(s.clone(), LoadPoint::Batch { batch: 8 }, &workload(input, output, 8), &opts(8, 0));
-    let mut ttfts: Vec<f64> = m.records.iter().map(|r| r.token_ns[0] as f64 / 1e6).collect();
+    let m = measure(
+        s.clone(),
+        LoadPoint::Batch { batch: 8 },
+        &workload(input, output, 8),
+        &opts(8, 0),
+    );
+    let mut ttfts: Vec<f64> = m
+        .records
+        .iter()
+        .map(|r| r.token_ns[0] as f64 / 1e6)
+        .collect();
     ttfts.sort_by(f64::total_cmp);
     let first = ms(s.prefill(4, 4 * input as u64));
     let second = first + (output - 1) as f64 * ms(s.decode(4)) + ms(s.prefill(4, 4 * input as u64));
@@ -118,7 +183,15 @@ fn rate_mode_follows_the_seeded_arrivals() {
     let s = Schedule::default();
     let (rate, n) = (25.0, 30usize);
     let o = opts(n, 0);
-    let m = measure(s, LoadPoint::Rate { rate, burstiness: 1.0 }, &workload(16, 4, n), &o);
+    let m = measure(
+        s,
+        LoadPoint::Rate {
+            rate,
+            burstiness: 1.0,
+        },
+        &workload(16, 4, n),
+        &o,
+    );
     assert_eq!(m.summary.completed, n);
     let mut recs = m.records.clone();
     recs.sort_by_key(|r| r.id);
@@ -129,12 +202,23 @@ fn rate_mode_follows_the_seeded_arrivals() {
         assert_eq!(intended.since(t0), off, "request {} arrival", r.id);
         // Submitted on time: the driver sleeps in poll until the next arrival.
         let late_ms = r.submit_ns.since(intended) as f64 / 1e6;
-        assert!(late_ms < 20.0, "request {} submitted {late_ms:.2} ms late", r.id);
+        assert!(
+            late_ms < 20.0,
+            "request {} submitted {late_ms:.2} ms late",
+            r.id
+        );
     }
-    let late: Vec<f64> = recs.iter().map(|r| r.submit_ns.since(r.intended_ns.unwrap()) as f64 / 1e6).collect();
+    let late: Vec<f64> = recs
+        .iter()
+        .map(|r| r.submit_ns.since(r.intended_ns.unwrap()) as f64 / 1e6)
+        .collect();
     let mut sorted = late.clone();
     sorted.sort_by(f64::total_cmp);
-    assert!(sorted[n / 2] < 1.0, "median submit lateness {:.3} ms", sorted[n / 2]);
+    assert!(
+        sorted[n / 2] < 1.0,
+        "median submit lateness {:.3} ms",
+        sorted[n / 2]
+    );
     let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
     assert!(delta.p50.unwrap().abs() < 1.0, "{delta:?}");
 }
@@ -142,25 +226,55 @@ fn rate_mode_follows_the_seeded_arrivals() {
 #[test]
 fn engine_failure_mid_run_marks_in_flight_requests_failed() {
     // 4 requests × 5 tokens: steps 1..5 finish the first batch; step 7 fails the second.
-    let s = Schedule { fail_at_step: Some(7), ..Schedule::default() };
-    let m = measure(s, LoadPoint::Batch { batch: 4 }, &workload(8, 5, 12), &opts(12, 0));
-    assert!(matches!(m.outcome, Outcome::EngineFailed(ref e) if e.contains("injected failure at step 7")));
+    let s = Schedule {
+        fail_at_step: Some(7),
+        ..Schedule::default()
+    };
+    let m = measure(
+        s,
+        LoadPoint::Batch { batch: 4 },
+        &workload(8, 5, 12),
+        &opts(12, 0),
+    );
+    assert!(
+        matches!(m.outcome, Outcome::EngineFailed(ref e) if e.contains("injected failure at step 7"))
+    );
     let ok = m.records.iter().filter(|r| r.is_success()).count();
-    let failed: Vec<&RequestTrace> = m.records.iter().filter(|r| r.finish_reason == Some(FinishReason::Error)).collect();
+    let failed: Vec<&RequestTrace> = m
+        .records
+        .iter()
+        .filter(|r| r.finish_reason == Some(FinishReason::Error))
+        .collect();
     assert_eq!((ok, failed.len()), (4, 4));
-    assert!(failed.iter().all(|r| r.error.as_deref().unwrap().contains("injected failure")));
+    assert!(failed
+        .iter()
+        .all(|r| r.error.as_deref().unwrap().contains("injected failure")));
     assert_eq!(m.summary.completed, 4);
     assert_eq!(m.summary.failed, 4);
 }
 
 #[test]
 fn dropped_request_times_out_and_bad_request_fails_alone() {
-    let s = Schedule { drop_request: Some(1), fail_request: Some(2), ..Schedule::default() };
+    let s = Schedule {
+        drop_request: Some(1),
+        fail_request: Some(2),
+        ..Schedule::default()
+    };
     let mut o = opts(4, 0);
     o.request_timeout = Duration::from_millis(300);
-    let m = measure(s, LoadPoint::Concurrency { concurrency: 4 }, &workload(8, 3, 4), &o);
+    let m = measure(
+        s,
+        LoadPoint::Concurrency { concurrency: 4 },
+        &workload(8, 3, 4),
+        &o,
+    );
     assert_eq!(m.outcome, Outcome::Completed);
-    let reason = |id| m.records.iter().find(|r| r.id == id).and_then(|r| r.finish_reason);
+    let reason = |id| {
+        m.records
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.finish_reason)
+    };
     assert_eq!(reason(0), Some(FinishReason::Length));
     assert_eq!(reason(1), Some(FinishReason::Timeout));
     assert_eq!(reason(2), Some(FinishReason::Error));
@@ -173,8 +287,16 @@ fn dropped_request_times_out_and_bad_request_fails_alone() {
 fn duration_stop_condition() {
     let s = Schedule::default();
     let mut o = opts(0, 0);
-    o.stop = Stop { num_requests: None, duration: Some(Duration::from_millis(300)) };
-    let m = measure(s, LoadPoint::Concurrency { concurrency: 2 }, &workload(8, 3, 100), &o);
+    o.stop = Stop {
+        num_requests: None,
+        duration: Some(Duration::from_millis(300)),
+    };
+    let m = measure(
+        s,
+        LoadPoint::Concurrency { concurrency: 2 },
+        &workload(8, 3, 100),
+        &o,
+    );
     // Each wave of 2 lasts prefill(2,16)=22.16 + 2·10.2 = 42.56 ms: ~7 waves in 300 ms.
     let n = m.summary.completed;
     assert!((10..=18).contains(&n), "{n} requests in 300 ms");

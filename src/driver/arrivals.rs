@@ -57,7 +57,10 @@ mod tests {
         let (m4, cv4) = cv(4.0);
         assert!((m1 - 10.0).abs() < 0.5 && (m4 - 10.0).abs() < 0.5);
         // Gamma CV = 1/sqrt(shape): 1.0 for Poisson, 0.5 for shape 4.
-        assert!((cv1 - 1.0).abs() < 0.05 && (cv4 - 0.5).abs() < 0.05, "{cv1} {cv4}");
+        assert!(
+            (cv1 - 1.0).abs() < 0.05 && (cv4 - 0.5).abs() < 0.05,
+            "{cv1} {cv4}"
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ impl LoadPoint {
         match *self {
             LoadPoint::Batch { batch } => format!("batch={batch}"),
             LoadPoint::Concurrency { concurrency } => format!("concurrency={concurrency}"),
-            LoadPoint::Rate { rate, burstiness } if burstiness == 1.0 => format!("rate={rate}"),
+            LoadPoint::Rate {
+                rate,
+                burstiness: 1.0,
+            } => format!("rate={rate}"),
             LoadPoint::Rate { rate, burstiness } => {
                 format!("rate={rate},burstiness={burstiness}")
             }
@@ -134,7 +137,13 @@ struct Book {
 }
 
 impl Book {
-    fn finish(&mut self, id: RequestId, at: MonoNs, reason: FinishReason, error: Option<String>) -> Option<&mut RequestTrace> {
+    fn finish(
+        &mut self,
+        id: RequestId,
+        at: MonoNs,
+        reason: FinishReason,
+        error: Option<String>,
+    ) -> Option<&mut RequestTrace> {
         let mut t = self.active.remove(&id)?.trace;
         t.finish_ns = Some(at);
         t.finish_reason = Some(reason);
@@ -154,7 +163,11 @@ impl Book {
     }
 
     /// Appends newly finished requests to the trace file (measured phases only).
-    fn flush(&mut self, writer: &mut Option<&mut TraceWriter>, progress: &progress::Progress) -> Result<(), TraceError> {
+    fn flush(
+        &mut self,
+        writer: &mut Option<&mut TraceWriter>,
+        progress: &progress::Progress,
+    ) -> Result<(), TraceError> {
         for t in &self.done[self.written..] {
             if let Some(w) = writer.as_deref_mut() {
                 w.append(t)?;
@@ -212,15 +225,27 @@ impl<'a> Driver<'a> {
                 point_index,
                 workload,
                 first_item: 0,
-                stop: Stop { num_requests: Some(opts.warmup), duration: None },
+                stop: Stop {
+                    num_requests: Some(opts.warmup),
+                    duration: None,
+                },
             };
             let run = self.run_phase(&warm, opts, None, progress)?;
             if run.outcome != Outcome::Completed {
-                return Ok(PointRun { records: Vec::new(), outcome: run.outcome });
+                return Ok(PointRun {
+                    records: Vec::new(),
+                    outcome: run.outcome,
+                });
             }
         }
         progress.phase(&point.label(), opts.stop.num_requests);
-        let measured = Phase { point, point_index, workload, first_item: opts.warmup, stop: opts.stop };
+        let measured = Phase {
+            point,
+            point_index,
+            workload,
+            first_item: opts.warmup,
+            stop: opts.stop,
+        };
         self.run_phase(&measured, opts, Some(writer), progress)
     }
 
@@ -234,7 +259,7 @@ impl<'a> Driver<'a> {
         let mut book = Book::default();
         let is_rate = matches!(phase.point, LoadPoint::Rate { .. });
         let t0 = clock::now();
-        let end_submit = phase.stop.duration.map(|d| t0.add(d));
+        let end_submit = phase.stop.duration.map(|d| t0.plus(d));
         let arrivals = match phase.point {
             LoadPoint::Rate { rate, burstiness } => {
                 // Duration-bound open-loop runs need enough arrivals to fill the window.
@@ -242,7 +267,8 @@ impl<'a> Driver<'a> {
                     let secs = phase.stop.duration.map_or(0.0, |d| d.as_secs_f64());
                     ((rate * secs * 2.0).ceil() as usize).max(1000)
                 });
-                let seed = opts.seed ^ u64::from(phase.point_index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let seed =
+                    opts.seed ^ u64::from(phase.point_index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 arrivals::arrival_offsets(rate, burstiness, seed, n)
             }
             _ => Vec::new(),
@@ -265,15 +291,26 @@ impl<'a> Driver<'a> {
             let now = clock::now();
             let stopped = submitted >= limit || end_submit.is_some_and(|e| now >= e);
             if !stopped {
-                let due = Self::due(phase.point, book.active.len(), submitted, &arrivals, t0, now)
-                    .min(limit - submitted);
+                let due = Self::due(
+                    phase.point,
+                    book.active.len(),
+                    submitted,
+                    &arrivals,
+                    t0,
+                    now,
+                )
+                .min(limit - submitted);
                 for _ in 0..due {
                     let item = phase.workload.get(phase.first_item + submitted);
                     let req = GenRequest {
                         id: self.next_id,
                         prompt: item.prompt.clone(),
                         max_tokens: item.output_len,
-                        min_tokens: if opts.sampling.ignore_eos { item.output_len } else { 0 },
+                        min_tokens: if opts.sampling.ignore_eos {
+                            item.output_len
+                        } else {
+                            0
+                        },
                         ignore_eos: opts.sampling.ignore_eos,
                         temperature: opts.sampling.temperature,
                         seed: opts.sampling.seed,
@@ -281,12 +318,24 @@ impl<'a> Driver<'a> {
                     };
                     self.next_id += 1;
                     let at = clock::now();
-                    let mut trace = RequestTrace::new(req.id, phase.point_index, req.prompt.len() as u32, req.max_tokens, at);
+                    let mut trace = RequestTrace::new(
+                        req.id,
+                        phase.point_index,
+                        req.prompt.len() as u32,
+                        req.max_tokens,
+                        at,
+                    );
                     if is_rate {
                         trace.intended_ns = arrivals.get(submitted).map(|&o| MonoNs(t0.0 + o));
                     }
                     submitted += 1;
-                    book.active.insert(req.id, Active { trace, last_activity: at });
+                    book.active.insert(
+                        req.id,
+                        Active {
+                            trace,
+                            last_activity: at,
+                        },
+                    );
                     if let Err(e) = self.engine.submit(&req) {
                         return self.engine_failed(book, e, writer, progress);
                     }
@@ -298,14 +347,18 @@ impl<'a> Driver<'a> {
             // Wait for the engine, but not past the next arrival.
             let mut timeout = MAX_POLL;
             if let (false, Some(&next)) = (stopped, arrivals.get(submitted)) {
-                timeout = timeout.min(Duration::from_nanos(MonoNs(t0.0 + next).since(clock::now())));
+                timeout = timeout.min(Duration::from_nanos(
+                    MonoNs(t0.0 + next).since(clock::now()),
+                ));
             }
             self.events.clear();
             let polled = self.engine.poll(timeout, &mut self.events);
             let stamp = clock::now();
             for ev in self.events.drain(..) {
                 // A missing entry is an aborted or expired request's late event.
-                let Some(a) = book.active.get_mut(&ev.request) else { continue };
+                let Some(a) = book.active.get_mut(&ev.request) else {
+                    continue;
+                };
                 let at = ev.at.unwrap_or(stamp);
                 a.trace.record_tokens(ev.new_tokens, at);
                 a.last_activity = stamp;
@@ -327,7 +380,10 @@ impl<'a> Driver<'a> {
             book.flush(&mut writer, progress)?;
         };
         book.flush(&mut writer, progress)?;
-        Ok(PointRun { records: book.done, outcome })
+        Ok(PointRun {
+            records: book.done,
+            outcome,
+        })
     }
 
     /// The engine failed as a whole: every in-flight request fails with its reason.
@@ -341,18 +397,35 @@ impl<'a> Driver<'a> {
         let msg = e.detail();
         book.finish_all(FinishReason::Error, &msg);
         book.flush(&mut writer, progress)?;
-        Ok(PointRun { records: book.done, outcome: Outcome::EngineFailed(msg) })
+        Ok(PointRun {
+            records: book.done,
+            outcome: Outcome::EngineFailed(msg),
+        })
     }
 
     /// How many requests the mode wants submitted right now.
-    fn due(point: LoadPoint, in_flight: usize, submitted: usize, arrivals: &[u64], t0: MonoNs, now: MonoNs) -> usize {
+    fn due(
+        point: LoadPoint,
+        in_flight: usize,
+        submitted: usize,
+        arrivals: &[u64],
+        t0: MonoNs,
+        now: MonoNs,
+    ) -> usize {
         match point {
             LoadPoint::Batch { batch } if in_flight == 0 => batch as usize,
             LoadPoint::Batch { .. } => 0,
-            LoadPoint::Concurrency { concurrency } => (concurrency as usize).saturating_sub(in_flight),
+            LoadPoint::Concurrency { concurrency } => {
+                (concurrency as usize).saturating_sub(in_flight)
+            }
             LoadPoint::Rate { .. } => {
                 let elapsed = now.since(t0);
-                arrivals.get(submitted..).unwrap_or(&[]).iter().take_while(|&&o| o <= elapsed).count()
+                arrivals
+                    .get(submitted..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .take_while(|&&o| o <= elapsed)
+                    .count()
             }
         }
     }
@@ -366,7 +439,10 @@ impl<'a> Driver<'a> {
             .filter(|(_, a)| now.since(a.last_activity) > limit)
             .map(|(&id, _)| id)
             .collect();
-        let why = format!("no token for {:.1} s (--request-timeout)", timeout.as_secs_f64());
+        let why = format!(
+            "no token for {:.1} s (--request-timeout)",
+            timeout.as_secs_f64()
+        );
         for id in expired {
             let _ = self.engine.abort(id);
             book.finish(id, now, FinishReason::Timeout, Some(why.clone()));

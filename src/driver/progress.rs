@@ -24,7 +24,9 @@ impl Progress {
     /// Starts a phase (`batch=8`, `batch=8 warmup`) of `len` requests (unknown for --duration).
     pub fn phase(&self, label: &str, len: Option<usize>) {
         let style = match len {
-            Some(_) => ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} requests {elapsed}"),
+            Some(_) => {
+                ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} requests {elapsed}")
+            }
             None => ProgressStyle::with_template("{msg:>20} {spinner} {pos} requests {elapsed}"),
         };
         if let Ok(style) = style {

@@ -210,7 +210,7 @@ impl CalibrationEngine {
             let k = slots.min(self.waiting.len());
             let admitted: Vec<Waiting> = self.waiting.drain(..k).collect();
             let tokens = admitted.iter().map(|w| w.prompt_tokens).sum();
-            let ends_at = start.add(self.schedule.prefill(k, tokens));
+            let ends_at = start.plus(self.schedule.prefill(k, tokens));
             let admitted = admitted
                 .into_iter()
                 .map(|w| Running {
@@ -226,7 +226,7 @@ impl CalibrationEngine {
                 admitted: Some(admitted),
             });
         } else if !self.running.is_empty() {
-            let ends_at = start.add(self.schedule.decode(self.running.len()));
+            let ends_at = start.plus(self.schedule.decode(self.running.len()));
             self.step = Some(Step {
                 number,
                 ends_at,
@@ -272,7 +272,10 @@ impl CalibrationEngine {
                     FinishReason::Length
                 });
                 if failed {
-                    f.error = Some(format!("calibration engine: injected failure of request {}", r.id));
+                    f.error = Some(format!(
+                        "calibration engine: injected failure of request {}",
+                        r.id
+                    ));
                 }
                 f.engine = Some(EngineStamps {
                     first_token_ns: Some(r.first_token),
@@ -319,7 +322,7 @@ impl super::Engine for CalibrationEngine {
 
     fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
         let now = clock::now();
-        let deadline = now.add(timeout);
+        let deadline = now.plus(timeout);
         if self.step.is_none() {
             self.plan(now);
         }

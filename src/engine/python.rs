@@ -13,8 +13,8 @@
 //! `UsageError` becomes a usage error (exit code 2).
 
 use super::{
-    registry::Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, EngineStamps, Finish,
-    FinishReason, GenRequest, RequestId, TokenEvent,
+    registry::Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind,
+    EngineStamps, Finish, FinishReason, GenRequest, RequestId, TokenEvent,
 };
 use crate::clock::MonoNs;
 use pyo3::exceptions::{PyImportError, PyKeyboardInterrupt};
@@ -37,9 +37,24 @@ struct Adapter {
 }
 
 const ADAPTERS: &[Adapter] = &[
-    Adapter { engine: "vllm", source: include_str!("../../engines/vllm.py"), module: "harness_engine_vllm", package: Some("vllm") },
-    Adapter { engine: "hf", source: include_str!("../../engines/hf.py"), module: "harness_engine_hf", package: Some("transformers") },
-    Adapter { engine: "python-test", source: include_str!("../../engines/test_adapter.py"), module: "harness_engine_test", package: None },
+    Adapter {
+        engine: "vllm",
+        source: include_str!("../../engines/vllm.py"),
+        module: "harness_engine_vllm",
+        package: Some("vllm"),
+    },
+    Adapter {
+        engine: "hf",
+        source: include_str!("../../engines/hf.py"),
+        module: "harness_engine_hf",
+        package: Some("transformers"),
+    },
+    Adapter {
+        engine: "python-test",
+        source: include_str!("../../engines/test_adapter.py"),
+        module: "harness_engine_test",
+        package: None,
+    },
 ];
 
 /// The cache directory scripts/setup.sh installs into.
@@ -47,7 +62,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LLM_HARNESS_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("llm-harness")
 }
 
@@ -69,12 +86,19 @@ fn site_packages(env: &Path) -> Result<PathBuf, String> {
         let v = py.version_info();
         (v.major, v.minor)
     });
-    let sp = env.join("lib").join(format!("python{major}.{minor}")).join("site-packages");
+    let sp = env
+        .join("lib")
+        .join(format!("python{major}.{minor}"))
+        .join("site-packages");
     if sp.is_dir() {
         return Ok(sp);
     }
     let found: Vec<String> = std::fs::read_dir(env.join("lib"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     Err(if found.is_empty() {
         format!("--python-env {}: not a Python venv (no lib/python*/site-packages); run scripts/setup.sh or pass a venv", env.display())
@@ -132,7 +156,11 @@ pub fn load(engine: &str, config: &EngineConfig) -> Result<Box<dyn Engine>, Engi
 
 /// Turns a Python exception into an engine error with its traceback.
 fn py_error(py: Python<'_>, err: PyErr, context: &str) -> EngineError {
-    let kind = err.get_type(py).name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
+    let kind = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
     let msg = err.value(py).to_string();
     if kind == "UsageError" {
         return EngineError::Usage(msg);
@@ -140,12 +168,23 @@ fn py_error(py: Python<'_>, err: PyErr, context: &str) -> EngineError {
     // traceback.format_exception reads the adapters' compiled-in source via linecache.
     let traceback = py
         .import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py))))
-        .and_then(|lines| lines.extract::<Vec<String>>().map_err(Into::into))
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat().trim_end().to_string())
         .ok()
-        .or_else(|| err.traceback(py).and_then(|tb: Bound<'_, PyTraceback>| tb.format().ok()));
-    EngineError::Failed { message: format!("{context}: {kind}: {msg}"), traceback }
+        .or_else(|| {
+            err.traceback(py)
+                .and_then(|tb: Bound<'_, PyTraceback>| tb.format().ok())
+        });
+    EngineError::Failed {
+        message: format!("{context}: {kind}: {msg}"),
+        traceback,
+    }
 }
 
 /// Puts the venv in front of sys.path and makes every child Python the venv's python.
@@ -166,7 +205,10 @@ def _activate(env, sp):
 "#;
     let c = CString::new(code).map_err(|e| PyImportError::new_err(e.to_string()))?;
     let m = PyModule::from_code(py, &c, c"<harness-activate>", c"_harness_activate")?;
-    m.getattr("_activate")?.call1((env.to_string_lossy().as_ref(), sp.to_string_lossy().as_ref()))?;
+    m.getattr("_activate")?.call1((
+        env.to_string_lossy().as_ref(),
+        sp.to_string_lossy().as_ref(),
+    ))?;
     Ok(())
 }
 
@@ -174,7 +216,9 @@ fn load_module<'py>(py: Python<'py>, source: &str, name: &str) -> PyResult<Bound
     let file_name = format!("<harness>/engines/{name}.py");
     // Register the source with linecache so tracebacks show the adapter's lines.
     let lines = PyList::new(py, source.split_inclusive('\n'))?;
-    py.import("linecache")?.getattr("cache")?.set_item(&file_name, (source.len(), py.None(), lines, &file_name))?;
+    py.import("linecache")?
+        .getattr("cache")?
+        .set_item(&file_name, (source.len(), py.None(), lines, &file_name))?;
     let code = CString::new(source).map_err(|e| PyImportError::new_err(e.to_string()))?;
     let file = CString::new(file_name).map_err(|e| PyImportError::new_err(e.to_string()))?;
     let name = CString::new(name).map_err(|e| PyImportError::new_err(e.to_string()))?;
@@ -197,16 +241,26 @@ impl PythonEngine {
                 let sp = site_packages(env).map_err(EngineError::Usage)?;
                 activate(py, env, &sp).map_err(|e| py_error(py, e, "activating the python env"))?;
             }
-            let sys = py.import("sys").map_err(|e| py_error(py, e, "import sys"))?;
+            let sys = py
+                .import("sys")
+                .map_err(|e| py_error(py, e, "import sys"))?;
             if sys.getattr("argv").and_then(|a| a.len()).unwrap_or(0) == 0 {
                 let _ = sys.setattr("argv", vec!["harness"]);
             }
-            load_module(py, BRIDGE, "harness_bridge").map_err(|e| py_error(py, e, "loading harness_bridge"))?;
-            let module = load_module(py, a.source, a.module).map_err(|e| py_error(py, e, "loading the adapter"))?;
-            let model = config.model.as_ref().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
+            load_module(py, BRIDGE, "harness_bridge")
+                .map_err(|e| py_error(py, e, "loading harness_bridge"))?;
+            let module = load_module(py, a.source, a.module)
+                .map_err(|e| py_error(py, e, "loading the adapter"))?;
+            let model = config
+                .model
+                .as_ref()
+                .map(|m| m.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let options = PyDict::new(py);
             for (k, v) in &config.engine_args {
-                options.set_item(k, v).map_err(|e| py_error(py, e, "engine args"))?;
+                options
+                    .set_item(k, v)
+                    .map_err(|e| py_error(py, e, "engine args"))?;
             }
             let adapter = module.getattr("create").and_then(|f| f.call1((model, options))).map_err(|e| {
                 if e.is_instance_of::<PyImportError>(py) {
@@ -219,9 +273,17 @@ impl PythonEngine {
                     py_error(py, e, &format!("{engine} failed to load"))
                 }
             })?;
-            let info = adapter.call_method0("info").map_err(|e| py_error(py, e, "info()"))?;
-            let info = parse_info(py, &info).map_err(|e| py_error(py, e, "info() returned an unexpected value"))?;
-            Ok(PythonEngine { info, adapter: adapter.unbind(), in_flight: HashSet::new(), shut_down: false })
+            let info = adapter
+                .call_method0("info")
+                .map_err(|e| py_error(py, e, "info()"))?;
+            let info = parse_info(py, &info)
+                .map_err(|e| py_error(py, e, "info() returned an unexpected value"))?;
+            Ok(PythonEngine {
+                info,
+                adapter: adapter.unbind(),
+                in_flight: HashSet::new(),
+                shut_down: false,
+            })
         })
     }
 }
@@ -247,7 +309,11 @@ fn parse_info(py: Python<'_>, info: &Bound<'_, PyAny>) -> PyResult<EngineInfo> {
         model: get("model")?,
         dtype: get("dtype")?,
         device: get("device")?,
-        kind: if get("kind")? == "stream" { EngineKind::Stream } else { EngineKind::Step },
+        kind: if get("kind")? == "stream" {
+            EngineKind::Stream
+        } else {
+            EngineKind::Step
+        },
         load_time_s: 0.0,
         instrument: false,
         metadata,
@@ -286,10 +352,16 @@ fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<()
     }
     for item in extras.iter() {
         let (rid, d): (u64, Bound<'_, PyDict>) = item.extract()?;
-        let Some(ev) = out[start..].iter_mut().rev().find(|e| e.request == rid && e.finish.is_some()) else {
+        let Some(ev) = out[start..]
+            .iter_mut()
+            .rev()
+            .find(|e| e.request == rid && e.finish.is_some())
+        else {
             continue;
         };
-        let Some(f) = ev.finish.as_deref_mut() else { continue };
+        let Some(f) = ev.finish.as_deref_mut() else {
+            continue;
+        };
         if let Some(ids) = d.get_item("token_ids")?.filter(|v| !v.is_none()) {
             f.token_ids = Some(ids.extract()?);
         }
@@ -320,7 +392,16 @@ impl Engine for PythonEngine {
             self.adapter.call_method1(
                 py,
                 "submit",
-                (req.id, prompt, req.max_tokens, req.min_tokens, req.ignore_eos, req.temperature, req.seed, req.return_token_ids),
+                (
+                    req.id,
+                    prompt,
+                    req.max_tokens,
+                    req.min_tokens,
+                    req.ignore_eos,
+                    req.temperature,
+                    req.seed,
+                    req.return_token_ids,
+                ),
             )?;
             Ok(())
         })
@@ -332,7 +413,9 @@ impl Engine for PythonEngine {
     fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
         let start = out.len();
         let res = Python::attach(|py| {
-            let ret = self.adapter.call_method1(py, "step", (timeout.as_secs_f64(),))?;
+            let ret = self
+                .adapter
+                .call_method1(py, "step", (timeout.as_secs_f64(),))?;
             decode_step(ret.bind(py), out)
         });
         if let Err(e) = res {
@@ -358,7 +441,12 @@ impl Engine for PythonEngine {
 
     fn abort(&mut self, id: RequestId) -> Result<(), EngineError> {
         self.in_flight.remove(&id);
-        Python::attach(|py| self.adapter.call_method1(py, "abort", (id,)).map(|_| ()).map_err(|e| py_error(py, e, "abort")))
+        Python::attach(|py| {
+            self.adapter
+                .call_method1(py, "abort", (id,))
+                .map(|_| ())
+                .map_err(|e| py_error(py, e, "abort"))
+        })
     }
 
     fn shutdown(&mut self) -> Result<(), EngineError> {
@@ -367,7 +455,11 @@ impl Engine for PythonEngine {
         }
         self.in_flight.clear();
         Python::attach(|py| {
-            let r = self.adapter.call_method0(py, "shutdown").map(|_| ()).map_err(|e| py_error(py, e, "shutdown"));
+            let r = self
+                .adapter
+                .call_method0(py, "shutdown")
+                .map(|_| ())
+                .map_err(|e| py_error(py, e, "shutdown"));
             // Collect now, so engine threads and memory go before the harness reports.
             let _ = py.import("gc").and_then(|gc| gc.call_method0("collect"));
             r

@@ -20,7 +20,9 @@ pub struct EngineSpec {
 
 impl std::fmt::Debug for EngineSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineSpec").field("name", &self.name).finish()
+        f.debug_struct("EngineSpec")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -31,7 +33,8 @@ fn calibration_load(c: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
 static ENGINES: &[EngineSpec] = &[
     EngineSpec {
         name: "calibration",
-        description: "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
+        description:
+            "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
         needs_model: false,
         availability: |_| Availability::Usable("built in".into()),
         load: calibration_load,
@@ -72,5 +75,9 @@ pub fn find_engine(name: &str) -> Option<&'static EngineSpec> {
 
 /// "calibration, vllm, hf, ..." for error messages.
 pub fn engine_names() -> String {
-    ENGINES.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+    ENGINES
+        .iter()
+        .map(|e| e.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
