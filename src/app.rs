@@ -56,7 +56,7 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
         .as_deref()
         .map(Tokenizer::from_file)
         .transpose()?;
-    let count = cfg.driver.warmup + cfg.driver.stop.num_requests.unwrap_or(1024);
+    let count = cfg.workload_size();
     let workload = workload::build(&cfg.workload, tokenizer.as_ref(), count, cfg.driver.seed)?;
     let cancel = crate::process::install_interrupt();
 
@@ -112,7 +112,7 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
                 i as u32,
                 point,
                 &workload,
-                &cfg.driver,
+                &cfg.driver_for(point),
                 &mut writer,
                 &progress,
             )?;
@@ -283,8 +283,8 @@ fn metadata(cfg: &RunConfig, info: &EngineInfo, workload: &str) -> serde_json::V
         "points": cfg.points,
         "slo": cfg.slo,
         "driver": {
-            "warmup": cfg.driver.warmup,
-            "num_requests": cfg.driver.stop.num_requests,
+            "warmup": cfg.points.iter().map(|&p| cfg.driver_for(p).warmup).collect::<Vec<_>>(),
+            "num_requests": cfg.points.iter().map(|&p| cfg.driver_for(p).stop.num_requests).collect::<Vec<_>>(),
             "duration_s": cfg.driver.stop.duration.map(|d| d.as_secs_f64()),
             "request_timeout_s": cfg.driver.request_timeout.as_secs_f64(),
             "sampling": cfg.driver.sampling,

@@ -27,12 +27,40 @@ pub struct RunConfig {
     pub tokenizer: Option<PathBuf>,
     pub workload: WorkloadSpec,
     pub points: Vec<LoadPoint>,
+    /// Driver options shared by every point; see [`RunConfig::driver_for`].
     pub driver: DriverOptions,
+    /// `--warmup` as given (None: one wave of each point).
+    pub warmup: Option<usize>,
     pub slo: Slo,
     pub out: PathBuf,
     pub progress: bool,
     /// The merged flags, saved with the results as `config.toml` (re-runnable with --config).
     pub effective: RunArgs,
+}
+
+impl RunConfig {
+    /// Driver options for one point: `--num-requests` and `--warmup` as given, else
+    /// one wave of warmup and [`default_requests`] of that point.
+    pub fn driver_for(&self, p: LoadPoint) -> DriverOptions {
+        let mut d = self.driver.clone();
+        if d.stop.num_requests.is_none() && d.stop.duration.is_none() {
+            d.stop.num_requests = Some(default_requests(p));
+        }
+        d.warmup = self.warmup.unwrap_or_else(|| default_warmup(p));
+        d
+    }
+
+    /// Workload items the largest point needs (a --duration run cycles through 1024).
+    pub fn workload_size(&self) -> usize {
+        self.points
+            .iter()
+            .map(|&p| {
+                let d = self.driver_for(p);
+                d.warmup + d.stop.num_requests.unwrap_or(1024)
+            })
+            .max()
+            .unwrap_or(1)
+    }
 }
 
 /// Reads `--config FILE` (if any) and lays the flags over it.
@@ -354,15 +382,6 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
         Some(s) => parse_slo(s).or_else(|e| err(format!("--slo {s}: {e}")))?,
         None => Slo::default(),
     };
-    // The defaults depend on the point; the first point sets them for the run so every
-    // point of a sweep measures the same number of requests... unless the mode scales.
-    let first = points[0];
-    let num_requests = match (a.num_requests, duration) {
-        (Some(n), _) => Some(n),
-        (None, Some(_)) => None,
-        (None, None) => Some(default_requests(first)),
-    };
-    let warmup = a.warmup.unwrap_or_else(|| default_warmup(first));
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(format!(
             "{engine_name}-{}",
@@ -382,9 +401,10 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
         tokenizer,
         workload,
         driver: DriverOptions {
-            warmup,
+            // Per point, unless given: see `RunConfig::driver_for`.
+            warmup: 0,
             stop: Stop {
-                num_requests,
+                num_requests: a.num_requests,
                 duration,
             },
             request_timeout: Duration::from_secs_f64(timeout),
@@ -396,6 +416,7 @@ pub fn validate(a: RunArgs, sweep: bool) -> Result<RunConfig, ConfigError> {
             },
             seed,
         },
+        warmup: a.warmup,
         points,
         slo,
         out,
