@@ -184,13 +184,15 @@ def parse_options(engine: str, options: dict, schema) -> dict:
     out = {}
     for key, value in options.items():
         if key not in types:
-            close = sorted(k for k in types if key.replace("-", "_") in k or k in key)[:5]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(
-                f"unknown --engine-arg '{key}' for {engine}{hint}; valid keys: "
-                + ", ".join(sorted(types)[:40])
-                + (" ..." if len(types) > 40 else "")
-            )
+            import difflib
+
+            close = difflib.get_close_matches(key.replace("-", "_"), list(types), n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            if len(types) <= 20:
+                valid = "valid keys: " + ", ".join(sorted(types))
+            else:
+                valid = f"{len(types)} valid keys: the fields of {getattr(schema, '__name__', 'the engine options')}"
+            raise UsageError(f"unknown --engine-arg '{key}' for {engine}{hint}; {valid}")
         ty = types[key]
         if isinstance(ty, str):  # unresolved annotation: treat as text unless it looks numeric
             ty = {"int": int, "float": float, "bool": bool, "str": str}.get(ty, typing.Any)

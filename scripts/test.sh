@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+export LLM_HARNESS_REQUIRE_ENGINES=1
 cargo test --locked --all-targets "$@"
