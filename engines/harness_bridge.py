@@ -22,10 +22,13 @@ with ``time.monotonic_ns()`` on the thread that saw it.
 
 import array
 import dataclasses
+import difflib
+import enum
 import queue
 import sys
 import time
 import traceback
+import types
 import typing
 
 NOT_FINISHED = -1
@@ -98,9 +101,10 @@ def format_exception(e: BaseException) -> str:
 class StreamQueue:
     """Arrivals from producer threads, stamped where they happen.
 
-    Producers call ``push(rid, n, finish, extra)``; the stamp is taken there with
-    ``time.monotonic_ns()``. ``step(timeout_s)`` blocks (GIL released) for the first
-    arrival, then drains the rest without blocking.
+    Producers call ``push(rid, new_tokens, finish, extra)``; the stamp is taken there
+    with ``time.monotonic_ns()`` (CLOCK_MONOTONIC, the Rust driver's clock) unless
+    ``at_ns`` is given. ``step(timeout_s)`` blocks in ``queue.get`` (GIL released) up to
+    ``timeout_s`` for the first arrival, then drains the rest without blocking.
     """
 
     def __init__(self):
@@ -112,7 +116,7 @@ class StreamQueue:
     def step(self, timeout_s: float):
         buf = EventBuffer()
         try:
-            item = self._q.get(timeout=max(timeout_s, 0.0)) if timeout_s > 0 else self._q.get_nowait()
+            item = self._q.get(timeout=timeout_s) if timeout_s > 0 else self._q.get_nowait()
         except queue.Empty:
             return EMPTY
         while True:
@@ -126,42 +130,82 @@ class StreamQueue:
                 return buf.take()
 
 
+class StreamAdapter:
+    """Base for stream adapters: the engine's own threads call ``self.push(...)`` as
+    tokens arrive, and the Rust driver's ``step(timeout_s)`` collects them."""
+
+    kind = "stream"
+
+    def __init__(self):
+        self.events = StreamQueue()
+
+    def push(self, rid: int, new_tokens: int, finish: int = NOT_FINISHED, extra=None, at_ns=None):
+        self.events.push(rid, new_tokens, finish, extra, at_ns)
+
+    def step(self, timeout_s: float):
+        return self.events.step(timeout_s)
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+def _is_union(ty) -> bool:
+    origin = typing.get_origin(ty)
+    return origin is typing.Union or (types.UnionType is not None and origin is types.UnionType)
 
 
 def _convert(engine: str, key: str, value: str, ty):
-    origin = typing.get_origin(ty)
-    args = [a for a in typing.get_args(ty) if a is not type(None)]
-    if value.lower() in ("none", "null") and (type(None) in typing.get_args(ty) or ty is type(None)):
-        return None
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        for a in args:
+    """``value`` (a string) as a ``ty``; UsageError naming the key when it is not one."""
+    if _is_union(ty):
+        members = typing.get_args(ty)
+        if value.strip().lower() in _NONE and type(None) in members:
+            return None
+        errors = []
+        for a in members:
+            if a is type(None):
+                continue
             try:
                 return _convert(engine, key, value, a)
-            except UsageError:
-                continue
-        raise UsageError(f"--engine-arg {key}={value}: not a valid value for {engine} ({ty})")
+            except UsageError as e:
+                errors.append(str(e).split(": ", 1)[-1])
+        raise UsageError(f"--engine-arg {key}={value}: not valid for {engine} ({' or '.join(errors) or ty})")
+    if ty is type(None):
+        if value.strip().lower() in _NONE:
+            return None
+        raise UsageError(f"--engine-arg {key}={value}: expected none")
     if ty is bool:
-        v = value.lower()
+        v = value.strip().lower()
         if v in _TRUE:
             return True
         if v in _FALSE:
             return False
-        raise UsageError(f"--engine-arg {key}={value}: expected true or false")
-    if ty in (int, float):
+        raise UsageError(f"--engine-arg {key}={value}: expected true or false (also 1/0, yes/no, on/off)")
+    if ty is int:
         try:
-            return ty(value)
+            return int(value.strip().replace("_", ""))
         except ValueError:
-            raise UsageError(f"--engine-arg {key}={value}: expected {'an integer' if ty is int else 'a number'}") from None
+            raise UsageError(f"--engine-arg {key}={value}: expected an integer") from None
+    if ty is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"--engine-arg {key}={value}: expected a number") from None
     if ty is str or ty is typing.Any:
         return value
     if typing.get_origin(ty) is typing.Literal:
         allowed = typing.get_args(ty)
-        if value in allowed:
-            return value
+        for a in allowed:
+            if value == str(a):
+                return a
         raise UsageError(f"--engine-arg {key}={value}: expected one of {', '.join(map(str, allowed))}")
-    # Anything else (lists, dicts, enums): accept JSON, else the plain string.
+    if isinstance(ty, type) and issubclass(ty, enum.Enum):
+        for m in ty:
+            if value in (m.name, str(m.value)) or value.lower() == m.name.lower():
+                return m
+        raise UsageError(f"--engine-arg {key}={value}: expected one of {', '.join(m.name for m in ty)}")
+    # Anything else (lists, dicts, config dataclasses): JSON, else the plain string.
     import json
 
     try:
@@ -170,31 +214,49 @@ def _convert(engine: str, key: str, value: str, ty):
         return value
 
 
-def parse_options(engine: str, options: dict, schema) -> dict:
-    """Converts ``{key: "string"}`` to typed values using ``schema``: a dataclass or a
-    ``{key: type}`` dict. Unknown keys and unparsable values raise UsageError."""
+def _field_type(f):
+    """A dataclass field's type; string annotations are resolved as far as they can be
+    (``int``, ``bool | None``, ...), else inferred from the default."""
+    ty = f.type
+    if isinstance(ty, str):
+        simple = {"int": int, "float": float, "bool": bool, "str": str}
+        parts = [p.strip() for p in ty.replace("Optional[", "").rstrip("]").split("|")]
+        resolved = [simple.get(p, type(None) if p == "None" else None) for p in parts]
+        if all(r is not None for r in resolved):
+            return typing.Union[tuple(resolved)] if len(resolved) > 1 else resolved[0]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, (bool, int, float)):
+            return typing.Union[type(default), None]
+        return typing.Any
+    return ty
+
+
+def option_types(schema) -> dict:
+    """``{key: type}`` of a dataclass (its fields) or of a ``{key: type}`` dict."""
     if dataclasses.is_dataclass(schema):
         try:
             hints = typing.get_type_hints(schema)
-        except Exception:
+        except Exception:  # forward references that do not resolve: per field
             hints = {}
-        types = {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(schema)}
-    else:
-        types = dict(schema)
-    out = {}
-    for key, value in options.items():
-        if key not in types:
-            import difflib
+        return {f.name: hints.get(f.name) or _field_type(f) for f in dataclasses.fields(schema)}
+    return dict(schema)
 
-            close = difflib.get_close_matches(key.replace("-", "_"), list(types), n=3, cutoff=0.6)
+
+def parse_options(engine: str, options: dict, schema, common=(), see=None) -> dict:
+    """Converts ``{key: "string"}`` (``--engine-arg KEY=VALUE``) to typed values using
+    ``schema``: a dataclass or a ``{key: type}`` dict. Keys may use - or _. Unknown keys
+    and unparsable values raise UsageError with a one-line message; ``common`` keys are
+    listed first in it and ``see`` names where all keys are documented."""
+    types_ = option_types(schema)
+    out = {}
+    for raw_key, value in options.items():
+        key = str(raw_key).strip().replace("-", "_")
+        if key not in types_:
+            close = difflib.get_close_matches(key, list(types_), n=3, cutoff=0.6)
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            if len(types) <= 20:
-                valid = "valid keys: " + ", ".join(sorted(types))
-            else:
-                valid = f"{len(types)} valid keys: the fields of {getattr(schema, '__name__', 'the engine options')}"
-            raise UsageError(f"unknown --engine-arg '{key}' for {engine}{hint}; {valid}")
-        ty = types[key]
-        if isinstance(ty, str):  # unresolved annotation: treat as text unless it looks numeric
-            ty = {"int": int, "float": float, "bool": bool, "str": str}.get(ty, typing.Any)
-        out[key] = _convert(engine, key, str(value), ty)
+            shown = [k for k in common if k in types_] + sorted(k for k in types_ if k not in common)
+            more = len(shown) - 12
+            listing = ", ".join(shown[:12]) + (f", ... ({len(shown)} in all" + (f"; see {see})" if see else ")") if more > 0 else "")
+            raise UsageError(f"unknown --engine-arg '{raw_key}' for {engine}{hint}; valid keys include: {listing}")
+        out[key] = _convert(engine, key, str(value), types_[key])
     return out
