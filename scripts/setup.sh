@@ -84,6 +84,11 @@ STAMP="$VENV/.harness-stamp"
 if [ "$do_venv" = 1 ]; then
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
     log "venv up to date: $VENV"
+  elif [ -x "$VENV/bin/python" ] && [ "$("$VENV/bin/python" -c 'import os, sys; print(os.path.realpath(sys._base_executable), sys.version.split()[0])' 2>/dev/null)" = "$(realpath "$PY") $PYVER" ] \
+       && [ -z "$(comm -23 <(grep -v '^#' "$LOCK" | sort) <("$UV" pip freeze -q -p "$VENV/bin/python" | sort))" ]; then
+    # No (or an older) stamp, but the venv holds exactly the locked versions: keep it.
+    echo "$want" > "$STAMP"
+    log "venv matches $LOCK: $VENV"
   else
     t=$(date +%s)
     log "creating $VENV with $PY ($PYVER); a cold uv cache downloads ~3.3 GB"
