@@ -52,34 +52,41 @@ def finish_code(reason) -> int:
 
 
 class EventBuffer:
-    """Collects one step's events and packs them for the Rust side."""
+    """Collects one step's events and packs them for the Rust side: ``take()`` returns
+    ``(bytes, extras)``, the bytes 4 int64 per event ``[rid, new_tokens, finish, at_ns]``
+    (little-endian), extras ``[(rid, {"token_ids", "error", "engine"}), ...]``."""
 
     __slots__ = ("_flat", "_extras")
 
     def __init__(self):
-        self._flat = array.array("q")
+        self._flat = []
         self._extras = []
 
+    def __len__(self):
+        return len(self._flat) // 4
+
     def add(self, rid: int, new_tokens: int, finish: int = NOT_FINISHED, at_ns: int = 0):
-        self._flat.extend((rid, new_tokens, finish, at_ns))
+        self._flat += (rid, new_tokens, finish, at_ns)
 
     def finish_info(self, rid: int, token_ids=None, error=None, engine=None):
         d = {}
         if token_ids is not None:
             d["token_ids"] = list(token_ids)
         if error is not None:
-            d["error"] = error
+            d["error"] = str(error)
         if engine is not None:
             d["engine"] = engine
         if d:
             self._extras.append((rid, d))
 
     def take(self):
-        flat = self._flat
+        if not self._flat and not self._extras:
+            return EMPTY
+        flat = array.array("q", self._flat)
         if sys.byteorder != "little":
             flat.byteswap()
         out = (flat.tobytes(), self._extras)
-        self._flat = array.array("q")
+        self._flat = []
         self._extras = []
         return out
 

@@ -1,14 +1,16 @@
-"""HF Transformers reference adapter: a plain decode loop over the KV cache.
+"""HF Transformers reference adapter: its own decode loop over the KV cache.
 
 Static batching with left padding, and no continuous batching: pending requests
 wait until the running batch has finished, then up to ``max_batch`` of them start
 together. The first ``step()`` of a batch is its prefill (one token per sequence);
 each later ``step()`` is one decode forward for the whole batch and yields one token
 for every sequence that has not finished. Finished sequences stay in the batch
-(static shapes) until the last one ends. Greedy at temperature 0.
+(static shapes) until the last one ends; the next batch starts at the next step.
+Temperature 0 is greedy argmax; otherwise softmax(logits / T) is sampled with a
+per-request generator seeded from the request's seed.
 
-Options: ``dtype`` (float32), ``device`` (cpu, cuda, cuda:N), ``threads``
-(torch.set_num_threads), ``max_batch`` (64).
+Options (``--engine-arg``): ``dtype`` (float32), ``device`` (cpu; cuda, cuda:N),
+``threads`` (torch.set_num_threads), ``max_batch`` (64).
 """
 
 import collections
@@ -23,48 +25,67 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import harness_bridge as hb
 
 _OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int}
+_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class _Seq:
-    __slots__ = ("rid", "prompt", "max_tokens", "min_tokens", "ignore_eos", "want_ids", "ids", "done")
+    __slots__ = ("rid", "prompt", "max_tokens", "min_tokens", "ignore_eos", "temperature", "generator",
+                 "want_ids", "ids", "done")
 
-    def __init__(self, rid, prompt, max_tokens, min_tokens, ignore_eos, want_ids):
+    def __init__(self, rid, prompt, max_tokens, min_tokens, ignore_eos, temperature, generator, want_ids):
         self.rid, self.prompt, self.max_tokens = rid, prompt, max_tokens
         self.min_tokens, self.ignore_eos, self.want_ids = min_tokens, ignore_eos, want_ids
+        self.temperature, self.generator = temperature, generator
         self.ids = []
         self.done = False
 
 
 class HfAdapter:
     def __init__(self, model, options):
-        o = hb.parse_options("hf", options, _OPTIONS)
+        o = hb.parse_options("hf", options, _OPTIONS, common=tuple(_OPTIONS))
+        if not model:
+            raise hb.UsageError("hf needs --model DIR (a Hugging Face checkpoint directory)")
+        if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
+            raise hb.UsageError(
+                f"--model {model}: not a checkpoint directory with config.json (models cannot be "
+                "downloaded here; run scripts/setup.sh for models/gemma-3-270m)"
+            )
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, GenerationConfig
 
         self.torch = torch
-        dtype_name = o.get("dtype", "float32")
-        dtype = getattr(torch, dtype_name, None)
-        if not isinstance(dtype, torch.dtype):
-            raise hb.UsageError(f"--engine-arg dtype={dtype_name}: expected float32, bfloat16 or float16")
+        self.dtype_name = o.get("dtype", "float32")
+        if self.dtype_name not in _DTYPES:
+            raise hb.UsageError(f"--engine-arg dtype={self.dtype_name}: expected one of {', '.join(_DTYPES)}")
         self.device = o.get("device", "cpu")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise hb.UsageError(f"--engine-arg device={self.device}: no CUDA device here; use device=cpu")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise hb.UsageError(f"--engine-arg device={self.device}: expected cpu, cuda or cuda:N")
         if "threads" in o:
+            if o["threads"] < 1:
+                raise hb.UsageError("--engine-arg threads must be at least 1")
             torch.set_num_threads(o["threads"])
         self.max_batch = o.get("max_batch", 64)
         if self.max_batch < 1:
             raise hb.UsageError("--engine-arg max_batch must be at least 1")
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
-        gc = self.model.generation_config
-        eos = gc.eos_token_id if gc.eos_token_id is not None else self.model.config.eos_token_id
+        t0 = time.monotonic()
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, self.dtype_name))
+        self.model = self.model.to(self.device).eval()
+        self.load_s = time.monotonic() - t0
+        try:
+            gen = GenerationConfig.from_pretrained(model)
+        except Exception:
+            gen = self.model.generation_config
+        cfg = self.model.config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else getattr(cfg, "eos_token_id", None)
         self.eos = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
-        pad = gc.pad_token_id if gc.pad_token_id is not None else getattr(self.model.config, "pad_token_id", None)
+        pad = gen.pad_token_id if gen.pad_token_id is not None else getattr(cfg, "pad_token_id", None)
         self.pad = pad if pad is not None else (min(self.eos) if self.eos else 0)
-        self.model_path, self.dtype_name = model, dtype_name
+        self.model_path = model
         self.pending = collections.deque()
-        self.batch = None  # list of _Seq
+        self.batch = None  # list of _Seq while a batch runs
         self.state = None  # (past_key_values, attention_mask, next_positions, last_tokens)
-        self.generator = None
 
     def info(self):
         cfg = self.model.config
@@ -77,29 +98,42 @@ class HfAdapter:
             "kind": "step",
             "metadata": {
                 "batching": "static batching (left padding), no continuous batching",
+                "decode_loop": "own loop over the KV cache (prefill, then one forward per step), not generate()",
                 "max_batch": self.max_batch,
+                "transformers": importlib.metadata.version("transformers"),
                 "torch": self.torch.__version__,
                 "threads": self.torch.get_num_threads(),
+                "dtype": self.dtype_name,
+                "eos_token_ids": sorted(self.eos),
+                "pad_token_id": self.pad,
                 "architectures": getattr(cfg, "architectures", None),
                 "num_hidden_layers": getattr(cfg, "num_hidden_layers", None),
                 "hidden_size": getattr(cfg, "hidden_size", None),
                 "vocab_size": getattr(cfg, "vocab_size", None),
+                "load_s": round(self.load_s, 3),
             },
         }
 
     def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
-        if temperature > 0 and self.generator is None:
-            self.generator = self.torch.Generator(device=self.device)
-            self.generator.manual_seed(seed or 0)
-        self.temperature = temperature
-        self.pending.append(_Seq(rid, list(prompt_token_ids), max_tokens, min_tokens, ignore_eos, return_token_ids))
+        generator = None
+        if temperature > 0:
+            generator = self.torch.Generator(device=self.device)
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
+        self.pending.append(_Seq(rid, list(prompt_token_ids), max_tokens, min_tokens, ignore_eos,
+                                 float(temperature), generator, return_token_ids))
 
     def _sample(self, logits):
+        """One token per row of ``logits`` [n, vocab] (list of ints)."""
         torch = self.torch
-        if getattr(self, "temperature", 0) <= 0:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        greedy = logits.argmax(dim=-1).tolist()
+        for i, s in enumerate(self.batch):
+            if s.temperature > 0 and not s.done:
+                probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
+                greedy[i] = int(torch.multinomial(probs, 1, generator=s.generator).item())
+        return greedy
 
     def _prefill(self):
         torch = self.torch
@@ -109,11 +143,13 @@ class HfAdapter:
         ids = torch.full((n, width), self.pad, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, s in enumerate(self.batch):
-            ids[i, width - len(s.prompt):] = torch.tensor(s.prompt, dtype=torch.long)
-            mask[i, width - len(s.prompt):] = 1
+            if s.prompt:
+                ids[i, width - len(s.prompt):] = torch.tensor(s.prompt, dtype=torch.long)
+                mask[i, width - len(s.prompt):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        # logits_to_keep=1: only the last position's logits (262k vocab x width otherwise).
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         tokens = self._sample(out.logits[:, -1, :])
         self.state = (out.past_key_values, mask, positions[:, -1:] + 1, tokens)
 
@@ -121,21 +157,24 @@ class HfAdapter:
         torch = self.torch
         past, mask, pos, last = self.state
         mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)], dim=-1)
-        out = self.model(input_ids=last[:, None], attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+        x = torch.tensor(last, dtype=torch.long, device=self.device)[:, None]
+        out = self.model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
+                         logits_to_keep=1)
         tokens = self._sample(out.logits[:, -1, :])
         self.state = (out.past_key_values, mask, pos + 1, tokens)
 
     def step(self, timeout_s):
         if self.batch is None:
             if not self.pending:
-                time.sleep(timeout_s)  # idle: wait without holding the GIL
+                if timeout_s > 0:
+                    time.sleep(timeout_s)  # idle: wait for the next arrival, GIL released
                 return hb.EMPTY
             with self.torch.inference_mode():
                 self._prefill()
         else:
             with self.torch.inference_mode():
                 self._decode()
-        tokens = self.state[3].tolist()
+        tokens = self.state[3]
         buf = hb.EventBuffer()
         for s, t in zip(self.batch, tokens):
             if s.done:
@@ -172,7 +211,13 @@ class HfAdapter:
     def shutdown(self):
         self.batch = self.state = None
         self.pending.clear()
-        self.model = None
+        model, self.model = self.model, None
+        del model
+        import gc
+
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
 
 
 def create(model, options):

@@ -11,6 +11,7 @@ Options (``--engine-arg``):
   noop=true          step() does nothing and returns at once (bridge cost).
 """
 
+import atexit
 import subprocess
 import threading
 import time
@@ -41,6 +42,8 @@ class TestAdapter:
         self.reqs = {}
         self.lock = threading.Lock()
         self.child = subprocess.Popen(["sleep", "300"]) if o.get("spawn_child") else None
+        if self.child is not None:
+            atexit.register(self._kill_child)  # also when the host exits without shutdown()
         self.stream = None
         if self.mode == "stream":
             self.stream = hb.StreamQueue()
@@ -134,13 +137,17 @@ class TestAdapter:
         if self.stream is not None:
             self.stop.set()
             self.thread.join(timeout=2)
-        if self.child is not None:
-            self.child.terminate()
+        self._kill_child()
+
+    def _kill_child(self):
+        child, self.child = self.child, None
+        if child is not None and child.poll() is None:
+            child.terminate()
             try:
-                self.child.wait(timeout=2)
+                child.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
+                child.kill()
+                child.wait()
 
 
 def create(model, options):
