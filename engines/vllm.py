@@ -102,6 +102,12 @@ class VllmAdapter:
         self._TokensPrompt = TokensPrompt
         self._DELTA = RequestOutputKind.DELTA
         try:
+            from vllm.exceptions import VLLMClientError
+
+            self._refused = (ValueError, TypeError, VLLMClientError)
+        except ImportError:
+            self._refused = (ValueError, TypeError)
+        try:
             engine_args = EngineArgs(**self.args)
         except (TypeError, ValueError) as e:
             raise hb.UsageError(f"vllm.EngineArgs rejected the engine args: {str(e).splitlines()[0]}") from None
@@ -199,10 +205,10 @@ class VllmAdapter:
                 output_kind=self._DELTA,
             )
             self.engine.add_request(str(rid), self._TokensPrompt(prompt_token_ids=list(prompt_token_ids)), sp)
-        except (ValueError, TypeError) as e:
+        except self._refused as e:
             # A request vLLM refuses (prompt longer than max_model_len, bad params)
             # fails alone, at the next step, with vLLM's message.
-            self.rejected.append((rid, f"vLLM refused the request: {type(e).__name__}: {e}"))
+            self.rejected.append((rid, f"vLLM refused the request: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
             return
         self.live.add(rid)
         if return_token_ids:
