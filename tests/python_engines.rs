@@ -225,32 +225,56 @@ fn bridge_stream_mode_stamps_on_the_rust_clock() {
 #[test]
 fn broken_python_env_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let fake = tmp.path().join("venv");
-    std::fs::create_dir_all(fake.join("bin")).unwrap();
-    std::fs::write(fake.join("bin/python"), "").unwrap();
     let model = tmp.path().join("model");
     std::fs::create_dir(&model).unwrap();
     std::fs::write(model.join("config.json"), "{}").unwrap();
     std::fs::write(model.join("model.safetensors"), "").unwrap();
-    std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
-    let out = tmp.path().join("out");
-    let o = harness()
-        .args(["run", "--engine", "vllm", "--model"])
-        .arg(&model)
-        .arg("--python-env")
-        .arg(&fake)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("not a Python venv") || err.contains("tokenizer"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    // A minimal word-level tokenizer.json, so only the Python env can be at fault.
+    let tokenizer = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1},"unk_token":"[UNK]"}}"#;
+    std::fs::write(model.join("tokenizer.json"), tokenizer).unwrap();
+    let venv = tmp.path().join("venv");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join("bin/python"), "").unwrap();
+    let version = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .unwrap();
+    let pydir = String::from_utf8(version.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let run = |needle: &str| {
+        let out = tmp.path().join("out");
+        let o = harness()
+            .args(["run", "--engine", "vllm", "--input-len", "4", "--model"])
+            .arg(&model)
+            .arg("--python-env")
+            .arg(&venv)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(2)
+            .get_output()
+            .clone();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("Error:"))
+            .unwrap_or_default();
+        assert!(
+            line.contains(needle) && line.contains("scripts/setup.sh"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    };
+    run("not a Python venv");
+    std::fs::create_dir_all(venv.join("lib/python3.0/site-packages")).unwrap();
+    run("made for python3.0");
+    std::fs::create_dir_all(venv.join("lib").join(&pydir).join("site-packages")).unwrap();
+    run("has no 'vllm' package");
 }
 
 #[test]
