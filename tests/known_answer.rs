@@ -309,12 +309,18 @@ fn duration_stop_condition() {
 #[test]
 fn hung_engine_times_out_every_request() {
     // From step 3 on nothing progresses: every request times out, none is lost.
-    let s = Schedule { hang_at_step: Some(3), ..Schedule::default() };
+    let s = Schedule {
+        hang_at_step: Some(3),
+        ..Schedule::default()
+    };
     let mut o = opts(3, 0);
     o.request_timeout = Duration::from_millis(200);
     let m = measure(s, LoadPoint::Batch { batch: 3 }, &workload(8, 10, 3), &o);
     assert_eq!(m.outcome, Outcome::Completed);
     assert_eq!(m.records.len(), 3);
-    assert!(m.records.iter().all(|r| r.finish_reason == Some(FinishReason::Timeout) && r.output_tokens() == 2));
+    assert!(m
+        .records
+        .iter()
+        .all(|r| r.finish_reason == Some(FinishReason::Timeout) && r.output_tokens() == 2));
     assert_eq!(m.summary.failed, 3);
 }
