@@ -72,9 +72,15 @@ if [ "$relock" = 1 ]; then
   printf 'torchvision==0.28.0\n' > "$tmp/c.txt"
   "$UV" pip compile -q -p "$PY" --no-header --no-annotate --override "$OVERRIDES" -c "$tmp/c.txt" \
     - <<<"$(printf '%s\n' "${SPEC[@]}")" > "$tmp/lock"
-  { sed -n '1,3p' "$LOCK"; cat "$tmp/lock"; } > "$LOCK.new" && mv "$LOCK.new" "$LOCK"
+  { sed -n '1,3p' "$LOCK"; cat "$tmp/lock"; } > "$LOCK.new"
   rm -rf "$tmp"
-  log "re-resolved $LOCK ($(grep -c '==' "$LOCK") packages); the next setup rebuilds the venv"
+  if cmp -s "$LOCK.new" "$LOCK"; then
+    rm "$LOCK.new"
+    log "re-resolved $LOCK: unchanged ($(grep -c '==' "$LOCK") packages)"
+  else
+    mv "$LOCK.new" "$LOCK"
+    log "re-resolved $LOCK ($(grep -c '==' "$LOCK") packages): changed; the next setup rebuilds the venv"
+  fi
   exit 0
 fi
 
