@@ -137,22 +137,6 @@ class StreamQueue:
                 return buf.take()
 
 
-class StreamAdapter:
-    """Base for stream adapters: the engine's own threads call ``self.push(...)`` as
-    tokens arrive, and the Rust driver's ``step(timeout_s)`` collects them."""
-
-    kind = "stream"
-
-    def __init__(self):
-        self.events = StreamQueue()
-
-    def push(self, rid: int, new_tokens: int, finish: int = NOT_FINISHED, extra=None, at_ns=None):
-        self.events.push(rid, new_tokens, finish, extra, at_ns)
-
-    def step(self, timeout_s: float):
-        return self.events.step(timeout_s)
-
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null"}

@@ -82,6 +82,7 @@ pub struct Stop {
 pub struct Sampling {
     pub ignore_eos: bool,
     pub temperature: f32,
+    /// Base sampling seed; request `id` samples with `seed + id`.
     pub seed: Option<u64>,
     pub return_token_ids: bool,
 }
@@ -313,7 +314,8 @@ impl<'a> Driver<'a> {
                         },
                         ignore_eos: opts.sampling.ignore_eos,
                         temperature: opts.sampling.temperature,
-                        seed: opts.sampling.seed,
+                        // Distinct per request, so identical prompts do not sample identically.
+                        seed: opts.sampling.seed.map(|s| s.wrapping_add(self.next_id)),
                         return_token_ids: opts.sampling.return_token_ids,
                     };
                     self.next_id += 1;
