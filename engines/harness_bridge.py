@@ -24,6 +24,7 @@ import array
 import dataclasses
 import difflib
 import enum
+import os
 import queue
 import sys
 import time
@@ -42,6 +43,17 @@ _FINISH_BY_NAME = {"length": LENGTH, "stop": STOP, "abort": ABORT, "error": ERRO
 
 class UsageError(Exception):
     """Bad user input (unknown engine arg, bad value, unusable model): exit code 2."""
+
+
+def require_model_dir(engine: str, model: str):
+    """A checkpoint directory with config.json, or a UsageError naming the fix."""
+    if not model:
+        raise UsageError(f"{engine} needs --model DIR (a Hugging Face checkpoint directory)")
+    if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
+        raise UsageError(
+            f"--model {model}: not a checkpoint directory with config.json (models cannot be "
+            "downloaded here; run scripts/setup.sh for models/gemma-3-270m)"
+        )
 
 
 def finish_code(reason) -> int:

@@ -43,13 +43,7 @@ class _Seq:
 class HfAdapter:
     def __init__(self, model, options):
         o = hb.parse_options("hf", options, _OPTIONS, common=tuple(_OPTIONS))
-        if not model:
-            raise hb.UsageError("hf needs --model DIR (a Hugging Face checkpoint directory)")
-        if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
-            raise hb.UsageError(
-                f"--model {model}: not a checkpoint directory with config.json (models cannot be "
-                "downloaded here; run scripts/setup.sh for models/gemma-3-270m)"
-            )
+        hb.require_model_dir("hf", model)
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 

@@ -75,13 +75,7 @@ def _engine_stamps(m):
 
 class VllmAdapter:
     def __init__(self, model, options):
-        if not model:
-            raise hb.UsageError("vllm needs --model DIR (a Hugging Face checkpoint directory)")
-        if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
-            raise hb.UsageError(
-                f"--model {model}: not a checkpoint directory with config.json (models cannot be "
-                "downloaded here; run scripts/setup.sh for models/gemma-3-270m)"
-            )
+        hb.require_model_dir("vllm", model)
         import torch
 
         self.on_gpu = torch.cuda.is_available()
