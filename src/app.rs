@@ -223,19 +223,17 @@ fn report_dir(a: ReportArgs) -> Result<i32> {
     };
     let records = trace::read_requests(&a.dir.join(trace::REQUESTS_FILE))?;
     let instrument = meta["engine"]["instrument"].as_bool().unwrap_or(false);
-    let ran: Vec<LoadPoint> = points
+    // Points run in order, so those with records are a prefix (an interrupted sweep
+    // stops early); the report keeps `points[i]` as the records of point i.
+    let ran = records
         .iter()
-        .enumerate()
-        .filter(|(i, _)| records.iter().any(|r| r.point as usize == *i))
-        .map(|(_, &p)| p)
-        .collect();
+        .map(|r| r.point as usize + 1)
+        .max()
+        .unwrap_or(0);
     let result = RunResult {
         meta,
         instrument,
-        points: points_of(&points, &records, &slo)
-            .into_iter()
-            .filter(|p| ran.contains(&p.point))
-            .collect(),
+        points: points_of(&points[..ran.min(points.len())], &records, &slo),
         slo,
     };
     report::write_all(&a.dir, &result, &records)?;

@@ -111,8 +111,14 @@ fn site_packages(env: &Path) -> Result<PathBuf, String> {
     })
 }
 
+/// A checked venv: its root and the site-packages for the embedded interpreter.
+struct Venv {
+    root: PathBuf,
+    site_packages: PathBuf,
+}
+
 /// The venv to use for `engine`, or None to run on the embedded interpreter as is.
-fn resolve_env(a: &Adapter, config: &EngineConfig) -> Result<Option<PathBuf>, String> {
+fn resolve_env(a: &Adapter, config: &EngineConfig) -> Result<Option<Venv>, String> {
     let env = match (&config.python_env, a.package) {
         (Some(e), _) => e.clone(),
         (None, None) if !default_env().exists() => return Ok(None),
@@ -135,7 +141,10 @@ fn resolve_env(a: &Adapter, config: &EngineConfig) -> Result<Option<PathBuf>, St
             ));
         }
     }
-    Ok(Some(env))
+    Ok(Some(Venv {
+        root: env,
+        site_packages: sp,
+    }))
 }
 
 pub fn availability(engine: &str, config: &EngineConfig) -> Availability {
@@ -144,7 +153,7 @@ pub fn availability(engine: &str, config: &EngineConfig) -> Availability {
         Err(e) => return Availability::Unusable(e.to_string()),
     };
     match resolve_env(a, config) {
-        Ok(Some(env)) => Availability::Usable(format!("python env {}", env.display())),
+        Ok(Some(env)) => Availability::Usable(format!("python env {}", env.root.display())),
         Ok(None) => Availability::Usable("embedded interpreter (stdlib only)".into()),
         Err(why) => Availability::Unusable(why),
     }
@@ -238,8 +247,8 @@ impl PythonEngine {
         let env = resolve_env(a, config).map_err(EngineError::Usage)?;
         Python::attach(|py| {
             if let Some(env) = &env {
-                let sp = site_packages(env).map_err(EngineError::Usage)?;
-                activate(py, env, &sp).map_err(|e| py_error(py, e, "activating the python env"))?;
+                activate(py, &env.root, &env.site_packages)
+                    .map_err(|e| py_error(py, e, "activating the python env"))?;
             }
             let sys = py
                 .import("sys")
@@ -264,7 +273,7 @@ impl PythonEngine {
             }
             let adapter = module.getattr("create").and_then(|f| f.call1((model, options))).map_err(|e| {
                 if e.is_instance_of::<PyImportError>(py) {
-                    let env = env.as_ref().map_or("the embedded interpreter".into(), |e| e.display().to_string());
+                    let env = env.as_ref().map_or("the embedded interpreter".into(), |e| e.root.display().to_string());
                     EngineError::Usage(format!(
                         "{engine}: cannot import its Python packages from {env} ({}); run scripts/setup.sh or pass --python-env DIR",
                         e.value(py)
