@@ -24,6 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import harness_bridge as hb
 
+# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
+REQUIRES = ("torch", "transformers")
+
 _OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int}
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -83,12 +86,14 @@ class HfAdapter:
 
     def info(self):
         cfg = self.model.config
+        # What the loaded model holds, not what was asked for.
+        dtype = str(self.model.dtype).replace("torch.", "")
         return {
             "name": "hf",
             "version": importlib.metadata.version("transformers"),
             "model": self.model_path,
-            "dtype": self.dtype_name,
-            "device": self.device,
+            "dtype": dtype,
+            "device": str(self.model.device),
             "kind": "step",
             "metadata": {
                 "batching": "static batching (left padding), no continuous batching",
@@ -96,8 +101,9 @@ class HfAdapter:
                 "max_batch": self.max_batch,
                 "transformers": importlib.metadata.version("transformers"),
                 "torch": self.torch.__version__,
-                "threads": self.torch.get_num_threads(),
-                "dtype": self.dtype_name,
+                "threads": self.torch.get_num_threads(),  # on the calling thread, the one that runs step()
+                "dtype": dtype,
+                "dtype_requested": self.dtype_name,
                 "eos_token_ids": sorted(self.eos),
                 "pad_token_id": self.pad,
                 "architectures": getattr(cfg, "architectures", None),
