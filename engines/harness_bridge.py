@@ -12,6 +12,12 @@ returns an object with::
     abort(rid) -> None
     shutdown() -> None
 
+and may set ``REQUIRES``, a tuple of the import packages it needs from its venv
+(``("torch", "vllm")``; scripts/check_adapters.py skips an adapter whose packages
+are not installed). An adapter is ``engines/STEM.py``, loaded as the module
+``harness_engine_STEM``. ``create("", {})`` of an engine that needs a model raises
+``UsageError`` (``require_model_dir``) before importing anything heavy.
+
 ``step`` returns a compact record: 4 little-endian int64 per event
 ``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object, plus a
 list of ``(rid, dict)`` finish details (``token_ids``, ``error``, ``engine``

@@ -1,22 +1,33 @@
 """Checks the Python engine adapters directly, without the Rust binary.
 
-Loads engines/harness_bridge.py as ``harness_bridge`` and each adapter under the
-module name the Rust bridge uses (harness_engine_vllm, ...), then drives them through
-their interface: submit / step / in_flight / abort / info / shutdown.
+Discovers the adapters: every engines/*.py except harness_bridge.py, loaded (bridge
+first) under the module name the Rust bridge uses, ``harness_engine_<file stem>``
+(engines/vllm.py -> harness_engine_vllm). An adapter whose ``REQUIRES`` packages are not
+installed in this venv is skipped with the reason. ``create("", {})`` tells the two
+kinds apart: an adapter that needs a model refuses it (UsageError), one that does not
+(the test adapter) is checked on its own. The model engines are driven through their
+interface (submit / step / in_flight / abort / info / shutdown) on the tiny and the real
+model, each in its own process, then compared for greedy parity. Checks that only hold
+for one engine are keyed on its ``info()["name"]``; for vllm its reported KV cache
+(tokens, concurrency, allocated bytes), threads and scheduler settings are compared with
+vLLM's own log lines.
 
-  check_adapters.py                       test adapter, then vllm and hf on the tiny and
-                                          the real model, then greedy parity vllm vs hf
+  check_adapters.py                       model-free adapters, then every model engine
+                                          on the tiny and the real model, then parity
   check_adapters.py --only test|tiny|real|parity ...
-  check_adapters.py one ENGINE MODEL OUT.json [--parity PROMPTS.json]
+  check_adapters.py one STEM MODEL OUT.json [--parity PROMPTS.json]
                                           (internal: one engine in its own process)
 
 Run with the venv's python: ~/.cache/llm-harness/venvs/vllm/bin/python scripts/check_adapters.py
+The engine processes run with VLLM_CPU_KVCACHE_SPACE=1 (GiB, the adapter's CPU default).
 Exits non-zero on the first failed check.
 """
 
+import glob
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,16 +35,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINES = os.path.join(os.path.dirname(HERE), "engines")
+BRIDGE = "harness_bridge"
 CACHE = os.environ.get("LLM_HARNESS_CACHE", os.path.expanduser("~/.cache/llm-harness"))
 MODELS = {"tiny": os.path.join(CACHE, "models", "tiny-gemma3"), "real": os.path.join(CACHE, "models", "gemma-3-270m")}
-MODULES = {"vllm": "harness_engine_vllm", "hf": "harness_engine_hf", "test": "harness_engine_test"}
-FILES = {"vllm": "vllm.py", "hf": "hf.py", "test": "test_adapter.py"}
 PARITY_PROMPTS = [
     "The capital of France is",
     "Once upon a time, in a small village by the sea,",
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
 ]
 PARITY_TOKENS = 32
+# An integer option per engine (by info()["name"]), for the bad-value usage error.
+INT_OPTION = {"vllm": "max_num_seqs", "hf": "max_batch"}
+KV_CACHE_GIB = "1"
 
 
 def log(msg):
@@ -45,18 +58,68 @@ def check(cond, msg):
         raise AssertionError(msg)
 
 
-def load(name):
-    """Loads an adapter the way the Rust bridge does: by module name, bridge first."""
-    if "harness_bridge" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("harness_bridge", os.path.join(ENGINES, "harness_bridge.py"))
+def adapters():
+    """{stem: path} of every adapter file, sorted by stem."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(ENGINES, "*.py"))):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem != BRIDGE:
+            out[stem] = path
+    return out
+
+
+def module_name(stem):
+    return f"harness_engine_{stem}"
+
+
+def bridge():
+    """engines/harness_bridge.py as the module harness_bridge (what the adapters import)."""
+    if BRIDGE not in sys.modules:
+        spec = importlib.util.spec_from_file_location(BRIDGE, os.path.join(ENGINES, BRIDGE + ".py"))
         m = importlib.util.module_from_spec(spec)
-        sys.modules["harness_bridge"] = m
+        sys.modules[BRIDGE] = m
         spec.loader.exec_module(m)
-    spec = importlib.util.spec_from_file_location(MODULES[name], os.path.join(ENGINES, FILES[name]))
+    return sys.modules[BRIDGE]
+
+
+def load(stem):
+    """Loads an adapter the way the Rust bridge does: by module name, bridge first."""
+    bridge()
+    name = module_name(stem)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, adapters()[stem])
     m = importlib.util.module_from_spec(spec)
-    sys.modules[MODULES[name]] = m
+    sys.modules[name] = m
     spec.loader.exec_module(m)
     return m
+
+
+def missing_packages(m):
+    """The adapter's REQUIRES packages this venv does not have (an installed package
+    that fails to import is not skipped: its engine process fails the check)."""
+    return [p for p in getattr(m, "REQUIRES", ()) if importlib.util.find_spec(p) is None]
+
+
+def discover():
+    """(model_free, model_engines, skipped): stems, and {stem: reason} for the skipped."""
+    hb = bridge()
+    model_free, model_engines, skipped = [], [], {}
+    for stem in adapters():
+        m = load(stem)
+        gone = missing_packages(m)
+        if gone:
+            skipped[stem] = f"needs {', '.join(gone)}, not installed in {sys.prefix}"
+            continue
+        try:
+            a = m.create("", {})
+        except hb.UsageError as e:
+            check("model" in str(e), f"{stem}: create('', {{}}) refused with {e!r}, not a missing-model error")
+            model_engines.append(stem)
+            continue
+        a.shutdown()
+        model_free.append(stem)
+    return model_free, model_engines, skipped
 
 
 def unpack(ret):
@@ -116,12 +179,27 @@ def children():
 
 
 # ---------------------------------------------------------------------------- test
-def check_test_adapter():
-    hb_mod = None
-    m = load("test")
-    import harness_bridge as hb
+def check_model_free(stem):
+    """A model-free adapter: the test adapter's exact behaviour, else a smoke run."""
+    m = load(stem)
+    a = m.create("", {})
+    name = a.info()["name"]
+    a.shutdown()
+    if name == "python-test":
+        return check_test_adapter(m)
+    a = m.create("", {})
+    info = a.info()
+    for k in ("name", "version", "model", "dtype", "device", "kind", "metadata"):
+        check(k in info, f"{stem}: info() lacks {k}")
+    a.submit(1, [2, 3], 3, 0, True, 0.0, None, True)
+    recs, steps = drive(a)
+    check(recs[1]["tokens"] == 3, f"{stem}: {recs}")
+    a.shutdown()
+    log(f"{stem} ({name}): ok (3 tokens in {steps} steps)")
 
-    hb_mod = hb
+
+def check_test_adapter(m):
+    hb = bridge()
     # Options: unknown key, bad value.
     for bad, want in (({"nope": "1"}, "unknown --engine-arg 'nope'"), ({"step_ms": "x"}, "expected a number"),
                       ({"noop": "maybe"}, "expected true or false"), ({"mode": "batch"}, "expected step or stream")):
@@ -201,43 +279,48 @@ def check_test_adapter():
         buf.take()
     pack_us = (time.perf_counter() - t) / 1000 * 1e6
     log(f"test adapter: ok (noop step {per_call_us:.2f} us per call in Python; packing 64 events {pack_us:.1f} us; stream TTFT {ttft_ms:.1f} ms at 20 ms/step)")
-    return hb_mod
 
 
 # ---------------------------------------------------------------------------- one engine
-def run_one(engine, model, out_path, parity_path=None):
+def run_one(stem, model, out_path, parity_path=None):
     """Checks one engine on one model in this process; writes results as JSON."""
-    m = load(engine)
-    import harness_bridge as hb
+    m = load(stem)
+    hb = bridge()
 
-    res = {"engine": engine, "model": model}
-    # Unknown and bad options are usage errors before anything loads.
-    for bad, want in (({"max_num_seqz" if engine == "vllm" else "max_batchz": "4"}, "unknown --engine-arg"),
-                      ({"max_num_seqs" if engine == "vllm" else "max_batch": "four"}, "expected an integer")):
-        try:
-            m.create(model, bad)
-            raise AssertionError(f"{engine}: {bad} accepted")
-        except hb.UsageError as e:
-            msg = str(e)
-            check(want in msg and "\n" not in msg, f"{engine} {bad}: {msg}")
-            res.setdefault("usage_errors", []).append(msg)
+    res = {"adapter": stem, "module": module_name(stem), "model": model}
+    # An unknown option and a missing model are usage errors before anything loads.
+    try:
+        m.create(model, {"no_such_optionz": "4"})
+        raise AssertionError(f"{stem}: unknown option accepted")
+    except hb.UsageError as e:
+        check("unknown --engine-arg" in str(e) and "\n" not in str(e), f"{stem}: {e}")
+        res.setdefault("usage_errors", []).append(str(e))
     try:
         m.create(os.path.join(tempfile.gettempdir(), "no-such-model"), {})
-        raise AssertionError("missing model accepted")
+        raise AssertionError(f"{stem}: missing model accepted")
     except hb.UsageError as e:
         res.setdefault("usage_errors", []).append(str(e))
 
     t = time.monotonic()
-    opts = {"max_num_seqs": "64"} if engine == "vllm" else {}
-    a = m.create(model, opts)
+    a = m.create(model, {})
     res["load_s"] = time.monotonic() - t
     info = a.info()
     json.dumps(info)  # JSON-able
     for k in ("name", "version", "model", "dtype", "device", "kind", "metadata"):
-        check(k in info, f"info() lacks {k}")
+        check(k in info, f"{stem}: info() lacks {k}")
     res["info"] = info
+    engine = info["name"]
     log(f"{engine} on {os.path.basename(model)}: loaded in {res['load_s']:.1f} s: {info['name']} {info['version']} "
         f"{info['dtype']} {info['device']}")
+    # A bad value for a known integer option: a usage error (the engine is already loaded).
+    if engine in INT_OPTION:
+        bad = {INT_OPTION[engine]: "four"}
+        try:
+            m.create(model, bad)
+            raise AssertionError(f"{engine}: {bad} accepted")
+        except hb.UsageError as e:
+            check("expected an integer" in str(e) and "\n" not in str(e), f"{engine} {bad}: {e}")
+            res["usage_errors"].append(str(e))
 
     # Exact lengths with ignore_eos, mixed prompt lengths, ids returned.
     lengths = [5, 17, 33, 64, 9, 120, 48, 1]
@@ -333,22 +416,79 @@ def run_one(engine, model, out_path, parity_path=None):
         json.dump(res, f, indent=1, default=str)
 
 
+# ---------------------------------------------------------------------------- vllm's own log
+def check_vllm_log(info, output, label):
+    """The vllm adapter's info() against what vLLM itself logged while loading."""
+    kv = info["metadata"]["kv_cache"]
+    GiB = 1 << 30
+    m = re.search(r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x", output)
+    check(m, f"{label}: no 'KV cache size' line in vLLM's output")
+    tokens, at_len, conc = int(m[1].replace(",", "")), int(m[2].replace(",", "")), m[3]
+    check(kv["tokens"] == tokens, f"{label}: kv_cache.tokens {kv['tokens']}, vLLM logged {tokens}")
+    check(f"{kv['max_concurrency']:.2f}" == conc and kv["max_concurrency_at_len"] == at_len,
+          f"{label}: max_concurrency {kv['max_concurrency']} at {kv['max_concurrency_at_len']}, vLLM logged {conc}x at {at_len}")
+    m = re.search(r"(Explicitly|Auto) set \(([\d.]+)/([\d.]+)\) GiB for KV cache", output)
+    check(m, f"{label}: no 'set (X/Y) GiB for KV cache' line in vLLM's output")
+    logged_gib = float(m[2])
+    check(round(kv["memory_bytes_available"] / GiB, 2) == logged_gib,
+          f"{label}: memory_bytes_available {kv['memory_bytes_available']}, vLLM logged {logged_gib} GiB")
+    if m[1] == "Explicitly":
+        check(kv["memory_bytes_requested"] == int(float(KV_CACHE_GIB) * GiB),
+              f"{label}: memory_bytes_requested {kv['memory_bytes_requested']} with VLLM_CPU_KVCACHE_SPACE={KV_CACHE_GIB}")
+    # The allocation: num_blocks whole blocks of the budget, in one buffer that every
+    # layer's cache views (the live tensors and the config agree).
+    alloc, per_block = kv["allocated_bytes"], kv["bytes_per_block"]
+    check(kv["allocated_source"].startswith("the model runner") and kv["allocations"] == 1,
+          f"{label}: allocated bytes not from the live tensors: {kv}")
+    check(alloc == kv["config_bytes"] == kv["num_blocks"] * per_block, f"{label}: allocated {alloc} vs config {kv}")
+    budget = kv["memory_bytes_available"]
+    check(budget - per_block < alloc <= budget, f"{label}: allocated {alloc} bytes for a budget of {budget}")
+    check(kv["tokens"] < kv["num_blocks"] * kv["block_size"] or kv["groups"] == 1,
+          f"{label}: tokens {kv['tokens']} counts every group's blocks")
+    # Threads: vLLM logs a reduction its CPU worker does not carry out.
+    m = re.search(r"Reducing Torch threads from (\d+) to 1", output)
+    if m and "doesn't allow to use `torch.set_num_threads`" in output:
+        check(info["metadata"]["torch_threads"] == int(m[1]) and "torch_set_num_threads" in info["metadata"],
+              f"{label}: torch_threads {info['metadata']['torch_threads']}, vLLM kept {m[1]}")
+    # Scheduler and model settings from vLLM's config line.
+    sc, mc = info["metadata"]["scheduler"], info["metadata"]["model_config"]
+    m = re.search(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)", output)
+    check(bool(m) == bool(sc["chunked_prefill"]), f"{label}: chunked_prefill {sc['chunked_prefill']} vs vLLM's log")
+    if m:
+        check(sc["max_num_batched_tokens"] == int(m[1]), f"{label}: max_num_batched_tokens {sc['max_num_batched_tokens']}, vLLM {m[1]}")
+    line = next((x for x in output.splitlines() if "Initializing a V1 LLM engine" in x), "")
+    logged = dict(re.findall(r"\b(dtype|max_seq_len|enable_prefix_caching|enforce_eager|seed)=([^,]+)", line))
+    check(logged, f"{label}: no engine config line in vLLM's output")
+    want = {"dtype": f"torch.{info['dtype']}", "max_seq_len": str(mc["max_model_len"]),
+            "enable_prefix_caching": str(sc["prefix_caching"]), "enforce_eager": str(mc["enforce_eager"])}
+    for k, v in want.items():
+        check(logged.get(k) == v, f"{label}: {k} {v} in info(), vLLM logged {logged.get(k)}")
+    log(f"{label}: matches vLLM's log: KV cache {kv['tokens']:,} tokens, {float(conc):.2f}x at {at_len}, "
+        f"{alloc:,} bytes allocated ({kv['num_blocks']} blocks x {per_block:,} B) of {logged_gib} GiB; "
+        f"torch threads {info['metadata']['torch_threads']}")
+
+
 # ---------------------------------------------------------------------------- driver
-def sub(engine, model, parity=None):
+def sub(stem, model, parity=None):
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
-    cmd = [sys.executable, os.path.abspath(__file__), "one", engine, model, out] + (["--parity", parity] if parity else [])
+    cmd = [sys.executable, os.path.abspath(__file__), "one", stem, model, out] + (["--parity", parity] if parity else [])
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB}
     t = time.monotonic()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The engine's own output (vLLM logs to stdout) comes back here, to be checked too.
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("[check]") or "Error" in line or "Traceback" in line or line.startswith("  "):
             print(line, flush=True)
     if p.returncode != 0:
-        sys.exit(f"[check] FAILED: {engine} on {model} (exit {p.returncode}); last output:\n" + p.stdout[-4000:])
+        sys.exit(f"[check] FAILED: {stem} on {model} (exit {p.returncode}); last output:\n" + p.stdout[-4000:])
     with open(out) as f:
         r = json.load(f)
     os.unlink(out)
-    log(f"{engine} on {os.path.basename(model)}: ok in {time.monotonic() - t:.0f} s")
+    label = f"{r['info']['name']} on {os.path.basename(model)}"
+    if r["info"]["name"] == "vllm":
+        check_vllm_log(r["info"], p.stdout, label)
+    log(f"{label}: ok in {time.monotonic() - t:.0f} s")
     return r
 
 
@@ -362,34 +502,49 @@ def main(argv):
         only = set(argv[argv.index("--only") + 1].split(","))
     want = lambda k: not only or k in only  # noqa: E731
     t0 = time.monotonic()
+    model_free, engines, skipped = discover()
+    log(f"adapters in {ENGINES}: model-free {model_free or 'none'}, model engines {engines or 'none'}")
+    for stem, why in skipped.items():
+        log(f"SKIP {stem} ({module_name(stem)}): {why}")
     if want("test"):
-        check_test_adapter()
+        for stem in model_free:
+            check_model_free(stem)
     for k in ("tiny", "real"):
-        if want(k) or (k == "real" and want("parity")):
+        if engines and (want(k) or (k == "real" and want("parity"))):
             check(os.path.isfile(os.path.join(MODELS[k], "model.safetensors")), f"{MODELS[k]} missing: run scripts/setup.sh")
     results = {}
     if want("tiny"):
-        for e in ("vllm", "hf"):
-            results[("tiny", e)] = sub(e, MODELS["tiny"])
+        for stem in engines:
+            results[("tiny", stem)] = sub(stem, MODELS["tiny"])
     if want("real") or want("parity"):
-        from transformers import AutoTokenizer
+        ppath = None
+        if len(engines) < 2:
+            log(f"SKIP parity: it needs two model engines, this venv has {engines or 'none'}")
+        elif importlib.util.find_spec("transformers") is None:
+            log("SKIP parity: the prompts are tokenized with transformers, not installed here")
+        else:
+            from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(MODELS["real"])
-        prompts = [tok(p).input_ids for p in PARITY_PROMPTS]
-        fd, ppath = tempfile.mkstemp(suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(prompts, f)
-        for e in ("vllm", "hf"):
-            results[("real", e)] = sub(e, MODELS["real"], ppath)
-        os.unlink(ppath)
-        v, h = results[("real", "vllm")]["parity_ids"], results[("real", "hf")]["parity_ids"]
-        agree = []
-        for i, (a, b) in enumerate(zip(v, h)):
-            n = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
-            agree.append(n)
-            log(f"parity prompt {i}: {PARITY_PROMPTS[i][:40]!r} -> {tok.decode(a)!r}")
-            log(f"  vllm and hf agree on the first {n} of {len(a)} greedy tokens")
-        check(all(n == PARITY_TOKENS for n in agree), f"greedy parity: {agree} of {PARITY_TOKENS}")
+            tok = AutoTokenizer.from_pretrained(MODELS["real"])
+            prompts = [tok(p).input_ids for p in PARITY_PROMPTS]
+            fd, ppath = tempfile.mkstemp(suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(prompts, f)
+        for stem in engines:
+            results[("real", stem)] = sub(stem, MODELS["real"], ppath)
+        if ppath:
+            os.unlink(ppath)
+            ref = engines[0]
+            ref_ids = results[("real", ref)]["parity_ids"]
+            for i, ids in enumerate(ref_ids):
+                log(f"parity prompt {i}: {PARITY_PROMPTS[i][:40]!r} -> {tok.decode(ids)!r}")
+            agree = {}
+            for stem in engines[1:]:
+                for i, (a, b) in enumerate(zip(ref_ids, results[("real", stem)]["parity_ids"])):
+                    n = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                    agree[(stem, i)] = n
+                    log(f"  prompt {i}: {stem} and {ref} agree on the first {n} of {PARITY_TOKENS} greedy tokens")
+            check(all(n == PARITY_TOKENS for n in agree.values()), f"greedy parity with {ref}: {agree} of {PARITY_TOKENS}")
     log(f"all checks passed in {time.monotonic() - t0:.0f} s")
 
 
