@@ -1,5 +1,6 @@
-//! Build-time facts: the git revision for run metadata, and an rpath to libpython so
-//! the binary runs from any directory without LD_LIBRARY_PATH.
+//! Build-time facts: the git revision for run metadata, the embedded Python's version,
+//! and an rpath to libpython so the binary runs from any directory without
+//! LD_LIBRARY_PATH.
 
 use std::process::Command;
 
@@ -24,6 +25,12 @@ fn main() {
     #[cfg(feature = "python")]
     {
         pyo3_build_config::add_libpython_rpath_link_args();
+        // The embedded interpreter's `pythonX.Y`, to check venvs without starting it.
+        let v = pyo3_build_config::get().version();
+        println!(
+            "cargo:rustc-env=HARNESS_PYTHON=python{}.{}",
+            v.major, v.minor
+        );
         // The adapters are compiled in with include_str!; rebuild when they change.
         println!("cargo:rerun-if-changed=engines");
     }

@@ -96,10 +96,7 @@ fn workload(n: usize, input: usize, output: u32) -> Workload {
 fn options(n: usize) -> DriverOptions {
     DriverOptions {
         warmup: 0,
-        stop: Stop {
-            num_requests: Some(n),
-            duration: None,
-        },
+        stop: Stop::requests(n),
         request_timeout: Duration::from_secs(60),
         sampling: Sampling {
             ignore_eos: true,
@@ -195,12 +192,12 @@ fn calibration_error(c: &mut Criterion) {
 
 #[cfg(feature = "python")]
 fn python_bridge(c: &mut Criterion) {
-    use llm_harness::engine::{python::PythonEngine, EngineConfig};
+    use llm_harness::engine::{python::test_adapter, EngineConfig};
     let cfg = EngineConfig {
         engine_args: vec![("noop".into(), "true".into())],
         ..Default::default()
     };
-    let mut engine = match PythonEngine::load("python-test", &cfg) {
+    let mut engine = match (test_adapter::SPEC.load)(&cfg) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("skipped python_bridge: {e}");

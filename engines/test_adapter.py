@@ -12,7 +12,9 @@ Options (``--engine-arg``):
 """
 
 import atexit
+import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -25,10 +27,11 @@ _OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": 
 
 
 class _Req:
-    __slots__ = ("rid", "max_tokens", "generated", "want_ids")
+    __slots__ = ("rid", "max_tokens", "generated", "want_ids", "prompt")
 
-    def __init__(self, rid, max_tokens, want_ids):
+    def __init__(self, rid, max_tokens, want_ids, prompt):
         self.rid, self.max_tokens, self.generated, self.want_ids = rid, max_tokens, 0, want_ids
+        self.prompt = list(prompt) if want_ids else None
 
 
 class TestAdapter:
@@ -47,6 +50,11 @@ class TestAdapter:
         self.child = subprocess.Popen(["sleep", "300"]) if o.get("spawn_child") else None
         if self.child is not None:
             atexit.register(self._kill_child)  # also when the host exits without shutdown()
+        # Engines log from Python and from C alike; the harness keeps both off the
+        # terminal (engine.log) unless --verbose.
+        print("python-test: loaded (print to stdout)")
+        sys.stderr.write("python-test: a warning on sys.stderr\n")
+        os.write(2, b"python-test: a line written to fd 2 as C code would\n")
         self.stream = None
         if self.mode == "stream":
             self.stream = hb.StreamQueue()
@@ -62,12 +70,13 @@ class TestAdapter:
             "dtype": "-",
             "device": "host",
             "kind": self.mode,
-            "metadata": {"mode": self.mode, "step_ms": self.step_s * 1e3, "child_pid": self.child.pid if self.child else None},
+            "metadata": {"mode": self.mode, "step_ms": self.step_s * 1e3, "child_pid": self.child.pid if self.child else None,
+                         "venv": os.environ.get("VIRTUAL_ENV"), "python": sys.executable},
         }
 
     def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
         with self.lock:
-            self.reqs[rid] = _Req(rid, max_tokens, return_token_ids)
+            self.reqs[rid] = _Req(rid, max_tokens, return_token_ids, prompt_token_ids)
 
     def _advance(self, emit):
         """One step: a token for every in-flight request. ``emit(rid, n, fin, extra)``."""
@@ -87,7 +96,8 @@ class TestAdapter:
                 continue
             r.generated += 1
             if r.generated >= r.max_tokens:
-                ids = [r.rid % 1000] * r.generated if r.want_ids else None
+                # Token k echoes prompt[k % len], as the calibration engine does.
+                ids = [r.prompt[k % len(r.prompt)] for k in range(r.generated)] if r.want_ids and r.prompt else None
                 emit(r.rid, 1, hb.LENGTH, {"token_ids": ids} if ids else None)
                 with self.lock:
                     self.reqs.pop(r.rid, None)

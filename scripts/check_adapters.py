@@ -208,7 +208,7 @@ def check_test_adapter(m):
             raise AssertionError(f"{bad} accepted")
         except hb.UsageError as e:
             check(want in str(e) and "\n" not in str(e), f"{bad}: {e}")
-    # Step mode: one token per step per request, LENGTH at max_tokens, ids rid % 1000.
+    # Step mode: one token per step per request, LENGTH at max_tokens, ids echo the prompt.
     a = m.create("", {"step_ms": "1"})
     check(a.info()["kind"] == "step", a.info())
     for rid, n in ((1, 3), (1002, 5)):
@@ -216,7 +216,7 @@ def check_test_adapter(m):
     recs, steps = drive(a)
     check(steps == 5, f"step mode: {steps} steps")
     check(recs[1]["tokens"] == 3 and recs[1002]["tokens"] == 5, recs)
-    check(recs[1002]["token_ids"] == [2] * 5 and all(s == 0 for r in recs.values() for s in r["stamps"]), recs)
+    check(recs[1002]["token_ids"] == [2, 3, 2, 3, 2] and all(s == 0 for r in recs.values() for s in r["stamps"]), recs)
     check(unpack(a.step(0.0)) == ([], {}), "idle step not empty")
     a.shutdown()
     # Stream mode: producer stamps on CLOCK_MONOTONIC, between submit and the step's return.

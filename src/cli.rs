@@ -1,19 +1,49 @@
-//! Command-line interface (clap derive). Every `run`/`sweep` flag can also come from a
-//! TOML file (`--config FILE`) under the same name; flags override the file.
+//! Command-line interface (clap derive). The product's own form is
+//! `harness --engine ENGINE --batch B`: engine flags with no subcommand run one point,
+//! as `harness run` does. Every `run`/`sweep` flag can also come from a TOML file
+//! (`--config FILE`) under the same name; flags override the file.
 
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+const USAGE: &str =
+    "harness --engine ENGINE [--model DIR] [--batch B | --concurrency C | --rate R] [OPTIONS]
+       harness <COMMAND> [OPTIONS]";
+
+const EXAMPLES: &str = "Examples:
+  harness --engine vllm --model DIR --batch 32
+  harness sweep --engine vllm --model DIR --batch 1,2,4,8,16,32,64
+  harness --engine calibration --concurrency 8 --min-duration 5
+  harness engines";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "harness",
     version,
-    about = "Measures LLM inference engines in-process: every token timed on the host"
+    about = "Measures LLM inference engines in-process: every token timed on the host",
+    long_about = "Measures LLM inference engines in-process: every token timed on the host.\n\n\
+                  `harness --engine ENGINE ...` runs one load point (the same as `harness run`); \
+                  the subcommands sweep, re-render, list engines and compare token ids.",
+    override_usage = USAGE,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Without a subcommand: the flags of `harness run`.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Cli {
+    /// The command to run: the subcommand, or `run` with the top-level flags.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Run(self.run))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,7 +97,7 @@ impl<'de> Deserialize<'de> for Spec {
 
 /// Flags of `run` and `sweep`. All optional here: defaults are applied after the
 /// config file is merged, so "not given" and "given as the default" stay distinct.
-#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct RunArgs {
     /// TOML file with any of these flags (same names); flags given here override it.
@@ -88,7 +118,7 @@ pub struct RunArgs {
     #[arg(long = "engine-arg", value_name = "KEY=VALUE")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub engine_arg: Vec<String>,
-    /// Python venv of the engine (default: the one scripts/setup.sh made).
+    /// Python venv of the engine (default: its own, made by `scripts/setup.sh ENV`; see `harness engines`).
     #[arg(long, value_name = "DIR")]
     pub python_env: Option<PathBuf>,
 
@@ -121,13 +151,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
-    /// Measured requests per point (default: one batch; 4×C; 10 s of arrivals).
+    /// Exactly this many measured requests per point (instead of the rounds and duration floors).
     #[arg(long)]
     pub num_requests: Option<usize>,
-    /// Stop submitting after this many seconds (instead of --num-requests).
+    /// Submit for exactly this many seconds per point (instead of the floors).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
-    /// Requests run before each point and excluded (default: one batch / C / 1 s of arrivals).
+    /// Least rounds per point: whole batches (batch mode) or measured requests (default 3).
+    #[arg(long, value_name = "N")]
+    pub min_rounds: Option<u32>,
+    /// Least measured seconds per point (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub min_duration: Option<f64>,
+    /// Most seconds a point keeps submitting, so a slow engine still ends (default 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_duration: Option<f64>,
+    /// Requests run before each point and excluded (default: one round: a batch, C requests, 1 s of arrivals).
     #[arg(long)]
     pub warmup: Option<usize>,
 
@@ -149,6 +188,12 @@ pub struct RunArgs {
     /// No progress bar even on a terminal.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_progress: Option<bool>,
+    /// Stream the engine's own log (saved to engine.log) to the terminal too.
+    #[arg(long, short = 'v', num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub verbose: Option<bool>,
+    /// Save each request's generated token ids in requests.jsonl (as `harness parity` does).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub save_token_ids: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -162,18 +207,23 @@ pub struct ReportArgs {
 
 #[derive(Args, Debug)]
 pub struct EnginesArgs {
-    /// Python venv to check the Python engines against.
+    /// Check the Python engines against this venv instead of each one's own.
     #[arg(long, value_name = "DIR")]
     pub python_env: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct ParityArgs {
-    /// Two engines, comma-separated (e.g. vllm,hf).
+    /// Two engines, comma-separated (e.g. vllm,hf). Each runs in its own child
+    /// `harness` process, in its own Python env.
     #[arg(long, default_value = "vllm,hf")]
     pub engines: String,
+    /// Model directory (not needed when neither engine takes one).
     #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    /// tokenizer.json (default: MODEL/tokenizer.json).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
     /// Prompt file (JSONL/text); default: a built-in set of English prompts.
     #[arg(long, value_name = "FILE")]
     pub prompts: Option<PathBuf>,
@@ -183,10 +233,15 @@ pub struct ParityArgs {
     /// Least fraction of identical leading tokens (over all prompts) to pass.
     #[arg(long, default_value_t = 1.0)]
     pub threshold: f64,
-    #[arg(long = "engine-arg", value_name = "KEY=VALUE")]
+    /// Engine option, for both engines, or for one as ENGINE:KEY=VALUE. Repeatable.
+    #[arg(long = "engine-arg", value_name = "[ENGINE:]KEY=VALUE")]
     pub engine_arg: Vec<String>,
+    /// Python venv, for both engines, or for one as ENGINE:DIR. Repeatable.
+    #[arg(long, value_name = "[ENGINE:]DIR")]
+    pub python_env: Vec<String>,
+    /// Keep both runs' result directories here (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
-    pub python_env: Option<PathBuf>,
+    pub out: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -197,6 +252,26 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn engine_flags_without_a_subcommand_are_run() {
+        let cli = Cli::try_parse_from(["harness", "--engine", "trtllm", "--batch", "32"]).unwrap();
+        match cli.into_command() {
+            Command::Run(a) => {
+                assert_eq!(a.engine.as_deref(), Some("trtllm"));
+                assert_eq!(a.batch, Some(Spec("32".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["harness", "sweep", "--engine", "x", "--batch", "1,2"]).unwrap();
+        assert!(matches!(cli.into_command(), Command::Sweep(_)));
+        // Flags before a subcommand are an error, not silently dropped.
+        assert!(Cli::try_parse_from(["harness", "--engine", "x", "engines"]).is_err());
+        // Nothing at all: the help, which leads with the product's own form.
+        let e = Cli::try_parse_from(["harness"]).unwrap_err();
+        assert!(e.to_string().contains("harness --engine ENGINE"), "{e}");
     }
 
     #[test]

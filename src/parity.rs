@@ -1,16 +1,24 @@
 //! `harness parity`: the same prompts, greedy, through two engines; token ids compared.
 //!
-//! For each prompt it prints how many leading tokens are identical and, at the first
+//! Each engine runs in its own child `harness run` process, so two engines whose
+//! Python environments can never share an interpreter (vLLM and SGLang pin different
+//! torch builds) are compared all the same: each child saves the generated ids in its
+//! `requests.jsonl` (`--save-token-ids`) and this process compares the files. For each
+//! prompt it prints how many leading tokens are identical and, at the first
 //! divergence, both engines' tokens decoded. It exits 1 when the share of identical
 //! leading tokens over all prompts falls below `--threshold`.
 
 use crate::cli::ParityArgs;
-use crate::config::{check_model_dir, ConfigError};
-use crate::engine::{registry, Engine, EngineConfig, GenRequest, TokenEvent};
-use crate::error::EXIT_FAILED;
-use crate::workload::{self, Tokenizer};
+use crate::config::{check_model_dir, engine::parse_engine_args, ConfigError};
+use crate::engine::{EngineConfig, EngineSpec, Registry};
+use crate::error::{UsageError, EXIT_FAILED, EXIT_USAGE};
+use crate::terminal::tail_lines;
+use crate::trace::{read_requests, REQUESTS_FILE};
+use crate::workload::Tokenizer;
 use anyhow::{bail, Context, Result};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 /// Plain-completion prompts: the Gemma 3 270M base model continues these coherently.
 const PROMPTS: &[&str] = &[
@@ -22,27 +30,48 @@ const PROMPTS: &[&str] = &[
     "The largest planet in our solar system is",
 ];
 
+/// Most tokens generated per prompt.
+const MAX_OUTPUT_LEN: u32 = 4096;
+/// Prompts submitted at once in each child.
+const BATCH: usize = 64;
+/// Synthetic prompts (no tokenizer: instrument engines) and their length.
+const SYNTHETIC_PROMPTS: usize = 6;
+const SYNTHETIC_INPUT_LEN: u32 = 16;
+
+/// One side of the comparison: an engine and what its child gets.
+struct Side {
+    spec: &'static EngineSpec,
+    engine_args: Vec<String>,
+    python_env: Option<PathBuf>,
+}
+
+/// `[ENGINE:]VALUE` flags: those prefixed with one of `names` go to that engine, the
+/// rest to both.
+fn per_engine(values: &[String], names: &[&str]) -> Vec<Vec<String>> {
+    names
+        .iter()
+        .map(|n| {
+            values
+                .iter()
+                .filter_map(|v| match v.split_once(':') {
+                    Some((e, rest)) if names.contains(&e) => (e == *n).then(|| rest.to_string()),
+                    _ => Some(v.clone()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 pub fn run(a: ParityArgs) -> Result<i32> {
+    let registry = Registry::builtin();
     let names: Vec<&str> = a.engines.split(',').map(str::trim).collect();
-    if names.len() != 2 {
+    if names.len() != 2 || names[0].is_empty() || names[1].is_empty() {
         return Err(ConfigError(format!(
             "--engines {}: give exactly two engines, e.g. vllm,hf",
             a.engines
         ))
         .into());
     }
-    let specs = names
-        .iter()
-        .map(|n| {
-            registry::find_engine(n).ok_or_else(|| {
-                ConfigError(format!(
-                    "unknown engine '{n}'; known engines: {}",
-                    registry::engine_names()
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    check_model_dir(&a.model)?;
     if !(0.0..=1.0).contains(&a.threshold) {
         return Err(ConfigError(format!(
             "--threshold {}: must be between 0 and 1",
@@ -50,49 +79,209 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         ))
         .into());
     }
-    let mut engine_args = Vec::new();
-    for kv in &a.engine_arg {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| ConfigError(format!("--engine-arg '{kv}': expected KEY=VALUE")))?;
-        engine_args.push((k.trim().to_string(), v.trim().to_string()));
+    if !(1..=MAX_OUTPUT_LEN).contains(&a.output_len) {
+        return Err(ConfigError(format!(
+            "--output-len {}: must be from 1 to {MAX_OUTPUT_LEN}",
+            a.output_len
+        ))
+        .into());
     }
-    let tokenizer = Tokenizer::from_model_dir(&a.model)?;
-    let prompts: Vec<Vec<u32>> = match &a.prompts {
-        Some(path) => workload::prompts::read_prompt_file(path)?
-            .1
-            .iter()
-            .map(|e| tokenizer.encode(&e.text))
-            .collect::<Result<_, _>>()?,
-        None => PROMPTS
-            .iter()
-            .map(|p| tokenizer.encode(p))
-            .collect::<Result<_, _>>()?,
-    };
-    let config = EngineConfig {
-        model: Some(a.model.clone()),
-        engine_args,
-        python_env: a.python_env.clone(),
-    };
-    let mut outputs = Vec::new();
-    for spec in &specs {
-        eprintln!("generating with {} ...", spec.name);
-        let mut engine =
-            (spec.load)(&config).with_context(|| format!("engine {} failed to load", spec.name))?;
-        let out = generate(engine.as_mut(), &prompts, a.output_len);
-        let shut = engine.shutdown();
-        let out = out.with_context(|| format!("engine {} failed", spec.name))?;
-        shut.with_context(|| format!("engine {} failed to shut down", spec.name))?;
-        outputs.push(out);
+    let args = per_engine(&a.engine_arg, &names);
+    let envs = per_engine(&a.python_env, &names);
+    let mut sides = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let spec = registry.lookup(n).map_err(ConfigError)?;
+        parse_engine_args(&args[i])?;
+        let python_env = match envs[i].as_slice() {
+            [] => None,
+            [one] => Some(PathBuf::from(one)),
+            _ => {
+                return Err(ConfigError(format!(
+                    "--python-env: more than one for {n}; give one DIR, or {n}:DIR"
+                ))
+                .into())
+            }
+        };
+        sides.push(Side {
+            spec,
+            engine_args: args[i].clone(),
+            python_env,
+        });
     }
-    crate::process::kill_children();
+    let needs_model = sides.iter().any(|s| s.spec.needs_model);
+    match (&a.model, needs_model) {
+        (Some(m), _) => check_model_dir(m)?,
+        (None, true) => {
+            return Err(ConfigError(
+                "--model is required (an engine here needs one); pass a model directory".into(),
+            )
+            .into())
+        }
+        (None, false) => {}
+    }
+    let tokenizer_path = a
+        .tokenizer
+        .clone()
+        .or_else(|| a.model.as_ref().map(|m| m.join("tokenizer.json")))
+        .filter(|t| t.is_file());
+    if a.prompts.is_some() && tokenizer_path.is_none() {
+        return Err(ConfigError(
+            "--prompts needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE".into(),
+        )
+        .into());
+    }
+    // Fail before the first (slow) child when an engine cannot run here.
+    for s in &sides {
+        let cfg = EngineConfig {
+            python_env: s.python_env.clone(),
+            ..Default::default()
+        };
+        if let Some(why) = (s.spec.availability)(&cfg).problem {
+            return Err(UsageError(format!("{} cannot run here: {why}", s.spec.name)).into());
+        }
+    }
 
+    let (dir, keep) = match &a.out {
+        Some(d) => (d.clone(), true),
+        None => (
+            std::env::temp_dir().join(format!("llm-harness-parity-{}", std::process::id())),
+            false,
+        ),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        UsageError(format!(
+            "--out {}: {e}; choose a writable directory",
+            dir.display()
+        ))
+    })?;
+    let result = compare(&a, &sides, &dir, tokenizer_path.as_deref());
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>) -> Result<i32> {
+    // The workload both children build, from the same seed: the prompts as a file
+    // (tokenized by each child with the same tokenizer.json), or synthetic ids.
+    let workload: Vec<String> = match (tokenizer, &a.prompts) {
+        (Some(_), Some(p)) => vec![
+            "--dataset".into(),
+            "prompts".into(),
+            "--dataset-path".into(),
+            p.display().to_string(),
+        ],
+        (Some(_), None) => {
+            let file = dir.join("prompts.jsonl");
+            let lines: Vec<String> = PROMPTS
+                .iter()
+                .map(|p| serde_json::json!({ "prompt": p }).to_string())
+                .collect();
+            std::fs::write(&file, lines.join("\n") + "\n")
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            vec![
+                "--dataset".into(),
+                "prompts".into(),
+                "--dataset-path".into(),
+                file.display().to_string(),
+            ]
+        }
+        (None, _) => vec!["--input-len".into(), SYNTHETIC_INPUT_LEN.to_string()],
+    };
+    let count = match (&a.prompts, tokenizer) {
+        (Some(p), Some(_)) => crate::workload::prompts::read_prompt_file(p)?.1.len(),
+        (None, Some(_)) => PROMPTS.len(),
+        (_, None) => SYNTHETIC_PROMPTS,
+    };
+    let mut outputs: Vec<BTreeMap<u64, Vec<u32>>> = Vec::new();
+    for s in sides {
+        let out = dir.join(s.spec.name);
+        let _ = std::fs::remove_dir_all(&out);
+        let mut cmd = std::process::Command::new(
+            std::env::current_exe().context("cannot find this harness's own executable")?,
+        );
+        cmd.args(["run", "--engine", s.spec.name]);
+        if let Some(m) = &a.model {
+            cmd.arg("--model").arg(m);
+        }
+        if let Some(t) = tokenizer {
+            cmd.arg("--tokenizer").arg(t);
+        }
+        cmd.args(&workload)
+            .args(["--output-len", &a.output_len.to_string(), "--ignore-eos"])
+            .args(["--temperature", "0", "--seed", "0", "--warmup", "0"])
+            .args(["--batch", &count.clamp(1, BATCH).to_string()])
+            .args(["--num-requests", &count.to_string()])
+            .args(["--save-token-ids", "--no-progress", "--out"])
+            .arg(&out);
+        for kv in &s.engine_args {
+            cmd.arg("--engine-arg").arg(kv);
+        }
+        if let Some(env) = &s.python_env {
+            cmd.arg("--python-env").arg(env);
+        }
+        let log = dir.join(format!("{}.out", s.spec.name));
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot write {}", log.display()))?;
+        eprintln!("generating with {} (own process) ...", s.spec.name);
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .status()
+            .with_context(|| format!("cannot start a child harness for {}", s.spec.name))?;
+        if !status.success() {
+            let tail = tail_lines(&log, 12).join("\n  | ");
+            let code = status.code().unwrap_or(EXIT_FAILED);
+            let msg = format!(
+                "the {} run failed (exit {code}); its output ends:\n  | {tail}",
+                s.spec.name
+            );
+            if code == EXIT_USAGE {
+                return Err(UsageError(msg).into());
+            }
+            bail!(msg);
+        }
+        let records = read_requests(&out.join(REQUESTS_FILE))?;
+        let mut ids = BTreeMap::new();
+        for r in records {
+            let ok = r.is_success();
+            match (r.token_ids, ok) {
+                (Some(t), true) => {
+                    ids.insert(r.id, t);
+                }
+                _ => bail!(
+                    "{}: request {} ended {:?} without token ids{}",
+                    s.spec.name,
+                    r.id,
+                    r.finish_reason,
+                    r.error.map(|e| format!(": {e}")).unwrap_or_default()
+                ),
+            }
+        }
+        if ids.len() != count {
+            bail!(
+                "{}: {} of {count} prompts came back",
+                s.spec.name,
+                ids.len()
+            );
+        }
+        outputs.push(ids);
+    }
+
+    let decoder = tokenizer.map(Tokenizer::from_file).transpose()?;
+    let dec = |ids: &[u32], at: usize| -> String {
+        ids.get(at).map_or("<end>".into(), |&t| match &decoder {
+            Some(d) => format!("{:?}", d.decode(&[t]).unwrap_or_default()),
+            None => format!("#{t}"),
+        })
+    };
     let (mut same_total, mut total) = (0usize, 0usize);
     println!(
         "{:>3}  {:>9}  first divergence ({} vs {})",
-        "#", "identical", names[0], names[1]
+        "#", "identical", sides[0].spec.name, sides[1].spec.name
     );
-    for (i, (x, y)) in outputs[0].iter().zip(&outputs[1]).enumerate() {
+    for (i, (x, y)) in outputs[0].values().zip(outputs[1].values()).enumerate() {
         let n = x.len().max(y.len());
         let same = x.iter().zip(y).take_while(|(p, q)| p == q).count();
         same_total += same;
@@ -100,11 +289,6 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         let div = if same == n {
             "-".to_string()
         } else {
-            let dec = |ids: &[u32], at: usize| -> String {
-                ids.get(at).map_or("<end>".into(), |&t| {
-                    format!("{:?}", tokenizer.decode(&[t]).unwrap_or_default())
-                })
-            };
             format!("token {same}: {} vs {}", dec(x, same), dec(y, same))
         };
         println!("{:>3}  {:>4}/{:<4}  {div}", i, same, n);
@@ -115,9 +299,8 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         same_total as f64 / total as f64
     };
     println!(
-        "identical leading tokens: {same_total}/{total} ({:.1} %), greedy, {} prompts × {} tokens; threshold {:.1} %",
+        "identical leading tokens: {same_total}/{total} ({:.1} %), greedy, {count} prompts × {} tokens, each engine in its own process; threshold {:.1} %",
         share * 100.0,
-        prompts.len(),
         a.output_len,
         a.threshold * 100.0
     );
@@ -128,40 +311,20 @@ pub fn run(a: ParityArgs) -> Result<i32> {
     })
 }
 
-/// Greedy generation of `n` tokens for every prompt, all submitted at once.
-fn generate(engine: &mut dyn Engine, prompts: &[Vec<u32>], n: u32) -> Result<Vec<Vec<u32>>> {
-    for (i, p) in prompts.iter().enumerate() {
-        engine.submit(&GenRequest {
-            id: i as u64,
-            prompt: p.clone().into(),
-            max_tokens: n,
-            min_tokens: n,
-            ignore_eos: true,
-            temperature: 0.0,
-            seed: Some(0),
-            return_token_ids: true,
-        })?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_values_go_to_one_engine() {
+        let v: Vec<String> = ["max_num_seqs=4", "hf:max_batch=2", "vllm:seed=1", "a:b=c"]
+            .map(String::from)
+            .to_vec();
+        let per = per_engine(&v, &["vllm", "hf"]);
+        assert_eq!(per[0], ["max_num_seqs=4", "seed=1", "a:b=c"]);
+        assert_eq!(per[1], ["max_num_seqs=4", "max_batch=2", "a:b=c"]);
+        let envs = per_engine(&["vllm:/a".into(), "/b:x".into()], &["vllm", "sglang"]);
+        assert_eq!(envs[0], ["/a", "/b:x"]);
+        assert_eq!(envs[1], ["/b:x"]);
     }
-    let mut out: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];
-    let mut events: Vec<TokenEvent> = Vec::new();
-    while out.iter().any(Option::is_none) {
-        events.clear();
-        engine.poll(Duration::from_millis(100), &mut events)?;
-        for ev in events.drain(..) {
-            if let Some(f) = ev.finish {
-                let Some(slot) = out.get_mut(ev.request as usize) else {
-                    continue;
-                };
-                match (f.token_ids, f.error) {
-                    (_, Some(e)) => bail!("request {} failed: {e}", ev.request),
-                    (Some(ids), None) => *slot = Some(ids),
-                    (None, None) => bail!(
-                        "the engine returned no token ids for request {}",
-                        ev.request
-                    ),
-                }
-            }
-        }
-    }
-    Ok(out.into_iter().map(Option::unwrap_or_default).collect())
 }

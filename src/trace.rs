@@ -19,12 +19,20 @@ use std::path::{Path, PathBuf};
 /// The file each finished request is appended to.
 pub const REQUESTS_FILE: &str = "requests.jsonl";
 
+/// Token events reserved per request up front (64 KiB); longer outputs grow the vector.
+const RESERVE_TOKENS: u32 = 8192;
+
 /// One request's life, as one line of `requests.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestTrace {
     pub id: RequestId,
     /// Index of the sweep point (0 for a single run).
     pub point: u32,
+    /// Batch mode: which batch of the point the request ran in (rounds are the samples
+    /// of the point's confidence intervals). `None` in the other modes, where each
+    /// request is its own round.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub round: Option<u32>,
     pub prompt_tokens: u32,
     pub max_tokens: u32,
     /// When the driver handed the request to the engine.
@@ -62,13 +70,16 @@ impl RequestTrace {
         RequestTrace {
             id,
             point,
+            round: None,
             prompt_tokens,
             max_tokens,
             submit_ns,
             intended_ns: None,
             // One event per token is the common case; reserving the budget avoids
-            // reallocation on the hot path and keeps memory at 12 bytes per token.
-            token_ns: Vec::with_capacity(max_tokens as usize),
+            // reallocation on the hot path and keeps memory at 8 bytes per token. The
+            // reservation is capped: a huge max_tokens that EOS cuts short must not
+            // allocate gigabytes up front.
+            token_ns: Vec::with_capacity(max_tokens.min(RESERVE_TOKENS) as usize),
             token_counts: None,
             finish_ns: None,
             finish_reason: None,

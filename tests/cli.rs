@@ -154,7 +154,7 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
                 "--python-env",
                 "/nonexistent/venv",
             ],
-            "not a Python venv",
+            "--python-env applies to Python engines",
         ),
         (
             vec!["--engine", "calibration", "--config", "/nonexistent.toml"],
@@ -219,7 +219,7 @@ fn unwritable_out_dir_is_a_usage_error() {
 fn existing_results_are_not_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    calib(&out).assert().success();
+    calib(&out).args(["--num-requests", "4"]).assert().success();
     let before = std::fs::read(out.join("requests.jsonl")).unwrap();
     usage_error(calib(&out), "already holds results");
     assert_eq!(std::fs::read(out.join("requests.jsonl")).unwrap(), before);
@@ -229,7 +229,7 @@ fn existing_results_are_not_overwritten() {
 fn run_writes_every_output_and_report_rerenders_them() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let assert = calib(&out).assert().success();
+    let assert = calib(&out).args(["--num-requests", "4"]).assert().success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(
         stdout.contains("CALIBRATION"),
@@ -284,6 +284,10 @@ fn sweep_runs_every_point_on_one_engine() {
             "4",
             "--warmup",
             "1",
+            "--min-rounds",
+            "3",
+            "--min-duration",
+            "0.2",
         ])
         .arg("--out")
         .arg(&out)
@@ -294,6 +298,38 @@ fn sweep_runs_every_point_on_one_engine() {
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["points"].as_array().unwrap().len(), 3);
+    assert_eq!(run["driver"]["min_rounds"], 3);
+    // Floors: at least 3 whole batches and 0.2 s per point (a batch of 4-token requests
+    // takes ~52 ms here, so the duration decides), every point with an interval.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    for p in summary["points"].as_array().unwrap() {
+        let rounds = p["rounds"].as_u64().unwrap();
+        assert!(rounds >= 3, "{p}");
+        assert_eq!(
+            p["completed"].as_u64().unwrap(),
+            rounds * p["batch"].as_u64().unwrap()
+        );
+        assert!(
+            p["output_throughput_ci95_low"].as_f64().unwrap()
+                <= p["output_throughput_mean"].as_f64().unwrap()
+        );
+        assert_eq!(p["measures"]["stop"]["ended_by"], "floors");
+        assert!(p["duration"].as_f64().unwrap() >= 0.2, "{p}");
+        assert!(p["harness_us_per_step"].as_f64().unwrap() > 0.0);
+        assert!(p["other_cpu_share_pct"].is_number());
+    }
+    // Every request drew its own prompt (request id = workload item): none was sent
+    // twice, so no point's TTFT could come from an earlier point's prefix cache.
+    for p in summary["points"].as_array().unwrap() {
+        assert_eq!(p["reused_prompts"].as_f64(), Some(0.0), "{p}");
+    }
+    let workload = std::fs::read_to_string(out.join("workload.jsonl")).unwrap();
+    let mut lines: Vec<&str> = workload.lines().collect();
+    let total = lines.len();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), total, "the workload repeats a prompt");
 }
 
 #[test]
@@ -432,9 +468,20 @@ fn report_of_a_non_result_dir_is_a_usage_error() {
 
 #[test]
 fn engines_lists_the_calibration_engine() {
-    harness()
+    let out = harness()
         .arg("engines")
         .assert()
         .success()
-        .stdout(predicate::str::contains("calibration").and(predicate::str::contains("usable")));
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    let cells: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!(&cells[..2], ["calibration", "ready"], "{text}");
+    let detail = text.lines().nth(1).unwrap_or_default();
+    assert!(detail.contains("step engine; built in; version"), "{text}");
+    assert!(
+        !text.lines().nth(2).unwrap_or_default().contains("why not"),
+        "{text}"
+    );
 }

@@ -35,10 +35,7 @@ fn workload(input: usize, output: u32, n: usize) -> Workload {
 fn opts(num: usize, warmup: usize) -> DriverOptions {
     DriverOptions {
         warmup,
-        stop: Stop {
-            num_requests: Some(num),
-            duration: None,
-        },
+        stop: Stop::requests(num),
         request_timeout: Duration::from_secs(5),
         sampling: Sampling {
             ignore_eos: true,
@@ -290,6 +287,7 @@ fn duration_stop_condition() {
     o.stop = Stop {
         num_requests: None,
         duration: Some(Duration::from_millis(300)),
+        ..Stop::requests(0)
     };
     let m = measure(
         s,

@@ -4,28 +4,55 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
 
-/// Offsets (ns after the start of the point) at which `n` requests arrive.
+/// Arrival offsets (ns after the start of the point), drawn on demand so an open-loop
+/// point can run as long as its floors ask without sizing a list up front.
 ///
 /// Gaps are gamma-distributed with shape `burstiness` and mean `1/rate` seconds, as in
 /// vLLM's `bench serve` (`burstiness = 1` is a Poisson process; lower is burstier).
 /// The first request arrives at offset 0. `rate = inf` sends everything at once.
 /// Same `(rate, burstiness, seed)` → the same offsets, on every machine.
-pub fn arrival_offsets(rate: f64, burstiness: f64, seed: u64, n: usize) -> Vec<u64> {
-    if rate.is_infinite() {
-        return vec![0; n];
+pub struct Arrivals {
+    rng: ChaCha8Rng,
+    /// `None`: fixed gaps of `1/rate` (also the fallback if the shape is invalid).
+    gamma: Option<Gamma<f64>>,
+    rate: f64,
+    t: f64,
+    first: bool,
+}
+
+impl Arrivals {
+    pub fn new(rate: f64, burstiness: f64, seed: u64) -> Arrivals {
+        Arrivals {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            // Validated by the config (rate > 0, burstiness > 0).
+            gamma: Gamma::new(burstiness, 1.0 / (rate * burstiness)).ok(),
+            rate,
+            t: 0.0,
+            first: true,
+        }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    // Validated by the config (rate > 0, burstiness > 0); fall back to fixed gaps if not.
-    let gamma = Gamma::new(burstiness, 1.0 / (rate * burstiness)).ok();
-    let mut t = 0.0f64;
-    (0..n)
-        .map(|i| {
-            if i > 0 {
-                t += gamma.map_or(1.0 / rate, |g| g.sample(&mut rng));
-            }
-            (t * 1e9).round() as u64
-        })
-        .collect()
+}
+
+impl Iterator for Arrivals {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.rate.is_infinite() {
+            return Some(0);
+        }
+        if !std::mem::replace(&mut self.first, false) {
+            self.t += match &self.gamma {
+                Some(g) => g.sample(&mut self.rng),
+                None => 1.0 / self.rate,
+            };
+        }
+        // Saturates (at ~584 years) rather than wrapping.
+        Some((self.t * 1e9).round().min(u64::MAX as f64) as u64)
+    }
+}
+
+/// The first `n` offsets of [`Arrivals`].
+pub fn arrival_offsets(rate: f64, burstiness: f64, seed: u64, n: usize) -> Vec<u64> {
+    Arrivals::new(rate, burstiness, seed).take(n).collect()
 }
 
 #[cfg(test)]

@@ -4,16 +4,24 @@
 //! One loop serves every mode ([`LoadPoint`]): it submits what the mode says is due,
 //! polls the engine, stamps the returned events (or keeps the stream engine's own
 //! stamps), and appends every finished request to `requests.jsonl` at once. Modes
-//! differ only in [`Driver::due`]: `batch` submits B requests when none is in flight,
-//! `concurrency` tops up to C in flight, `rate` submits at seeded arrival times.
+//! differ only in what is due: `batch` submits B requests when none is in flight,
+//! `concurrency` tops up to C in flight, `rate` submits at seeded arrival times. A
+//! point stops by its [`Stop`] rule, checked once per round; the loop also times the
+//! harness's own work between engine calls ([`HarnessCost`]).
 
 pub mod arrivals;
+pub mod cost;
 pub mod progress;
+
+pub use cost::HarnessCost;
 
 use crate::clock::{self, MonoNs};
 use crate::engine::{Engine, EngineError, FinishReason, GenRequest, RequestId, TokenEvent};
+use crate::host::{CpuSample, HostLoad};
+use crate::metrics::measure::{Figure, Measure};
 use crate::trace::{RequestTrace, TraceError, TraceWriter};
 use crate::workload::Workload;
+use cost::CostClock;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,13 +76,33 @@ impl LoadPoint {
     }
 }
 
-/// When a point stops submitting.
+/// When a point stops submitting: an exact amount, or floors under a cap.
 #[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stop {
-    /// Measured requests to submit.
+    /// Exactly this many measured requests (overrides the floors).
     pub num_requests: Option<usize>,
-    /// Stop submitting after this long; requests in flight still finish.
+    /// Submit for exactly this long; requests in flight still finish (overrides the floors).
     pub duration: Option<Duration>,
+    /// Floors, both met before the point stops: rounds (batch mode: whole batches;
+    /// otherwise measured requests, and at least one wave of C in closed loop)...
+    pub min_rounds: u32,
+    /// ...and seconds since the point's first submit.
+    pub min_duration: Duration,
+    /// The cap: no new round starts after this long, floors met or not.
+    pub max_duration: Duration,
+}
+
+impl Stop {
+    /// Exactly `n` requests (warmup, tests, benches).
+    pub fn requests(n: usize) -> Stop {
+        Stop {
+            num_requests: Some(n),
+            duration: None,
+            min_rounds: 1,
+            min_duration: Duration::ZERO,
+            max_duration: Duration::MAX,
+        }
+    }
 }
 
 /// Sampling settings every request of a run shares.
@@ -112,6 +140,61 @@ pub enum Outcome {
 pub struct PointRun {
     pub records: Vec<RequestTrace>,
     pub outcome: Outcome,
+    /// How the measured phase went (absent when the warmup did not complete).
+    pub end: Option<PointEnd>,
+    pub cost: Option<HarnessCost>,
+    pub host: Option<HostLoad>,
+}
+
+/// Why and when a point stopped submitting, and how much of the workload it reused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointEnd {
+    /// Rounds started: batches in batch mode, requests otherwise.
+    pub rounds: u64,
+    pub requests: u64,
+    /// Seconds from the first submit to the last.
+    pub submit_s: f64,
+    /// `num-requests`, `duration`, `floors` (min rounds and duration met),
+    /// `max-duration`, `interrupted` or `engine-failed`.
+    pub ended_by: String,
+    pub min_rounds: u32,
+    /// Requests that reused a prompt already sent in this run (the workload ran out).
+    pub reused_prompts: u64,
+}
+
+impl Measure for PointEnd {
+    const NAME: &'static str = "stop";
+    const DEFINITION: &'static str = "how the point ended: rounds started (batches in \
+        batch mode, else requests), seconds from its first submit to its last, and what \
+        stopped it: the floors (--min-rounds and --min-duration both met), --max-duration, \
+        or an exact --num-requests / --duration; reused_prompts counts requests whose \
+        prompt was already sent in this run (the built workload ran out), which a \
+        prefix cache can serve faster";
+
+    fn figures(&self) -> Vec<Figure> {
+        vec![
+            Figure::new("rounds_started", Some(self.rounds as f64), ""),
+            Figure::new("submit_s", Some(self.submit_s), "s"),
+            Figure::new("reused_prompts", Some(self.reused_prompts as f64), ""),
+        ]
+    }
+
+    fn warning(&self) -> Option<String> {
+        let mut w = Vec::new();
+        if self.ended_by == "max-duration" && self.rounds < u64::from(self.min_rounds) {
+            w.push(format!(
+                "only {} of {} rounds before --max-duration",
+                self.rounds, self.min_rounds
+            ));
+        }
+        if self.reused_prompts > 0 {
+            w.push(format!(
+                "{} requests reused prompts (a prefix cache may shorten their TTFT)",
+                self.reused_prompts
+            ));
+        }
+        (!w.is_empty()).then(|| w.join("; "))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +205,10 @@ pub enum DriverError {
 
 /// The longest a poll may block, so Ctrl-C and request timeouts are noticed promptly.
 const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// Most open-loop arrivals submitted in one pass of the loop (an `inf` rate is due all
+/// at once; this bounds the pass, the next pass takes the rest).
+const MAX_DUE: usize = 4096;
 
 struct Active {
     trace: RequestTrace,
@@ -193,9 +280,19 @@ struct Phase<'w> {
     point: LoadPoint,
     point_index: u32,
     workload: &'w Workload,
-    /// Workload item of the phase's first request.
-    first_item: usize,
     stop: Stop,
+    /// The measured phase: its requests are written, its cost and load recorded.
+    measured: bool,
+}
+
+/// Where a phase is in its stop rule.
+struct Progression {
+    /// Requests submitted.
+    submitted: usize,
+    /// Rounds started: batches (batch mode) or requests.
+    rounds: u64,
+    last_submit: MonoNs,
+    reused: u64,
 }
 
 impl<'a> Driver<'a> {
@@ -210,6 +307,10 @@ impl<'a> Driver<'a> {
 
     /// Runs warmup, then the measured requests of one point. Measured requests are
     /// appended to `writer` as they finish and returned.
+    ///
+    /// Every request of a run, warmup and every point included, takes the next
+    /// workload item (request id = item index), so no prompt is sent twice while the
+    /// workload lasts: a prefix cache cannot serve a later point from an earlier one.
     pub fn run_point(
         &mut self,
         point_index: u32,
@@ -225,17 +326,14 @@ impl<'a> Driver<'a> {
                 point,
                 point_index,
                 workload,
-                first_item: 0,
-                stop: Stop {
-                    num_requests: Some(opts.warmup),
-                    duration: None,
-                },
+                stop: Stop::requests(opts.warmup),
+                measured: false,
             };
             let run = self.run_phase(&warm, opts, None, progress)?;
             if run.outcome != Outcome::Completed {
                 return Ok(PointRun {
                     records: Vec::new(),
-                    outcome: run.outcome,
+                    ..run
                 });
             }
         }
@@ -244,10 +342,44 @@ impl<'a> Driver<'a> {
             point,
             point_index,
             workload,
-            first_item: opts.warmup,
             stop: opts.stop,
+            measured: true,
         };
         self.run_phase(&measured, opts, Some(writer), progress)
+    }
+
+    /// Whether the phase starts another round (or, in the open and closed loops,
+    /// submits another request) at `now`, and if not, why.
+    fn keep_going(
+        phase: &Phase,
+        p: &Progression,
+        t0: MonoNs,
+        now: MonoNs,
+    ) -> Result<(), &'static str> {
+        let s = &phase.stop;
+        let elapsed = Duration::from_nanos(now.since(t0));
+        if let Some(n) = s.num_requests {
+            return if p.submitted < n {
+                Ok(())
+            } else {
+                Err("num-requests")
+            };
+        }
+        if let Some(d) = s.duration {
+            return if elapsed < d { Ok(()) } else { Err("duration") };
+        }
+        // A closed loop reaches its concurrency only after one full wave.
+        let min_rounds = match phase.point {
+            LoadPoint::Concurrency { concurrency } => u64::from(s.min_rounds.max(concurrency)),
+            _ => u64::from(s.min_rounds),
+        };
+        if p.rounds >= min_rounds && elapsed >= s.min_duration {
+            Err("floors")
+        } else if elapsed >= s.max_duration {
+            Err("max-duration")
+        } else {
+            Ok(())
+        }
     }
 
     fn run_phase(
@@ -258,104 +390,114 @@ impl<'a> Driver<'a> {
         progress: &progress::Progress,
     ) -> Result<PointRun, DriverError> {
         let mut book = Book::default();
-        let is_rate = matches!(phase.point, LoadPoint::Rate { .. });
+        let host_start = phase.measured.then(CpuSample::now);
+        let mut cost = CostClock::default();
         let t0 = clock::now();
-        let end_submit = phase.stop.duration.map(|d| t0.plus(d));
-        let arrivals = match phase.point {
+        let mut arrivals = match phase.point {
             LoadPoint::Rate { rate, burstiness } => {
-                // Duration-bound open-loop runs need enough arrivals to fill the window.
-                let n = phase.stop.num_requests.unwrap_or_else(|| {
-                    let secs = phase.stop.duration.map_or(0.0, |d| d.as_secs_f64());
-                    ((rate * secs * 2.0).ceil() as usize).max(1000)
-                });
                 let seed =
                     opts.seed ^ u64::from(phase.point_index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                arrivals::arrival_offsets(rate, burstiness, seed, n)
+                Some(arrivals::Arrivals::new(rate, burstiness, seed).peekable())
             }
-            _ => Vec::new(),
+            _ => None,
         };
-        let limit = match phase.stop.num_requests {
-            Some(n) => n,
-            None if is_rate => arrivals.len(),
-            None => usize::MAX,
+        let mut due_at: Vec<u64> = Vec::new();
+        let mut p = Progression {
+            submitted: 0,
+            rounds: 0,
+            last_submit: t0,
+            reused: 0,
         };
-        let mut submitted = 0usize;
+        let mut ended_by: Option<&'static str> = None;
         let mut last_timeout_check = t0;
-        let outcome = loop {
+        let outcome = 'phase: loop {
             if self.cancel.load(Ordering::Relaxed) {
                 for id in book.finish_all(FinishReason::Abort, "interrupted (Ctrl-C)") {
                     // Best effort: the engine is about to be shut down anyway.
                     let _ = self.engine.abort(id);
                 }
+                ended_by.get_or_insert("interrupted");
                 break Outcome::Interrupted;
             }
             let now = clock::now();
-            let stopped = submitted >= limit || end_submit.is_some_and(|e| now >= e);
-            if !stopped {
-                let due = Self::due(
-                    phase.point,
-                    book.active.len(),
-                    submitted,
-                    &arrivals,
-                    t0,
-                    now,
-                )
-                .min(limit - submitted);
-                for _ in 0..due {
-                    let item = phase.workload.get(phase.first_item + submitted);
-                    let req = GenRequest {
-                        id: self.next_id,
-                        prompt: item.prompt.clone(),
-                        max_tokens: item.output_len,
-                        min_tokens: if opts.sampling.ignore_eos {
-                            item.output_len
-                        } else {
-                            0
-                        },
-                        ignore_eos: opts.sampling.ignore_eos,
-                        temperature: opts.sampling.temperature,
-                        // Distinct per request, so identical prompts do not sample identically.
-                        seed: opts.sampling.seed.map(|s| s.wrapping_add(self.next_id)),
-                        return_token_ids: opts.sampling.return_token_ids,
-                    };
-                    self.next_id += 1;
-                    let at = clock::now();
-                    let mut trace = RequestTrace::new(
-                        req.id,
-                        phase.point_index,
-                        req.prompt.len() as u32,
-                        req.max_tokens,
-                        at,
-                    );
-                    if is_rate {
-                        trace.intended_ns = arrivals.get(submitted).map(|&o| MonoNs(t0.0 + o));
+            if ended_by.is_none() {
+                // What the mode wants submitted now (for rate: the arrivals now due).
+                due_at.clear();
+                let due = match (phase.point, arrivals.as_mut()) {
+                    // A batch starts only when the last one has finished.
+                    (LoadPoint::Batch { batch }, _) if book.active.is_empty() => batch as usize,
+                    (LoadPoint::Batch { .. }, _) => 0,
+                    (LoadPoint::Concurrency { concurrency }, _) => {
+                        (concurrency as usize).saturating_sub(book.active.len())
                     }
-                    submitted += 1;
-                    book.active.insert(
-                        req.id,
-                        Active {
-                            trace,
-                            last_activity: at,
-                        },
-                    );
-                    if let Err(e) = self.engine.submit(&req) {
-                        return self.engine_failed(book, e, writer, progress);
+                    (LoadPoint::Rate { .. }, Some(a)) => {
+                        let elapsed = now.since(t0);
+                        while due_at.len() < MAX_DUE {
+                            match a.next_if(|&o| o <= elapsed) {
+                                Some(o) => due_at.push(o),
+                                None => break,
+                            }
+                        }
+                        due_at.len()
+                    }
+                    (LoadPoint::Rate { .. }, None) => 0,
+                };
+                if due > 0 || book.active.is_empty() {
+                    // The stop rule is checked once per round (a whole batch, or the
+                    // requests due at this instant), never in the middle of a batch.
+                    match Self::keep_going(phase, &p, t0, now) {
+                        Err(why) => ended_by = Some(why),
+                        Ok(()) => {
+                            let n = match phase.stop.num_requests {
+                                Some(limit) => due.min(limit.saturating_sub(p.submitted)),
+                                None => due,
+                            };
+                            let round = match phase.point {
+                                LoadPoint::Batch { .. } if n > 0 => {
+                                    p.rounds += 1;
+                                    Some((p.rounds - 1) as u32)
+                                }
+                                _ => {
+                                    p.rounds += n as u64;
+                                    None
+                                }
+                            };
+                            for k in 0..n {
+                                let intended =
+                                    due_at.get(k).map(|&o| MonoNs(t0.0.saturating_add(o)));
+                                let submitted = self.submit_next(
+                                    phase, opts, &mut book, &mut p, round, intended, &mut cost,
+                                );
+                                if let Err(e) = submitted {
+                                    let msg = e.detail();
+                                    book.finish_all(FinishReason::Error, &msg);
+                                    ended_by = Some("engine-failed");
+                                    break 'phase Outcome::EngineFailed(msg);
+                                }
+                            }
+                        }
                     }
                 }
             }
-            if book.active.is_empty() && (stopped || submitted >= limit) {
+            if book.active.is_empty() && ended_by.is_some() {
                 break Outcome::Completed;
             }
             // Wait for the engine, but not past the next arrival.
             let mut timeout = MAX_POLL;
-            if let (false, Some(&next)) = (stopped, arrivals.get(submitted)) {
-                timeout = timeout.min(Duration::from_nanos(
-                    MonoNs(t0.0 + next).since(clock::now()),
-                ));
+            if ended_by.is_none() {
+                if let Some(&next) = arrivals.as_mut().and_then(|a| a.peek()) {
+                    timeout = timeout.min(Duration::from_nanos(
+                        MonoNs(t0.0.saturating_add(next)).since(clock::now()),
+                    ));
+                }
             }
             self.events.clear();
+            let busy = !book.active.is_empty();
+            let before = clock::now();
             let polled = self.engine.poll(timeout, &mut self.events);
             let stamp = clock::now();
+            cost.engine_call(stamp.since(before), busy);
+            let (events, mut tokens) = (self.events.len() as u64, 0u64);
             for ev in self.events.drain(..) {
                 // A missing entry is an aborted or expired request's late event.
                 let Some(a) = book.active.get_mut(&ev.request) else {
@@ -363,6 +505,7 @@ impl<'a> Driver<'a> {
                 };
                 let at = ev.at.unwrap_or(stamp);
                 a.trace.record_tokens(ev.new_tokens, at);
+                tokens += u64::from(ev.new_tokens);
                 a.last_activity = stamp;
                 if let Some(f) = ev.finish {
                     let f = *f;
@@ -372,68 +515,97 @@ impl<'a> Driver<'a> {
                     }
                 }
             }
+            if busy {
+                cost.step(events, tokens);
+            }
             if let Err(e) = polled {
-                return self.engine_failed(book, e, writer, progress);
+                let msg = e.detail();
+                book.finish_all(FinishReason::Error, &msg);
+                ended_by = Some("engine-failed");
+                break Outcome::EngineFailed(msg);
             }
             if stamp.since(last_timeout_check) > MAX_POLL.as_nanos() as u64 {
                 last_timeout_check = stamp;
-                self.expire(&mut book, stamp, opts.request_timeout);
+                self.expire(&mut book, stamp, opts.request_timeout, &mut cost);
             }
             book.flush(&mut writer, progress)?;
         };
         book.flush(&mut writer, progress)?;
+        let end = clock::now();
         Ok(PointRun {
             records: book.done,
             outcome,
+            end: phase.measured.then(|| PointEnd {
+                rounds: p.rounds,
+                requests: p.submitted as u64,
+                submit_s: p.last_submit.since(t0) as f64 / 1e9,
+                ended_by: ended_by.unwrap_or("floors").to_string(),
+                min_rounds: phase.stop.min_rounds,
+                reused_prompts: p.reused,
+            }),
+            cost: phase.measured.then(|| cost.finish(end.since(t0))),
+            host: host_start.map(|h| h.until(&CpuSample::now())),
         })
     }
 
-    /// The engine failed as a whole: every in-flight request fails with its reason.
-    fn engine_failed(
+    /// Submits the next request of the phase (the next workload item of the run).
+    fn submit_next(
         &mut self,
-        mut book: Book,
-        e: EngineError,
-        mut writer: Option<&mut TraceWriter>,
-        progress: &progress::Progress,
-    ) -> Result<PointRun, DriverError> {
-        let msg = e.detail();
-        book.finish_all(FinishReason::Error, &msg);
-        book.flush(&mut writer, progress)?;
-        Ok(PointRun {
-            records: book.done,
-            outcome: Outcome::EngineFailed(msg),
-        })
-    }
-
-    /// How many requests the mode wants submitted right now.
-    fn due(
-        point: LoadPoint,
-        in_flight: usize,
-        submitted: usize,
-        arrivals: &[u64],
-        t0: MonoNs,
-        now: MonoNs,
-    ) -> usize {
-        match point {
-            LoadPoint::Batch { batch } if in_flight == 0 => batch as usize,
-            LoadPoint::Batch { .. } => 0,
-            LoadPoint::Concurrency { concurrency } => {
-                (concurrency as usize).saturating_sub(in_flight)
-            }
-            LoadPoint::Rate { .. } => {
-                let elapsed = now.since(t0);
-                arrivals
-                    .get(submitted..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .take_while(|&&o| o <= elapsed)
-                    .count()
-            }
+        phase: &Phase,
+        opts: &DriverOptions,
+        book: &mut Book,
+        p: &mut Progression,
+        round: Option<u32>,
+        intended: Option<MonoNs>,
+        cost: &mut CostClock,
+    ) -> Result<(), EngineError> {
+        let index = self.next_id as usize;
+        if index >= phase.workload.len() {
+            p.reused += 1;
         }
+        let item = phase.workload.get(index);
+        let req = GenRequest {
+            id: self.next_id,
+            prompt: item.prompt.clone(),
+            max_tokens: item.output_len,
+            min_tokens: if opts.sampling.ignore_eos {
+                item.output_len
+            } else {
+                0
+            },
+            ignore_eos: opts.sampling.ignore_eos,
+            temperature: opts.sampling.temperature,
+            // Distinct per request, so identical prompts do not sample identically.
+            seed: opts.sampling.seed.map(|s| s.wrapping_add(self.next_id)),
+            return_token_ids: opts.sampling.return_token_ids,
+        };
+        self.next_id += 1;
+        let at = clock::now();
+        let mut trace = RequestTrace::new(
+            req.id,
+            phase.point_index,
+            req.prompt.len() as u32,
+            req.max_tokens,
+            at,
+        );
+        trace.round = round;
+        trace.intended_ns = intended;
+        p.submitted += 1;
+        p.last_submit = at;
+        book.active.insert(
+            req.id,
+            Active {
+                trace,
+                last_activity: at,
+            },
+        );
+        let r = self.engine.submit(&req);
+        cost.engine_call(clock::now().since(at), true);
+        r
     }
 
     /// Aborts and marks `timeout` every request with no token for `timeout`.
-    fn expire(&mut self, book: &mut Book, now: MonoNs, timeout: Duration) {
+    fn expire(&mut self, book: &mut Book, now: MonoNs, timeout: Duration, cost: &mut CostClock) {
         let limit = timeout.as_nanos() as u64;
         let expired: Vec<RequestId> = book
             .active
@@ -446,7 +618,9 @@ impl<'a> Driver<'a> {
             timeout.as_secs_f64()
         );
         for id in expired {
+            let at = clock::now();
             let _ = self.engine.abort(id);
+            cost.engine_call(clock::now().since(at), true);
             book.finish(id, now, FinishReason::Timeout, Some(why.clone()));
         }
     }

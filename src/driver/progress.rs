@@ -1,18 +1,23 @@
-//! Progress on a TTY (indicatif); silent when stderr is not a terminal (CI logs).
+//! Progress on a TTY (indicatif); silent when the terminal's stderr is not a terminal
+//! (CI logs). It draws on the terminal even while the engine's output is captured
+//! ([`crate::terminal`]).
 
+use crate::terminal::{self, Fd};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::time::Duration;
 
 pub struct Progress {
     bar: ProgressBar,
 }
 
 impl Progress {
-    /// A bar on stderr when it is a terminal and `enabled`; hidden otherwise.
+    /// A bar on the terminal's stderr when it is a terminal and `enabled`; hidden
+    /// otherwise.
     pub fn new(enabled: bool) -> Progress {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        if enabled && std::io::stderr().is_terminal() {
-            bar.set_draw_target(ProgressDrawTarget::stderr());
+        if enabled && terminal::err_is_tty() {
+            let term = console::Term::read_write_pair(Fd(0), Fd(terminal::err_fd()));
+            bar.set_draw_target(ProgressDrawTarget::term(term, 10));
         }
         Progress { bar }
     }
@@ -21,8 +26,20 @@ impl Progress {
         Progress::new(false)
     }
 
-    /// Starts a phase (`batch=8`, `batch=8 warmup`) of `len` requests (unknown for --duration).
+    /// A spinner with the elapsed time while something of unknown length runs (an
+    /// engine loading).
+    pub fn spinner(&self, label: &str) {
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+            self.bar.set_style(style);
+        }
+        self.bar.set_message(label.to_string());
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+
+    /// Starts a phase (`batch=8`, `batch=8 warmup`) of `len` requests (unknown when the
+    /// point runs to its floors).
     pub fn phase(&self, label: &str, len: Option<usize>) {
+        self.bar.disable_steady_tick();
         let style = match len {
             Some(_) => {
                 ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} requests {elapsed}")
@@ -42,13 +59,14 @@ impl Progress {
     }
 
     pub fn finish(&self) {
+        self.bar.disable_steady_tick();
         self.bar.finish_and_clear();
     }
 
     /// Prints a line above the bar (or plainly when there is none).
     pub fn println(&self, line: &str) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            terminal::eprintln(line);
         } else {
             self.bar.println(line);
         }

@@ -21,18 +21,33 @@
 //! every step is reported as the engine's own stamps (`first_token_ns`,
 //! `last_token_ns`), so the harness's stamps can be compared with the truth.
 //!
+//! With `return_token_ids`, a request's tokens echo its prompt (token k is
+//! `prompt[k % len]`), the same rule as the Python test adapter, so `harness parity`
+//! can be checked between the two without a model.
+//!
 //! # Fault injection (engine args)
 //! `fail_at_step=K` makes step K fail the whole engine; `fail_request=ID` ends that
 //! request with an error at its first token; `drop_request=ID` silently never
 //! schedules that request; `hang_at_step=K` stops all progress from step K on.
 
 use super::{
-    EngineConfig, EngineError, EngineInfo, EngineKind, EngineStamps, Finish, FinishReason,
-    GenRequest, RequestId, TokenEvent,
+    Availability, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, EngineStamps,
+    Finish, FinishReason, GenRequest, RequestId, TokenEvent,
 };
 use crate::clock::{self, MonoNs};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub static SPEC: EngineSpec = EngineSpec {
+    name: "calibration",
+    description: "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
+    kind: EngineKind::Step,
+    needs_model: false,
+    python_env: None,
+    availability: |_| Availability::usable("built in", Some(env!("CARGO_PKG_VERSION").into())),
+    load: |c| Ok(Box::new(CalibrationEngine::load(c)?)),
+};
 
 /// The schedule and faults, from `--engine-arg KEY=VALUE`.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +141,8 @@ struct Waiting {
     id: RequestId,
     prompt_tokens: u64,
     max_tokens: u32,
+    /// Kept only when the request asks for its token ids (they echo the prompt).
+    echo: Option<Arc<[u32]>>,
 }
 
 struct Running {
@@ -133,6 +150,7 @@ struct Running {
     generated: u32,
     max_tokens: u32,
     first_token: MonoNs,
+    echo: Option<Arc<[u32]>>,
 }
 
 struct Step {
@@ -218,6 +236,7 @@ impl CalibrationEngine {
                     generated: 0,
                     max_tokens: w.max_tokens,
                     first_token: ends_at,
+                    echo: w.echo,
                 })
                 .collect();
             self.step = Some(Step {
@@ -282,6 +301,10 @@ impl CalibrationEngine {
                     last_token_ns: Some(end),
                     ..Default::default()
                 });
+                f.token_ids = r
+                    .echo
+                    .as_ref()
+                    .map(|p| (0..r.generated as usize).map(|k| p[k % p.len()]).collect());
                 Box::new(f)
             });
             out.push(TokenEvent {
@@ -316,6 +339,7 @@ impl super::Engine for CalibrationEngine {
             id: req.id,
             prompt_tokens: req.prompt.len() as u64,
             max_tokens: req.max_tokens,
+            echo: (req.return_token_ids && !req.prompt.is_empty()).then(|| req.prompt.clone()),
         });
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod calibration;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod registry;
+pub mod venv;
 
 use crate::clock::MonoNs;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use registry::{find_engine, registry, Availability, EngineSpec};
+pub use registry::Registry;
 
 /// A request id, unique within one run (warmup and every sweep point included).
 pub type RequestId = u64;
@@ -119,7 +120,7 @@ pub enum EngineKind {
 }
 
 /// What an engine is, for the run metadata.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EngineInfo {
     pub name: String,
     pub version: String,
@@ -133,6 +134,67 @@ pub struct EngineInfo {
     pub instrument: bool,
     /// Engine-specific facts: resolved model config, KV-cache size, effective engine args.
     pub metadata: serde_json::Value,
+}
+
+/// One engine this build knows: what it is, whether it can run here, and how to load
+/// it. Each backend module declares its own (`calibration::SPEC`, `python::vllm::SPEC`,
+/// ...); the [`Registry`] only collects them.
+pub struct EngineSpec {
+    /// The `--engine` name.
+    pub name: &'static str,
+    /// One line for `harness engines`.
+    pub description: &'static str,
+    /// How it delivers tokens (who stamps them).
+    pub kind: EngineKind,
+    /// Needs `--model DIR` (a checkpoint directory).
+    pub needs_model: bool,
+    /// Python engines: the environment it runs in, `venvs/ENV` under the cache, made by
+    /// `scripts/setup.sh ENV` (the default `--python-env`).
+    pub python_env: Option<&'static str>,
+    /// Whether it can run here, without loading it.
+    pub availability: fn(&EngineConfig) -> Availability,
+    pub load: fn(&EngineConfig) -> Result<Box<dyn Engine>, EngineError>,
+}
+
+impl std::fmt::Debug for EngineSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSpec")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an engine can run on this machine, on what, and why not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Availability {
+    /// What it runs on: `built in`, `python env /…/venvs/vllm`.
+    pub runtime: String,
+    /// The engine's version, where it can be read without loading the engine.
+    pub version: Option<String>,
+    /// Why it cannot run here, with the fix; `None` when it can.
+    pub problem: Option<String>,
+}
+
+impl Availability {
+    pub fn usable(runtime: impl Into<String>, version: Option<String>) -> Availability {
+        Availability {
+            runtime: runtime.into(),
+            version,
+            problem: None,
+        }
+    }
+
+    pub fn unusable(runtime: impl Into<String>, problem: impl Into<String>) -> Availability {
+        Availability {
+            runtime: runtime.into(),
+            version: None,
+            problem: Some(problem.into()),
+        }
+    }
+
+    pub fn is_usable(&self) -> bool {
+        self.problem.is_none()
+    }
 }
 
 /// Everything an engine needs to load, validated before any engine loads.

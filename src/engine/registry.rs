@@ -1,83 +1,90 @@
-//! The engines this build knows, whether each can run here, and how to load it.
+//! The engines this build knows. Each backend module declares its own [`EngineSpec`];
+//! this file only collects them, one line each. Everything else (the `--engine`
+//! check, `harness engines`, loading, parity) reads the list through a [`Registry`],
+//! so an engine added here is known everywhere.
 
-use super::{calibration::CalibrationEngine, Engine, EngineConfig, EngineError};
+use super::{Availability, EngineConfig, EngineSpec};
 
-/// Whether an engine can run on this machine, and why not.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Availability {
-    Usable(String),
-    Unusable(String),
-}
-
-pub struct EngineSpec {
-    pub name: &'static str,
-    pub description: &'static str,
-    /// Needs `--model DIR` (a checkpoint directory).
-    pub needs_model: bool,
-    pub availability: fn(&EngineConfig) -> Availability,
-    pub load: fn(&EngineConfig) -> Result<Box<dyn Engine>, EngineError>,
-}
-
-impl std::fmt::Debug for EngineSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineSpec")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-fn calibration_load(c: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
-    Ok(Box::new(CalibrationEngine::load(c)?))
-}
-
-static ENGINES: &[EngineSpec] = &[
-    EngineSpec {
-        name: "calibration",
-        description:
-            "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
-        needs_model: false,
-        availability: |_| Availability::Usable("built in".into()),
-        load: calibration_load,
-    },
+/// Every engine compiled into this build, in listing order.
+static BUILTIN: &[&EngineSpec] = &[
+    &super::calibration::SPEC,
     #[cfg(feature = "python")]
-    EngineSpec {
-        name: "vllm",
-        description: "vLLM LLMEngine, engine core in this process (embedded Python)",
-        needs_model: true,
-        availability: |c| super::python::availability("vllm", c),
-        load: |c| super::python::load("vllm", c),
-    },
+    &super::python::vllm::SPEC,
     #[cfg(feature = "python")]
-    EngineSpec {
-        name: "hf",
-        description: "HF Transformers reference: own KV-cache decode loop, static batching",
-        needs_model: true,
-        availability: |c| super::python::availability("hf", c),
-        load: |c| super::python::load("hf", c),
-    },
+    &super::python::hf::SPEC,
     #[cfg(feature = "python")]
-    EngineSpec {
-        name: "python-test",
-        description: "test adapter for the Python bridge (step or stream mode, fault injection)",
-        needs_model: false,
-        availability: |c| super::python::availability("python-test", c),
-        load: |c| super::python::load("python-test", c),
-    },
+    &super::python::test_adapter::SPEC,
 ];
 
-pub fn registry() -> &'static [EngineSpec] {
-    ENGINES
+/// A set of engine specs. [`Registry::builtin`] is this build's; tests make their own
+/// with [`Registry::with`] to prove that an engine is one spec and nothing more.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    specs: Vec<&'static EngineSpec>,
 }
 
-pub fn find_engine(name: &str) -> Option<&'static EngineSpec> {
-    ENGINES.iter().find(|e| e.name == name)
-}
+impl Registry {
+    pub fn builtin() -> Registry {
+        Registry {
+            specs: BUILTIN.to_vec(),
+        }
+    }
 
-/// "calibration, vllm, hf, ..." for error messages.
-pub fn engine_names() -> String {
-    ENGINES
-        .iter()
-        .map(|e| e.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    /// This build's engines plus `extra`.
+    pub fn with(extra: &'static EngineSpec) -> Registry {
+        let mut r = Registry::builtin();
+        r.specs.push(extra);
+        r
+    }
+
+    pub fn specs(&self) -> &[&'static EngineSpec] {
+        &self.specs
+    }
+
+    pub fn find(&self, name: &str) -> Option<&'static EngineSpec> {
+        self.specs.iter().copied().find(|e| e.name == name)
+    }
+
+    /// "calibration, vllm, hf, ..." for error messages.
+    pub fn names(&self) -> String {
+        self.specs
+            .iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The spec named `name`, or a one-line error listing the known ones.
+    pub fn lookup(&self, name: &str) -> Result<&'static EngineSpec, String> {
+        self.find(name).ok_or_else(|| {
+            format!(
+                "unknown engine '{name}'; known engines: {} (see `harness engines`)",
+                self.names()
+            )
+        })
+    }
+
+    /// `harness engines`: each engine, whether it can run here (and why not), what it
+    /// runs on and its version.
+    pub fn listing(&self, config: &EngineConfig) -> String {
+        let mut out = String::new();
+        for e in &self.specs {
+            let a: Availability = (e.availability)(config);
+            let state = if a.is_usable() { "ready" } else { "NOT USABLE" };
+            let kind = match e.kind {
+                super::EngineKind::Step => "step",
+                super::EngineKind::Stream => "stream",
+            };
+            out.push_str(&format!("{:<13}{:<11}{}\n", e.name, state, e.description));
+            let version = a.version.as_deref().unwrap_or("-");
+            out.push_str(&format!(
+                "{:<13}{:<11}{kind} engine; {}; version {version}\n",
+                "", "", a.runtime
+            ));
+            if let Some(p) = &a.problem {
+                out.push_str(&format!("{:<13}{:<11}why not: {p}\n", "", ""));
+            }
+        }
+        out
+    }
 }

@@ -23,7 +23,6 @@ pub const REQUEST_COLUMNS: &[&str] = &[
     "ttft_ms",
     "tpot_ms",
     "e2el_ms",
-    "itl_per_request_ms",
     "engine_ttft_ms",
     "error",
 ];
@@ -64,12 +63,26 @@ impl Exporter for SummaryCsvExporter {
             .iter()
             .any(|p| p.summary.engine_ttft_delta.is_some());
         let mut w = ::csv::Writer::from_writer(Vec::new());
-        let template = flat_keys(&Default::default(), with_engine);
+        // Every point's keys: the summary's, then each measurement figure in order of
+        // first appearance, so points with different measurements share one header.
+        let rows: Vec<Vec<(String, Value)>> = run
+            .points
+            .iter()
+            .map(|p| flat_keys(p, with_engine))
+            .collect();
+        let mut keys: Vec<&str> = Vec::new();
+        for row in &rows {
+            for (k, _) in row {
+                if !keys.contains(&k.as_str()) {
+                    keys.push(k);
+                }
+            }
+        }
         let mut header = vec!["point", "mode", "value", "burstiness"];
-        header.extend(template.iter().map(|(k, _)| k.as_str()));
+        header.extend(keys.iter().copied());
         header.push("failed_by_reason");
         w.write_record(&header).map_err(|e| err(e.to_string()))?;
-        for (i, p) in run.points.iter().enumerate() {
+        for (i, (p, flat)) in run.points.iter().zip(&rows).enumerate() {
             let burstiness = match p.point {
                 LoadPoint::Rate { burstiness, .. } => burstiness.to_string(),
                 _ => String::new(),
@@ -80,11 +93,11 @@ impl Exporter for SummaryCsvExporter {
                 p.point.value().to_string(),
                 burstiness,
             ];
-            row.extend(
-                flat_keys(&p.summary, with_engine)
-                    .iter()
-                    .map(|(_, v)| cell(v)),
-            );
+            row.extend(keys.iter().map(|k| {
+                flat.iter()
+                    .find(|(n, _)| n == k)
+                    .map_or_else(String::new, |(_, v)| cell(v))
+            }));
             let by_reason: Vec<String> = p
                 .summary
                 .failed_by_reason
@@ -120,7 +133,6 @@ impl Exporter for RequestsCsvExporter {
                 opt(m.ttft_ms),
                 opt(m.tpot_ms),
                 opt(m.e2el_ms),
-                opt(m.itl_per_request_ms),
                 opt(m.engine_ttft_ms),
                 r.error.as_deref().map(first_line).unwrap_or("").to_string(),
             ])
@@ -181,6 +193,11 @@ mod tests {
         assert_eq!(col(1, "value"), "4");
         assert_eq!(col(1, "mean_engine_ttft_delta_ms"), "");
         assert_eq!(col(1, "failed_by_reason"), "");
+        // Measurement figures: a column each, empty where a point has none.
+        assert_eq!(col(0, "harness_us_per_step"), "10");
+        assert_eq!(col(1, "harness_us_per_step"), "");
+        assert_eq!(col(0, "rounds"), "2");
+        assert!(header.contains(&"output_throughput_ci95_high".to_string()));
     }
 
     #[test]
@@ -191,12 +208,12 @@ mod tests {
         assert_eq!(
             lines[0],
             "id,point,prompt_tokens,output_tokens,finish_reason,ttft_ms,tpot_ms,e2el_ms,\
-             itl_per_request_ms,engine_ttft_ms,error"
+             engine_ttft_ms,error"
         );
-        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,25,99.5,");
-        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,50,,");
-        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,,no token within 0.5 s");
-        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,10,,");
+        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,99.5,");
+        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,,");
+        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,no token within 0.5 s");
+        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,,");
         assert_eq!(lines.len(), 5);
     }
 

@@ -2,7 +2,7 @@
 //! vLLM-style flat keys. With exactly one point, its keys are repeated at the top level,
 //! so `summary.json["output_throughput"]` works as with `vllm bench` output.
 
-use super::{flat_keys, Exporter, ReportError, RunResult, INSTRUMENT_BANNER};
+use super::{flat_keys, measure_definitions, Exporter, ReportError, RunResult, INSTRUMENT_BANNER};
 use crate::metrics::{reason_name, Summary, DEFINITIONS};
 use crate::trace::RequestTrace;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -106,11 +106,19 @@ fn point_keys(run: &RunResult, i: usize) -> Vec<(String, Node)> {
     }
     let s = &p.summary;
     kv.extend(
-        flat_keys(s, s.engine_ttft_delta.is_some())
+        flat_keys(p, s.engine_ttft_delta.is_some())
             .into_iter()
             .map(|(k, v)| (k, Node::Value(v))),
     );
     kv.extend(failure_keys(s));
+    // Each measurement in full (its figures are flat above), by name.
+    let measures = p
+        .measures
+        .0
+        .iter()
+        .map(|r| (r.name.clone(), val(r.detail.clone())))
+        .collect();
+    kv.push(("measures".into(), Node::Object(measures)));
     kv
 }
 
@@ -119,24 +127,28 @@ fn document(run: &RunResult) -> Node {
         "harness".into(),
         val(json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")})),
     )];
-    top.push(("instrument".into(), val(run.instrument)));
-    if run.instrument {
+    top.push(("instrument".into(), val(run.instrument())));
+    if run.instrument() {
         top.push(("instrument_note".into(), val(INSTRUMENT_BANNER)));
     }
-    top.push(("meta".into(), val(run.meta.clone())));
+    top.push((
+        "meta".into(),
+        val(serde_json::to_value(&run.meta).unwrap_or(Value::Null)),
+    ));
     top.push((
         "slo".into(),
-        val(serde_json::to_value(run.slo).unwrap_or(Value::Null)),
+        val(serde_json::to_value(run.slo()).unwrap_or(Value::Null)),
     ));
-    top.push((
-        "definitions".into(),
-        Node::Object(
-            DEFINITIONS
-                .iter()
-                .map(|(k, v)| (k.to_string(), val(*v)))
-                .collect(),
-        ),
-    ));
+    let mut definitions: Vec<(String, Node)> = DEFINITIONS
+        .iter()
+        .map(|(k, v)| (k.to_string(), val(*v)))
+        .collect();
+    definitions.extend(
+        measure_definitions(run)
+            .into_iter()
+            .map(|(k, v)| (k, val(v))),
+    );
+    top.push(("definitions".into(), Node::Object(definitions)));
     if run.points.len() == 1 {
         // vLLM-compatible: the one point's keys at the top level too.
         top.extend(point_keys(run, 0));
@@ -166,7 +178,7 @@ mod tests {
         let (text, v) = render(&run);
         assert!(text.ends_with("}\n"));
         assert_eq!(v["harness"]["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(v["meta"]["engine"]["name"], "calibration");
+        assert_eq!(v["meta"]["engine"]["name"], "vllm");
         assert_eq!(v["instrument"], false);
         assert!(v.get("instrument_note").is_none());
         assert_eq!(v["slo"]["ttft_ms"], 150.0);
@@ -192,7 +204,13 @@ mod tests {
         assert_eq!(p0["median_tpot_ms"], s.tpot.p50.unwrap());
         assert_eq!(p0["std_itl_ms"], s.itl.std.unwrap());
         assert_eq!(p0["p99_e2el_ms"], s.e2el.p99.unwrap());
-        assert_eq!(p0["p90_itl_per_request_ms"], s.itl_per_request.p90.unwrap());
+        assert_eq!(p0["harness_us_per_step"], 10.0);
+        assert_eq!(p0["measures"]["harness_cost"]["steps"], 10);
+        assert_eq!(
+            v["definitions"]["harness_cost"].as_str(),
+            Some(<crate::driver::HarnessCost as crate::metrics::measure::Measure>::DEFINITION)
+        );
+        assert_eq!(p0["rounds"], s.rounds.count);
         assert_eq!(p0["max_per_user_output_throughput_tok_s"], 40.0);
         assert_eq!(p0["mean_engine_ttft_delta_ms"], 0.5);
         assert_eq!(p0["failed_by_reason"], json!({"timeout": 1}));
@@ -208,7 +226,7 @@ mod tests {
         assert_eq!(p1["failures"], json!([]));
         // Key order is kept: metadata first, points last.
         assert!(text.find("\"harness\"").unwrap() < text.find("\"definitions\"").unwrap());
-        assert!(text.find("\"definitions\"").unwrap() < text.find("\"points\"").unwrap());
+        assert!(text.find("\"definitions\"").unwrap() < text.find("\n  \"points\"").unwrap());
     }
 
     #[test]

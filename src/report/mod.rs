@@ -1,17 +1,21 @@
-//! Reports: render summaries; no measuring.
+//! Reports: render results; no measuring.
 //!
 //! One file per format, hyperfine-style: each [`Exporter`] renders a whole
 //! [`RunResult`] to bytes, and [`write_all`] writes them atomically. The terminal
 //! table is [`table()`]. Flat keys follow vLLM's `vllm bench` JSON names
-//! ([`flat_keys`]), so scripts written for vLLM's output read ours.
+//! ([`flat_keys`]), so scripts written for vLLM's output read ours. A result directory
+//! reads back as a typed [`RunResult`] with [`RunResult::load`] (`harness report`, and
+//! later `plot` and `compare`).
 
 pub mod csv;
 pub mod json;
+pub mod meta;
 pub mod table;
 
 use crate::driver::LoadPoint;
-use crate::metrics::{Distribution, Slo, Summary};
-use crate::trace::RequestTrace;
+use crate::metrics::measure::Measures;
+use crate::metrics::{self, Distribution, Estimate, Slo, Summary};
+use crate::trace::{self, RequestTrace, TraceError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::csv::{RequestsCsvExporter, SummaryCsvExporter};
 pub use self::json::JsonExporter;
+pub use self::meta::{RunMeta, RunStatus, RUN_FILE};
 pub use self::table::table;
 
 /// The label every output of the calibration engine carries.
@@ -29,19 +34,104 @@ pub const INSTRUMENT_BANNER: &str = "CALIBRATION INSTRUMENT — measures the har
 pub struct PointResult {
     pub point: LoadPoint,
     pub summary: Summary,
+    /// Measurements beside the trace (see [`crate::metrics::measure`]).
+    #[serde(default)]
+    pub measures: Measures,
 }
 
 /// Everything a run produced, ready to render. `points[i]` holds the requests whose
 /// `RequestTrace::point` is `i`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
-    /// Run metadata built by the orchestrator: versions, engine info, model, config,
-    /// host, CPU/GPU, start time, command line.
-    pub meta: Value,
-    /// The engine is a test instrument (the calibration engine): every output says so.
-    pub instrument: bool,
+    pub meta: RunMeta,
     pub points: Vec<PointResult>,
-    pub slo: Slo,
+}
+
+impl RunResult {
+    /// The engine is a test instrument (the calibration engine): every output says so.
+    pub fn instrument(&self) -> bool {
+        self.meta.engine.instrument
+    }
+
+    pub fn slo(&self) -> &Slo {
+        &self.meta.slo
+    }
+
+    /// Summaries of `meta.points` from the records (grouped by point index), with each
+    /// point's stored measurements. Points run in order, so those with records (or
+    /// measurements) are a prefix: an interrupted sweep stops early.
+    pub fn from_records(meta: RunMeta, records: &[RequestTrace]) -> RunResult {
+        let ran = records
+            .iter()
+            .map(|r| r.point as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(meta.measures.len())
+            .min(meta.points.len());
+        let points = meta.points[..ran]
+            .iter()
+            .enumerate()
+            .map(|(i, &point)| {
+                let recs: Vec<RequestTrace> = records
+                    .iter()
+                    .filter(|r| r.point as usize == i)
+                    .cloned()
+                    .collect();
+                PointResult {
+                    point,
+                    summary: metrics::summarize(&recs, &meta.slo),
+                    measures: meta.measures.get(i).cloned().unwrap_or_default(),
+                }
+            })
+            .collect();
+        RunResult { meta, points }
+    }
+
+    /// Reads a result directory (`run.json` and `requests.jsonl`) and recomputes every
+    /// summary; `slo` replaces the run's SLOs. Errors name the file and what is wrong.
+    pub fn load(dir: &Path, slo: Option<Slo>) -> Result<(RunResult, Vec<RequestTrace>), LoadError> {
+        let path = dir.join(RUN_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| LoadError::NotAResult {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut meta: RunMeta = serde_json::from_str(&text).map_err(|e| {
+            let what = e.to_string();
+            // serde names the field: "unknown field `x`, expected one of ..." or
+            // "missing field `x`"; keep the first clause.
+            let what = what.split(", expected").next().unwrap_or(&what).to_string();
+            LoadError::Format {
+                path: path.clone(),
+                what,
+            }
+        })?;
+        if meta.format > meta::FORMAT {
+            return Err(LoadError::Format {
+                path,
+                what: format!(
+                    "format {} is newer than this harness reads ({})",
+                    meta.format,
+                    meta::FORMAT
+                ),
+            });
+        }
+        if let Some(slo) = slo {
+            meta.slo = slo;
+        }
+        let records = trace::read_requests(&dir.join(trace::REQUESTS_FILE))?;
+        Ok((RunResult::from_records(meta, &records), records))
+    }
+}
+
+/// Why a directory does not read back as a result.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: {reason}; pass a result directory written by `harness run` or `harness sweep`", .path.display())]
+    NotAResult { path: PathBuf, reason: String },
+    #[error("{}: {what}; it was written by another version of llm-harness (this one reads run.json format {}), or edited", .path.display(), meta::FORMAT)]
+    Format { path: PathBuf, what: String },
+    #[error(transparent)]
+    Trace(#[from] TraceError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +161,7 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
     ]
 }
 
-/// Writes `summary.json`, `summary.csv` and `requests.csv` into `dir`, each atomically
-/// (rendered in full, written to a temporary file, synced, renamed over the target),
-/// so a reader never sees half a file.
+/// Writes `summary.json`, `summary.csv` and `requests.csv` into `dir`, each atomically.
 pub fn write_all(dir: &Path, run: &RunResult, records: &[RequestTrace]) -> Result<(), ReportError> {
     for e in exporters() {
         let bytes = e.render(run, records)?;
@@ -82,7 +170,18 @@ pub fn write_all(dir: &Path, run: &RunResult, records: &[RequestTrace]) -> Resul
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `run.json` atomically.
+pub fn write_meta(dir: &Path, meta: &RunMeta) -> Result<(), ReportError> {
+    let mut bytes = serde_json::to_vec_pretty(meta).map_err(|e| ReportError::Render {
+        file: RUN_FILE,
+        message: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(&dir.join(RUN_FILE), &bytes)
+}
+
+/// Writes `bytes` to `path` so a reader never sees half a file: rendered in full,
+/// written to a temporary file in the same directory, synced, renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let err = |source| ReportError::Write {
         path: path.to_path_buf(),
@@ -105,14 +204,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     })
 }
 
-/// The flat keys of one summary, in output order, with vLLM's names where vLLM has
-/// the metric: `duration`, `completed`, `failed`, token totals, throughputs, and for
-/// each latency `mean_X_ms`, `median_X_ms`, `std_X_ms`, `p99_X_ms` (vLLM) plus
-/// `min_X_ms`, `max_X_ms`, `p50_X_ms`, `p90_X_ms`, `p95_X_ms` (ours).
-/// `engine_ttft_delta` keys appear only when `with_engine` is true; they are null when
-/// the summary has none. Lists (`failures`, `failed_by_reason`) are not flat and are
-/// added by the JSON exporter.
-pub fn flat_keys(s: &Summary, with_engine: bool) -> Vec<(String, Value)> {
+/// The flat keys of one point, in output order, with vLLM's names where vLLM has the
+/// metric: `duration`, `completed`, `failed`, token totals, throughputs, the round
+/// estimates (`rounds`, `output_throughput_mean` with `_ci95_low`, `_ci95_high`, `_cv`;
+/// the same suffixes on `mean_tpot_ms` and `mean_ttft_ms`), then for each latency
+/// `mean_X_ms`, `median_X_ms`, `std_X_ms`, `p99_X_ms` (vLLM) plus `min_X_ms`,
+/// `max_X_ms`, `p50_X_ms`, `p90_X_ms`, `p95_X_ms` (ours), then every figure of the
+/// point's measurements. `engine_ttft_delta` keys appear only when `with_engine` is
+/// true (null when the summary has none). Lists (`failures`, `failed_by_reason`) are
+/// not flat and are added by the JSON exporter.
+pub fn flat_keys(p: &PointResult, with_engine: bool) -> Vec<(String, Value)> {
+    let s = &p.summary;
     let mut out: Vec<(String, Value)> = vec![
         ("duration".into(), s.duration.into()),
         ("completed".into(), s.completed.into()),
@@ -127,14 +229,34 @@ pub fn flat_keys(s: &Summary, with_engine: bool) -> Vec<(String, Value)> {
             "total_token_throughput".into(),
             s.total_token_throughput.into(),
         ),
+        ("rounds".into(), s.rounds.count.into()),
+        (
+            "throughput_windows".into(),
+            s.rounds.throughput_windows.into(),
+        ),
     ];
+    let estimate = |out: &mut Vec<(String, Value)>, name: &str, e: &Estimate, mean: bool| {
+        if mean {
+            out.push((format!("{name}_mean"), e.mean.into()));
+        }
+        out.push((format!("{name}_ci95_low"), e.ci95_low.into()));
+        out.push((format!("{name}_ci95_high"), e.ci95_high.into()));
+        out.push((format!("{name}_cv"), e.cv.into()));
+    };
+    estimate(
+        &mut out,
+        "output_throughput",
+        &s.rounds.output_throughput,
+        true,
+    );
+    estimate(&mut out, "mean_tpot_ms", &s.rounds.mean_tpot_ms, false);
+    estimate(&mut out, "mean_ttft_ms", &s.rounds.mean_ttft_ms, false);
     let empty = Distribution::default();
     let mut dists: Vec<(&str, &Distribution, &str)> = vec![
         ("ttft", &s.ttft, "ms"),
         ("tpot", &s.tpot, "ms"),
         ("itl", &s.itl, "ms"),
         ("e2el", &s.e2el, "ms"),
-        ("itl_per_request", &s.itl_per_request, "ms"),
         (
             "per_user_output_throughput",
             &s.per_user_output_throughput,
@@ -163,6 +285,22 @@ pub fn flat_keys(s: &Summary, with_engine: bool) -> Vec<(String, Value)> {
             out.push((format!("{stat}_{name}_{unit}"), v.into()));
         }
     }
+    out.extend(
+        p.measures
+            .figures()
+            .map(|f| (f.key.clone(), f.value.into())),
+    );
+    out
+}
+
+/// Every measurement's `(name, definition)` across the points, first seen first.
+pub fn measure_definitions(run: &RunResult) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in run.points.iter().flat_map(|p| p.measures.0.iter()) {
+        if !out.iter().any(|(n, _)| *n == r.name) {
+            out.push((r.name.clone(), r.definition.clone()));
+        }
+    }
     out
 }
 
@@ -171,7 +309,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::clock::MonoNs;
     use crate::engine::{EngineStamps, FinishReason};
-    use crate::metrics::{parse_slo, summarize};
+    use crate::metrics::parse_slo;
 
     const MS: u64 = 1_000_000;
     const T0: u64 = 1_000_000_000;
@@ -209,41 +347,97 @@ pub(crate) mod tests {
         vec![a, b, t, c]
     }
 
+    /// Run metadata for tests: the calibration engine (or a real-looking one).
+    pub(crate) fn meta(instrument: bool) -> RunMeta {
+        use crate::driver::Sampling;
+        use crate::engine::{EngineInfo, EngineKind};
+        RunMeta {
+            format: meta::FORMAT,
+            harness: meta::HarnessMeta::this(),
+            command_line: vec!["harness".into()],
+            start_time: "2026-11-30T12:00:00+00:00".into(),
+            end_time: None,
+            status: RunStatus::Completed,
+            host: meta::HostMeta {
+                hostname: "test".into(),
+                cpu: "cpu".into(),
+                cpus: 2,
+                gpu: "none".into(),
+                governor: None,
+                loadavg_1m: None,
+            },
+            engine: EngineInfo {
+                name: if instrument { "calibration" } else { "vllm" }.into(),
+                version: "1".into(),
+                model: "none".into(),
+                dtype: "-".into(),
+                device: "host".into(),
+                kind: EngineKind::Step,
+                load_time_s: 0.0,
+                instrument,
+                metadata: Value::Null,
+            },
+            model: None,
+            tokenizer: None,
+            workload: meta::WorkloadMeta {
+                spec: crate::workload::WorkloadSpec::Synthetic {
+                    input_len: crate::workload::LengthDist::Fixed { len: 10 },
+                    output_len: crate::workload::LengthDist::Fixed { len: 16 },
+                },
+                description: "test".into(),
+            },
+            points: vec![
+                LoadPoint::Batch { batch: 2 },
+                LoadPoint::Concurrency { concurrency: 4 },
+            ],
+            slo: parse_slo("ttft=150").unwrap(),
+            driver: meta::DriverMeta {
+                warmup: vec![0, 0],
+                num_requests: vec![Some(3), Some(1)],
+                duration_s: None,
+                min_rounds: None,
+                min_duration_s: None,
+                max_duration_s: None,
+                request_timeout_s: 600.0,
+                sampling: Sampling {
+                    ignore_eos: true,
+                    temperature: 0.0,
+                    seed: Some(0),
+                    return_token_ids: false,
+                },
+                seed: 0,
+                clock: meta::CLOCK.into(),
+            },
+            config: Default::default(),
+            measures: vec![cost_measures(), Measures::default()],
+        }
+    }
+
+    /// Point 0's measurements: the harness's cost.
+    fn cost_measures() -> Measures {
+        let mut m = Measures::default();
+        m.add(&crate::driver::HarnessCost {
+            steps: 10,
+            token_events: 5,
+            tokens: 5,
+            wall_s: 0.5,
+            engine_s: 0.4,
+            idle_s: 0.0,
+            harness_s: 0.0001,
+        });
+        m
+    }
+
     pub(crate) fn run(instrument: bool) -> (RunResult, Vec<RequestTrace>) {
         let recs = records();
-        let slo = parse_slo("ttft=150").unwrap();
-        let points = [
-            LoadPoint::Batch { batch: 2 },
-            LoadPoint::Concurrency { concurrency: 4 },
-        ]
-        .into_iter()
-        .enumerate()
-        .map(|(i, point)| {
-            let mine: Vec<RequestTrace> = recs
-                .iter()
-                .filter(|r| r.point == i as u32)
-                .cloned()
-                .collect();
-            PointResult {
-                point,
-                summary: summarize(&mine, &slo),
-            }
-        })
-        .collect();
-        let run = RunResult {
-            meta: serde_json::json!({"engine": {"name": "calibration"}, "model": "none"}),
-            instrument,
-            points,
-            slo,
-        };
-        (run, recs)
+        (RunResult::from_records(meta(instrument), &recs), recs)
     }
 
     #[test]
     fn flat_keys_use_vllm_names() {
         let (run, _) = run(false);
         let s = &run.points[0].summary;
-        let keys = flat_keys(s, false);
+        let keys = flat_keys(&run.points[0], false);
         let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("completed"), Some(2.into()));
         assert_eq!(get("failed"), Some(1.into()));
@@ -260,9 +454,17 @@ pub(crate) mod tests {
         assert_eq!(get("good_requests"), Some(1.into()));
         assert_eq!(get("request_goodput"), Some(2.0.into()));
         assert_eq!(get("mean_engine_ttft_delta_ms"), None);
-        let with = flat_keys(s, true);
+        // Rounds: not a batch-mode trace here, so each request is a round; the
+        // throughput windows average to the output throughput.
+        assert_eq!(get("rounds"), Some(2.into()));
+        assert_eq!(get("output_throughput_mean"), Some(10.0.into()));
+        assert!(get("output_throughput_ci95_low").is_some_and(|v| v.is_f64()));
+        assert!(get("mean_tpot_ms_cv").is_some());
+        // The point's measurements, by their own keys.
+        assert_eq!(get("harness_us_per_step"), Some(10.0.into()));
+        let with = flat_keys(&run.points[0], true);
         assert_eq!(with.len(), keys.len() + 9);
-        let none = flat_keys(&run.points[1].summary, true);
+        let none = flat_keys(&run.points[1], true);
         let delta = none.iter().find(|(n, _)| n == "mean_engine_ttft_delta_ms");
         assert_eq!(delta.map(|(_, v)| v), Some(&Value::Null));
     }
@@ -289,5 +491,53 @@ pub(crate) mod tests {
             err.contains("cannot write") && err.contains("summary.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_written_result_loads_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, recs) = run(false);
+        write_meta(dir.path(), &run.meta).unwrap();
+        let mut w = crate::trace::TraceWriter::create(dir.path()).unwrap();
+        for r in &recs {
+            w.append(r).unwrap();
+        }
+        drop(w);
+        let (back, back_recs) = RunResult::load(dir.path(), None).unwrap();
+        assert_eq!(back, run);
+        assert_eq!(back_recs, recs);
+        // A new SLO recomputes goodput.
+        let (strict, _) = RunResult::load(dir.path(), Some(parse_slo("ttft=1").unwrap())).unwrap();
+        assert_eq!(strict.points[0].summary.good_requests, Some(0));
+    }
+
+    #[test]
+    fn unknown_missing_or_newer_fields_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |text: &str| {
+            std::fs::write(dir.path().join(RUN_FILE), text).unwrap();
+            std::fs::write(dir.path().join("requests.jsonl"), "").unwrap();
+            RunResult::load(dir.path(), None).unwrap_err().to_string()
+        };
+        let mut v = serde_json::to_value(meta(false)).unwrap();
+        v["from_the_future"] = true.into();
+        let e = err(&v.to_string());
+        assert!(
+            e.contains("run.json: unknown field `from_the_future`"),
+            "{e}"
+        );
+        assert!(!e.contains("expected one of"), "{e}");
+        let mut v = serde_json::to_value(meta(false)).unwrap();
+        v.as_object_mut().unwrap().remove("engine");
+        let e = err(&v.to_string());
+        assert!(e.contains("missing field `engine`"), "{e}");
+        let mut v = serde_json::to_value(meta(false)).unwrap();
+        v["format"] = 99.into();
+        assert!(err(&v.to_string()).contains("format 99 is newer"));
+        assert!(err("{").contains("run.json"));
+        let e = RunResult::load(&dir.path().join("nope"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pass a result directory"), "{e}");
     }
 }

@@ -1,9 +1,11 @@
 //! The terminal table: one row per load point, then a footnote stating the definitions,
 //! the throughput window, failures and (for the calibration engine) the instrument
-//! banner. Plain ASCII borders and no width detection, so CI logs stay readable and
-//! the output is the same on every terminal.
+//! banner, then the warnings: busy-machine points and noisy points, with what to do.
+//! Plain ASCII borders and no width detection, so CI logs stay readable and the output
+//! is the same on every terminal.
 
 use super::{RunResult, INSTRUMENT_BANNER};
+use crate::metrics::confidence::NOISY_CV;
 use crate::metrics::Slo;
 use comfy_table::presets::ASCII_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
@@ -19,7 +21,9 @@ const FOOTNOTE: &[&str] = &[
     "consecutive token events, pooled (one gap per event, as vLLM counts chunks).",
     "Throughput window per point: last finish - first submit (failed requests included);",
     "req/s and tok/s count completed requests only. Percentiles: linear interpolation",
-    "(numpy default). Full definitions: \"definitions\" in summary.json.",
+    "(numpy default). rounds = batches (batch mode) or completed requests; out tok/s = mean",
+    "over rounds ± 95 % CI half-width (Student t; batch mode per batch, otherwise per equal",
+    "time window). Full definitions: \"definitions\" in summary.json.",
 ];
 
 fn slo_line(slo: &Slo) -> Option<String> {
@@ -39,34 +43,69 @@ fn slo_line(slo: &Slo) -> Option<String> {
     })
 }
 
-/// Renders the run as a terminal table with its footnote.
+/// The table columns the points' measurements ask for, first seen first.
+fn measure_columns(run: &RunResult) -> Vec<(String, String)> {
+    let mut cols: Vec<(String, String)> = Vec::new();
+    for r in run.points.iter().flat_map(|p| p.measures.0.iter()) {
+        for f in &r.figures {
+            if let Some(c) = &f.column {
+                if !cols.iter().any(|(k, _)| *k == f.key) {
+                    cols.push((f.key.clone(), c.clone()));
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// Renders the run as a terminal table with its footnote and warnings.
 pub fn table(run: &RunResult) -> String {
-    let goodput = !run.slo.is_empty();
+    let goodput = !run.slo().is_empty();
+    let extra = measure_columns(run);
     let mut t = Table::new();
     t.load_preset(ASCII_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled);
-    let mut header = vec!["point", "ok/failed", "req/s", "out tok/s", "total tok/s"];
+    let mut header: Vec<String> = [
+        "point",
+        "rounds",
+        "ok/failed",
+        "req/s",
+        "out tok/s",
+        "total tok/s",
+    ]
+    .map(String::from)
+    .to_vec();
     if goodput {
-        header.push("goodput req/s");
+        header.push("goodput req/s".into());
     }
-    header.extend([
-        "TTFT mean",
-        "TTFT p50",
-        "TTFT p99",
-        "TPOT mean",
-        "TPOT p50",
-        "TPOT p99",
-        "ITL p99",
-        "E2EL p99",
-    ]);
+    header.extend(
+        [
+            "TTFT mean",
+            "TTFT p99",
+            "TPOT mean",
+            "TPOT p99",
+            "ITL p99",
+            "E2EL p99",
+        ]
+        .map(String::from),
+    );
+    header.extend(extra.iter().map(|(_, c)| c.clone()));
     t.set_header(header.clone());
     for p in &run.points {
         let s = &p.summary;
+        let r = &s.rounds;
+        let thr = if r.output_throughput.n > 0 {
+            r.output_throughput.display(2)
+        } else {
+            num(s.output_throughput)
+        };
+        let mark = if r.is_noisy() { " *" } else { "" };
         let mut row = vec![
             p.point.label(),
+            r.count.to_string(),
             format!("{}/{}", s.completed, s.failed),
             num(s.request_throughput),
-            num(s.output_throughput),
+            format!("{thr}{mark}"),
             num(s.total_token_throughput),
         ];
         if goodput {
@@ -74,14 +113,18 @@ pub fn table(run: &RunResult) -> String {
         }
         row.extend([
             num(s.ttft.mean),
-            num(s.ttft.p50),
             num(s.ttft.p99),
             num(s.tpot.mean),
-            num(s.tpot.p50),
             num(s.tpot.p99),
             num(s.itl.p99),
             num(s.e2el.p99),
         ]);
+        row.extend(extra.iter().map(|(key, _)| {
+            p.measures
+                .figures()
+                .find(|f| f.key == *key)
+                .map_or_else(|| "-".into(), |f| f.cell())
+        }));
         t.add_row(row);
     }
     for i in 1..header.len() {
@@ -91,18 +134,43 @@ pub fn table(run: &RunResult) -> String {
     }
 
     let mut out = String::new();
-    if run.instrument {
-        out.push_str(&format!("*** {INSTRUMENT_BANNER} ***\n"));
-    }
-    out.push_str(&t.to_string());
-    out.push('\n');
-    for line in FOOTNOTE {
-        out.push_str(line);
+    let mut line = |l: &str| {
+        out.push_str(l);
         out.push('\n');
+    };
+    if run.instrument() {
+        line(&format!("*** {INSTRUMENT_BANNER} ***"));
     }
-    if let Some(line) = slo_line(&run.slo) {
-        out.push_str(&line);
-        out.push('\n');
+    line(&t.to_string());
+    for l in FOOTNOTE {
+        line(l);
+    }
+    if run.points.iter().any(|p| p.summary.rounds.is_noisy()) {
+        line(&format!(
+            "* noisy: the output throughput varies by more than {:.0} % (CV) across rounds.",
+            NOISY_CV * 100.0
+        ));
+    }
+    if !extra.is_empty() {
+        let mut named: Vec<String> = Vec::new();
+        for r in run.points.iter().flat_map(|p| p.measures.0.iter()) {
+            let cols: Vec<&str> = r
+                .figures
+                .iter()
+                .filter_map(|f| f.column.as_deref())
+                .collect();
+            let entry = format!("{} ({})", cols.join(", "), r.name);
+            if !cols.is_empty() && !named.contains(&entry) {
+                named.push(entry);
+            }
+        }
+        line(&format!(
+            "Measured beside the trace (definitions in summary.json): {}.",
+            named.join("; ")
+        ));
+    }
+    if let Some(l) = slo_line(run.slo()) {
+        line(&l);
     }
     let failures: Vec<String> = run
         .points
@@ -119,8 +187,8 @@ pub fn table(run: &RunResult) -> String {
         })
         .collect();
     if !failures.is_empty() {
-        out.push_str(&format!(
-            "FAILED requests (excluded from latencies; listed in summary.json): {}\n",
+        line(&format!(
+            "FAILED requests (excluded from latencies; listed in summary.json): {}",
             failures.join("; ")
         ));
     }
@@ -138,13 +206,37 @@ pub fn table(run: &RunResult) -> String {
         })
         .collect();
     if !agreement.is_empty() {
-        out.push_str(&format!(
-            "Harness - engine first-token stamp (target p99 <= 1 ms): {}\n",
+        line(&format!(
+            "Harness - engine first-token stamp (target p99 <= 1 ms): {}",
             agreement.join("; ")
         ));
     }
-    if run.instrument {
-        out.push_str(&format!("*** {INSTRUMENT_BANNER} ***\n"));
+    for p in &run.points {
+        for w in p.measures.warnings() {
+            line(&format!("warning: {}: {w}", p.point.label()));
+        }
+    }
+    let noisy: Vec<String> = run
+        .points
+        .iter()
+        .filter(|p| p.summary.rounds.is_noisy())
+        .map(|p| {
+            format!(
+                "{} (CV {:.0} % over {} rounds)",
+                p.point.label(),
+                p.summary.rounds.output_throughput.cv.unwrap_or(0.0) * 100.0,
+                p.summary.rounds.output_throughput.n
+            )
+        })
+        .collect();
+    if !noisy.is_empty() {
+        line(&format!(
+            "Noisy points: {}; add rounds (--min-rounds, --min-duration) or run on a quieter machine.",
+            noisy.join(", ")
+        ));
+    }
+    if run.instrument() {
+        line(&format!("*** {INSTRUMENT_BANNER} ***"));
     }
     out
 }
@@ -154,38 +246,96 @@ mod tests {
     use super::*;
     use crate::report::tests::run;
 
+    fn cells(t: &str, label: &str) -> Vec<String> {
+        let row = t.lines().find(|l| l.contains(label)).unwrap();
+        row.split('|').map(|c| c.trim().to_string()).collect()
+    }
+
     #[test]
     fn rows_and_footnote() {
         let (run, _) = run(false);
         let t = table(&run);
         assert!(!t.contains(INSTRUMENT_BANNER));
-        let lines: Vec<&str> = t.lines().collect();
-        let row = lines.iter().find(|l| l.contains("batch=2")).unwrap();
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        // | batch=2 | 2/1 | 4.00 | 10.00 | 50.00 | 2.00 | TTFT 150.00 150.00 ...
+        // | batch=2 | rounds | ok/failed | req/s | out tok/s | total | goodput | TTFT mean ...
+        let c = cells(&t, "batch=2");
+        let s = &run.points[0].summary;
+        // Two throughput windows of 16 and 4 tok/s: mean 10, CV 85 %, so marked noisy.
+        let thr = format!("{} *", s.rounds.output_throughput.display(2));
         assert_eq!(
-            &cells[1..9],
-            ["batch=2", "2/1", "4.00", "10.00", "50.00", "2.00", "150.00", "150.00"]
+            &c[1..9],
+            [
+                "batch=2",
+                "2",
+                "2/1",
+                "4.00",
+                thr.as_str(),
+                "50.00",
+                "2.00",
+                "150.00"
+            ]
         );
-        assert!(lines
-            .iter()
-            .any(|l| l.contains("concurrency=4") && l.contains("1/0")));
-        assert!(lines[0].starts_with('+') && t.is_ascii(), "{t}");
-        assert!(t.contains("goodput req/s"));
+        assert!(thr.starts_with("10.00 ± "), "{thr}");
+        // The measurement column: point 0 has the harness's cost, point 1 none.
+        assert!(t.contains("harness us/step"));
+        assert_eq!(c[c.len() - 3], "10.0");
+        let c1 = cells(&t, "concurrency=4");
+        assert_eq!((c1[3].as_str(), c1[c1.len() - 3].as_str()), ("1/0", "-"));
+        assert!(t.lines().next().unwrap().starts_with('+'));
         assert!(t.contains("ttft = first token event - submit"));
         assert!(t.contains("Throughput window per point: last finish - first submit"));
+        assert!(t.contains("Measured beside the trace") && t.contains("(harness_cost)"));
         assert!(t.contains("Goodput SLO: ttft <= 150 ms"));
         assert!(t.contains("FAILED requests"));
         assert!(t.contains("batch=2: timeout 1"));
         assert!(t.contains("batch=2: p99 0.50 ms over 1"));
-        // Deterministic.
-        assert_eq!(t, table(&run));
+    }
+
+    #[test]
+    fn noisy_points_are_marked_and_named() {
+        let (mut run, _) = run(false);
+        let r = &mut run.points[0].summary.rounds;
+        r.output_throughput = crate::metrics::Estimate::of(&[8.0, 12.0, 10.0]);
+        let quiet = &mut run.points[1].summary.rounds;
+        quiet.output_throughput = crate::metrics::Estimate::of(&[10.0, 10.1, 9.9]);
+        let t = table(&run);
+        assert!(cells(&t, "batch=2")[5].ends_with(" *"), "{t}");
+        assert!(!cells(&t, "concurrency=4")[5].ends_with('*'), "{t}");
+        assert!(t.contains("* noisy: the output throughput varies by more than 10 %"));
+        let last = t
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("Noisy points"))
+            .unwrap();
+        assert!(
+            last.contains("batch=2 (CV 20 % over 3 rounds)") && !last.contains("concurrency"),
+            "{last}"
+        );
+        assert!(last.contains("--min-rounds"));
+    }
+
+    #[test]
+    fn busy_machine_warning() {
+        let (mut run, _) = run(false);
+        run.points[1].measures.add(&crate::host::HostLoad {
+            wall_s: 1.0,
+            cpus: 2,
+            other_cpu_s: 0.8,
+            other_share: 0.4,
+            loadavg_1m_end: Some(2.5),
+            ..Default::default()
+        });
+        let t = table(&run);
+        assert!(t.contains("others CPU%"));
+        assert!(
+            t.contains("warning: concurrency=4: other processes took 40 % of the machine's CPU (load average 2.50)"),
+            "{t}"
+        );
     }
 
     #[test]
     fn instrument_banner_and_no_slo() {
         let (mut run, _) = run(true);
-        run.slo = Slo::default();
+        run.meta.slo = Slo::default();
         run.points.remove(0);
         let t = table(&run);
         assert!(t.starts_with(&format!("*** {INSTRUMENT_BANNER} ***\n")));

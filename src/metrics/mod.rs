@@ -2,12 +2,20 @@
 //!
 //! Every metric is defined once, in [`DEFINITIONS`], and that text is what the reports
 //! print, so the output always states how each number was computed. Names follow
-//! vLLM's `vllm bench` (`ttft`, `tpot`, `itl`, `e2el`); `itl_per_request` is AIPerf /
-//! GenAI-Perf's "ITL"; `per_user_output_throughput` and `engine_ttft_delta` are ours.
+//! vLLM's `vllm bench` (`ttft`, `tpot`, `itl`, `e2el`); AIPerf / GenAI-Perf's "ITL",
+//! (last − first token) / (n − 1), is `tpot` here (the same figure, one name);
+//! `per_user_output_throughput`, `engine_ttft_delta` and the round estimates
+//! ([`confidence`]) are ours. Per-point measurements that do not come from the trace
+//! (the harness's own cost, the machine's load) are [`measure::Measure`]s.
 //!
 //! Only successful requests ([`RequestTrace::is_success`]) enter latency distributions
 //! and token totals. Every other request (error, timeout, abort, or never finished) is
 //! counted by reason and listed in [`Summary::failures`]; none is dropped silently.
+
+pub mod confidence;
+pub mod measure;
+
+pub use confidence::Estimate;
 
 use crate::engine::{FinishReason, RequestId};
 use crate::trace::RequestTrace;
@@ -29,19 +37,15 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
     (
         "tpot",
         "time per output token: (e2el - ttft) / (output_tokens - 1), per request with \
-         >= 2 output tokens; 1-token requests are excluded, as in vLLM (ms)",
+         >= 2 output tokens; 1-token requests are excluded, as in vLLM; equal to \
+         AIPerf/GenAI-Perf's ITL ((last - first token event) / (output_tokens - 1)) \
+         because e2el ends at the last token event (ms)",
     ),
     (
         "itl",
         "inter-token latency: every gap between consecutive token events, pooled over \
          successful requests (vLLM/SGLang ITL); one gap per event, so an event carrying \
          k > 1 tokens counts as one chunk, as vLLM counts streamed chunks (ms)",
-    ),
-    (
-        "itl_per_request",
-        "(last token event - first token event) / (output_tokens - 1), per request with \
-         >= 2 output tokens (AIPerf/GenAI-Perf ITL); equal to tpot here because e2el ends \
-         at the last token event (ms)",
     ),
     (
         "per_user_output_throughput",
@@ -80,6 +84,31 @@ pub const DEFINITIONS: &[(&str, &str)] = &[
         "engine_ttft_delta",
         "harness first token stamp - engine's own first token stamp, per successful \
          request that carries one (ms); measures the harness's stamping lag, target p99 <= 1 ms",
+    ),
+    (
+        "rounds",
+        "the samples of a point: in batch mode each batch is a round, in the other modes \
+         each request; a point runs until --min-rounds and --min-duration are both met \
+         (or --max-duration), unless --num-requests or --duration fix it",
+    ),
+    (
+        "output_throughput_mean",
+        "mean output throughput over rounds with a 95 % Student-t confidence interval \
+         (ci95 = mean ± t(0.975, n-1) × s / √n) and its coefficient of variation \
+         (cv = s / mean, s the sample std); batch mode: per batch, its output tokens / \
+         (its last finish - its first submit); other modes: per equal time window of the \
+         point's span (W = floor(sqrt(completed)) windows, 2 to 30), output tokens stamped \
+         in the window / window length, so the mean equals output_throughput. \
+         A CV above 10 % marks the point noisy",
+    ),
+    (
+        "mean_tpot_rounds",
+        "mean TPOT over rounds (batch: the batch's mean TPOT; other modes: each request's \
+         TPOT) with its 95 % confidence interval and CV, as output_throughput_mean (ms)",
+    ),
+    (
+        "mean_ttft_rounds",
+        "mean TTFT over rounds, as mean_tpot_rounds (ms)",
     ),
     (
         "statistics",
@@ -293,11 +322,33 @@ pub struct Summary {
     pub ttft: Distribution,
     pub tpot: Distribution,
     pub itl: Distribution,
-    pub itl_per_request: Distribution,
     pub e2el: Distribution,
     pub per_user_output_throughput: Distribution,
     /// `None` when no successful request carries an engine first-token stamp.
     pub engine_ttft_delta: Option<Distribution>,
+    /// The point's rounds and how sure its main figures are.
+    #[serde(default)]
+    pub rounds: Rounds,
+}
+
+/// The rounds of a point and the estimates over them. See [`DEFINITIONS`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rounds {
+    /// Rounds with a completed request (batches, or completed requests).
+    pub count: usize,
+    /// Equal time windows the throughput was sampled over (`None` in batch mode,
+    /// where each batch is a sample).
+    pub throughput_windows: Option<usize>,
+    pub output_throughput: Estimate,
+    pub mean_tpot_ms: Estimate,
+    pub mean_ttft_ms: Estimate,
+}
+
+impl Rounds {
+    /// Throughput's CV is above [`confidence::NOISY_CV`].
+    pub fn is_noisy(&self) -> bool {
+        self.output_throughput.is_noisy()
+    }
 }
 
 /// One request's own metrics (a row of `requests.csv`); computed for any request,
@@ -308,8 +359,6 @@ pub struct RequestMetrics {
     pub e2el_ms: Option<f64>,
     /// `None` below 2 output tokens.
     pub tpot_ms: Option<f64>,
-    /// `None` below 2 output tokens.
-    pub itl_per_request_ms: Option<f64>,
     pub output_tokens: u64,
     /// The engine's own first-token stamp − submit, when the engine reports one.
     pub engine_ttft_ms: Option<f64>,
@@ -341,7 +390,6 @@ pub fn per_request(r: &RequestTrace) -> RequestMetrics {
         ttft_ms: first.map(ns_to_ms),
         e2el_ms: last.map(ns_to_ms),
         tpot_ms: per_token,
-        itl_per_request_ms: per_token,
         output_tokens: n,
         engine_ttft_ms,
     }
@@ -355,8 +403,7 @@ fn rate(x: f64, duration: Option<f64>) -> Option<f64> {
 /// Summarizes the requests of one load point (warmup excluded by the caller).
 pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     let mut s = Summary::default();
-    let (mut ttft, mut tpot, mut itl, mut itl_req, mut e2el, mut per_user, mut delta) = (
-        Vec::new(),
+    let (mut ttft, mut tpot, mut itl, mut e2el, mut per_user, mut delta) = (
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -392,7 +439,6 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         ttft.extend(m.ttft_ms);
         e2el.extend(m.e2el_ms);
         tpot.extend(m.tpot_ms);
-        itl_req.extend(m.itl_per_request_ms);
         if let Some(t) = m.tpot_ms.filter(|&t| t > 0.0) {
             per_user.push(1e3 / t);
         }
@@ -429,11 +475,85 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s.ttft = distribution(&mut ttft);
     s.tpot = distribution(&mut tpot);
     s.itl = distribution(&mut itl);
-    s.itl_per_request = distribution(&mut itl_req);
     s.e2el = distribution(&mut e2el);
     s.per_user_output_throughput = distribution(&mut per_user);
     s.engine_ttft_delta = (!delta.is_empty()).then(|| distribution(&mut delta));
+    s.rounds = rounds(records, s.duration.and(first_submit));
     s
+}
+
+/// The point's rounds and the estimates over them (see [`DEFINITIONS`]).
+/// `span_start` is the first submit of the point (None: no window).
+fn rounds(records: &[RequestTrace], span_start: Option<u64>) -> Rounds {
+    let ok: Vec<&RequestTrace> = records.iter().filter(|r| r.is_success()).collect();
+    if ok.is_empty() {
+        return Rounds::default();
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    if ok.iter().all(|r| r.round.is_some()) {
+        // Batch mode: one sample per batch.
+        let mut by_round: BTreeMap<u32, Vec<&RequestTrace>> = BTreeMap::new();
+        for r in &ok {
+            by_round.entry(r.round.unwrap_or(0)).or_default().push(r);
+        }
+        let (mut thr, mut tpot, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
+        for reqs in by_round.values() {
+            let start = reqs.iter().map(|r| r.submit_ns.0).min().unwrap_or(0);
+            let end = reqs
+                .iter()
+                .filter_map(|r| r.finish_ns.map(|f| f.0))
+                .max()
+                .unwrap_or(0);
+            let tokens: u64 = reqs.iter().map(|r| r.output_tokens()).sum();
+            if end > start {
+                thr.push(tokens as f64 / ((end - start) as f64 / 1e9));
+            }
+            let m: Vec<RequestMetrics> = reqs.iter().map(|r| per_request(r)).collect();
+            let tp: Vec<f64> = m.iter().filter_map(|m| m.tpot_ms).collect();
+            let tt: Vec<f64> = m.iter().filter_map(|m| m.ttft_ms).collect();
+            tpot.extend(mean(&tp));
+            ttft.extend(mean(&tt));
+        }
+        return Rounds {
+            count: by_round.len(),
+            throughput_windows: None,
+            output_throughput: Estimate::of(&thr),
+            mean_tpot_ms: Estimate::of(&tpot),
+            mean_ttft_ms: Estimate::of(&ttft),
+        };
+    }
+    // Other modes: each request is a round for TTFT and TPOT; throughput is sampled
+    // over equal windows of the span, by the stamp of each token event.
+    let m: Vec<RequestMetrics> = ok.iter().map(|r| per_request(r)).collect();
+    let tpot: Vec<f64> = m.iter().filter_map(|m| m.tpot_ms).collect();
+    let ttft: Vec<f64> = m.iter().filter_map(|m| m.ttft_ms).collect();
+    let end = records
+        .iter()
+        .filter_map(|r| r.finish_ns.map(|f| f.0))
+        .max();
+    let mut thr = Vec::new();
+    let mut windows = None;
+    if let (Some(start), Some(end)) = (span_start, end) {
+        let w = ((ok.len() as f64).sqrt().floor() as usize).clamp(2, 30);
+        let len = (end - start) as f64 / w as f64;
+        let mut tokens = vec![0u64; w];
+        for r in &ok {
+            for (i, &off) in r.token_ns.iter().enumerate() {
+                let at = (r.submit_ns.0 + off).saturating_sub(start) as f64;
+                let k = ((at / len) as usize).min(w - 1);
+                tokens[k] += u64::from(r.count_at(i));
+            }
+        }
+        thr = tokens.iter().map(|&t| t as f64 / (len / 1e9)).collect();
+        windows = Some(w);
+    }
+    Rounds {
+        count: ok.len(),
+        throughput_windows: windows,
+        output_throughput: Estimate::of(&thr),
+        mean_tpot_ms: Estimate::of(&tpot),
+        mean_ttft_ms: Estimate::of(&ttft),
+    }
 }
 
 #[cfg(test)]
@@ -530,14 +650,14 @@ mod tests {
         );
         assert!(close(e.p90, 262.0)); // 190 + 0.8 * 90
 
-        // tpot [50/2, 80/4, 40/1] = [25, 20, 40]; itl_per_request is the same here.
+        // tpot [50/2, 80/4, 40/1] = [25, 20, 40]: (e2el - ttft) / (n - 1), which is also
+        // (last - first token) / (n - 1), AIPerf's ITL, by hand from the offsets above.
         assert_eq!(s.tpot.count, 3);
         assert_eq!(s.tpot.mean, Some(85.0 / 3.0));
         assert_eq!(
             (s.tpot.min, s.tpot.p50, s.tpot.max),
             (Some(20.0), Some(25.0), Some(40.0))
         );
-        assert_eq!(s.itl_per_request, s.tpot);
 
         // itl, pooled: [20, 30] + [10, 40, 10, 20] + [40]
         let i = &s.itl;
@@ -568,7 +688,6 @@ mod tests {
                 ttft_ms: Some(100.0),
                 e2el_ms: Some(150.0),
                 tpot_ms: Some(25.0),
-                itl_per_request_ms: Some(25.0),
                 output_tokens: 3,
                 engine_ttft_ms: Some(99.5),
             }
@@ -590,11 +709,10 @@ mod tests {
         assert_eq!(s.e2el.mean, Some(50.0));
         assert_eq!(s.tpot, Distribution::default());
         assert_eq!(s.itl, Distribution::default());
-        assert_eq!(s.itl_per_request, Distribution::default());
         assert_eq!(s.per_user_output_throughput.count, 0);
         assert_eq!(s.engine_ttft_delta, None);
         let m = per_request(&rs[0]);
-        assert_eq!((m.tpot_ms, m.itl_per_request_ms), (None, None));
+        assert_eq!(m.tpot_ms, None);
         assert_eq!(s.output_throughput, Some(20.0)); // 2 tokens / 0.1 s
     }
 
@@ -798,13 +916,56 @@ mod tests {
     }
 
     #[test]
+    fn batch_rounds_are_samples() {
+        let ok = Some(FinishReason::Length);
+        let mut rs = vec![
+            req(0, 5, 0, &[100, 200], Some(200), ok),
+            req(1, 5, 0, &[100, 300], Some(300), ok),
+            req(2, 5, 400, &[100, 200], Some(600), ok),
+            req(3, 5, 400, &[100, 200], Some(600), ok),
+        ];
+        for (i, r) in rs.iter_mut().enumerate() {
+            r.round = Some(i as u32 / 2);
+        }
+        let r = summarize(&rs, &Slo::default()).rounds;
+        assert_eq!((r.count, r.throughput_windows), (2, None));
+        // Round 0: 4 tokens over 0.3 s; round 1: 4 tokens over 0.2 s.
+        let t = &r.output_throughput;
+        assert_eq!(t.n, 2);
+        assert!(close(t.mean, (4.0 / 0.3 + 20.0) / 2.0));
+        // Mean TPOT per batch: (100 + 200) / 2 and 100; TTFT 100 in both.
+        assert!(close(r.mean_tpot_ms.mean, 125.0));
+        assert!(close(r.mean_ttft_ms.mean, 100.0));
+        assert_eq!(r.mean_ttft_ms.ci95_half_width, Some(0.0));
+        assert!(r.output_throughput.ci95_half_width.unwrap() > 0.0);
+    }
+
+    #[test]
+    fn time_windows_average_to_the_output_throughput() {
+        let s = summarize(&three(), &Slo::default());
+        let r = &s.rounds;
+        // 3 requests: floor(sqrt 3) = 1, clamped to 2 windows over [0, 500] ms.
+        assert_eq!((r.count, r.throughput_windows), (3, Some(2)));
+        // r0 tokens at 100, 120, 150; r1 at 210, 220, 260, 270, 290; r2 at 170, 210.
+        // [0, 250): 3 + 2 + 2 = 7 tokens; [250, 500): 3 tokens; 0.25 s windows.
+        assert!(close(
+            r.output_throughput.mean,
+            s.output_throughput.unwrap()
+        ));
+        let h = r.output_throughput.ci95_half_width.unwrap();
+        // s = |28 - 12| / √2, half = 12.706 × s / √2 = 12.706 × 8.
+        assert!((h - 12.706 * 8.0).abs() < 0.01, "{h}");
+        assert_eq!(r.mean_tpot_ms.n, 3);
+        assert!(close(r.mean_tpot_ms.mean, 85.0 / 3.0));
+    }
+
+    #[test]
     fn every_summary_metric_is_defined() {
         for name in [
             "ttft",
             "e2el",
             "tpot",
             "itl",
-            "itl_per_request",
             "per_user_output_throughput",
             "duration",
             "completed",
@@ -814,6 +975,10 @@ mod tests {
             "total_token_throughput",
             "request_goodput",
             "engine_ttft_delta",
+            "rounds",
+            "output_throughput_mean",
+            "mean_tpot_rounds",
+            "mean_ttft_rounds",
             "statistics",
         ] {
             assert!(definition(name).is_some(), "{name}");

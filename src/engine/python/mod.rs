@@ -12,9 +12,14 @@
 //! becomes an [`EngineError`] carrying the formatted traceback; the adapters'
 //! `UsageError` becomes a usage error (exit code 2).
 
+pub mod hf;
+pub mod test_adapter;
+pub mod vllm;
+
+use super::venv::{default_venv, Requirement, Venv};
 use super::{
-    registry::Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind,
-    EngineStamps, Finish, FinishReason, GenRequest, RequestId, TokenEvent,
+    Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, EngineStamps, Finish,
+    FinishReason, GenRequest, RequestId, TokenEvent,
 };
 use crate::clock::MonoNs;
 use pyo3::exceptions::{PyImportError, PyKeyboardInterrupt};
@@ -22,145 +27,69 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTraceback};
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The shared helpers every adapter imports as `harness_bridge`.
-const BRIDGE: &str = include_str!("../../engines/harness_bridge.py");
+const BRIDGE: &str = include_str!("../../../engines/harness_bridge.py");
 
-/// Adapter source, module name, and the package the venv must hold (None: stdlib only).
-struct Adapter {
-    engine: &'static str,
-    source: &'static str,
-    module: &'static str,
-    package: Option<&'static str>,
+/// `pythonX.Y` of the interpreter this binary embeds (from pyo3's build config), so
+/// envs are checked without starting Python.
+const EMBEDDED_PYTHON: &str = env!("HARNESS_PYTHON");
+
+/// One Python engine: its adapter (compiled in) and the env it runs in. Each engine's
+/// module declares one and builds its [`EngineSpec`](super::EngineSpec) from it.
+pub struct Adapter {
+    pub engine: &'static str,
+    /// `engines/FILE.py`, compiled in with `include_str!`.
+    pub source: &'static str,
+    /// The module name, `harness_engine_<file stem>` (the rule scripts/check_adapters.py uses).
+    pub module: &'static str,
+    pub requires: Requirement,
+    /// Without `--python-env` and without its env, run on the embedded interpreter as
+    /// is (the stdlib-only test adapter).
+    pub env_optional: bool,
 }
 
-const ADAPTERS: &[Adapter] = &[
-    Adapter {
-        engine: "vllm",
-        source: include_str!("../../engines/vllm.py"),
-        module: "harness_engine_vllm",
-        package: Some("vllm"),
-    },
-    Adapter {
-        engine: "hf",
-        source: include_str!("../../engines/hf.py"),
-        module: "harness_engine_hf",
-        package: Some("transformers"),
-    },
-    Adapter {
-        engine: "python-test",
-        source: include_str!("../../engines/test_adapter.py"),
-        module: "harness_engine_test",
-        package: None,
-    },
-];
-
-/// The cache directory scripts/setup.sh installs into.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("LLM_HARNESS_CACHE") {
-        return PathBuf::from(d);
+impl Adapter {
+    /// The venv to use, or None to run on the embedded interpreter as is.
+    fn resolve_env(&self, config: &EngineConfig) -> Result<Option<Venv>, String> {
+        let root = match &config.python_env {
+            Some(e) => e.clone(),
+            None => default_venv(self.requires.env),
+        };
+        if config.python_env.is_none() && self.env_optional && !root.exists() {
+            return Ok(None);
+        }
+        Venv::check(&root, EMBEDDED_PYTHON, &self.requires).map(Some)
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".cache").join("llm-harness")
-}
 
-/// The venv scripts/setup.sh makes for Python engines (vLLM and HF share one).
-pub fn default_env() -> PathBuf {
-    cache_dir().join("venvs").join("vllm")
-}
-
-fn adapter(engine: &str) -> Result<&'static Adapter, EngineError> {
-    ADAPTERS
-        .iter()
-        .find(|a| a.engine == engine)
-        .ok_or_else(|| EngineError::Usage(format!("no Python adapter named {engine}")))
-}
-
-/// `lib/pythonX.Y/site-packages` of a venv, for the interpreter this binary embeds.
-fn site_packages(env: &Path) -> Result<PathBuf, String> {
-    let (major, minor) = Python::attach(|py| {
-        let v = py.version_info();
-        (v.major, v.minor)
-    });
-    let sp = env
-        .join("lib")
-        .join(format!("python{major}.{minor}"))
-        .join("site-packages");
-    if sp.is_dir() {
-        return Ok(sp);
-    }
-    let found: Vec<String> = std::fs::read_dir(env.join("lib"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    Err(if found.is_empty() {
-        format!("--python-env {}: not a Python venv (no lib/python*/site-packages); run scripts/setup.sh or pass a venv", env.display())
-    } else {
-        format!(
-            "--python-env {}: made for {} but this harness embeds python{major}.{minor}; re-create it with scripts/setup.sh",
-            env.display(),
-            found.join(", ")
-        )
-    })
-}
-
-/// A checked venv: its root and the site-packages for the embedded interpreter.
-struct Venv {
-    root: PathBuf,
-    site_packages: PathBuf,
-}
-
-/// The venv to use for `engine`, or None to run on the embedded interpreter as is.
-fn resolve_env(a: &Adapter, config: &EngineConfig) -> Result<Option<Venv>, String> {
-    let env = match (&config.python_env, a.package) {
-        (Some(e), _) => e.clone(),
-        (None, None) if !default_env().exists() => return Ok(None),
-        (None, _) => default_env(),
-    };
-    if !env.join("bin").join("python").exists() {
-        return Err(format!(
-            "no Python env for {} at {}: run scripts/setup.sh (it makes {}) or pass --python-env DIR",
-            a.engine,
-            env.display(),
-            default_env().display()
-        ));
-    }
-    let sp = site_packages(&env)?;
-    if let Some(pkg) = a.package {
-        if !sp.join(pkg).is_dir() {
-            return Err(format!(
-                "--python-env {}: has no '{pkg}' package; run scripts/setup.sh or pass the venv that has it",
-                env.display()
-            ));
+    pub fn availability(&self, config: &EngineConfig) -> Availability {
+        match self.resolve_env(config) {
+            Ok(Some(env)) => Availability::usable(
+                format!("python env {}", env.root.display()),
+                env.version(self.requires.distributions),
+            ),
+            Ok(None) => {
+                Availability::usable(format!("embedded {EMBEDDED_PYTHON} (stdlib only)"), None)
+            }
+            Err(why) => Availability::unusable(
+                format!(
+                    "python env {}",
+                    config
+                        .python_env
+                        .clone()
+                        .unwrap_or_else(|| default_venv(self.requires.env))
+                        .display()
+                ),
+                why,
+            ),
         }
     }
-    Ok(Some(Venv {
-        root: env,
-        site_packages: sp,
-    }))
-}
 
-pub fn availability(engine: &str, config: &EngineConfig) -> Availability {
-    let a = match adapter(engine) {
-        Ok(a) => a,
-        Err(e) => return Availability::Unusable(e.to_string()),
-    };
-    match resolve_env(a, config) {
-        Ok(Some(env)) => Availability::Usable(format!("python env {}", env.root.display())),
-        Ok(None) => Availability::Usable("embedded interpreter (stdlib only)".into()),
-        Err(why) => Availability::Unusable(why),
+    pub fn load(&'static self, config: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
+        Ok(Box::new(PythonEngine::load(self, config)?))
     }
-}
-
-pub fn load(engine: &str, config: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
-    Ok(Box::new(PythonEngine::load(engine, config)?))
 }
 
 /// Turns a Python exception into an engine error with its traceback.
@@ -242,9 +171,9 @@ pub struct PythonEngine {
 }
 
 impl PythonEngine {
-    pub fn load(engine: &str, config: &EngineConfig) -> Result<PythonEngine, EngineError> {
-        let a = adapter(engine)?;
-        let env = resolve_env(a, config).map_err(EngineError::Usage)?;
+    pub fn load(a: &'static Adapter, config: &EngineConfig) -> Result<PythonEngine, EngineError> {
+        let engine = a.engine;
+        let env = a.resolve_env(config).map_err(EngineError::Usage)?;
         Python::attach(|py| {
             if let Some(env) = &env {
                 activate(py, &env.root, &env.site_packages)
@@ -275,8 +204,9 @@ impl PythonEngine {
                 if e.is_instance_of::<PyImportError>(py) {
                     let env = env.as_ref().map_or("the embedded interpreter".into(), |e| e.root.display().to_string());
                     EngineError::Usage(format!(
-                        "{engine}: cannot import its Python packages from {env} ({}); run scripts/setup.sh or pass --python-env DIR",
-                        e.value(py)
+                        "{engine}: cannot import its Python packages from {env} ({}); run scripts/setup.sh {} or pass --python-env DIR",
+                        e.value(py),
+                        a.requires.env
                     ))
                 } else {
                     py_error(py, e, &format!("{engine} failed to load"))
@@ -471,6 +401,13 @@ impl Engine for PythonEngine {
                 .map_err(|e| py_error(py, e, "shutdown"));
             // Collect now, so engine threads and memory go before the harness reports.
             let _ = py.import("gc").and_then(|gc| gc.call_method0("collect"));
+            // Python buffers its own stdout: put it in engine.log before fd 1 returns
+            // to the terminal.
+            if let Ok(sys) = py.import("sys") {
+                for stream in ["stdout", "stderr"] {
+                    let _ = sys.getattr(stream).and_then(|s| s.call_method0("flush"));
+                }
+            }
             r
         })
     }

@@ -1,0 +1,185 @@
+//! The engine section: `--engine`, `--model`, `--engine-arg`, `--python-env`.
+
+use super::{err, ConfigError};
+use crate::cli::RunArgs;
+use crate::engine::{EngineConfig, EngineSpec, Registry};
+use std::path::Path;
+
+/// The engine to load and what it loads with.
+#[derive(Clone, Debug)]
+pub struct EngineSection {
+    pub spec: &'static EngineSpec,
+    pub config: EngineConfig,
+}
+
+/// Most `--engine-arg`s a run takes (a typo loop in a script, not a real config).
+const MAX_ENGINE_ARGS: usize = 256;
+
+pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigError> {
+    let Some(name) = a.engine.as_deref() else {
+        return err(format!(
+            "--engine is required; one of: {} (see `harness engines`)",
+            registry.names()
+        ));
+    };
+    let spec = registry.lookup(name).map_err(ConfigError)?;
+    if spec.needs_model {
+        match &a.model {
+            None => return err(format!("--model is required for --engine {name}; pass a model directory (scripts/setup.sh builds one)")),
+            Some(m) => check_model_dir(m)?,
+        }
+    } else if let Some(m) = &a.model {
+        if !m.exists() {
+            return err(format!("--model {}: no such directory", m.display()));
+        }
+    }
+    let engine_args = parse_engine_args(&a.engine_arg)?;
+    if let Some(env) = &a.python_env {
+        if spec.python_env.is_none() {
+            return err(format!(
+                "--python-env applies to Python engines; {name} is not one (drop --python-env)"
+            ));
+        }
+        if !env.join("bin").is_dir() {
+            return err(format!("--python-env {}: not a Python venv (no bin/); pass a venv made by scripts/setup.sh", env.display()));
+        }
+    }
+    Ok(EngineSection {
+        spec,
+        config: EngineConfig {
+            model: a.model.clone(),
+            engine_args,
+            python_env: a.python_env.clone(),
+        },
+    })
+}
+
+/// `KEY=VALUE` pairs, in order, keys trimmed.
+pub fn parse_engine_args(args: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    if args.len() > MAX_ENGINE_ARGS {
+        return err(format!(
+            "{} --engine-arg flags: more than {MAX_ENGINE_ARGS}; give each option once",
+            args.len()
+        ));
+    }
+    args.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => err(format!(
+                "--engine-arg '{kv}': expected KEY=VALUE (e.g. max_num_seqs=64)"
+            )),
+        })
+        .collect()
+}
+
+/// The model directory must hold a config and weights before an engine is asked to load it.
+pub fn check_model_dir(dir: &Path) -> Result<(), ConfigError> {
+    if !dir.is_dir() {
+        return err(format!(
+            "--model {}: no such directory; pass a model directory (scripts/setup.sh builds one)",
+            dir.display()
+        ));
+    }
+    if !dir.join("config.json").is_file() {
+        return err(format!(
+            "--model {}: no config.json; pass a Hugging Face-style checkpoint directory",
+            dir.display()
+        ));
+    }
+    let has_weights = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.ends_with(".safetensors") || n.ends_with(".bin") || n.ends_with(".pt")
+            })
+        })
+        .unwrap_or(false);
+    if !has_weights {
+        return err(format!(
+            "--model {}: no weights (*.safetensors or *.bin); rebuild the model (scripts/setup.sh)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs::default();
+        f(&mut a);
+        a
+    }
+
+    fn fails(a: RunArgs, needle: &str) {
+        let e = parse(&a, &Registry::builtin()).unwrap_err().0;
+        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    }
+
+    #[test]
+    fn engine_is_required_and_known() {
+        fails(args(|_| {}), "--engine is required; one of: calibration");
+        fails(
+            args(|a| a.engine = Some("nope".into())),
+            "unknown engine 'nope'; known engines: calibration",
+        );
+        let ok = parse(
+            &args(|a| a.engine = Some("calibration".into())),
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(ok.spec.name, "calibration");
+    }
+
+    #[test]
+    fn engine_args_are_key_value_in_order() {
+        let kv = parse_engine_args(&["b = 2".into(), "a=x=y".into()]).unwrap();
+        assert_eq!(kv, [("b".into(), "2".into()), ("a".into(), "x=y".into())]);
+        assert!(parse_engine_args(&["=1".into()])
+            .unwrap_err()
+            .0
+            .contains("KEY=VALUE"));
+        assert!(parse_engine_args(&["nokey".into()]).is_err());
+        let many = vec!["a=1".to_string(); MAX_ENGINE_ARGS + 1];
+        assert!(parse_engine_args(&many)
+            .unwrap_err()
+            .0
+            .contains("more than"));
+    }
+
+    #[test]
+    fn model_dir_needs_config_and_weights() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_model_dir(&d.path().join("x"))
+            .unwrap_err()
+            .0
+            .contains("no such directory"));
+        assert!(check_model_dir(d.path())
+            .unwrap_err()
+            .0
+            .contains("no config.json"));
+        std::fs::write(d.path().join("config.json"), "{}").unwrap();
+        assert!(check_model_dir(d.path())
+            .unwrap_err()
+            .0
+            .contains("no weights"));
+        std::fs::write(d.path().join("model.safetensors"), "").unwrap();
+        check_model_dir(d.path()).unwrap();
+    }
+
+    #[test]
+    fn python_env_only_for_python_engines() {
+        fails(
+            args(|a| {
+                a.engine = Some("calibration".into());
+                a.python_env = Some("/tmp".into());
+            }),
+            "--python-env applies to Python engines",
+        );
+    }
+}

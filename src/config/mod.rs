@@ -1,0 +1,311 @@
+//! The validated run configuration: flags merged over an optional TOML file, every
+//! value checked before any engine loads. One small parser per section ([`engine`],
+//! [`load`], [`workload`], [`stop`], [`slo`], [`output`]); errors are one line naming
+//! the flag and the fix and end the program with exit code 2.
+
+pub mod engine;
+pub mod load;
+pub mod output;
+pub mod slo;
+pub mod stop;
+pub mod workload;
+
+pub use engine::check_model_dir;
+
+use crate::cli::RunArgs;
+use crate::driver::{DriverOptions, LoadPoint};
+use crate::engine::{EngineConfig, EngineSpec, Registry};
+use crate::metrics::Slo;
+use crate::workload::{LengthDist, WorkloadSpec};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Most workload items built for one run; past it the driver cycles (and says so).
+pub const MAX_WORKLOAD_ITEMS: usize = 65_536;
+/// Most prompt tokens held for one run's workload (256 MiB of token ids).
+pub const MAX_WORKLOAD_TOKENS: u64 = 1 << 26;
+
+/// Everything a run needs, validated.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub engine: &'static EngineSpec,
+    pub engine_config: EngineConfig,
+    /// tokenizer.json for the workload (None: synthetic ids without a model).
+    pub tokenizer: Option<PathBuf>,
+    pub workload: WorkloadSpec,
+    pub points: Vec<LoadPoint>,
+    /// Driver options shared by every point; see [`RunConfig::driver_for`].
+    pub driver: DriverOptions,
+    /// `--warmup` as given (None: one round of each point).
+    pub warmup: Option<usize>,
+    pub slo: Slo,
+    pub out: PathBuf,
+    pub progress: bool,
+    pub verbose: bool,
+    /// The merged flags, saved with the results as `config.toml` (re-runnable with --config).
+    pub effective: RunArgs,
+}
+
+impl RunConfig {
+    /// Driver options for one point: `--warmup` as given, else one round; an `--rate
+    /// inf` point without an exact amount runs [`stop::INF_RATE_REQUESTS`] at once.
+    pub fn driver_for(&self, p: LoadPoint) -> DriverOptions {
+        let mut d = self.driver.clone();
+        let exact = d.stop.num_requests.is_some() || d.stop.duration.is_some();
+        if !exact && matches!(p, LoadPoint::Rate { rate, .. } if rate.is_infinite()) {
+            d.stop.num_requests = Some(stop::INF_RATE_REQUESTS);
+        }
+        d.warmup = self.warmup.unwrap_or_else(|| stop::default_warmup(p));
+        d
+    }
+
+    /// Workload items to build: every request of the run draws its own item (so no
+    /// prompt is sent twice and prefix caches cannot shorten a later point's TTFT).
+    /// Exact amounts are counted; floors are estimated generously (16 rounds, or
+    /// twice the arrivals of the minimum duration). Past the end the driver cycles and
+    /// the run says how many prompts were reused.
+    pub fn workload_size(&self) -> usize {
+        let per_point = |p: LoadPoint| -> usize {
+            let d = self.driver_for(p);
+            let s = &d.stop;
+            let wave = match p {
+                LoadPoint::Batch { batch } => batch as usize,
+                LoadPoint::Concurrency { concurrency } => concurrency as usize,
+                LoadPoint::Rate { .. } => 1,
+            };
+            let measured = match (s.num_requests, s.duration, p) {
+                (Some(n), _, _) => n,
+                (None, Some(t), LoadPoint::Rate { rate, .. }) => {
+                    (rate * t.as_secs_f64() * 2.0).ceil().min(1e9) as usize
+                }
+                (None, Some(_), _) => 16 * wave,
+                (None, None, LoadPoint::Rate { rate, .. }) => {
+                    ((rate * s.min_duration.as_secs_f64() * 2.0).ceil().min(1e9) as usize)
+                        .max(s.min_rounds as usize)
+                }
+                (None, None, _) => wave * (s.min_rounds as usize).max(16),
+            };
+            d.warmup.saturating_add(measured)
+        };
+        let total = self
+            .points
+            .iter()
+            .map(|&p| per_point(p))
+            .fold(0usize, usize::saturating_add);
+        total.clamp(1, MAX_WORKLOAD_ITEMS)
+    }
+}
+
+/// Reads `--config FILE` (if any) and lays the flags over it.
+pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
+    let Some(path) = cli.config.clone() else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(&path).or_else(|e| {
+        err(format!(
+            "--config {}: {e}; pass an existing TOML file",
+            path.display()
+        ))
+    })?;
+    let file: RunArgs = toml::from_str(&text).or_else(|e| {
+        let msg = e.message().replace('\n', " ");
+        let line = e
+            .span()
+            .and_then(|s| text.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
+        err(match line {
+            Some(l) => format!("--config {} line {l}: {msg}; keys are the flag names (e.g. engine, batch, input-len)", path.display()),
+            None => format!("--config {}: {msg}", path.display()),
+        })
+    })?;
+    macro_rules! over {
+        ($($f:ident),*) => { RunArgs { $($f: cli.$f.or(file.$f),)* engine_arg: if cli.engine_arg.is_empty() { file.engine_arg } else { cli.engine_arg }, config: cli.config } };
+    }
+    Ok(over!(
+        engine,
+        model,
+        tokenizer,
+        python_env,
+        batch,
+        concurrency,
+        rate,
+        burstiness,
+        dataset,
+        dataset_path,
+        input_len,
+        output_len,
+        seed,
+        num_requests,
+        duration,
+        min_rounds,
+        min_duration,
+        max_duration,
+        warmup,
+        ignore_eos,
+        temperature,
+        request_timeout,
+        slo,
+        out,
+        no_progress,
+        verbose,
+        save_token_ids
+    ))
+}
+
+/// Validates merged flags against the engines of `registry`. `sweep` allows lists of
+/// load values; `run` takes one.
+pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfig, ConfigError> {
+    let engine = engine::parse(&a, registry)?;
+    let points = load::parse(&a, sweep)?;
+    let workload = workload::parse(&a, engine.spec)?;
+    let stop = stop::parse(&a)?;
+    let slo = slo::parse(&a)?;
+    let output = output::parse(&a, engine.spec.name)?;
+    let cfg = RunConfig {
+        engine: engine.spec,
+        engine_config: engine.config,
+        tokenizer: workload.tokenizer,
+        workload: workload.spec,
+        driver: DriverOptions {
+            // Per point: see `RunConfig::driver_for`.
+            warmup: 0,
+            stop: stop.stop,
+            request_timeout: stop.request_timeout,
+            sampling: workload.sampling,
+            seed: workload.seed,
+        },
+        warmup: stop.warmup,
+        points,
+        slo,
+        out: output.out,
+        progress: output.progress,
+        verbose: output.verbose,
+        effective: RunArgs { config: None, ..a },
+    };
+    check_workload_memory(&cfg)?;
+    Ok(cfg)
+}
+
+/// The prompts of a run must fit in memory: items × longest input length.
+fn check_workload_memory(cfg: &RunConfig) -> Result<(), ConfigError> {
+    let WorkloadSpec::Synthetic { input_len, .. } = &cfg.workload else {
+        return Ok(()); // dataset prompts are as long as the file's
+    };
+    let longest = match *input_len {
+        LengthDist::Fixed { len } => f64::from(len),
+        LengthDist::Uniform { max, .. } => f64::from(max),
+        LengthDist::Normal { mean, std } => mean + 6.0 * std,
+    };
+    let items = cfg.workload_size();
+    let tokens = longest * items as f64;
+    if tokens > MAX_WORKLOAD_TOKENS as f64 {
+        return err(format!(
+            "--input-len {input_len} for {items} requests is {tokens:.0} prompt tokens, above the limit of {MAX_WORKLOAD_TOKENS} per run; lower --input-len or the number of requests"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Spec;
+
+    fn calib(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs {
+            engine: Some("calibration".into()),
+            out: Some(std::env::temp_dir().join("llm-harness-config-test")),
+            ..Default::default()
+        };
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn sections_compose_into_a_run() {
+        let c = validate(
+            calib(|a| {
+                a.batch = Some(Spec("2,4".into()));
+                a.num_requests = Some(8);
+            }),
+            true,
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(c.engine.name, "calibration");
+        assert_eq!(c.points.len(), 2);
+        let d = c.driver_for(c.points[1]);
+        assert_eq!((d.warmup, d.stop.num_requests), (4, Some(8)));
+        // Exact counts: warmup + measured per point.
+        assert_eq!(c.workload_size(), (2 + 8) + (4 + 8));
+    }
+
+    #[test]
+    fn floors_size_the_workload_generously_and_inf_rate_is_exact() {
+        let c = validate(
+            calib(|a| a.batch = Some(Spec("8".into()))),
+            false,
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(c.workload_size(), 8 + 8 * 16);
+        let c = validate(
+            calib(|a| a.rate = Some(Spec("inf".into()))),
+            false,
+            &Registry::builtin(),
+        )
+        .unwrap();
+        let d = c.driver_for(c.points[0]);
+        assert_eq!(d.stop.num_requests, Some(stop::INF_RATE_REQUESTS));
+        assert_eq!(c.workload_size(), 1 + stop::INF_RATE_REQUESTS);
+    }
+
+    #[test]
+    fn workload_memory_is_bounded() {
+        let e = validate(
+            calib(|a| {
+                a.input_len = Some(Spec("16000000".into()));
+                a.num_requests = Some(1000);
+            }),
+            false,
+            &Registry::builtin(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("above the limit"), "{e}");
+    }
+
+    #[test]
+    fn config_file_under_flags_and_its_line_numbers() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("run.toml");
+        std::fs::write(
+            &f,
+            "engine = \"calibration\"\nbatch = [1, 2]\ninput-len = 64\n",
+        )
+        .unwrap();
+        let m = merge(RunArgs {
+            config: Some(f.clone()),
+            input_len: Some(Spec("32".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(m.batch, Some(Spec("1,2".into())));
+        assert_eq!(m.input_len, Some(Spec("32".into())));
+        std::fs::write(&f, "engine = \"calibration\"\n\nbogus = 1\n").unwrap();
+        let e = merge(RunArgs {
+            config: Some(f),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .0;
+        assert!(e.contains("line 3") && e.contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,222 @@
+//! The workload section: `--dataset`, `--dataset-path`, `--input-len`, `--output-len`,
+//! the tokenizer, and how requests sample (`--temperature`, `--ignore-eos`, `--seed`).
+
+use super::{err, ConfigError};
+use crate::cli::{RunArgs, Spec};
+use crate::driver::Sampling;
+use crate::engine::EngineSpec;
+use crate::workload::{parse_length, LengthDist, WorkloadSpec};
+use std::path::PathBuf;
+
+/// Highest sampling temperature accepted (a typo guard: logits / T underflows long before).
+pub const MAX_TEMPERATURE: f32 = 100.0;
+
+#[derive(Clone, Debug)]
+pub struct WorkloadSection {
+    pub spec: WorkloadSpec,
+    /// tokenizer.json (None: synthetic ids without a model).
+    pub tokenizer: Option<PathBuf>,
+    pub sampling: Sampling,
+    pub seed: u64,
+}
+
+pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, ConfigError> {
+    let dataset = a.dataset.as_deref().unwrap_or("synthetic");
+    let need_path = |what: &str| -> Result<PathBuf, ConfigError> {
+        let Some(p) = &a.dataset_path else {
+            return err(format!(
+                "--dataset {dataset} needs --dataset-path FILE ({what})"
+            ));
+        };
+        if !p.is_file() {
+            return err(format!("--dataset-path {}: no such file", p.display()));
+        }
+        Ok(p.clone())
+    };
+    let fixed_output = |what: &str| -> Result<Option<u32>, ConfigError> {
+        match a
+            .output_len
+            .as_ref()
+            .map(|s| length("output-len", s))
+            .transpose()?
+        {
+            None => Ok(None),
+            Some(LengthDist::Fixed { len }) => Ok(Some(len)),
+            Some(_) => err(format!(
+                "--output-len for {what} must be a fixed number of tokens"
+            )),
+        }
+    };
+    let no_input_len = |what: &str| {
+        if a.input_len.is_some() {
+            return err(format!(
+                "--input-len does not apply to --dataset {dataset} (prompt lengths come from the {what})"
+            ));
+        }
+        Ok(())
+    };
+    let spec = match dataset {
+        "synthetic" => WorkloadSpec::Synthetic {
+            input_len: a
+                .input_len
+                .as_ref()
+                .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
+                    length("input-len", s)
+                })?,
+            output_len: a
+                .output_len
+                .as_ref()
+                .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
+                    length("output-len", s)
+                })?,
+        },
+        "sharegpt" => {
+            no_input_len("data")?;
+            WorkloadSpec::Sharegpt {
+                output_len: fixed_output("sharegpt")?,
+                path: need_path("ShareGPT_V3_unfiltered_cleaned_split.json")?,
+            }
+        }
+        "prompts" => {
+            no_input_len("file")?;
+            WorkloadSpec::Prompts {
+                output_len: fixed_output("a prompt file")?.unwrap_or(128),
+                path: need_path("JSONL with \"prompt\", or text, one prompt per line")?,
+            }
+        }
+        other => {
+            return err(format!(
+                "unknown --dataset '{other}'; use synthetic, sharegpt or prompts"
+            ))
+        }
+    };
+    let tokenizer = match (&a.tokenizer, &a.model) {
+        (Some(t), _) if !t.is_file() => {
+            return err(format!("--tokenizer {}: no such file", t.display()))
+        }
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(m)) if m.join("tokenizer.json").is_file() => Some(m.join("tokenizer.json")),
+        (None, Some(m)) if engine.needs_model => {
+            return err(format!(
+                "--model {}: no tokenizer.json; pass --tokenizer FILE",
+                m.display()
+            ))
+        }
+        _ => None,
+    };
+    if tokenizer.is_none() && dataset != "synthetic" {
+        return err(format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
+    }
+    let temperature = a.temperature.unwrap_or(0.0);
+    if !(temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&temperature)) {
+        return err(format!(
+            "--temperature {temperature}: must be from 0 (greedy) to {MAX_TEMPERATURE}"
+        ));
+    }
+    let seed = a.seed.unwrap_or(0);
+    Ok(WorkloadSection {
+        spec,
+        tokenizer,
+        sampling: Sampling {
+            ignore_eos: a.ignore_eos.unwrap_or(false),
+            temperature,
+            seed: Some(seed),
+            return_token_ids: a.save_token_ids.unwrap_or(false),
+        },
+        seed,
+    })
+}
+
+fn length(flag: &str, s: &Spec) -> Result<LengthDist, ConfigError> {
+    parse_length(&s.0).or_else(|e| err(format!("--{flag} {}: {e}", s.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::calibration::SPEC;
+
+    fn with(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs::default();
+        f(&mut a);
+        a
+    }
+
+    fn fails(a: RunArgs, needle: &str) {
+        let e = parse(&a, &SPEC).unwrap_err().0;
+        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    }
+
+    #[test]
+    fn synthetic_defaults_and_lengths() {
+        let w = parse(&RunArgs::default(), &SPEC).unwrap();
+        assert_eq!(
+            w.spec,
+            WorkloadSpec::Synthetic {
+                input_len: LengthDist::Fixed { len: 128 },
+                output_len: LengthDist::Fixed { len: 128 }
+            }
+        );
+        assert_eq!(
+            (w.seed, w.sampling.temperature, w.tokenizer),
+            (0, 0.0, None)
+        );
+        fails(
+            with(|a| a.input_len = Some(Spec("abc".into()))),
+            "--input-len abc",
+        );
+        fails(
+            with(|a| a.output_len = Some(Spec("0".into()))),
+            "--output-len 0",
+        );
+        fails(
+            with(|a| a.output_len = Some(Spec("99999999999".into()))),
+            "--output-len 99999999999",
+        );
+    }
+
+    #[test]
+    fn datasets_need_a_path_and_a_tokenizer() {
+        fails(
+            with(|a| a.dataset = Some("sharegpt".into())),
+            "--dataset-path",
+        );
+        fails(
+            with(|a| a.dataset = Some("nope".into())),
+            "unknown --dataset 'nope'",
+        );
+        let f = tempfile::NamedTempFile::new().unwrap();
+        fails(
+            with(|a| {
+                a.dataset = Some("prompts".into());
+                a.dataset_path = Some(f.path().into());
+            }),
+            "needs a tokenizer",
+        );
+        fails(
+            with(|a| {
+                a.dataset = Some("prompts".into());
+                a.dataset_path = Some(f.path().into());
+                a.input_len = Some(Spec("5".into()));
+            }),
+            "--input-len does not apply",
+        );
+        fails(
+            with(|a| {
+                a.dataset = Some("sharegpt".into());
+                a.dataset_path = Some(f.path().into());
+                a.output_len = Some(Spec("uniform:1:2".into()));
+            }),
+            "must be a fixed number",
+        );
+    }
+
+    #[test]
+    fn temperature_is_bounded() {
+        for t in [-0.1, f32::NAN, f32::INFINITY, 1000.0] {
+            fails(with(|a| a.temperature = Some(t)), "--temperature");
+        }
+        let w = parse(&with(|a| a.temperature = Some(0.7)), &SPEC).unwrap();
+        assert_eq!(w.sampling.temperature, 0.7);
+    }
+}

@@ -1,0 +1,29 @@
+//! HF Transformers, the plain reference (`engines/hf.py`). It runs in the vLLM env,
+//! whose Transformers and torch are the ones vLLM itself uses, so greedy parity
+//! compares the engines and not two builds of torch.
+
+use super::Adapter;
+use crate::engine::venv::Requirement;
+use crate::engine::{EngineKind, EngineSpec};
+
+const ADAPTER: Adapter = Adapter {
+    engine: "hf",
+    source: include_str!("../../../engines/hf.py"),
+    module: "harness_engine_hf",
+    requires: Requirement {
+        env: "vllm",
+        package: Some("transformers"),
+        distributions: &["transformers"],
+    },
+    env_optional: false,
+};
+
+pub static SPEC: EngineSpec = EngineSpec {
+    name: ADAPTER.engine,
+    description: "HF Transformers reference: own KV-cache decode loop, static batching",
+    kind: EngineKind::Step,
+    needs_model: true,
+    python_env: Some(ADAPTER.requires.env),
+    availability: |c| ADAPTER.availability(c),
+    load: |c| ADAPTER.load(c),
+};

@@ -1,0 +1,28 @@
+//! The bridge's own test adapter (`engines/test_adapter.py`): stdlib only, step or
+//! stream mode, fault injection. Runs on the embedded interpreter unless given an env.
+
+use super::Adapter;
+use crate::engine::venv::Requirement;
+use crate::engine::{EngineKind, EngineSpec};
+
+const ADAPTER: Adapter = Adapter {
+    engine: "python-test",
+    source: include_str!("../../../engines/test_adapter.py"),
+    module: "harness_engine_test_adapter",
+    requires: Requirement {
+        env: "python-test",
+        package: None,
+        distributions: &[],
+    },
+    env_optional: true,
+};
+
+pub static SPEC: EngineSpec = EngineSpec {
+    name: ADAPTER.engine,
+    description: "test adapter for the Python bridge (step or stream mode, fault injection)",
+    kind: EngineKind::Step,
+    needs_model: false,
+    python_env: Some(ADAPTER.requires.env),
+    availability: |c| ADAPTER.availability(c),
+    load: |c| ADAPTER.load(c),
+};

