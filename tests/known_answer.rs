@@ -322,3 +322,131 @@ fn hung_engine_times_out_every_request() {
         .all(|r| r.finish_reason == Some(FinishReason::Timeout) && r.output_tokens() == 2));
     assert_eq!(m.summary.failed, 3);
 }
+
+/// Runs one point on a fresh calibration engine; returns the run and the engine's
+/// own count of the time spent outside it between calls.
+fn measure_with_engine(
+    schedule: Schedule,
+    point: LoadPoint,
+    w: &Workload,
+    o: &DriverOptions,
+) -> (llm_harness::driver::PointRun, Duration) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = CalibrationEngine::new(schedule);
+    let cancel = AtomicBool::new(false);
+    let mut writer = TraceWriter::create(dir.path()).unwrap();
+    let run = Driver::new(&mut engine, &cancel)
+        .run_point(0, point, w, o, &mut writer, &Progress::hidden())
+        .unwrap();
+    (run, engine.time_between_calls())
+}
+
+#[test]
+fn confidence_intervals_cover_a_jittered_schedule_and_are_narrow_without_jitter() {
+    // 12 batches of 4 × 20 tokens. Every step lasts its scheduled time × U(0.7, 1.3)
+    // (seeded), so the true means are the schedule's; without jitter the rounds agree.
+    let (b, input, output, rounds) = (4usize, 64usize, 20u32, 12usize);
+    let w = workload(input, output, b * rounds);
+    let o = opts(b * rounds, 0);
+    let point = LoadPoint::Batch { batch: b as u32 };
+    let base = Schedule::default();
+    let ttft = ms(base.prefill(b, (b * input) as u64));
+    let tpot = ms(base.decode(b));
+    let thr = (b as u32 * output) as f64 / ((ttft + (output - 1) as f64 * tpot) / 1e3);
+
+    let jittered = Schedule {
+        jitter_pct: 30.0,
+        jitter_seed: 7,
+        ..base.clone()
+    };
+    let r = summarize(&measure(jittered, point, &w, &o).records, &Slo::default()).rounds;
+    assert_eq!(r.count, rounds);
+    for (what, e, truth) in [
+        ("mean tpot", &r.mean_tpot_ms, tpot),
+        ("mean ttft", &r.mean_ttft_ms, ttft),
+        ("output throughput", &r.output_throughput, thr),
+    ] {
+        let (lo, hi) = (e.ci95_low.unwrap(), e.ci95_high.unwrap());
+        assert!(
+            lo <= truth && truth <= hi,
+            "{what}: truth {truth:.3} outside [{lo:.3}, {hi:.3}] ({e:?})"
+        );
+        assert_eq!(e.n, rounds, "{what}");
+    }
+    // ±30 % on every step: the 19 decode steps of a round average out, the one
+    // prefill step does not.
+    assert!(r.mean_ttft_ms.cv.unwrap() > 0.05, "{:?}", r.mean_ttft_ms);
+
+    // Without jitter every round is the same to within the harness's wakeup latency.
+    // One scheduler stall on a shared 2-core machine can still widen an interval, so
+    // the clean run gets a second attempt; both being wide is a failure.
+    let widest = |r: &llm_harness::metrics::Rounds| {
+        [&r.mean_tpot_ms, &r.mean_ttft_ms, &r.output_throughput]
+            .iter()
+            .map(|e| e.ci95_half_width.unwrap() / e.mean.unwrap())
+            .fold(0.0f64, f64::max)
+    };
+    let mut clean = summarize(
+        &measure(base.clone(), point, &w, &o).records,
+        &Slo::default(),
+    )
+    .rounds;
+    if widest(&clean) >= 0.01 {
+        eprintln!(
+            "clean schedule, first attempt wide ({:.2} %): {clean:?}",
+            widest(&clean) * 100.0
+        );
+        clean = summarize(&measure(base, point, &w, &o).records, &Slo::default()).rounds;
+    }
+    for (what, e, truth) in [
+        ("mean tpot", &clean.mean_tpot_ms, tpot),
+        ("mean ttft", &clean.mean_ttft_ms, ttft),
+        ("output throughput", &clean.output_throughput, thr),
+    ] {
+        let m = e.mean.unwrap();
+        close(what, Some(m), truth);
+        let rel = e.ci95_half_width.unwrap() / m;
+        assert!(
+            rel < 0.01,
+            "{what}: clean half-width {:.2} % ({e:?})",
+            rel * 100.0
+        );
+        assert!(!e.is_noisy(), "{what}: {e:?}");
+    }
+    // The jittered intervals are far wider than the clean ones.
+    assert!(widest(&r) > 10.0 * widest(&clean), "{r:?} vs {clean:?}");
+}
+
+#[test]
+fn harness_cost_matches_the_engines_view_of_it() {
+    // The driver's own time (wall - time inside engine calls) must equal what the
+    // engine sees from its side: the gaps between one call's return and the next.
+    let (run, between) = measure_with_engine(
+        Schedule {
+            decode_ms: 2.0,
+            ..Schedule::default()
+        },
+        LoadPoint::Batch { batch: 16 },
+        &workload(16, 20, 64),
+        &opts(64, 0),
+    );
+    let cost = run.cost.unwrap();
+    let engine_view = between.as_secs_f64();
+    // The driver also counts its work before the first call (the first trace) and
+    // after the last (writing the last batch's requests), which the engine cannot see:
+    // about one batch's share of the total. Less than the engine's view would mean the
+    // driver lost some of its own time.
+    let diff = cost.harness_s - engine_view;
+    let one_batch = cost.harness_s / 4.0;
+    assert!(
+        (-20e-6..=one_batch + 50e-6).contains(&diff),
+        "harness {:.1} µs vs engine's view {:.1} µs",
+        cost.harness_s * 1e6,
+        engine_view * 1e6
+    );
+    // 4 batches × 20 steps, 64 × 20 tokens; the engine sleeps, the harness does not.
+    assert_eq!((cost.steps, cost.tokens), (80, 64 * 20));
+    assert!(cost.harness_s < 0.05 * cost.wall_s, "{cost:?}");
+    assert!(cost.engine_s > 0.9 * cost.wall_s, "{cost:?}");
+}

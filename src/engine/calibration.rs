@@ -17,6 +17,10 @@
 //! - otherwise a **decode step** lasts `decode_ms + decode_ms_per_seq·R` ms (R running
 //!   requests) and gives every running request one token.
 //!
+//! `jitter_pct=J` stretches or shrinks every step by a seeded uniform factor in
+//! `1 ± J/100` (`jitter_seed`), so its mean stays the schedule's: a known answer for
+//! the confidence intervals.
+//!
 //! A request finishes with `length` on its `max_tokens`-th token. The true end of
 //! every step is reported as the engine's own stamps (`first_token_ns`,
 //! `last_token_ns`), so the harness's stamps can be compared with the truth.
@@ -63,6 +67,9 @@ pub struct Schedule {
     pub fail_request: Option<RequestId>,
     pub drop_request: Option<RequestId>,
     pub hang_at_step: Option<u64>,
+    /// Each step lasts its scheduled time × U(1 - J/100, 1 + J/100).
+    pub jitter_pct: f64,
+    pub jitter_seed: u64,
 }
 
 impl Default for Schedule {
@@ -78,12 +85,18 @@ impl Default for Schedule {
             fail_request: None,
             drop_request: None,
             hang_at_step: None,
+            jitter_pct: 0.0,
+            jitter_seed: 0,
         }
     }
 }
 
+/// Longest step any schedule value may ask for (ms): a typo must not hang a run.
+const MAX_STEP_MS: f64 = 60_000.0;
+
 const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
-                    decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step";
+                    decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step, \
+                    jitter_pct, jitter_seed";
 
 impl Schedule {
     pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
@@ -97,8 +110,8 @@ impl Schedule {
             let ms = |v: &str| -> Result<f64, EngineError> {
                 v.parse::<f64>()
                     .ok()
-                    .filter(|x| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| bad("a non-negative number"))
+                    .filter(|x| x.is_finite() && (0.0..=MAX_STEP_MS).contains(x))
+                    .ok_or_else(|| bad(&format!("a number from 0 to {MAX_STEP_MS}")))
             };
             let int = |v: &str| v.parse::<u64>().map_err(|_| bad("a non-negative integer"));
             match k.as_str() {
@@ -107,11 +120,19 @@ impl Schedule {
                 "prefill_us_per_token" => s.prefill_us_per_token = ms(v)?,
                 "decode_ms" => s.decode_ms = ms(v)?,
                 "decode_ms_per_seq" => s.decode_ms_per_seq = ms(v)?,
-                "max_batch" => s.max_batch = int(v)? as usize,
+                "max_batch" => s.max_batch = int(v)?.min(1 << 20) as usize,
                 "fail_at_step" => s.fail_at_step = Some(int(v)?),
                 "fail_request" => s.fail_request = Some(int(v)?),
                 "drop_request" => s.drop_request = Some(int(v)?),
                 "hang_at_step" => s.hang_at_step = Some(int(v)?),
+                "jitter_pct" => {
+                    s.jitter_pct = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| (0.0..100.0).contains(x))
+                        .ok_or_else(|| bad("a percentage from 0 to below 100"))?
+                }
+                "jitter_seed" => s.jitter_seed = int(v)?,
                 _ => {
                     return Err(EngineError::Usage(format!(
                         "unknown --engine-arg '{k}' for the calibration engine; valid keys: {KEYS}"
@@ -127,13 +148,29 @@ impl Schedule {
         let ms = self.prefill_ms
             + self.prefill_ms_per_request * requests as f64
             + self.prefill_us_per_token * tokens as f64 / 1000.0;
-        Duration::from_nanos((ms * 1e6).round() as u64)
+        step(ms)
     }
 
     /// Duration of a decode step with `running` requests.
     pub fn decode(&self, running: usize) -> Duration {
-        let ms = self.decode_ms + self.decode_ms_per_seq * running as f64;
-        Duration::from_nanos((ms * 1e6).round() as u64)
+        step(self.decode_ms + self.decode_ms_per_seq * running as f64)
+    }
+}
+
+/// A step of `ms` milliseconds, capped so no schedule asks for more than an hour.
+fn step(ms: f64) -> Duration {
+    Duration::from_nanos((ms.clamp(0.0, 3.6e6) * 1e6).round() as u64)
+}
+
+impl Schedule {
+    /// `d` stretched by this step's jitter factor.
+    fn jittered(&self, d: Duration, rng: &mut rand_chacha::ChaCha8Rng) -> Duration {
+        if self.jitter_pct == 0.0 {
+            return d;
+        }
+        use rand::Rng;
+        let j = self.jitter_pct / 100.0;
+        d.mul_f64(rng.random_range(1.0 - j..=1.0 + j))
     }
 }
 
@@ -168,6 +205,10 @@ pub struct CalibrationEngine {
     dropped: usize,
     step: Option<Step>,
     steps_done: u64,
+    jitter: rand_chacha::ChaCha8Rng,
+    /// The end of the last engine call, and the time between calls so far.
+    last_return: Option<MonoNs>,
+    between_calls_ns: u64,
 }
 
 impl CalibrationEngine {
@@ -185,6 +226,8 @@ impl CalibrationEngine {
                 "decode_ms": schedule.decode_ms,
                 "decode_ms_per_seq": schedule.decode_ms_per_seq,
                 "max_batch": schedule.max_batch,
+                "jitter_pct": schedule.jitter_pct,
+                "jitter_seed": schedule.jitter_seed,
             },
             "note": "known-answer instrument: prefill-first steps on an exact real-time schedule; \
                      its figures measure the harness, not an inference engine",
@@ -201,13 +244,36 @@ impl CalibrationEngine {
                 instrument: true,
                 metadata,
             },
-            schedule,
             waiting: VecDeque::new(),
             running: Vec::new(),
             dropped: 0,
             step: None,
             steps_done: 0,
+            jitter: {
+                use rand::SeedableRng;
+                rand_chacha::ChaCha8Rng::seed_from_u64(schedule.jitter_seed)
+            },
+            schedule,
+            last_return: None,
+            between_calls_ns: 0,
         }
+    }
+
+    /// Time spent outside this engine between its calls (the caller's own time
+    /// between a call's return and the next call), measured from this side of the
+    /// boundary: the known answer for the driver's `harness_cost`.
+    pub fn time_between_calls(&self) -> Duration {
+        Duration::from_nanos(self.between_calls_ns)
+    }
+
+    fn enter(&mut self) {
+        if let Some(r) = self.last_return {
+            self.between_calls_ns += clock::now().since(r);
+        }
+    }
+
+    fn leave(&mut self) {
+        self.last_return = Some(clock::now());
     }
 
     fn free_slots(&self) -> usize {
@@ -228,7 +294,10 @@ impl CalibrationEngine {
             let k = slots.min(self.waiting.len());
             let admitted: Vec<Waiting> = self.waiting.drain(..k).collect();
             let tokens = admitted.iter().map(|w| w.prompt_tokens).sum();
-            let ends_at = start.plus(self.schedule.prefill(k, tokens));
+            let ends_at = start.plus(
+                self.schedule
+                    .jittered(self.schedule.prefill(k, tokens), &mut self.jitter),
+            );
             let admitted = admitted
                 .into_iter()
                 .map(|w| Running {
@@ -245,7 +314,10 @@ impl CalibrationEngine {
                 admitted: Some(admitted),
             });
         } else if !self.running.is_empty() {
-            let ends_at = start.plus(self.schedule.decode(self.running.len()));
+            let ends_at = start.plus(
+                self.schedule
+                    .jittered(self.schedule.decode(self.running.len()), &mut self.jitter),
+            );
             self.step = Some(Step {
                 number,
                 ends_at,
@@ -322,12 +394,8 @@ impl CalibrationEngine {
     }
 }
 
-impl super::Engine for CalibrationEngine {
-    fn info(&self) -> &EngineInfo {
-        &self.info
-    }
-
-    fn submit(&mut self, req: &GenRequest) -> Result<(), EngineError> {
+impl CalibrationEngine {
+    fn submit_inner(&mut self, req: &GenRequest) -> Result<(), EngineError> {
         if self.schedule.drop_request == Some(req.id) {
             self.dropped += 1;
             return Ok(());
@@ -344,7 +412,11 @@ impl super::Engine for CalibrationEngine {
         Ok(())
     }
 
-    fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
+    fn poll_inner(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<TokenEvent>,
+    ) -> Result<(), EngineError> {
         let now = clock::now();
         let deadline = now.plus(timeout);
         if self.step.is_none() {
@@ -370,11 +442,7 @@ impl super::Engine for CalibrationEngine {
         Ok(())
     }
 
-    fn in_flight(&self) -> usize {
-        self.waiting.len() + self.running.len() + self.dropped
-    }
-
-    fn abort(&mut self, id: RequestId) -> Result<(), EngineError> {
+    fn abort_inner(&mut self, id: RequestId) {
         self.waiting.retain(|w| w.id != id);
         self.running.retain(|r| r.id != id);
         if let Some(Step {
@@ -386,6 +454,36 @@ impl super::Engine for CalibrationEngine {
         if self.schedule.drop_request == Some(id) {
             self.dropped = self.dropped.saturating_sub(1);
         }
+    }
+}
+
+impl super::Engine for CalibrationEngine {
+    fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    fn submit(&mut self, req: &GenRequest) -> Result<(), EngineError> {
+        self.enter();
+        let r = self.submit_inner(req);
+        self.leave();
+        r
+    }
+
+    fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
+        self.enter();
+        let r = self.poll_inner(timeout, out);
+        self.leave();
+        r
+    }
+
+    fn in_flight(&self) -> usize {
+        self.waiting.len() + self.running.len() + self.dropped
+    }
+
+    fn abort(&mut self, id: RequestId) -> Result<(), EngineError> {
+        self.enter();
+        self.abort_inner(id);
+        self.leave();
         Ok(())
     }
 
