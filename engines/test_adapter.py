@@ -9,6 +9,11 @@ Options (``--engine-arg``):
   fail_request=RID   that request ends with an error carrying a traceback.
   spawn_child=true   start a `sleep 300` child at load; shutdown() kills it.
   noop=true          step() does nothing and returns at once (bridge cost).
+  load_s=F           take this long to load (Ctrl-C while loading).
+  token_offset=N     add N to every returned token id (a parity mismatch on purpose).
+
+With return_token_ids, token k of a request echoes prompt[k % len] (+ token_offset),
+the same rule as the calibration engine.
 """
 
 import atexit
@@ -23,7 +28,8 @@ import harness_bridge as hb
 # Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
 REQUIRES = ()
 
-_OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": int, "spawn_child": bool, "noop": bool}
+_OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": int, "spawn_child": bool, "noop": bool,
+            "load_s": float, "token_offset": int}
 
 
 class _Req:
@@ -44,6 +50,8 @@ class TestAdapter:
         self.fail_at_step = o.get("fail_at_step")
         self.fail_request = o.get("fail_request")
         self.noop = o.get("noop", False)
+        self.token_offset = o.get("token_offset", 0)
+        time.sleep(max(0.0, o.get("load_s", 0.0)))
         self.steps = 0
         self.reqs = {}
         self.lock = threading.Lock()
@@ -97,7 +105,8 @@ class TestAdapter:
             r.generated += 1
             if r.generated >= r.max_tokens:
                 # Token k echoes prompt[k % len], as the calibration engine does.
-                ids = [r.prompt[k % len(r.prompt)] for k in range(r.generated)] if r.want_ids and r.prompt else None
+                ids = ([r.prompt[k % len(r.prompt)] + self.token_offset for k in range(r.generated)]
+                       if r.want_ids and r.prompt else None)
                 emit(r.rid, 1, hb.LENGTH, {"token_ids": ids} if ids else None)
                 with self.lock:
                     self.reqs.pop(r.rid, None)

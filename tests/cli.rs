@@ -485,3 +485,111 @@ fn engines_lists_the_calibration_engine() {
         "{text}"
     );
 }
+
+#[test]
+fn the_product_form_is_harness_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = [
+        "--engine",
+        "calibration",
+        "--batch",
+        "8",
+        "--input-len",
+        "8",
+        "--output-len",
+        "4",
+        "--num-requests",
+        "16",
+        "--warmup",
+        "0",
+    ];
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    harness()
+        .args(flags)
+        .arg("--out")
+        .arg(&a)
+        .assert()
+        .success();
+    harness()
+        .arg("run")
+        .args(flags)
+        .arg("--out")
+        .arg(&b)
+        .assert()
+        .success();
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&a), names(&b));
+    for f in ["workload.jsonl", "engine.log"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let config = |d: &Path| {
+        std::fs::read_to_string(d.join("config.toml"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("out "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(config(&a), config(&b));
+    // The same requests, tokens and outcomes (timings differ, as between any two runs).
+    let untimed = |d: &Path| {
+        std::fs::read_to_string(d.join("requests.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(untimed(&a), untimed(&b));
+    assert_eq!(untimed(&a).len(), 17);
+}
+
+#[test]
+fn a_result_directory_from_before_typed_results_still_renders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("old");
+    std::fs::create_dir(&dir).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/result-format1");
+    for f in [
+        "run.json",
+        "requests.jsonl",
+        "config.toml",
+        "workload.jsonl",
+    ] {
+        std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
+    }
+    let o = harness()
+        .arg("report")
+        .arg(&dir)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let table = String::from_utf8_lossy(&o.stdout);
+    for label in ["batch=1", "batch=2", "CALIBRATION INSTRUMENT"] {
+        assert!(table.contains(label), "{table}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["points"][1]["completed"], 2);
+    assert_eq!(s["meta"]["format"], 1);
+
+    // The same directory with a field this harness needs removed: exit 2, naming it.
+    let mut run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    run.as_object_mut().unwrap().remove("workload");
+    std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
+    let mut c = harness();
+    c.arg("report").arg(&dir);
+    usage_error(c, "run.json: missing field `workload`");
+}

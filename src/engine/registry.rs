@@ -88,3 +88,71 @@ impl Registry {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RunArgs;
+    use crate::engine::calibration::CalibrationEngine;
+    use crate::engine::EngineKind;
+
+    /// An engine this test adds: one spec, no other edit anywhere.
+    static EXTRA: EngineSpec = EngineSpec {
+        name: "test-only",
+        description: "an engine declared in a test",
+        kind: EngineKind::Stream,
+        needs_model: false,
+        python_env: None,
+        availability: |_| Availability::usable("test build", Some("0.0.1".into())),
+        load: |c| Ok(Box::new(CalibrationEngine::load(c)?)),
+    };
+
+    #[test]
+    fn an_engine_is_one_spec() {
+        let r = Registry::with(&EXTRA);
+        // Listed, with what it runs on and its version...
+        let listing = r.listing(&EngineConfig::default());
+        let mine: Vec<&str> = listing
+            .lines()
+            .skip_while(|l| !l.starts_with("test-only"))
+            .take(2)
+            .collect();
+        assert!(
+            mine[0].contains("ready") && mine[0].contains("an engine declared in a test"),
+            "{listing}"
+        );
+        assert!(
+            mine[1].contains("stream engine; test build; version 0.0.1"),
+            "{listing}"
+        );
+        // ...accepted by validation and named in its errors...
+        assert!(r.names().ends_with("test-only"));
+        let args = RunArgs {
+            engine: Some("test-only".into()),
+            out: Some(std::env::temp_dir().join("llm-harness-registry-test")),
+            ..Default::default()
+        };
+        let cfg = crate::config::validate(args.clone(), false, &r).unwrap();
+        assert_eq!(cfg.engine.name, "test-only");
+        // ...and loaded.
+        let mut engine = (cfg.engine.load)(&cfg.engine_config).unwrap();
+        assert_eq!(engine.in_flight(), 0);
+        engine.shutdown().unwrap();
+        // This build's own registry does not know it.
+        let e = crate::config::validate(args, false, &Registry::builtin())
+            .unwrap_err()
+            .0;
+        assert!(e.contains("unknown engine 'test-only'"), "{e}");
+    }
+
+    #[test]
+    fn builtin_names_are_unique_and_described() {
+        let r = Registry::builtin();
+        let mut names: Vec<&str> = r.specs().iter().map(|s| s.name).collect();
+        assert_eq!(names[0], "calibration");
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), r.specs().len());
+        assert!(r.specs().iter().all(|s| !s.description.is_empty()));
+    }
+}
