@@ -15,6 +15,7 @@
 
 use super::{
     cycle_to, serde_reason, shuffle, ChaCha8Rng, Tokenizer, WorkItem, Workload, WorkloadError,
+    MAX_LEN,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -92,8 +93,14 @@ pub fn read_prompt_file(path: &Path) -> Result<(PromptFormat, Vec<PromptEntry>),
                         serde_reason(&e)
                     ))
                 })?;
-                if j.max_tokens == Some(0) {
-                    return Err(bad("max_tokens is 0; it must be at least 1".into()));
+                match j.max_tokens {
+                    Some(0) => return Err(bad("max_tokens is 0; it must be at least 1".into())),
+                    Some(n) if n > MAX_LEN => {
+                        return Err(bad(format!(
+                            "max_tokens {n} is above the limit of {MAX_LEN} tokens"
+                        )))
+                    }
+                    _ => {}
                 }
                 if j.prompt.is_empty() {
                     return Err(bad("\"prompt\" is empty".into()));
