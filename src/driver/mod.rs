@@ -285,6 +285,14 @@ struct Phase<'w> {
     measured: bool,
 }
 
+/// Where a request sits in its phase: its batch (batch mode) and, in an open loop, the
+/// arrival it was due at.
+#[derive(Copy, Clone)]
+struct Slot {
+    round: Option<u32>,
+    intended: Option<MonoNs>,
+}
+
 /// Where a phase is in its stop rule.
 struct Progression {
     /// Requests submitted.
@@ -463,11 +471,14 @@ impl<'a> Driver<'a> {
                                 }
                             };
                             for k in 0..n {
-                                let intended =
-                                    due_at.get(k).map(|&o| MonoNs(t0.0.saturating_add(o)));
-                                let submitted = self.submit_next(
-                                    phase, opts, &mut book, &mut p, round, intended, &mut cost,
-                                );
+                                let slot = Slot {
+                                    round,
+                                    intended: due_at
+                                        .get(k)
+                                        .map(|&o| MonoNs(t0.0.saturating_add(o))),
+                                };
+                                let submitted = self
+                                    .submit_next(phase, opts, &mut book, &mut p, slot, &mut cost);
                                 if let Err(e) = submitted {
                                     let msg = e.detail();
                                     book.finish_all(FinishReason::Error, &msg);
@@ -555,8 +566,7 @@ impl<'a> Driver<'a> {
         opts: &DriverOptions,
         book: &mut Book,
         p: &mut Progression,
-        round: Option<u32>,
-        intended: Option<MonoNs>,
+        slot: Slot,
         cost: &mut CostClock,
     ) -> Result<(), EngineError> {
         let index = self.next_id as usize;
@@ -588,8 +598,8 @@ impl<'a> Driver<'a> {
             req.max_tokens,
             at,
         );
-        trace.round = round;
-        trace.intended_ns = intended;
+        trace.round = slot.round;
+        trace.intended_ns = slot.intended;
         p.submitted += 1;
         p.last_submit = at;
         book.active.insert(
