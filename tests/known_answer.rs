@@ -56,7 +56,14 @@ struct Measured {
 /// One measurement at a time: timing tests must not compete for the 2 cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions) -> Measured {
+/// Runs one point on a fresh calibration engine; returns the run and the engine's
+/// own count of the time spent outside it between calls.
+fn measure_with_engine(
+    schedule: Schedule,
+    point: LoadPoint,
+    w: &Workload,
+    o: &DriverOptions,
+) -> (llm_harness::driver::PointRun, Duration) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut engine = CalibrationEngine::new(schedule);
@@ -70,6 +77,11 @@ fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions
         read_requests(&dir.path().join(REQUESTS_FILE)).unwrap(),
         run.records
     );
+    (run, engine.time_between_calls())
+}
+
+fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions) -> Measured {
+    let (run, _) = measure_with_engine(schedule, point, w, o);
     let summary = summarize(&run.records, &Slo::default());
     Measured {
         records: run.records,
@@ -321,25 +333,6 @@ fn hung_engine_times_out_every_request() {
         .iter()
         .all(|r| r.finish_reason == Some(FinishReason::Timeout) && r.output_tokens() == 2));
     assert_eq!(m.summary.failed, 3);
-}
-
-/// Runs one point on a fresh calibration engine; returns the run and the engine's
-/// own count of the time spent outside it between calls.
-fn measure_with_engine(
-    schedule: Schedule,
-    point: LoadPoint,
-    w: &Workload,
-    o: &DriverOptions,
-) -> (llm_harness::driver::PointRun, Duration) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = CalibrationEngine::new(schedule);
-    let cancel = AtomicBool::new(false);
-    let mut writer = TraceWriter::create(dir.path()).unwrap();
-    let run = Driver::new(&mut engine, &cancel)
-        .run_point(0, point, w, o, &mut writer, &Progress::hidden())
-        .unwrap();
-    (run, engine.time_between_calls())
 }
 
 #[test]

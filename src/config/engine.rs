@@ -109,12 +109,7 @@ pub fn check_model_dir(dir: &Path) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
-        let mut a = RunArgs::default();
-        f(&mut a);
-        a
-    }
+    use crate::config::tests::with;
 
     fn fails(a: RunArgs, needle: &str) {
         let e = parse(&a, &Registry::builtin()).unwrap_err().0;
@@ -123,13 +118,13 @@ mod tests {
 
     #[test]
     fn engine_is_required_and_known() {
-        fails(args(|_| {}), "--engine is required; one of: calibration");
+        fails(with(|_| {}), "--engine is required; one of: calibration");
         fails(
-            args(|a| a.engine = Some("nope".into())),
+            with(|a| a.engine = Some("nope".into())),
             "unknown engine 'nope'; known engines: calibration",
         );
         let ok = parse(
-            &args(|a| a.engine = Some("calibration".into())),
+            &with(|a| a.engine = Some("calibration".into())),
             &Registry::builtin(),
         )
         .unwrap();
@@ -175,7 +170,7 @@ mod tests {
     #[test]
     fn python_env_only_for_python_engines() {
         fails(
-            args(|a| {
+            with(|a| {
                 a.engine = Some("calibration".into());
                 a.python_env = Some("/tmp".into());
             }),

@@ -124,12 +124,7 @@ fn rate_list(s: &Spec) -> Result<Vec<f64>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
-        let mut a = RunArgs::default();
-        f(&mut a);
-        a
-    }
+    use crate::config::tests::with;
 
     fn spec(s: &str) -> Option<Spec> {
         Some(Spec(s.into()))

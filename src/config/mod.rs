@@ -214,9 +214,16 @@ fn check_workload_memory(cfg: &RunConfig) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cli::Spec;
+
+    /// Default flags with `f` applied (the section parsers' tests).
+    pub(crate) fn with(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs::default();
+        f(&mut a);
+        a
+    }
 
     fn calib(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
         let mut a = RunArgs {

@@ -130,12 +130,7 @@ pub fn default_warmup(p: LoadPoint) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
-        let mut a = RunArgs::default();
-        f(&mut a);
-        a
-    }
+    use crate::config::tests::with;
 
     fn fails(a: RunArgs, needle: &str) {
         let e = parse(&a).unwrap_err().0;

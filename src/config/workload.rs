@@ -134,13 +134,8 @@ fn length(flag: &str, s: &Spec) -> Result<LengthDist, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::with;
     use crate::engine::calibration::SPEC;
-
-    fn with(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
-        let mut a = RunArgs::default();
-        f(&mut a);
-        a
-    }
 
     fn fails(a: RunArgs, needle: &str) {
         let e = parse(&a, &SPEC).unwrap_err().0;

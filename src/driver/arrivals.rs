@@ -62,7 +62,8 @@ mod tests {
     #[test]
     fn seeded_and_mean_rate() {
         let a = arrival_offsets(10.0, 1.0, 42, 20_000);
-        assert_eq!(a, arrival_offsets(10.0, 1.0, 42, 20_000));
+        // Pinned: a change of RNG or sampler changes every open-loop run's arrivals.
+        assert_eq!(a[..4], [0, 87_588_338, 236_982_013, 302_148_377]);
         assert_ne!(a, arrival_offsets(10.0, 1.0, 43, 20_000));
         assert_eq!(a[0], 0);
         assert!(a.windows(2).all(|w| w[0] <= w[1]));

@@ -29,6 +29,7 @@ impl Progress {
     /// A spinner with the elapsed time while something of unknown length runs (an
     /// engine loading).
     pub fn spinner(&self, label: &str) {
+        self.bar.reset();
         if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
             self.bar.set_style(style);
         }
@@ -49,8 +50,9 @@ impl Progress {
         if let Ok(style) = style {
             self.bar.set_style(style.progress_chars("=> "));
         }
+        // A bar finished by the previous phase (or the load spinner) starts over.
+        self.bar.reset();
         self.bar.set_length(len.unwrap_or(0) as u64);
-        self.bar.set_position(0);
         self.bar.set_message(label.to_string());
     }
 
