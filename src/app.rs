@@ -316,7 +316,15 @@ fn point_line(p: &PointResult, run: &PointRun) -> String {
         ));
     }
     if let Some(end) = &run.end {
-        line.push_str(&format!("; stopped by {}", end.ended_by));
+        let why = match end.ended_by.as_str() {
+            "floors" => "floors met",
+            "max-duration" => "--max-duration reached",
+            "num-requests" => "--num-requests done",
+            "duration" => "--duration over",
+            "engine-failed" => "the engine failed",
+            other => other,
+        };
+        line.push_str(&format!("; stopped: {why}"));
     }
     for w in p.measures.warnings() {
         line.push_str(&format!("\n  warning: {w}"));
