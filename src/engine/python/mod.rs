@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTraceback};
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The shared helpers every adapter imports as `harness_bridge`.
@@ -52,12 +52,17 @@ pub struct Adapter {
 }
 
 impl Adapter {
+    /// `--python-env`, else the engine's own env.
+    fn env_root(&self, config: &EngineConfig) -> PathBuf {
+        config
+            .python_env
+            .clone()
+            .unwrap_or_else(|| default_venv(self.requires.env))
+    }
+
     /// The venv to use, or None to run on the embedded interpreter as is.
     fn resolve_env(&self, config: &EngineConfig) -> Result<Option<Venv>, String> {
-        let root = match &config.python_env {
-            Some(e) => e.clone(),
-            None => default_venv(self.requires.env),
-        };
+        let root = self.env_root(config);
         if config.python_env.is_none() && self.env_optional && !root.exists() {
             return Ok(None);
         }
@@ -74,14 +79,7 @@ impl Adapter {
                 Availability::usable(format!("embedded {EMBEDDED_PYTHON} (stdlib only)"), None)
             }
             Err(why) => Availability::unusable(
-                format!(
-                    "python env {}",
-                    config
-                        .python_env
-                        .clone()
-                        .unwrap_or_else(|| default_venv(self.requires.env))
-                        .display()
-                ),
+                format!("python env {}", self.env_root(config).display()),
                 why,
             ),
         }
