@@ -579,6 +579,14 @@ fn stdlib_venv(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// `harness parity` between the calibration engine and the test adapter, 5 tokens.
+fn calibration_vs_python_test() -> Command {
+    let mut c = harness();
+    c.args(["parity", "--engines", "calibration,python-test"])
+        .args(["--output-len", "5"]);
+    c
+}
+
 #[test]
 fn parity_runs_each_engine_in_its_own_process_and_env() {
     // calibration (native, no env) against python-test (in a venv of its own): both
@@ -586,14 +594,7 @@ fn parity_runs_each_engine_in_its_own_process_and_env() {
     let tmp = tempfile::tempdir().unwrap();
     let venv = stdlib_venv(&tmp.path().join("venv"));
     let out = tmp.path().join("parity");
-    let o = harness()
-        .args([
-            "parity",
-            "--engines",
-            "calibration,python-test",
-            "--output-len",
-            "5",
-        ])
+    let o = calibration_vs_python_test()
         .arg("--python-env")
         .arg(format!("python-test:{}", venv.display()))
         .arg("--out")
@@ -619,14 +620,7 @@ fn parity_runs_each_engine_in_its_own_process_and_env() {
     let calib = json(&out.join("calibration/run.json"));
     assert!(calib["config"]["python-env"].is_null());
 
-    let o = harness()
-        .args([
-            "parity",
-            "--engines",
-            "calibration,python-test",
-            "--output-len",
-            "5",
-        ])
+    let o = calibration_vs_python_test()
         .args(["--engine-arg", "python-test:token_offset=1"])
         .assert()
         .code(1)
