@@ -3,7 +3,7 @@
 //! loads the engine once, runs each point through the driver, and exports after
 //! every point so an interruption keeps each finished point's summary.
 
-use crate::cli::{Cli, Command, EnginesArgs, ReportArgs, RunArgs};
+use crate::cli::{Cli, Command, CompareArgs, EnginesArgs, PlotArgs, ReportArgs, RunArgs};
 use crate::config::{self, RunConfig};
 use crate::driver::{progress::Progress, Driver, Outcome, PointRun};
 use crate::engine::{Engine, EngineConfig, EngineError, EngineInfo, Registry};
@@ -11,12 +11,12 @@ use crate::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED};
 use crate::metrics::{self, measure::Measures};
 use crate::process::{self, Loading};
 use crate::report::meta::{self, DriverMeta, HarnessMeta, HostMeta, RunMeta, WorkloadMeta};
-use crate::report::{self, PointResult, RunResult, RunStatus};
+use crate::report::{self, plot, PointResult, RunResult, RunStatus};
 use crate::terminal::{self, Capture, ENGINE_LOG};
 use crate::trace::{RequestTrace, TraceWriter};
 use crate::workload::{self, Tokenizer, Workload};
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Lines of engine.log printed with an engine failure.
@@ -30,7 +30,89 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Report(a) => report_dir(a),
         Command::Engines(a) => engines(a),
         Command::Parity(a) => crate::parity::run(a),
+        Command::Plot(a) => plot_dirs(a),
+        Command::Compare(a) => compare_dirs(a),
     }
+}
+
+/// Loads result directories for `plot` and `compare`: a bad one is a usage error.
+fn load_all(dirs: &[PathBuf]) -> Result<Vec<RunResult>> {
+    dirs.iter()
+        .map(|d| {
+            RunResult::load(d, None)
+                .map(|(r, _)| r)
+                .map_err(|e| UsageError(e.to_string()).into())
+        })
+        .collect()
+}
+
+/// `results/NAME-TIME`, for outputs that belong to no single run.
+fn timestamped(name: &str) -> PathBuf {
+    PathBuf::from("results").join(format!(
+        "{name}-{}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S")
+    ))
+}
+
+fn dir_name(d: &Path) -> String {
+    d.file_name().map_or_else(
+        || d.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// `harness plot DIR...`: one directory's plots into DIR/plots, several overlaid.
+fn plot_dirs(a: PlotArgs) -> Result<i32> {
+    let runs = load_all(&a.dirs)?;
+    let out = a.out.clone().unwrap_or_else(|| match a.dirs.as_slice() {
+        [one] => one.join("plots"),
+        _ => timestamped("plot"),
+    });
+    let names: Vec<String> = a.dirs.iter().map(|d| dir_name(d)).collect();
+    let curves = plot::curves(&runs, &names);
+    let written = plot::write_plots(&curves, &out).map_err(|e| match e {
+        plot::PlotError::MixedModes(..) => anyhow::Error::new(UsageError(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    for p in written {
+        println!("{} (and .png)", p.display());
+    }
+    Ok(0)
+}
+
+/// `harness compare DIR DIR...`: the side-by-side table, overlay plots, compare.html.
+fn compare_dirs(a: CompareArgs) -> Result<i32> {
+    let runs = load_all(&a.dirs)?;
+    let names: Vec<String> = a.dirs.iter().map(|d| dir_name(d)).collect();
+    let cmp = report::compare::compare(&runs, &names).map_err(|e| UsageError(e.to_string()))?;
+    println!("{}", cmp.table());
+    let out = a.out.clone().unwrap_or_else(|| timestamped("compare"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let curves = plot::curves(&runs, &names);
+    let plots = match plot::write_plots(&curves, &out) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: no plots: {e}");
+            Vec::new()
+        }
+    };
+    let html = out.join("compare.html");
+    report::write_atomic(
+        &html,
+        report::html::compare(&cmp, &runs, &names, &plots).as_bytes(),
+    )?;
+    println!("compare: {}", html.display());
+    Ok(0)
+}
+
+/// Plots and report.html of a finished run; says where, or why the plots are missing.
+fn visuals(dir: &Path, run: &RunResult) -> Result<()> {
+    let (html, failed) = report::write_visuals(dir, run)?;
+    if let Some(e) = failed {
+        eprintln!("warning: no plots in the report: {e}");
+    }
+    terminal::println(&format!("report: {}", html.display()));
+    Ok(())
 }
 
 fn engines(a: EnginesArgs) -> Result<i32> {
@@ -48,6 +130,7 @@ fn report_dir(a: ReportArgs) -> Result<i32> {
     let (result, records) = RunResult::load(&a.dir, slo).map_err(|e| UsageError(e.to_string()))?;
     report::write_all(&a.dir, &result, &records)?;
     println!("{}", report::table(&result));
+    visuals(&a.dir, &result)?;
     Ok(0)
 }
 
@@ -248,6 +331,7 @@ impl Scheduler<'_> {
         let result = RunResult { meta, points };
         report::write_all(&cfg.out, &result, &all)?;
         terminal::println(&report::table(&result));
+        visuals(&cfg.out, &result)?;
         terminal::println(&format!("results: {}", cfg.out.display()));
 
         if let Err(e) = shutdown {

@@ -58,6 +58,11 @@ pub enum Command {
     Engines(EnginesArgs),
     /// Compare greedy token ids of two engines on the same prompts.
     Parity(ParityArgs),
+    /// Draw the plots (PNG and SVG) of a result directory, or of several overlaid.
+    Plot(PlotArgs),
+    /// The same points of several runs side by side: ratios against the first, whether
+    /// each difference is beyond the runs' spread, overlay plots and compare.html.
+    Compare(CompareArgs),
 }
 
 /// A flag value that a TOML file may give as a string, a number or a list
@@ -203,6 +208,26 @@ pub struct ReportArgs {
     /// Recompute goodput under these SLOs instead of the run's.
     #[arg(long)]
     pub slo: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Result directories; one gets DIR/plots, several are overlaid into --out.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where the plots go (default: DIR/plots for one directory, results/plot-TIME for several).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Two or more result directories of the same workload; the first is the baseline.
+    #[arg(required = true, num_args = 2.., value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where compare.html and the overlay plots go (default results/compare-TIME).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

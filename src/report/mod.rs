@@ -7,9 +7,12 @@
 //! reads back as a typed [`RunResult`] with [`RunResult::load`] (`harness report`, and
 //! later `plot` and `compare`).
 
+pub mod compare;
 pub mod csv;
+pub mod html;
 pub mod json;
 pub mod meta;
+pub mod plot;
 pub mod table;
 
 use crate::driver::LoadPoint;
@@ -168,6 +171,28 @@ pub fn write_all(dir: &Path, run: &RunResult, records: &[RequestTrace]) -> Resul
         write_atomic(&dir.join(e.file_name()), &bytes)?;
     }
     Ok(())
+}
+
+/// The HTML report's file name.
+pub const REPORT_HTML: &str = "report.html";
+
+/// Plots (`DIR/plots/*.png` and `*.svg`) and `report.html` for a run. A plot failure
+/// (no font here) leaves `report.html` without plots and comes back for a warning.
+pub fn write_visuals(
+    dir: &Path,
+    run: &RunResult,
+) -> Result<(PathBuf, Option<plot::PlotError>), ReportError> {
+    let (plots, failed) = if run.points.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match plot::write_plots(&[plot::Curve::of(run)], &dir.join("plots")) {
+            Ok(p) => (p, None),
+            Err(e) => (Vec::new(), Some(e)),
+        }
+    };
+    let path = dir.join(REPORT_HTML);
+    write_atomic(&path, html::report(run, &plots).as_bytes())?;
+    Ok((path, failed))
 }
 
 /// Writes `run.json` atomically.

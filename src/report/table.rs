@@ -58,13 +58,11 @@ fn measure_columns(run: &RunResult) -> Vec<(String, String)> {
     cols
 }
 
-/// Renders the run as a terminal table with its footnote and warnings.
-pub fn table(run: &RunResult) -> String {
+/// The table's header and one row of cells per point (the terminal table and the
+/// HTML report show the same cells).
+pub fn rows(run: &RunResult) -> (Vec<String>, Vec<Vec<String>>) {
     let goodput = !run.slo().is_empty();
     let extra = measure_columns(run);
-    let mut t = Table::new();
-    t.load_preset(ASCII_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled);
     let mut header: Vec<String> = [
         "point",
         "rounds",
@@ -90,68 +88,61 @@ pub fn table(run: &RunResult) -> String {
         .map(String::from),
     );
     header.extend(extra.iter().map(|(_, c)| c.clone()));
-    t.set_header(header.clone());
-    for p in &run.points {
-        let s = &p.summary;
-        let r = &s.rounds;
-        let thr = if r.output_throughput.n > 0 {
-            r.output_throughput.display(2)
-        } else {
-            num(s.output_throughput)
-        };
-        let mark = if r.is_noisy() { " *" } else { "" };
-        let mut row = vec![
-            p.point.label(),
-            r.count.to_string(),
-            format!("{}/{}", s.completed, s.failed),
-            num(s.request_throughput),
-            format!("{thr}{mark}"),
-            num(s.total_token_throughput),
-        ];
-        if goodput {
-            row.push(num(s.request_goodput));
-        }
-        row.extend([
-            num(s.ttft.mean),
-            num(s.ttft.p99),
-            num(s.tpot.mean),
-            num(s.tpot.p99),
-            num(s.itl.p99),
-            num(s.e2el.p99),
-        ]);
-        row.extend(extra.iter().map(|(key, _)| {
-            p.measures
-                .figures()
-                .find(|f| f.key == *key)
-                .map_or_else(|| "-".into(), |f| f.cell())
-        }));
-        t.add_row(row);
-    }
-    for i in 1..header.len() {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
+    let rows = run
+        .points
+        .iter()
+        .map(|p| {
+            let s = &p.summary;
+            let r = &s.rounds;
+            let thr = if r.output_throughput.n > 0 {
+                r.output_throughput.display(2)
+            } else {
+                num(s.output_throughput)
+            };
+            let mark = if r.is_noisy() { " *" } else { "" };
+            let mut row = vec![
+                p.point.label(),
+                r.count.to_string(),
+                format!("{}/{}", s.completed, s.failed),
+                num(s.request_throughput),
+                format!("{thr}{mark}"),
+                num(s.total_token_throughput),
+            ];
+            if goodput {
+                row.push(num(s.request_goodput));
+            }
+            row.extend([
+                num(s.ttft.mean),
+                num(s.ttft.p99),
+                num(s.tpot.mean),
+                num(s.tpot.p99),
+                num(s.itl.p99),
+                num(s.e2el.p99),
+            ]);
+            row.extend(extra.iter().map(|(key, _)| {
+                p.measures
+                    .figures()
+                    .find(|f| f.key == *key)
+                    .map_or_else(|| "-".into(), |f| f.cell())
+            }));
+            row
+        })
+        .collect();
+    (header, rows)
+}
 
-    let mut out = String::new();
-    let mut line = |l: &str| {
-        out.push_str(l);
-        out.push('\n');
-    };
-    if run.instrument() {
-        line(&format!("*** {INSTRUMENT_BANNER} ***"));
-    }
-    line(&t.to_string());
-    for l in FOOTNOTE {
-        line(l);
-    }
+/// The lines under the table: definitions, SLOs, failures, engine agreement, then the
+/// warnings (a busy machine, noisy points) with what to do.
+pub fn notes(run: &RunResult) -> Vec<String> {
+    let mut out: Vec<String> = FOOTNOTE.iter().map(|l| l.to_string()).collect();
+    let mut line = |l: String| out.push(l);
     if run.points.iter().any(|p| p.summary.rounds.is_noisy()) {
-        line(&format!(
+        line(format!(
             "* noisy: the output throughput varies by more than {:.0} % (CV) across rounds.",
             NOISY_CV * 100.0
         ));
     }
-    if !extra.is_empty() {
+    if !measure_columns(run).is_empty() {
         let mut named: Vec<String> = Vec::new();
         for r in run.points.iter().flat_map(|p| p.measures.0.iter()) {
             let cols: Vec<&str> = r
@@ -164,13 +155,13 @@ pub fn table(run: &RunResult) -> String {
                 named.push(entry);
             }
         }
-        line(&format!(
+        line(format!(
             "Measured beside the trace (definitions in summary.json): {}.",
             named.join("; ")
         ));
     }
     if let Some(l) = slo_line(run.slo()) {
-        line(&l);
+        line(l);
     }
     let failures: Vec<String> = run
         .points
@@ -187,7 +178,7 @@ pub fn table(run: &RunResult) -> String {
         })
         .collect();
     if !failures.is_empty() {
-        line(&format!(
+        line(format!(
             "FAILED requests (excluded from latencies; listed in summary.json): {}",
             failures.join("; ")
         ));
@@ -206,14 +197,14 @@ pub fn table(run: &RunResult) -> String {
         })
         .collect();
     if !agreement.is_empty() {
-        line(&format!(
+        line(format!(
             "Harness - engine first-token stamp (target p99 <= 1 ms): {}",
             agreement.join("; ")
         ));
     }
     for p in &run.points {
         for w in p.measures.warnings() {
-            line(&format!("warning: {}: {w}", p.point.label()));
+            line(format!("warning: {}: {w}", p.point.label()));
         }
     }
     let noisy: Vec<String> = run
@@ -230,13 +221,41 @@ pub fn table(run: &RunResult) -> String {
         })
         .collect();
     if !noisy.is_empty() {
-        line(&format!(
+        line(format!(
             "Noisy points: {}; add rounds (--min-rounds, --min-duration) or run on a quieter machine.",
             noisy.join(", ")
         ));
     }
+    out
+}
+
+/// Renders the run as a terminal table with its footnote and warnings.
+pub fn table(run: &RunResult) -> String {
+    let (header, rows) = rows(run);
+    let mut t = Table::new();
+    t.load_preset(ASCII_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    t.set_header(header.clone());
+    for r in rows {
+        t.add_row(r);
+    }
+    for i in 1..header.len() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut out = String::new();
     if run.instrument() {
-        line(&format!("*** {INSTRUMENT_BANNER} ***"));
+        out.push_str(&format!("*** {INSTRUMENT_BANNER} ***\n"));
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    for l in notes(run) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    if run.instrument() {
+        out.push_str(&format!("*** {INSTRUMENT_BANNER} ***\n"));
     }
     out
 }
