@@ -104,6 +104,9 @@ pub fn report(run: &RunResult, plots: &[PathBuf]) -> String {
         m.engine.version,
         run.points.len(),
         m.start_time
+            .get(..19)
+            .unwrap_or(&m.start_time)
+            .replace('T', " ")
     );
     let mut b = format!("<h1>{}</h1>", esc(&title));
     if run.instrument() {
@@ -127,7 +130,8 @@ pub fn report(run: &RunResult, plots: &[PathBuf]) -> String {
     b.push_str("<h2>Summary</h2>");
     let (header, rows) = table::rows(run);
     b.push_str(&html_table(&header, &rows, 1));
-    for n in table::notes(run) {
+    let _ = write!(b, "<p class=\"note\">{}</p>", esc(&table::footnote()));
+    for n in table::remarks(run) {
         let class = if n.starts_with("warning") || n.starts_with("Noisy") || n.starts_with("FAILED")
         {
             "note warn"

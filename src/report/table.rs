@@ -131,10 +131,23 @@ pub fn rows(run: &RunResult) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// The lines under the table: definitions, SLOs, failures, engine agreement, then the
-/// warnings (a busy machine, noisy points) with what to do.
+/// The short definitions as one paragraph (for the HTML report).
+pub fn footnote() -> String {
+    FOOTNOTE.join(" ")
+}
+
+/// The lines under the table: the definitions ([`FOOTNOTE`]), then [`remarks`].
 pub fn notes(run: &RunResult) -> Vec<String> {
     let mut out: Vec<String> = FOOTNOTE.iter().map(|l| l.to_string()).collect();
+    out.extend(remarks(run));
+    out
+}
+
+/// What this run adds under the definitions: noisy marks, measurements, SLOs,
+/// failures, engine agreement, then the warnings (a busy machine, noisy points) with
+/// what to do.
+pub fn remarks(run: &RunResult) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
     let mut line = |l: String| out.push(l);
     if run.points.iter().any(|p| p.summary.rounds.is_noisy()) {
         line(format!(
