@@ -21,6 +21,10 @@
 //!
 //! Without a real engine it runs the calibration engine and says so: that is a
 //! self-test of the harness, not a benchmark of anything.
+//!
+//! Rounds take seconds, so each batch size takes 10 samples of one round each (after
+//! one warmup round); criterion then prints "Unable to complete 10 samples in …",
+//! which is expected here.
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,

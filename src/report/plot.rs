@@ -592,3 +592,61 @@ pub fn write_plots(curves: &[Curve], dir: &Path) -> Result<Vec<PathBuf>, PlotErr
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::measure::{Figure, Measure};
+    use crate::report::tests::run;
+    use serde::Serialize;
+
+    /// Telemetry as the GPU work will record it: one measurement with these keys.
+    #[derive(Serialize)]
+    struct Gpu {
+        power: f64,
+    }
+
+    impl Measure for Gpu {
+        const NAME: &'static str = "gpu";
+        const DEFINITION: &'static str = "test telemetry";
+        fn figures(&self) -> Vec<Figure> {
+            vec![
+                Figure::new("gpu_power_w", Some(self.power), "W"),
+                Figure::new("joules_per_token", Some(self.power / 100.0), "J"),
+            ]
+        }
+    }
+
+    #[test]
+    fn telemetry_plots_appear_only_with_telemetry() {
+        if font().is_err() {
+            eprintln!("skipped: no font for plot text here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Two load modes cannot share an axis: the fixture mixes batch and concurrency.
+        let (mixed, _) = run(false);
+        assert!(matches!(
+            write_plots(&[Curve::of(&mixed)], dir.path()),
+            Err(PlotError::MixedModes("batch", "concurrency"))
+        ));
+        let (mut r, _) = run(false);
+        r.points.truncate(1);
+        r.points[0].measures.add(&Gpu { power: 350.0 });
+        let out = dir.path().join("gpu");
+        let files = write_plots(&[Curve::of(&r)], &out).unwrap();
+        assert!(files.contains(&out.join("gpu_power_w.svg")), "{files:?}");
+        let (plain, _) = run(false);
+        let mut plain = plain;
+        plain.points.truncate(1);
+        let none = write_plots(&[Curve::of(&plain)], &dir.path().join("plain")).unwrap();
+        assert!(
+            !none.iter().any(|f| f.to_string_lossy().contains("gpu_")),
+            "{none:?}"
+        );
+        assert!(files.contains(&out.join("joules_per_token.svg")));
+        assert!(!files.contains(&out.join("gpu_utilization_pct.svg")));
+        let svg = std::fs::read_to_string(out.join("gpu_power_w.svg")).unwrap();
+        assert!(svg.contains("mean power (W)") && svg.contains("GPU power"));
+    }
+}
