@@ -105,6 +105,7 @@ fn options(n: usize) -> DriverOptions {
             return_token_ids: false,
         },
         seed: 0,
+        profile: None,
     }
 }
 

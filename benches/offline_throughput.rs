@@ -225,6 +225,7 @@ fn offline_throughput(c: &mut Criterion) {
                     return_token_ids: false,
                 },
                 seed: 0,
+                profile: None,
             };
             // One round: (the harness's duration of it, its output tokens).
             let mut round = |driver: &mut Driver| -> Option<(Duration, u64)> {

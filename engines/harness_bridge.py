@@ -269,3 +269,66 @@ def parse_options(engine: str, options: dict, schema, common=(), see=None) -> di
             raise UsageError(f"unknown --engine-arg '{raw_key}' for {engine}{hint}; valid keys include: {listing}")
         out[key] = _convert(engine, key, str(value), types_[key])
     return out
+
+
+def cuda_facts(torch):
+    """``{"cuda_device", "cuda_stream"}`` of the current torch device and stream, for the
+    harness's CUDA-event step timing (events go on the stream the engine computes on);
+    empty without CUDA."""
+    try:
+        if not torch.cuda.is_available():
+            return {}
+        return {"cuda_device": torch.cuda.current_device(), "cuda_stream": int(torch.cuda.current_stream().cuda_stream)}
+    except Exception:
+        return {}
+
+
+class Profiler:
+    """A torch.profiler window around an adapter's steps (``--profile``).
+
+    The engine core runs in this process, so ``torch.profiler`` sees the model's
+    operators (CPU, and CUDA kernels where there is a GPU). Each step runs inside a
+    ``harness.step`` record_function range, so the trace shows exactly how many steps
+    the window covered. ``stop()`` writes a Chrome/Perfetto trace and returns the top
+    operators by self time."""
+
+    def __init__(self, out_dir: str, label: str):
+        import torch
+
+        acts = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            acts.append(torch.profiler.ProfilerActivity.CUDA)
+        self.torch = torch
+        self.cuda = torch.cuda.is_available()
+        self.path = os.path.join(out_dir, f"profile-{label}.json")
+        self.steps = 0
+        self.prof = torch.profiler.profile(activities=acts, record_shapes=False, with_stack=False)
+        self.t0 = time.monotonic_ns()
+        self.prof.start()
+
+    def step(self, fn, timeout_s):
+        with self.torch.profiler.record_function("harness.step"):
+            out = fn(timeout_s)
+        self.steps += 1
+        return out
+
+    def stop(self, top=15):
+        self.prof.stop()
+        window_ns = time.monotonic_ns() - self.t0
+        self.prof.export_chrome_trace(self.path)
+        ops = []
+        for e in self.prof.key_averages():
+            if e.key == "harness.step" or e.key.startswith("ProfilerStep"):
+                continue
+            self_us = e.self_cpu_time_total
+            if self.cuda:
+                self_us += getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
+            ops.append((e.key, int(e.count), float(self_us)))
+        ops.sort(key=lambda o: -o[2])
+        return {
+            "trace_file": self.path,
+            "steps": self.steps,
+            "window_ns": window_ns,
+            "method": "torch.profiler (CPU" + (" + CUDA" if self.cuda else "") + ") around each adapter step",
+            "ops": [{"name": n, "calls": c, "self_us": t} for n, c, t in ops[:top]],
+        }

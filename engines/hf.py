@@ -111,6 +111,7 @@ class HfAdapter:
                 "hidden_size": getattr(cfg, "hidden_size", None),
                 "vocab_size": getattr(cfg, "vocab_size", None),
                 "load_s": round(self.load_s, 3),
+                **hb.cuda_facts(self.torch),
             },
         }
 

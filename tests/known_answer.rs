@@ -44,6 +44,7 @@ fn opts(num: usize, warmup: usize) -> DriverOptions {
             return_token_ids: false,
         },
         seed: 7,
+        profile: None,
     }
 }
 
@@ -452,4 +453,39 @@ fn harness_cost_matches_the_engines_view_of_it() {
     // The engine sleeps, the harness does not.
     assert!(cost.harness_s < 0.05 * cost.wall_s, "{cost:?}");
     assert!(cost.engine_s > 0.9 * cost.wall_s, "{cost:?}");
+}
+
+#[test]
+fn overlapped_scheduling_stamps_tokens_when_the_caller_gets_them() {
+    // With output_lag, as vLLM's async scheduling on a GPU, step N's tokens come back
+    // with step N+1 and the last step's at the next poll. The harness stamps a token
+    // when the caller can first use it, so with prefill P, decode step D and n tokens:
+    // TTFT = P + D, e2el = P + (n-1)·D, TPOT = (n-2)·D/(n-1), ITL median D; the engine's
+    // own first-token stamp stays at P, so engine_ttft_delta shows the one step of lag.
+    let s = Schedule {
+        output_lag: true,
+        ..Schedule::default()
+    };
+    let (b, input, n) = (4usize, 32usize, 10u32);
+    let m = measure(
+        s.clone(),
+        LoadPoint::Batch { batch: b as u32 },
+        &workload(input, n, 8),
+        &opts(8, 0),
+    );
+    assert_eq!(m.outcome, Outcome::Completed);
+    assert_eq!(m.summary.completed, 8);
+    assert!(m.records.iter().all(|r| r.output_tokens() == n as u64));
+    let p = ms(s.prefill(b, (b * input) as u64));
+    let d = ms(s.decode(b));
+    close("p50 ttft", m.summary.ttft.p50, p + d);
+    close("p50 e2el", m.summary.e2el.p50, p + (n - 1) as f64 * d);
+    close(
+        "p50 tpot",
+        m.summary.tpot.p50,
+        (n - 2) as f64 * d / (n - 1) as f64,
+    );
+    close("p50 itl", m.summary.itl.p50, d);
+    let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
+    close("engine ttft delta", delta.p50, d);
 }

@@ -630,3 +630,67 @@ fn parity_runs_each_engine_in_its_own_process_and_env() {
     assert!(text.contains("identical leading tokens: 0/30"), "{text}");
     assert!(text.contains("token 0: #"), "{text}");
 }
+
+#[test]
+#[ignore = "needs the vllm venv and the tiny model: scripts/test.sh sets them up and runs it"]
+fn vllm_profile_window_covers_the_requested_steps_of_the_requested_point() {
+    let (Some(tiny), Some(_)) = (need("tiny-gemma3"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("profile");
+    let o = harness()
+        .args(["sweep", "--engine", "vllm", "--model"])
+        .arg(&tiny)
+        .args([
+            "--batch",
+            "1,2",
+            "--input-len",
+            "16",
+            "--output-len",
+            "24",
+            "--ignore-eos",
+        ])
+        .args(["--num-requests", "4", "--warmup", "1", "--no-progress"])
+        .args([
+            "--profile",
+            "--profile-points",
+            "batch=2",
+            "--profile-steps",
+            "5",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let terminal = String::from_utf8_lossy(&o.stderr);
+    // Only the requested point was profiled.
+    assert!(!out.join("profile-batch-1.json").exists());
+    let trace = out.join("profile-batch-2.json");
+    let t = json(&trace);
+    let events = t["traceEvents"].as_array().expect("a Chrome trace");
+    let steps = events
+        .iter()
+        .filter(|e| e["name"] == "harness.step")
+        .count();
+    assert_eq!(steps, 5, "the window covers exactly the requested steps");
+    // The top-operators table: printed, non-empty, within the window.
+    assert!(
+        terminal.contains("self ms") && terminal.contains("(5 steps"),
+        "{terminal}"
+    );
+    let s = json(&out.join("summary.json"));
+    let p = &s["points"][1]["measures"]["profile"];
+    let window_ms = p["window_s"].as_f64().unwrap() * 1e3;
+    let ops = p["ops"].as_array().unwrap();
+    assert!(!ops.is_empty());
+    let total: f64 = ops.iter().map(|o| o["self_ms"].as_f64().unwrap()).sum();
+    assert!(
+        total > 0.0 && total <= window_ms,
+        "ops {total} ms in a {window_ms} ms window"
+    );
+    assert!(s["points"][0]["measures"].get("profile").is_none());
+}

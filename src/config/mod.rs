@@ -4,6 +4,7 @@
 //! the flag and the fix and end the program with exit code 2.
 
 pub mod engine;
+pub mod instruments;
 pub mod load;
 pub mod output;
 pub mod slo;
@@ -49,6 +50,7 @@ pub struct RunConfig {
     pub out: PathBuf,
     pub progress: bool,
     pub verbose: bool,
+    pub instruments: instruments::Instruments,
     /// The merged flags, saved with the results as `config.toml` (re-runnable with --config).
     pub effective: RunArgs,
 }
@@ -63,6 +65,7 @@ impl RunConfig {
             d.stop.num_requests = Some(stop::INF_RATE_REQUESTS);
         }
         d.warmup = self.warmup.unwrap_or_else(|| stop::default_warmup(p));
+        d.profile = self.instruments.profile_plan(&self.points, p, &self.out);
         d
     }
 
@@ -155,6 +158,10 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         out,
         no_progress,
         verbose,
+        profile,
+        profile_points,
+        profile_steps,
+        gpu_sample_ms,
         save_token_ids
     ))
 }
@@ -168,6 +175,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
     let stop = stop::parse(&a)?;
     let slo = slo::parse(&a)?;
     let output = output::parse(&a, engine.spec.name)?;
+    let instruments = instruments::parse(&a, &points)?;
     let cfg = RunConfig {
         engine: engine.spec,
         engine_config: engine.config,
@@ -180,6 +188,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
             request_timeout: stop.request_timeout,
             sampling: workload.sampling,
             seed: workload.seed,
+            profile: None,
         },
         warmup: stop.warmup,
         points,
@@ -187,6 +196,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
         out: output.out,
         progress: output.progress,
         verbose: output.verbose,
+        instruments,
         effective: RunArgs { config: None, ..a },
     };
     check_workload_memory(&cfg)?;

@@ -18,12 +18,13 @@ pub use cost::HarnessCost;
 use crate::clock::{self, MonoNs};
 use crate::engine::{Engine, EngineError, FinishReason, GenRequest, RequestId, TokenEvent};
 use crate::host::{CpuSample, HostLoad};
-use crate::metrics::measure::{Figure, Measure};
+use crate::metrics::measure::{Figure, Measure, Measures};
 use crate::trace::{RequestTrace, TraceError, TraceWriter};
 use crate::workload::Workload;
 use cost::CostClock;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -115,6 +116,27 @@ pub struct Sampling {
     pub return_token_ids: bool,
 }
 
+/// A profiler window over the first `steps` engine steps of a point's measured phase.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfilePlan {
+    /// Where the engine writes its trace.
+    pub dir: PathBuf,
+    pub steps: u64,
+}
+
+/// Something that watches each engine step from the driver's side (GPU step timing,
+/// NVTX ranges): told when a phase starts, around every step with requests in flight,
+/// when a profiler window opens or closes, and asked for its measurements at the end
+/// of a measured phase.
+pub trait StepObserver {
+    fn phase_started(&mut self, _measured: bool) {}
+    fn before_step(&mut self) {}
+    /// After the step: the host time of the engine call and the tokens it produced.
+    fn after_step(&mut self, _host_ns: u64, _tokens: u64) {}
+    fn profile_window(&mut self, _open: bool) {}
+    fn phase_finished(&mut self, _measures: &mut Measures) {}
+}
+
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
     /// Requests run before each point's measured ones, under the same load, and excluded.
@@ -125,6 +147,8 @@ pub struct DriverOptions {
     pub sampling: Sampling,
     /// Seeds the arrival process of `rate` points (mixed with the point index).
     pub seed: u64,
+    /// A profiler window on this point (`--profile`).
+    pub profile: Option<ProfilePlan>,
 }
 
 /// How a point ended.
@@ -144,6 +168,8 @@ pub struct PointRun {
     pub end: Option<PointEnd>,
     pub cost: Option<HarnessCost>,
     pub host: Option<HostLoad>,
+    /// What the observer and the profiler window measured.
+    pub measures: Measures,
 }
 
 /// Why and when a point stopped submitting, and how much of the workload it reused.
@@ -273,6 +299,7 @@ pub struct Driver<'a> {
     cancel: &'a AtomicBool,
     next_id: RequestId,
     events: Vec<TokenEvent>,
+    observer: Option<&'a mut dyn StepObserver>,
 }
 
 /// One phase (warmup or measured) of a point.
@@ -310,7 +337,14 @@ impl<'a> Driver<'a> {
             cancel,
             next_id: 0,
             events: Vec::with_capacity(256),
+            observer: None,
         }
+    }
+
+    /// Lets `observer` watch every step (GPU timing).
+    pub fn observe(mut self, observer: &'a mut dyn StepObserver) -> Driver<'a> {
+        self.observer = Some(observer);
+        self
     }
 
     /// Runs warmup, then the measured requests of one point. Measured requests are
@@ -418,6 +452,14 @@ impl<'a> Driver<'a> {
         };
         let mut ended_by: Option<&'static str> = None;
         let mut last_timeout_check = t0;
+        let mut measures = Measures::default();
+        if let Some(o) = self.observer.as_deref_mut() {
+            o.phase_started(phase.measured);
+        }
+        let mut window = match (&opts.profile, phase.measured) {
+            (Some(plan), true) => self.open_profile(plan, phase, progress),
+            _ => None,
+        };
         let outcome = 'phase: loop {
             if self.cancel.load(Ordering::Relaxed) {
                 for id in book.finish_all(FinishReason::Abort, "interrupted (Ctrl-C)") {
@@ -504,6 +546,11 @@ impl<'a> Driver<'a> {
             }
             self.events.clear();
             let busy = !book.active.is_empty();
+            if busy {
+                if let Some(o) = self.observer.as_deref_mut() {
+                    o.before_step();
+                }
+            }
             let before = clock::now();
             let polled = self.engine.poll(timeout, &mut self.events);
             let stamp = clock::now();
@@ -528,6 +575,16 @@ impl<'a> Driver<'a> {
             }
             if busy {
                 cost.step(events, tokens);
+                if let Some(o) = self.observer.as_deref_mut() {
+                    o.after_step(stamp.since(before), tokens);
+                }
+                if let Some(left) = window.as_mut() {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        window = None;
+                        self.close_profile(&mut measures, progress);
+                    }
+                }
             }
             if let Err(e) = polled {
                 let msg = e.detail();
@@ -542,6 +599,14 @@ impl<'a> Driver<'a> {
             book.flush(&mut writer, progress)?;
         };
         book.flush(&mut writer, progress)?;
+        if window.is_some() {
+            self.close_profile(&mut measures, progress);
+        }
+        if phase.measured {
+            if let Some(o) = self.observer.as_deref_mut() {
+                o.phase_finished(&mut measures);
+            }
+        }
         let end = clock::now();
         Ok(PointRun {
             records: book.done,
@@ -556,7 +621,56 @@ impl<'a> Driver<'a> {
             }),
             cost: phase.measured.then(|| cost.finish(end.since(t0))),
             host: host_start.map(|h| h.until(&CpuSample::now())),
+            measures,
         })
+    }
+
+    /// Opens a profiler window for the phase; returns the steps it is to cover, or
+    /// None (with a line saying why) when the engine has no profiler or it failed.
+    fn open_profile(
+        &mut self,
+        plan: &ProfilePlan,
+        phase: &Phase,
+        progress: &progress::Progress,
+    ) -> Option<u64> {
+        let label = phase.point.label().replace(['=', ','], "-");
+        match self.engine.profile_start(&plan.dir, &label) {
+            Ok(true) => {
+                if let Some(o) = self.observer.as_deref_mut() {
+                    o.profile_window(true);
+                }
+                Some(plan.steps.max(1))
+            }
+            Ok(false) => {
+                progress.println(&format!(
+                    "{}: the {} engine has no profiler; --profile skipped",
+                    phase.point.label(),
+                    self.engine.info().name
+                ));
+                None
+            }
+            Err(e) => {
+                progress.println(&format!(
+                    "{}: the profiler did not start: {e}",
+                    phase.point.label()
+                ));
+                None
+            }
+        }
+    }
+
+    fn close_profile(&mut self, measures: &mut Measures, progress: &progress::Progress) {
+        if let Some(o) = self.observer.as_deref_mut() {
+            o.profile_window(false);
+        }
+        match self.engine.profile_stop() {
+            Ok(Some(p)) => {
+                progress.println(&p.table());
+                measures.add(&p);
+            }
+            Ok(None) => {}
+            Err(e) => progress.println(&format!("the profiler did not stop cleanly: {e}")),
+        }
     }
 
     /// Submits the next request of the phase (the next workload item of the run).

@@ -21,6 +21,11 @@
 //! `1 ± J/100` (`jitter_seed`), so its mean stays the schedule's: a known answer for
 //! the confidence intervals.
 //!
+//! `output_lag=true` returns each step's tokens with the next step (or the next poll when
+//! no step follows), as vLLM does with overlapped (async) scheduling on a GPU; the
+//! engine's own stamps stay at the step that produced them. It is the known answer
+//! for what TTFT and ITL mean under such scheduling.
+//!
 //! A request finishes with `length` on its `max_tokens`-th token. The true end of
 //! every step is reported as the engine's own stamps (`first_token_ns`,
 //! `last_token_ns`), so the harness's stamps can be compared with the truth.
@@ -70,6 +75,8 @@ pub struct Schedule {
     /// Each step lasts its scheduled time × U(1 - J/100, 1 + J/100).
     pub jitter_pct: f64,
     pub jitter_seed: u64,
+    /// Report a step's tokens with the next step (overlapped scheduling).
+    pub output_lag: bool,
 }
 
 impl Default for Schedule {
@@ -87,6 +94,7 @@ impl Default for Schedule {
             hang_at_step: None,
             jitter_pct: 0.0,
             jitter_seed: 0,
+            output_lag: false,
         }
     }
 }
@@ -96,7 +104,7 @@ const MAX_STEP_MS: f64 = 60_000.0;
 
 const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
                     decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step, \
-                    jitter_pct, jitter_seed";
+                    jitter_pct, jitter_seed, output_lag";
 
 impl Schedule {
     pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
@@ -133,6 +141,13 @@ impl Schedule {
                         .ok_or_else(|| bad("a percentage from 0 to below 100"))?
                 }
                 "jitter_seed" => s.jitter_seed = int(v)?,
+                "output_lag" => {
+                    s.output_lag = match v.to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(bad("true or false")),
+                    }
+                }
                 _ => {
                     return Err(EngineError::Usage(format!(
                         "unknown --engine-arg '{k}' for the calibration engine; valid keys: {KEYS}"
@@ -206,6 +221,8 @@ pub struct CalibrationEngine {
     step: Option<Step>,
     steps_done: u64,
     jitter: rand_chacha::ChaCha8Rng,
+    /// With `output_lag`: the last step's events, returned with the next.
+    held: Vec<TokenEvent>,
     /// The end of the last engine call, and the time between calls so far.
     last_return: Option<MonoNs>,
     between_calls_ns: u64,
@@ -228,6 +245,7 @@ impl CalibrationEngine {
                 "max_batch": schedule.max_batch,
                 "jitter_pct": schedule.jitter_pct,
                 "jitter_seed": schedule.jitter_seed,
+                "output_lag": schedule.output_lag,
             },
             "note": "known-answer instrument: prefill-first steps on an exact real-time schedule; \
                      its figures measure the harness, not an inference engine",
@@ -254,6 +272,7 @@ impl CalibrationEngine {
                 rand_chacha::ChaCha8Rng::seed_from_u64(schedule.jitter_seed)
             },
             schedule,
+            held: Vec::new(),
             last_return: None,
             between_calls_ns: 0,
         }
@@ -423,6 +442,11 @@ impl CalibrationEngine {
             self.plan(now);
         }
         let Some(ends_at) = self.step.as_ref().map(|s| s.ends_at) else {
+            if !self.held.is_empty() {
+                // No step follows: what was held comes back now.
+                out.append(&mut self.held);
+                return Ok(());
+            }
             clock::sleep_until(deadline);
             return Ok(());
         };
@@ -436,7 +460,15 @@ impl CalibrationEngine {
         let now = clock::now();
         while let Some(step) = self.step.take_if(|s| s.ends_at <= now) {
             let end = step.ends_at;
-            self.complete(step, out)?;
+            if self.schedule.output_lag {
+                // This step's events wait for the next; the last step's go out now.
+                let mut fresh = Vec::new();
+                self.complete(step, &mut fresh)?;
+                out.append(&mut self.held);
+                self.held = fresh;
+            } else {
+                self.complete(step, out)?;
+            }
             self.plan(end);
         }
         Ok(())
@@ -477,7 +509,8 @@ impl super::Engine for CalibrationEngine {
     }
 
     fn in_flight(&self) -> usize {
-        self.waiting.len() + self.running.len() + self.dropped
+        let held = self.held.iter().filter(|e| e.finish.is_some()).count();
+        self.waiting.len() + self.running.len() + self.dropped + held
     }
 
     fn abort(&mut self, id: RequestId) -> Result<(), EngineError> {
@@ -488,6 +521,7 @@ impl super::Engine for CalibrationEngine {
     }
 
     fn shutdown(&mut self) -> Result<(), EngineError> {
+        self.held.clear();
         self.waiting.clear();
         self.running.clear();
         self.step = None;

@@ -240,6 +240,80 @@ impl EngineError {
     }
 }
 
+/// What a profiler window captured (`--profile`): the trace file, how many engine steps
+/// it covered, and the operators that took the most self time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub trace_file: PathBuf,
+    pub steps: u64,
+    pub window_s: f64,
+    /// How it was taken (`torch.profiler (CPU) around each adapter step`).
+    pub method: String,
+    /// Top operators, most self time first.
+    pub ops: Vec<OpTime>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpTime {
+    pub name: String,
+    pub calls: u64,
+    pub self_ms: f64,
+}
+
+impl Profile {
+    /// The top-operators table: self time, calls and share of the window.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:>10} {:>8} {:>7}  operator ({} steps, {:.3} s window; {})\n",
+            "self ms", "calls", "share", self.steps, self.window_s, self.method
+        );
+        for o in &self.ops {
+            let share = if self.window_s > 0.0 {
+                o.self_ms / 1e3 / self.window_s * 100.0
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "{:>10.2} {:>8} {:>6.1}%  {}\n",
+                o.self_ms, o.calls, share, o.name
+            ));
+        }
+        out
+    }
+}
+
+impl crate::metrics::measure::Measure for Profile {
+    const NAME: &'static str = "profile";
+    const DEFINITION: &'static str =
+        "a profiler window over the first --profile-steps engine steps \
+        of the measured phase (after warmup): the trace file (Chrome/Perfetto JSON), the steps and \
+        seconds it covered, and the top operators by self time with their share of the window; \
+        the point's figures include the profiler's own overhead for those steps";
+
+    fn figures(&self) -> Vec<crate::metrics::measure::Figure> {
+        use crate::metrics::measure::Figure;
+        let top = self.ops.first();
+        vec![
+            Figure::new("profile_steps", Some(self.steps as f64), ""),
+            Figure::new("profile_window_s", Some(self.window_s), "s"),
+            Figure::new(
+                "profile_top_op_share_pct",
+                top.filter(|_| self.window_s > 0.0)
+                    .map(|o| o.self_ms / 1e3 / self.window_s * 100.0),
+                "%",
+            ),
+        ]
+    }
+
+    fn warning(&self) -> Option<String> {
+        Some(format!(
+            "profiled: its first {} steps ran under the profiler (trace {})",
+            self.steps,
+            self.trace_file.display()
+        ))
+    }
+}
+
 /// An inference engine behind the harness. See the module docs for the contract.
 pub trait Engine {
     fn info(&self) -> &EngineInfo;
@@ -259,4 +333,15 @@ pub trait Engine {
 
     /// Releases the engine and anything it started (threads, child processes).
     fn shutdown(&mut self) -> Result<(), EngineError>;
+
+    /// Starts the engine's profiler, writing into `dir`, for the point `label`.
+    /// `Ok(false)`: this engine has no profiler (the default).
+    fn profile_start(&mut self, _dir: &std::path::Path, _label: &str) -> Result<bool, EngineError> {
+        Ok(false)
+    }
+
+    /// Stops the profiler started by [`Engine::profile_start`].
+    fn profile_stop(&mut self) -> Result<Option<Profile>, EngineError> {
+        Ok(None)
+    }
 }

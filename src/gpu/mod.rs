@@ -1,5 +1,22 @@
-//! GPU facts for the run metadata. (CUDA-event timing and NVML telemetry come with the
-//! GPU issue; without a GPU the harness runs and says so once.)
+//! The GPU side of a run: CUDA-event time per engine step ([`timing`], [`cuda`]),
+//! device telemetry and energy ([`telemetry`], [`energy`]), the profiler's capture
+//! range and NVTX ranges, and the facts `harness engines` shows. Everything is loaded
+//! at run time; on a machine without a GPU each part switches itself off, the run
+//! says so in one line, and nothing fails for that reason.
+
+pub mod cuda;
+pub mod energy;
+pub mod telemetry;
+pub mod timing;
+
+use crate::driver::StepObserver;
+use crate::metrics::measure::Measures;
+use std::path::Path;
+use std::time::Duration;
+use timing::{GpuTime, StepRing};
+
+/// Event pairs in flight before a step goes untimed.
+const RING: usize = 64;
 
 /// Names of the NVIDIA GPUs the kernel driver reports, or why there are none.
 pub fn describe() -> String {
@@ -18,5 +35,146 @@ pub fn describe() -> String {
         "none (driver loaded, no GPU listed)".into()
     } else {
         names.join(", ")
+    }
+}
+
+/// The GPU facts for `harness engines`: driver, devices, NVML, and why timing is off.
+pub fn status() -> Vec<String> {
+    let mut lines = Vec::new();
+    match cuda::driver_version() {
+        Some(v) => lines.push(format!("CUDA driver {}.{}", v / 1000, (v % 1000) / 10)),
+        None => lines.push("CUDA driver: none (libcuda.so not found): GPU step timing off".into()),
+    }
+    if let Ok(ctx) = cuda::context(0) {
+        lines.push(format!("GPU 0: {}", cuda::device_facts(&ctx)));
+    }
+    match nvml_wrapper::Nvml::init() {
+        Ok(nvml) => {
+            let n = nvml.device_count().unwrap_or(0);
+            let driver = nvml.sys_driver_version().unwrap_or_default();
+            lines.push(format!("NVML: {n} GPU(s), driver {driver}: telemetry on"));
+        }
+        Err(e) => {
+            let rapl = telemetry::rapl_zones(Path::new("/sys/class/powercap"));
+            lines.push(format!(
+                "NVML: unavailable ({e}); CPU energy: {}",
+                if rapl.is_empty() {
+                    "no RAPL counters exposed (/sys/class/powercap)".to_string()
+                } else {
+                    format!("{} RAPL zone(s)", rapl.len())
+                }
+            ));
+        }
+    }
+    lines
+}
+
+/// A run's GPU instruments: step timing (when the engine runs on a CUDA device) and
+/// telemetry (NVML, or RAPL on a CPU host).
+pub struct Gpu {
+    ring: Option<(StepRing<cuda::CudaEvents>, String)>,
+    measured: bool,
+    /// NVTX range of the step in flight (only while a profiler window is open).
+    step_range: Option<cudarc::nvtx::Range>,
+    capture: bool,
+}
+
+impl Gpu {
+    /// Sets up what this machine supports. `cuda` is the engine's `(device, stream)`
+    /// when it computes on a GPU; `csv` is where telemetry samples go. Returns the step
+    /// observer, the telemetry sampler (on its own thread), and one line saying what is
+    /// on and what is off.
+    pub fn start(
+        cuda: Option<(usize, Option<u64>)>,
+        csv: &Path,
+        period: Duration,
+    ) -> (Gpu, Option<telemetry::Sampler>, String) {
+        let mut said = Vec::new();
+        let ring = match cuda {
+            Some((device, stream)) => match cuda::CudaEvents::new(device, stream).and_then(|ev| {
+                let d = ev.described.clone();
+                StepRing::new(ev, RING).map(|r| (r, d))
+            }) {
+                Ok((r, d)) => {
+                    said.push(format!("GPU step timing on {d}"));
+                    Some((r, d))
+                }
+                Err(e) => {
+                    said.push(format!("GPU step timing off: {e}"));
+                    None
+                }
+            },
+            None => {
+                let why = cuda::context(0)
+                    .err()
+                    .unwrap_or_else(|| "the engine does not run on a CUDA device".into());
+                said.push(format!("GPU step timing off: {why}"));
+                None
+            }
+        };
+        let sampler = match telemetry::Sampler::start(csv, period) {
+            Ok(s) => {
+                said.push(format!("{} telemetry of {}", s.kind, s.devices.join(", ")));
+                Some(s)
+            }
+            Err(e) => {
+                said.push(format!("telemetry off: {e}"));
+                None
+            }
+        };
+        (
+            Gpu {
+                ring,
+                measured: false,
+                step_range: None,
+                capture: false,
+            },
+            sampler,
+            format!("gpu: {}", said.join("; ")),
+        )
+    }
+}
+
+impl StepObserver for Gpu {
+    fn phase_started(&mut self, measured: bool) {
+        self.measured = measured;
+    }
+
+    fn before_step(&mut self) {
+        if self.capture {
+            self.step_range = cuda::nvtx_range("harness.step");
+        }
+        if self.measured {
+            if let Some((r, _)) = &mut self.ring {
+                r.begin();
+            }
+        }
+    }
+
+    fn after_step(&mut self, host_ns: u64, tokens: u64) {
+        if self.measured {
+            if let Some((r, _)) = &mut self.ring {
+                r.end(host_ns, tokens);
+            }
+        }
+        self.step_range = None;
+    }
+
+    fn profile_window(&mut self, open: bool) {
+        if self.ring.is_some() {
+            self.capture = open && cuda::capture(true).is_ok();
+            if !open {
+                let _ = cuda::capture(false);
+            }
+        }
+    }
+
+    fn phase_finished(&mut self, measures: &mut Measures) {
+        if let Some((r, stream)) = &mut self.ring {
+            let steps = r.finish();
+            let t = GpuTime::of(&steps, std::mem::take(&mut r.skipped), stream);
+            measures.add(&t);
+        }
+        self.measured = false;
     }
 }

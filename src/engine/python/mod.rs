@@ -164,6 +164,8 @@ fn load_module<'py>(py: Python<'py>, source: &str, name: &str) -> PyResult<Bound
 pub struct PythonEngine {
     info: EngineInfo,
     adapter: Py<PyAny>,
+    /// `harness_bridge.Profiler` while a profiler window is open.
+    profiler: Option<Py<PyAny>>,
     in_flight: HashSet<RequestId>,
     shut_down: bool,
 }
@@ -218,6 +220,7 @@ impl PythonEngine {
             Ok(PythonEngine {
                 info,
                 adapter: adapter.unbind(),
+                profiler: None,
                 in_flight: HashSet::new(),
                 shut_down: false,
             })
@@ -350,9 +353,17 @@ impl Engine for PythonEngine {
     fn poll(&mut self, timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
         let start = out.len();
         let res = Python::attach(|py| {
-            let ret = self
-                .adapter
-                .call_method1(py, "step", (timeout.as_secs_f64(),))?;
+            let ret = match &self.profiler {
+                // Each step inside the profiler's `harness.step` range.
+                Some(p) => p.call_method1(
+                    py,
+                    "step",
+                    (self.adapter.getattr(py, "step")?, timeout.as_secs_f64()),
+                )?,
+                None => self
+                    .adapter
+                    .call_method1(py, "step", (timeout.as_secs_f64(),))?,
+            };
             decode_step(ret.bind(py), out)
         });
         if let Err(e) = res {
@@ -386,10 +397,19 @@ impl Engine for PythonEngine {
         })
     }
 
+    fn profile_start(&mut self, dir: &Path, label: &str) -> Result<bool, EngineError> {
+        self.start_profiler(dir, label)
+    }
+
+    fn profile_stop(&mut self) -> Result<Option<super::Profile>, EngineError> {
+        self.stop_profiler()
+    }
+
     fn shutdown(&mut self) -> Result<(), EngineError> {
         if std::mem::replace(&mut self.shut_down, true) {
             return Ok(());
         }
+        let _ = self.stop_profiler();
         self.in_flight.clear();
         Python::attach(|py| {
             let r = self
@@ -407,6 +427,61 @@ impl Engine for PythonEngine {
                 }
             }
             r
+        })
+    }
+}
+
+impl PythonEngine {
+    fn start_profiler(&mut self, dir: &Path, label: &str) -> Result<bool, EngineError> {
+        let p = Python::attach(|py| {
+            py.import("harness_bridge")
+                .and_then(|m| {
+                    m.getattr("Profiler")?
+                        .call1((dir.to_string_lossy().as_ref(), label))
+                })
+                .map(|p| p.unbind())
+                .map_err(|e| py_error(py, e, "starting the profiler"))
+        })?;
+        self.profiler = Some(p);
+        Ok(true)
+    }
+
+    fn stop_profiler(&mut self) -> Result<Option<super::Profile>, EngineError> {
+        let Some(p) = self.profiler.take() else {
+            return Ok(None);
+        };
+        Python::attach(|py| {
+            let d = p
+                .call_method0(py, "stop")
+                .map_err(|e| py_error(py, e, "stopping the profiler"))?;
+            let d = d.bind(py);
+            let get = |k: &str| d.get_item(k).map_err(|e| py_error(py, e, "profile"));
+            let mut ops = Vec::new();
+            for o in get("ops")?
+                .try_iter()
+                .map_err(|e| py_error(py, e, "profile ops"))?
+            {
+                let o = o.map_err(|e| py_error(py, e, "profile ops"))?;
+                let field = |k: &str| o.get_item(k).map_err(|e| py_error(py, e, "profile op"));
+                ops.push(super::OpTime {
+                    name: field("name")?
+                        .str()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    calls: field("calls")?.extract().unwrap_or(0),
+                    self_ms: field("self_us")?.extract::<f64>().unwrap_or(0.0) / 1e3,
+                });
+            }
+            Ok(Some(super::Profile {
+                trace_file: get("trace_file")?
+                    .extract::<String>()
+                    .unwrap_or_default()
+                    .into(),
+                steps: get("steps")?.extract().unwrap_or(0),
+                window_s: get("window_ns")?.extract::<f64>().unwrap_or(0.0) / 1e9,
+                method: get("method")?.extract().unwrap_or_default(),
+                ops,
+            }))
         })
     }
 }
