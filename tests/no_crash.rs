@@ -78,6 +78,9 @@ fn flag_values() -> impl Strategy<Value = Vec<(String, String)>> {
         "--slo",
         "--engine-arg",
         "--dataset",
+        "--profile-steps",
+        "--profile-points",
+        "--gpu-sample-ms",
     ]);
     prop::collection::vec((flags.prop_map(String::from), nasty_number()), 0..6)
 }
