@@ -31,47 +31,66 @@ impl EnergySource {
     }
 }
 
-/// Energy (J) used between the first and last of `samples`, which are in time order.
-/// Uses the counter when every sample has one (a counter that goes backwards wrapped
-/// around at `wrap_j`, as RAPL's does), else integrates power. `None` with fewer
+/// Energy (J) used in `[from_ns, to_ns]`, from `samples` in time order. Uses the
+/// counter when every sample has one (a counter that goes backwards wrapped around at
+/// `wrap_j`, as RAPL's does), else integrates power. Both are taken as piecewise linear
+/// between samples, so the window's edges are interpolated rather than rounded out to
+/// the nearest samples; outside the samples' span nothing is counted. `None` with fewer
 /// than two usable samples.
-pub fn energy_between(samples: &[PowerSample], wrap_j: Option<f64>) -> Option<(f64, EnergySource)> {
+pub fn energy_in(
+    samples: &[PowerSample],
+    from_ns: u64,
+    to_ns: u64,
+    wrap_j: Option<f64>,
+) -> Option<(f64, EnergySource)> {
     if samples.len() >= 2 && samples.iter().all(|s| s.energy_j.is_some()) {
-        let mut total = 0.0;
-        for w in samples.windows(2) {
-            let (a, b) = (w[0].energy_j.unwrap_or(0.0), w[1].energy_j.unwrap_or(0.0));
-            total += if b >= a {
-                b - a
-            } else {
-                // Wrapped: the rest of the range, then from zero.
-                wrap_j.map_or(0.0, |max| max - a + b)
-            };
-        }
-        return Some((total, EnergySource::Counter));
+        // Unwrap the counter into a non-decreasing cumulative series.
+        let mut offset = 0.0;
+        let mut prev: Option<f64> = None;
+        let series: Vec<(f64, f64)> = samples
+            .iter()
+            .map(|s| {
+                let e = s.energy_j.unwrap_or(0.0);
+                if prev.is_some_and(|p| e < p) {
+                    offset += wrap_j.unwrap_or(0.0);
+                }
+                prev = Some(e);
+                (s.at_ns as f64, e + offset)
+            })
+            .collect();
+        let at = |t: f64| interpolate(&series, t);
+        return Some((at(to_ns as f64) - at(from_ns as f64), EnergySource::Counter));
     }
-    let powered: Vec<&PowerSample> = samples.iter().filter(|s| s.power_w.is_some()).collect();
-    if powered.len() < 2 {
+    let series: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| Some((s.at_ns as f64, s.power_w?)))
+        .collect();
+    if series.len() < 2 {
         return None;
     }
-    let joules = powered
-        .windows(2)
-        .map(|w| {
-            let dt = w[1].at_ns.saturating_sub(w[0].at_ns) as f64 / 1e9;
-            dt * (w[0].power_w.unwrap_or(0.0) + w[1].power_w.unwrap_or(0.0)) / 2.0
-        })
-        .sum();
+    let (a, b) = (from_ns as f64, to_ns as f64);
+    let mut joules = 0.0;
+    for w in series.windows(2) {
+        let ((t0, p0), (t1, p1)) = (w[0], w[1]);
+        let (lo, hi) = (t0.max(a), t1.min(b));
+        if hi <= lo || t1 <= t0 {
+            continue;
+        }
+        let p = |t: f64| p0 + (p1 - p0) * (t - t0) / (t1 - t0);
+        joules += (hi - lo) / 1e9 * (p(lo) + p(hi)) / 2.0;
+    }
     Some((joules, EnergySource::PowerIntegral))
 }
 
-/// The samples of `all` (in time order) that cover `[from_ns, to_ns]`: those inside,
-/// plus the last one before and the first one after, so an integral spans the window.
-pub fn window(all: &[PowerSample], from_ns: u64, to_ns: u64) -> &[PowerSample] {
-    if all.is_empty() || to_ns < from_ns {
-        return &[];
+/// The piecewise-linear value of `series` (time, value) at `t`, clamped to its span.
+fn interpolate(series: &[(f64, f64)], t: f64) -> f64 {
+    let i = series.partition_point(|&(x, _)| x <= t);
+    match (i.checked_sub(1).map(|j| series[j]), series.get(i)) {
+        (None, Some(&(_, v))) | (Some((_, v)), None) => v,
+        (Some((t0, v0)), Some(&(t1, v1))) if t1 > t0 => v0 + (v1 - v0) * (t - t0) / (t1 - t0),
+        (Some((_, v)), Some(_)) => v,
+        (None, None) => 0.0,
     }
-    let start = all.partition_point(|s| s.at_ns < from_ns).saturating_sub(1);
-    let end = (all.partition_point(|s| s.at_ns <= to_ns) + 1).min(all.len());
-    &all[start..end.max(start)]
 }
 
 /// Joules per output token; `None` without tokens.
@@ -91,6 +110,8 @@ mod tests {
         }
     }
 
+    const MS: u64 = 1_000_000;
+
     #[test]
     fn counter_deltas_and_wraparound() {
         let samples = [
@@ -99,8 +120,16 @@ mod tests {
             s(200, None, Some(35.5)),
         ];
         assert_eq!(
-            energy_between(&samples, None),
+            energy_in(&samples, 0, 200 * MS, None),
             Some((25.5, EnergySource::Counter))
+        );
+        // Edges interpolated: 50–150 ms is half of 20 J plus half of 5.5 J.
+        let (j, _) = energy_in(&samples, 50 * MS, 150 * MS, None).unwrap();
+        assert!((j - 12.75).abs() < 1e-9, "{j}");
+        // Outside the samples' span nothing counts.
+        assert_eq!(
+            energy_in(&samples, 300 * MS, 400 * MS, None).map(|e| e.0),
+            Some(0.0)
         );
         // RAPL-style wrap at 100 J: 90 → 5 is 15 J, not -85.
         let wrapped = [
@@ -109,7 +138,7 @@ mod tests {
             s(200, None, Some(5.0)),
         ];
         assert_eq!(
-            energy_between(&wrapped, Some(100.0)),
+            energy_in(&wrapped, 0, 200 * MS, Some(100.0)),
             Some((25.0, EnergySource::Counter))
         );
     }
@@ -122,28 +151,19 @@ mod tests {
             s(1000, Some(100.0), None),
             s(2000, Some(300.0), None),
         ];
-        let (j, src) = energy_between(&samples, None).unwrap();
+        let (j, src) = energy_in(&samples, 0, 2000 * MS, None).unwrap();
         assert!((j - 300.0).abs() < 1e-9 && src == EnergySource::PowerIntegral);
+        // The second half of the ramp: 200 W → 300 W over 0.5 s = 125 J.
+        let (j, _) = energy_in(&samples, 1500 * MS, 2000 * MS, None).unwrap();
+        assert!((j - 125.0).abs() < 1e-9, "{j}");
         // A counter missing in one sample falls back to power.
         let mixed = [s(0, Some(50.0), Some(1.0)), s(1000, Some(50.0), None)];
         assert_eq!(
-            energy_between(&mixed, None).map(|e| e.1),
+            energy_in(&mixed, 0, 1000 * MS, None).map(|e| e.1),
             Some(EnergySource::PowerIntegral)
         );
-        assert_eq!(energy_between(&[s(0, Some(1.0), None)], None), None);
+        assert_eq!(energy_in(&[s(0, Some(1.0), None)], 0, 10, None), None);
         assert_eq!(joules_per_token(300.0, 150), Some(2.0));
         assert_eq!(joules_per_token(1.0, 0), None);
-    }
-
-    #[test]
-    fn a_window_includes_its_neighbours() {
-        let all: Vec<PowerSample> = (0..10).map(|i| s(i * 100, Some(1.0), None)).collect();
-        let ms = 1_000_000;
-        let w = window(&all, 250 * ms, 520 * ms);
-        assert_eq!(w.first().unwrap().at_ns, 200_000_000);
-        assert_eq!(w.last().unwrap().at_ns, 600_000_000);
-        assert_eq!(window(&all, 0, 0).len(), 2);
-        assert!(window(&[], 0, 10).is_empty());
-        assert_eq!(window(&all, 5_000 * ms, 6_000 * ms).len(), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! (`/sys/class/powercap`, read-only) where it exposes them. Without either, it says
 //! so once and stays off.
 
-use super::energy::{energy_between, joules_per_token, window, EnergySource, PowerSample};
+use super::energy::{energy_in, joules_per_token, EnergySource, PowerSample};
 use crate::clock;
 use crate::metrics::measure::{Figure, Measure};
 use serde::{Deserialize, Serialize};
@@ -349,7 +349,7 @@ fn energy(
                 energy_j: s.energy_j,
             })
             .collect();
-        if let Some((j, src)) = energy_between(window(&series, from, to), wrap(d)) {
+        if let Some((j, src)) = energy_in(&series, from, to, wrap(d)) {
             let (t, _) = total.get_or_insert((0.0, src));
             *t += j;
         }
