@@ -129,7 +129,8 @@ pub struct ProfilePlan {
 /// when a profiler window opens or closes, and asked for its measurements at the end
 /// of a measured phase.
 pub trait StepObserver {
-    fn phase_started(&mut self, _measured: bool) {}
+    /// A phase of the point `label` (`batch=8`) starts.
+    fn phase_started(&mut self, _label: &str, _measured: bool) {}
     fn before_step(&mut self) {}
     /// After the step: the host time of the engine call and the tokens it produced.
     fn after_step(&mut self, _host_ns: u64, _tokens: u64) {}
@@ -454,7 +455,7 @@ impl<'a> Driver<'a> {
         let mut last_timeout_check = t0;
         let mut measures = Measures::default();
         if let Some(o) = self.observer.as_deref_mut() {
-            o.phase_started(phase.measured);
+            o.phase_started(&phase.point.label(), phase.measured);
         }
         let mut window = match (&opts.profile, phase.measured) {
             (Some(plan), true) => self.open_profile(plan, phase, progress),

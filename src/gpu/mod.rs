@@ -74,6 +74,12 @@ pub fn status() -> Vec<String> {
 pub struct Gpu {
     ring: Option<(StepRing<cuda::CudaEvents>, String)>,
     measured: bool,
+    /// The point in progress, its steps and tokens so far (for NVTX range names).
+    label: String,
+    steps: u64,
+    tokens: u64,
+    /// NVTX range of the whole point while a profiler window is open.
+    point_range: Option<cudarc::nvtx::Range>,
     /// NVTX range of the step in flight (only while a profiler window is open).
     step_range: Option<cudarc::nvtx::Range>,
     capture: bool,
@@ -126,6 +132,10 @@ impl Gpu {
             Gpu {
                 ring,
                 measured: false,
+                label: String::new(),
+                steps: 0,
+                tokens: 0,
+                point_range: None,
                 step_range: None,
                 capture: false,
             },
@@ -135,14 +145,25 @@ impl Gpu {
     }
 }
 
+/// The NVTX range of one step: the point (its load), the step's number and the
+/// tokens the point has produced before it, so nsys timelines read by load.
+pub fn step_range_name(label: &str, step: u64, tokens: u64) -> String {
+    format!("{label} step {step} ({tokens} tokens before)")
+}
+
 impl StepObserver for Gpu {
-    fn phase_started(&mut self, measured: bool) {
+    fn phase_started(&mut self, label: &str, measured: bool) {
         self.measured = measured;
+        self.label = label.to_string();
+        self.steps = 0;
+        self.tokens = 0;
     }
 
     fn before_step(&mut self) {
+        self.steps += 1;
         if self.capture {
-            self.step_range = cuda::nvtx_range("harness.step");
+            self.step_range =
+                cuda::nvtx_range(&step_range_name(&self.label, self.steps, self.tokens));
         }
         if self.measured {
             if let Some((r, _)) = &mut self.ring {
@@ -152,6 +173,7 @@ impl StepObserver for Gpu {
     }
 
     fn after_step(&mut self, host_ns: u64, tokens: u64) {
+        self.tokens += tokens;
         if self.measured {
             if let Some((r, _)) = &mut self.ring {
                 r.end(host_ns, tokens);
@@ -163,6 +185,11 @@ impl StepObserver for Gpu {
     fn profile_window(&mut self, open: bool) {
         if self.ring.is_some() {
             self.capture = open && cuda::capture(true).is_ok();
+            self.point_range = if self.capture {
+                cuda::nvtx_range(&format!("{} (profiled steps)", self.label))
+            } else {
+                None
+            };
             if !open {
                 let _ = cuda::capture(false);
             }
@@ -176,5 +203,46 @@ impl StepObserver for Gpu {
             measures.add(&t);
         }
         self.measured = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvtx_step_names_carry_the_load_and_the_tokens() {
+        assert_eq!(
+            step_range_name("batch=32", 12, 384),
+            "batch=32 step 12 (384 tokens before)"
+        );
+    }
+
+    #[test]
+    fn off_without_a_gpu_in_one_line() {
+        if std::path::Path::new("/proc/driver/nvidia").exists() {
+            eprintln!("skipped: this machine has an NVIDIA driver");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (mut gpu, sampler, said) = Gpu::start(
+            Some((0, Some(0x10))),
+            &d.path().join("gpu.csv"),
+            Duration::from_millis(100),
+        );
+        assert!(
+            said.starts_with("gpu: GPU step timing off: no CUDA driver"),
+            "{said}"
+        );
+        assert!(!said.contains('\n'));
+        // Telemetry only where RAPL exists (not on these VMs): then no gpu.csv either.
+        assert_eq!(sampler.is_some(), d.path().join("gpu.csv").exists());
+        // The observer is inert: no measurement without a ring.
+        gpu.phase_started("batch=1", true);
+        gpu.before_step();
+        gpu.after_step(1_000_000, 1);
+        let mut m = Measures::default();
+        gpu.phase_finished(&mut m);
+        assert!(m.0.is_empty());
     }
 }
