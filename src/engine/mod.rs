@@ -9,6 +9,7 @@ pub mod calibration;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod registry;
+pub mod trtllm;
 pub mod venv;
 
 use crate::clock::MonoNs;

@@ -14,6 +14,8 @@ static BUILTIN: &[&EngineSpec] = &[
     &super::python::hf::SPEC,
     #[cfg(feature = "python")]
     &super::python::test_adapter::SPEC,
+    // Listed in every build: without the `trtllm` feature it says how to build it.
+    &super::trtllm::SPEC,
 ];
 
 /// A set of engine specs. [`Registry::builtin`] is this build's; tests make their own
