@@ -75,7 +75,9 @@ mod trtllm {
 
     fn var(name: &str) -> Option<PathBuf> {
         println!("cargo:rerun-if-env-changed={name}");
-        env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+        env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     }
 
     /// The directory among `dirs` that holds `file`.
@@ -226,6 +228,9 @@ mod trtllm {
         for lib in ["tensorrt_llm", "nvinfer_plugin_tensorrt_llm", "cudart"] {
             println!("cargo:rustc-link-lib=dylib={lib}");
         }
-        println!("cargo:rustc-env=HARNESS_TRTLLM_LIB_DIRS={}", shown.join(":"));
+        println!(
+            "cargo:rustc-env=HARNESS_TRTLLM_LIB_DIRS={}",
+            shown.join(":")
+        );
     }
 }

@@ -3,10 +3,25 @@
 # seconds when the cache under ${LLM_HARNESS_CACHE:-~/.cache/llm-harness} is warm),
 # runs every test once, then the real-engine tests that a plain `cargo test` reports
 # as ignored (they need the venv and the models). Tests that need a GPU skip with a
-# printed reason.
+# printed reason. Then TensorRT-LLM's bridge end to end against its test stand-in
+# (tests/trtllm_standin.rs), when the Executor headers are there (TRTLLM_INCLUDE_DIR,
+# default ../shared/trtllm-1.2/include); without them it says it skipped (CI fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export LLM_HARNESS_REQUIRE_ENGINES=1
 cargo test --locked --all-targets "$@"
 cargo test --locked --test python_engines "$@" -- --ignored
+
+headers="${TRTLLM_INCLUDE_DIR:-../shared/trtllm-1.2/include}"
+if [ -f "$headers/tensorrt_llm/executor/executor.h" ]; then
+  CUDA_HOME="$(scripts/cuda_headers.sh | tail -n1)"
+  TRTLLM_ROOT="$(scripts/trtllm_standin.sh | tail -n1)"
+  CUDA_HOME="$CUDA_HOME" TRTLLM_ROOT="$TRTLLM_ROOT" \
+    cargo test --locked --no-default-features --features trtllm-standin --test trtllm_standin "$@"
+elif [ "${CI:-}" = true ]; then
+  echo "scripts/test.sh: no TensorRT-LLM Executor headers at $headers (set TRTLLM_INCLUDE_DIR); CI runs the stand-in tests" >&2
+  exit 1
+else
+  echo "SKIPPED the TensorRT-LLM stand-in tests: no Executor headers at $headers (set TRTLLM_INCLUDE_DIR to TensorRT-LLM 1.2's cpp/include)" >&2
+fi

@@ -486,6 +486,41 @@ fn engines_lists_the_calibration_engine() {
     );
 }
 
+/// The product's own example without TensorRT-LLM built in: exit 2, one line saying how
+/// to build it, nothing written; `harness engines` says the same.
+#[cfg(not(feature = "trtllm"))]
+#[test]
+fn trtllm_without_the_feature_says_how_to_build_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = harness();
+    c.current_dir(tmp.path())
+        .args(["--engine", "trtllm", "--batch", "32"]);
+    usage_error(
+        c,
+        "--engine trtllm: this harness was built without the trtllm feature; cargo build --release --features trtllm with TRTLLM_ROOT=",
+    );
+    // No run directory (the default `results/` parent is created before the load and
+    // stays, empty, as for every load-time usage error).
+    let results = tmp.path().join("results");
+    assert!(!results.exists() || std::fs::read_dir(&results).unwrap().count() == 0);
+
+    let out = harness().arg("engines").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mine: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("trtllm"))
+        .take(3)
+        .collect();
+    assert!(mine[0].contains("NOT USABLE"), "{text}");
+    assert!(mine[1].contains("stream engine; not built in"), "{text}");
+    assert!(
+        mine[2].contains("why not: built without the trtllm feature")
+            && mine[2].contains("the C++ Executor exists up to TensorRT-LLM 1.2.x")
+            && mine[2].contains("last stable release with it: 1.2.1"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_product_form_is_harness_run() {
     let tmp = tempfile::tempdir().unwrap();

@@ -105,11 +105,14 @@ impl EngineDir {
     pub fn open(dir: &Path) -> Result<EngineDir, String> {
         let shown = dir.display();
         if !dir.is_dir() {
-            return Err(format!("--model {shown}: no such directory; {ENGINE_DIR_HELP}"));
+            return Err(format!(
+                "--model {shown}: no such directory; {ENGINE_DIR_HELP}"
+            ));
         }
         let config = dir.join("config.json");
-        let text = std::fs::read_to_string(&config)
-            .map_err(|e| format!("--model {shown}: cannot read config.json ({e}); {ENGINE_DIR_HELP}"))?;
+        let text = std::fs::read_to_string(&config).map_err(|e| {
+            format!("--model {shown}: cannot read config.json ({e}); {ENGINE_DIR_HELP}")
+        })?;
         let engines = std::fs::read_dir(dir)
             .map_err(|e| format!("--model {shown}: {e}"))?
             .flatten()
@@ -125,8 +128,9 @@ impl EngineDir {
                  checkpoint must be built with trtllm-build first); {ENGINE_DIR_HELP}"
             ));
         }
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| format!("--model {shown}: config.json is not JSON ({e}); {ENGINE_DIR_HELP}"))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            format!("--model {shown}: config.json is not JSON ({e}); {ENGINE_DIR_HELP}")
+        })?;
         let pretrained = &json["pretrained_config"];
         let build = &json["build_config"];
         let world = pretrained["mapping"]["world_size"].as_u64().unwrap_or(1);
@@ -168,8 +172,8 @@ mod engine {
     use super::{EngineDir, Options, ENGINE_DIR_HELP, STANDIN_VERSION_MARK};
     use crate::clock::{self, MonoNs};
     use crate::engine::{
-        Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest,
-        RequestId, TokenEvent,
+        Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest, RequestId,
+        TokenEvent,
     };
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +242,9 @@ mod engine {
             let exec = bridge::create_executor(path, &settings)
                 .map_err(|e| failed(&format!("Executor({})", dir.display()), &e))?;
             if exec.is_null() {
-                return Err(EngineError::failed("TensorRT-LLM: the shim returned no Executor"));
+                return Err(EngineError::failed(
+                    "TensorRT-LLM: the shim returned no Executor",
+                ));
             }
             let version = bridge::trtllm_version();
             let standin = version.starts_with(STANDIN_VERSION_MARK);
@@ -303,7 +309,6 @@ mod engine {
         pub fn iteration_stats(&self) -> Result<Vec<String>, EngineError> {
             self.exec
                 .latest_iteration_stats()
-                .map(|v| v.into_iter().map(String::from).collect())
                 .map_err(|e| failed("getLatestIterationStats", &e))
         }
 
@@ -483,18 +488,28 @@ mod tests {
     fn an_engine_dir_has_config_and_rank_engines() {
         let d = tempfile::tempdir().unwrap();
         let e = EngineDir::open(&d.path().join("x")).unwrap_err();
-        assert!(e.contains("no such directory") && e.contains("trtllm-build"), "{e}");
+        assert!(
+            e.contains("no such directory") && e.contains("trtllm-build"),
+            "{e}"
+        );
         let e = EngineDir::open(d.path()).unwrap_err();
         assert!(e.contains("cannot read config.json"), "{e}");
         // A Hugging Face checkpoint: config.json and weights, no engine.
         let hf = engine_dir("{}", false);
         std::fs::write(hf.path().join("model.safetensors"), "").unwrap();
         let e = EngineDir::open(hf.path()).unwrap_err();
-        assert!(e.contains("no rank0.engine") && e.contains("built with trtllm-build"), "{e}");
+        assert!(
+            e.contains("no rank0.engine") && e.contains("built with trtllm-build"),
+            "{e}"
+        );
         let e = EngineDir::open(engine_dir("not json", true).path()).unwrap_err();
         assert!(e.contains("config.json is not JSON"), "{e}");
         let e = EngineDir::open(
-            engine_dir(r#"{"pretrained_config": {"mapping": {"world_size": 2}}}"#, true).path(),
+            engine_dir(
+                r#"{"pretrained_config": {"mapping": {"world_size": 2}}}"#,
+                true,
+            )
+            .path(),
         )
         .unwrap_err();
         assert!(e.contains("an engine for 2 GPUs"), "{e}");
@@ -523,7 +538,10 @@ mod tests {
         let a = (SPEC.availability)(&Default::default());
         assert!(!a.is_usable());
         let p = a.problem.unwrap();
-        assert!(p.contains("--features trtllm") && p.contains("TRTLLM_ROOT"), "{p}");
+        assert!(
+            p.contains("--features trtllm") && p.contains("TRTLLM_ROOT"),
+            "{p}"
+        );
         assert!(p.contains("1.2.1"), "{p}");
         let Err(crate::engine::EngineError::Usage(m)) = (SPEC.load)(&Default::default()) else {
             panic!("expected a usage error");

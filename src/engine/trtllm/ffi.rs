@@ -163,7 +163,9 @@ impl From<SchedulerPolicy> for bridge::CapacitySchedulerPolicy {
     fn from(p: SchedulerPolicy) -> Self {
         match p {
             SchedulerPolicy::MaxUtilization => bridge::CapacitySchedulerPolicy::MaxUtilization,
-            SchedulerPolicy::GuaranteedNoEvict => bridge::CapacitySchedulerPolicy::GuaranteedNoEvict,
+            SchedulerPolicy::GuaranteedNoEvict => {
+                bridge::CapacitySchedulerPolicy::GuaranteedNoEvict
+            }
             SchedulerPolicy::StaticBatch => bridge::CapacitySchedulerPolicy::StaticBatch,
         }
     }
@@ -193,7 +195,9 @@ pub(crate) fn finish_of(r: &bridge::ResponseRecord) -> Option<(HarnessFinish, Op
         return None;
     }
     Some(match r.finish_reason {
-        bridge::FinishReason::EndId | bridge::FinishReason::StopWords => (HarnessFinish::Stop, None),
+        bridge::FinishReason::EndId | bridge::FinishReason::StopWords => {
+            (HarnessFinish::Stop, None)
+        }
         bridge::FinishReason::Length => (HarnessFinish::Length, None),
         bridge::FinishReason::TimedOut => (
             HarnessFinish::Timeout,

@@ -67,8 +67,14 @@ impl Default for Options {
 
 /// Every key, with what it takes (the message for an unknown key lists them).
 const KEYS: &[(&str, &str)] = &[
-    ("max_batch_size", "requests in flight, 1..=65536 (default: the engine's)"),
-    ("max_num_tokens", "tokens per iteration, 1..=16777216 (default: the engine's)"),
+    (
+        "max_batch_size",
+        "requests in flight, 1..=65536 (default: the engine's)",
+    ),
+    (
+        "max_num_tokens",
+        "tokens per iteration, 1..=16777216 (default: the engine's)",
+    ),
     (
         "kv_cache_free_gpu_memory_fraction",
         "share of free GPU memory for the KV cache, above 0 up to 1 (default 0.9)",
@@ -183,7 +189,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut diag = row[0];
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
             diag = row[j + 1];
             row[j + 1] = next;
         }
