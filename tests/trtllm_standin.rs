@@ -102,6 +102,7 @@ fn opts(num: usize, warmup: usize) -> DriverOptions {
             return_token_ids: false,
         },
         seed: 7,
+        profile: None,
     }
 }
 

@@ -1,9 +1,9 @@
 //! TensorRT-LLM through its C++ Executor (`tensorrt_llm::executor`), in this process,
-//! over the cxx bridge in [`ffi`] and the shim in `ffi/trtllm/`.
+//! over the cxx bridge in `trtllm/ffi.rs` and the shim in `ffi/trtllm/`.
 //!
 //! This module owns the `trtllm` engine: its spec (registered in every build; without
 //! the `trtllm` feature it says how to build it), the engine-directory check, the typed
-//! `--engine-arg`s ([`options`]) and, with the feature, [`TrtllmEngine`].
+//! `--engine-arg`s ([`options`]) and, with the feature, `TrtllmEngine`.
 //!
 //! The C++ Executor exists in TensorRT-LLM up to release 1.2.x; upstream removed it
 //! (with its `gptManagerBenchmark`) afterwards, in PR #16369. The last stable release
