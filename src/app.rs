@@ -145,24 +145,39 @@ fn report_dir(a: ReportArgs) -> Result<i32> {
 struct OutDir<'a> {
     path: &'a Path,
     created: bool,
+    /// The outermost directory this run created (`results/` on a first run), removed
+    /// with the result directory when nothing was measured.
+    outermost: PathBuf,
 }
 
 impl<'a> OutDir<'a> {
     fn create(path: &'a Path) -> Result<OutDir<'a>> {
         let created = !path.exists();
+        let mut outermost = path.to_path_buf();
+        while let Some(parent) = outermost.parent() {
+            if parent.as_os_str().is_empty() || parent.exists() {
+                break;
+            }
+            outermost = parent.to_path_buf();
+        }
         std::fs::create_dir_all(path).map_err(|e| {
             UsageError(format!(
                 "--out {}: {e}; choose a writable directory",
                 path.display()
             ))
         })?;
-        Ok(OutDir { path, created })
+        Ok(OutDir {
+            path,
+            created,
+            outermost,
+        })
     }
 
-    /// What Ctrl-C during the load removes: the directory if ours, else the log.
+    /// What Ctrl-C during the load removes: the directories this run created, else
+    /// the log.
     fn cleanup_target(&self) -> std::path::PathBuf {
         if self.created {
-            self.path.to_path_buf()
+            self.outermost.clone()
         } else {
             self.path.join(ENGINE_LOG)
         }
@@ -171,7 +186,7 @@ impl<'a> OutDir<'a> {
     /// Removes what this run wrote when nothing was measured (bad input at load).
     fn discard(&self) {
         if self.created {
-            let _ = std::fs::remove_dir_all(self.path);
+            let _ = std::fs::remove_dir_all(&self.outermost);
         } else {
             let _ = std::fs::remove_file(self.path.join(ENGINE_LOG));
         }

@@ -44,14 +44,17 @@ pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigEr
             return err(format!("--python-env {}: not a Python venv (no bin/); pass a venv made by scripts/setup.sh", env.display()));
         }
     }
-    Ok(EngineSection {
-        spec,
-        config: EngineConfig {
-            model: a.model.clone(),
-            engine_args,
-            python_env: a.python_env.clone(),
-        },
-    })
+    let config = EngineConfig {
+        model: a.model.clone(),
+        engine_args,
+        python_env: a.python_env.clone(),
+    };
+    // An engine that cannot run here (no env, a build without its feature) is refused
+    // before anything is created, with the engine's own reason and fix.
+    if let Some(why) = (spec.availability)(&config).problem {
+        return err(format!("--engine {name} cannot run here: {why}"));
+    }
+    Ok(EngineSection { spec, config })
 }
 
 /// `KEY=VALUE` pairs, in order, keys trimmed.
