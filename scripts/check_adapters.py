@@ -1,6 +1,7 @@
 """Checks the Python engine adapters directly, without the Rust binary.
 
-Discovers the adapters: every engines/*.py except harness_bridge.py, loaded (bridge
+Discovers the adapters: every engines/*.py except harness_bridge.py (helpers shared by
+adapters live in engines/common/, never adapters themselves), loaded (bridge
 first) under the module name the Rust bridge uses, ``harness_engine_<file stem>``
 (engines/vllm.py -> harness_engine_vllm). An adapter whose ``REQUIRES`` packages are not
 installed in this venv is skipped with the reason. ``create("", {})`` tells the two
@@ -73,7 +74,12 @@ def module_name(stem):
 
 
 def bridge():
-    """engines/harness_bridge.py as the module harness_bridge (what the adapters import)."""
+    """engines/harness_bridge.py as the module harness_bridge (what the adapters import);
+    the helpers in engines/common/ (vllm_args, ...) import by name, as the Rust bridge
+    loads them, so that directory goes on sys.path."""
+    common = os.path.join(ENGINES, "common")
+    if common not in sys.path:
+        sys.path.insert(0, common)
     if BRIDGE not in sys.modules:
         spec = importlib.util.spec_from_file_location(BRIDGE, os.path.join(ENGINES, BRIDGE + ".py"))
         m = importlib.util.module_from_spec(spec)

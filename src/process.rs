@@ -1,4 +1,10 @@
 //! Process hygiene: Ctrl-C handling and making sure no child outlives the harness.
+//!
+//! Children are found two ways: direct children from /proc (engine adapters' helpers),
+//! and process groups an engine registers ([`register_group`]): a server the harness
+//! starts (`vllm-server`) leads its own group, so that its own children (vLLM's engine
+//! core) are signalled with it even after the leader is gone, and the terminal's Ctrl-C
+//! reaches only the harness, which then stops the server itself.
 
 use crate::terminal;
 use std::path::PathBuf;
@@ -85,6 +91,64 @@ impl Drop for Loading {
     }
 }
 
+/// Process groups started by engines (their leaders' pids), signalled as wholes.
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Makes [`kill_children`] (and Ctrl-C) cover the process group `pgid` and everything
+/// in it. The group's leader must be a child of this process started with
+/// `process_group(0)`.
+pub fn register_group(pgid: i32) {
+    if let Ok(mut g) = GROUPS.lock() {
+        if !g.contains(&pgid) {
+            g.push(pgid);
+        }
+    }
+}
+
+/// Forgets a group whose members are all gone.
+pub fn unregister_group(pgid: i32) {
+    if let Ok(mut g) = GROUPS.lock() {
+        g.retain(|&p| p != pgid);
+    }
+}
+
+/// Whether any process of group `pgid` is still alive (zombies included until reaped).
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks whether the group has members we may signal.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+fn registered_groups() -> Vec<i32> {
+    GROUPS.lock().map(|g| g.clone()).unwrap_or_default()
+}
+
+/// SIGTERM to group `pgid`, up to `grace` for it to go, then SIGKILL; reaps the leader.
+/// Returns whether anything was still running.
+pub fn stop_group(pgid: i32, grace: Duration) -> bool {
+    if !group_alive(pgid) {
+        reap();
+        return false;
+    }
+    // SAFETY: signals a process group this process started.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        reap();
+        if !group_alive(pgid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while group_alive(pgid) && Instant::now() < deadline {
+        reap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Direct children of this process, from /proc.
 pub fn children() -> Vec<i32> {
     let me = std::process::id() as i32;
@@ -104,18 +168,27 @@ pub fn children() -> Vec<i32> {
         .collect()
 }
 
-/// Sends SIGTERM to every child, waits up to `grace`, then SIGKILLs the rest and reaps
-/// them. Returns how many there were.
+/// Sends SIGTERM to every child and every registered group, waits up to `grace`, then
+/// SIGKILLs the rest and reaps them. Returns how many children and groups there were.
 pub fn kill_children(grace: Duration) -> usize {
+    let groups: Vec<i32> = registered_groups()
+        .into_iter()
+        .filter(|&g| group_alive(g))
+        .collect();
     let kids = children();
     for &pid in &kids {
         // SAFETY: plain syscalls on pids that were our children a moment ago.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
+    for &g in &groups {
+        // SAFETY: a process group an engine of this process started.
+        unsafe { libc::kill(-g, libc::SIGTERM) };
+    }
     let deadline = Instant::now() + grace;
     loop {
         reap();
-        if children().is_empty() || Instant::now() >= deadline {
+        let groups_left = groups.iter().any(|&g| group_alive(g));
+        if (children().is_empty() && !groups_left) || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -124,8 +197,16 @@ pub fn kill_children(grace: Duration) -> usize {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    for &g in &groups {
+        if group_alive(g) {
+            // SAFETY: as above.
+            unsafe { libc::kill(-g, libc::SIGKILL) };
+        }
+        unregister_group(g);
+    }
     reap();
-    kids.len()
+    // A group's leader is also a direct child: count it once.
+    kids.iter().filter(|k| !groups.contains(k)).count() + groups.len()
 }
 
 fn reap() {

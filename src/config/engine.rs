@@ -48,6 +48,7 @@ pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigEr
         model: a.model.clone(),
         engine_args,
         python_env: a.python_env.clone(),
+        log_dir: None,
     };
     // An engine that cannot run here (no env, a build without its feature) is refused
     // before anything is created, with the engine's own reason and fix.

@@ -176,9 +176,13 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
     let slo = slo::parse(&a)?;
     let output = output::parse(&a, engine.spec.name)?;
     let instruments = instruments::parse(&a, &points)?;
+    let engine_config = EngineConfig {
+        log_dir: Some(output.out.clone()),
+        ..engine.config
+    };
     let cfg = RunConfig {
         engine: engine.spec,
-        engine_config: engine.config,
+        engine_config,
         tokenizer: workload.tokenizer,
         workload: workload.spec,
         driver: DriverOptions {

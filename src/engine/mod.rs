@@ -6,6 +6,8 @@
 //! engines), and they never compute metrics.
 
 pub mod calibration;
+#[cfg(feature = "openai")]
+pub mod http;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod registry;
@@ -206,6 +208,9 @@ pub struct EngineConfig {
     pub engine_args: Vec<(String, String)>,
     /// `--python-env DIR` for embedded Python engines.
     pub python_env: Option<PathBuf>,
+    /// The run's result directory, for logs an engine keeps beside `engine.log` (a
+    /// managed server's `server.log`); `None` outside a run.
+    pub log_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,10 @@ static BUILTIN: &[&EngineSpec] = &[
     &super::python::test_adapter::SPEC,
     // Listed in every build: without the `trtllm` feature it says how to build it.
     &super::trtllm::SPEC,
+    #[cfg(feature = "openai")]
+    &super::http::openai::SPEC,
+    #[cfg(feature = "openai")]
+    &super::http::vllm_server::SPEC,
 ];
 
 /// A set of engine specs. [`Registry::builtin`] is this build's; tests make their own

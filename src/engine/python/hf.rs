@@ -15,6 +15,7 @@ const ADAPTER: Adapter = Adapter {
         package: Some("transformers"),
         distributions: &["transformers"],
     },
+    helpers: &[],
     env_optional: false,
 };
 

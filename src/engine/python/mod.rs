@@ -46,6 +46,9 @@ pub struct Adapter {
     /// The module name, `harness_engine_<file stem>` (the rule scripts/check_adapters.py uses).
     pub module: &'static str,
     pub requires: Requirement,
+    /// Modules the adapter imports besides `harness_bridge`, as `(module name, source)`,
+    /// loaded in order before it (`engines/common/*.py`, compiled in).
+    pub helpers: &'static [(&'static str, &'static str)],
     /// Without `--python-env` and without its env, run on the embedded interpreter as
     /// is (the stdlib-only test adapter).
     pub env_optional: bool,
@@ -187,6 +190,10 @@ impl PythonEngine {
             }
             load_module(py, BRIDGE, "harness_bridge")
                 .map_err(|e| py_error(py, e, "loading harness_bridge"))?;
+            for (name, source) in a.helpers {
+                load_module(py, source, name)
+                    .map_err(|e| py_error(py, e, &format!("loading {name}")))?;
+            }
             let module = load_module(py, a.source, a.module)
                 .map_err(|e| py_error(py, e, "loading the adapter"))?;
             let model = config

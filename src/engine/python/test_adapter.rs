@@ -14,6 +14,7 @@ const ADAPTER: Adapter = Adapter {
         package: None,
         distributions: &[],
     },
+    helpers: &[],
     env_optional: true,
 };
 

