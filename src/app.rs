@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Parity(a) => crate::parity::run(a),
         Command::Plot(a) => plot_dirs(a),
         Command::Compare(a) => compare_dirs(a),
+        Command::ServedVsInproc(a) => crate::served::run(a),
     }
 }
 

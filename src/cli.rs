@@ -15,6 +15,8 @@ const EXAMPLES: &str = "Examples:
   harness --engine vllm --model DIR --batch 32
   harness sweep --engine vllm --model DIR --batch 1,2,4,8,16,32,64
   harness --engine calibration --concurrency 8 --min-duration 5
+  harness --engine openai --engine-arg base_url=http://127.0.0.1:8000 --tokenizer FILE --concurrency 8
+  harness served-vs-inproc --model DIR --batch 1,8 --output-len 64 --ignore-eos
   harness engines";
 
 #[derive(Parser, Debug)]
@@ -63,6 +65,11 @@ pub enum Command {
     /// The same points of several runs side by side: ratios against the first, whether
     /// each difference is beyond the runs' spread, overlay plots and compare.html.
     Compare(CompareArgs),
+    /// The cost of serving: the same sweep on vLLM in-process (vllm) and behind its own
+    /// OpenAI-compatible server (vllm-server), greedy, then TTFT/TPOT/ITL p50 and p99 and
+    /// throughput side by side with the difference, and where it lies.
+    #[command(name = "served-vs-inproc")]
+    ServedVsInproc(RunArgs),
 }
 
 /// A flag value that a TOML file may give as a string, a number or a list

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod parity;
 pub mod process;
 pub mod report;
+pub mod served;
 pub mod terminal;
 pub mod trace;
 pub mod workload;

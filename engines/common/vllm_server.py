@@ -135,6 +135,7 @@ def main():
         "engine_args": {k: vllm_args.jsonable(v) for k, v in args.items()},
         "engine_args_from_user": from_user,
         "version": vllm_args.version(),
+        "gpu": gpu,
         "pid": os.getpid(),
         "stamps_hook": hook,
         "env": {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",

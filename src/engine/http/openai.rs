@@ -707,47 +707,39 @@ impl OpenAiEngine {
             Some(k) => r.bearer_auth(k),
             None => r,
         };
-        // The served model: given, else the first the server lists (as vllm bench serve).
-        let models = runtime.block_on(async {
-            let r = auth(http.get(format!("{base}/v1/models"))).send().await;
-            match r {
-                Ok(r) => {
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    Ok((status, text))
-                }
-                Err(e) => Err(e),
-            }
-        });
         let key_hint = format!(
             "set the API key in ${} (or name its variable with --engine-arg api_key_env=VAR)",
             cfg.api_key_env
         );
-        let listed: Option<String> = match models {
-            Err(e) => {
-                return Err(EngineError::failed(format!(
-                    "cannot reach the server at {base}: {}; is it running?",
-                    chain(&e)
-                )))
-            }
-            Ok((s, _)) if s.as_u16() == 401 || s.as_u16() == 403 => {
-                return Err(EngineError::Usage(format!(
-                    "{base}/v1/models answered HTTP {s}: {key_hint}"
-                )))
-            }
-            Ok((s, text)) if s.is_success() => serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["data"][0]["id"].as_str().map(str::to_string)),
-            Ok(_) => None,
-        };
-        let model = match (&cfg.model, listed) {
-            (Some(m), _) => m.clone(),
-            (None, Some(m)) => m,
-            (None, None) => {
-                return Err(EngineError::failed(format!(
-                    "{base}/v1/models lists no model; name it with --engine-arg model=NAME"
-                )))
-            }
+        // The served model: given, else the first the server lists (as vllm bench serve).
+        let model = match &cfg.model {
+            Some(m) => m.clone(),
+            None => runtime.block_on(async {
+                let r = auth(http.get(format!("{base}/v1/models")))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        EngineError::failed(format!(
+                            "cannot reach the server at {base}: {}; is it running?",
+                            chain(&e)
+                        ))
+                    })?;
+                let status = r.status();
+                if status.as_u16() == 401 || status.as_u16() == 403 {
+                    return Err(EngineError::Usage(format!(
+                        "{base}/v1/models answered HTTP {status}: {key_hint}"
+                    )));
+                }
+                let text = r.text().await.unwrap_or_default();
+                serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["data"][0]["id"].as_str().map(str::to_string))
+                    .ok_or_else(|| {
+                        EngineError::failed(format!(
+                            "{base}/v1/models (HTTP {status}) lists no model; name it with --engine-arg model=NAME"
+                        ))
+                    })
+            })?,
         };
         let version = runtime.block_on(async {
             let r = auth(http.get(format!("{base}/version")))

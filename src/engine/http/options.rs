@@ -127,9 +127,9 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Known names within a third of the key's length in edits, closest first.
+/// Known names within a third of the key's length in edits (at least 2), closest first.
 fn closest<'k>(key: &str, names: impl Iterator<Item = &'k str>) -> Vec<&'k str> {
-    let limit = (key.len() / 3).max(1);
+    let limit = (key.len() / 3).max(2);
     let mut c: Vec<(usize, &str)> = names
         .map(|n| (distance(key, n), n))
         .filter(|(d, _)| *d <= limit)

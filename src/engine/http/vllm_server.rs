@@ -407,7 +407,7 @@ impl VllmServerEngine {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
-        let gpu = server["env"]["VLLM_CPU_KVCACHE_SPACE"].is_null();
+        let gpu = server["gpu"].as_bool().unwrap_or(false);
         let mut cfg = ClientConfig::new(&format!("http://127.0.0.1:{port}"));
         cfg.model = Some(model.display().to_string());
         cfg.client_threads = client_threads;
