@@ -115,6 +115,7 @@ fn setup() -> Setup {
             model: needs_model.then(|| model.clone()),
             engine_args,
             python_env,
+            log_dir: None,
         },
         tokenizer: needs_model
             .then(|| model.join("tokenizer.json"))

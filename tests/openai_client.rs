@@ -4,6 +4,8 @@
 //! exact token counts from per-chunk usage, stamps at the chunks' arrival, the API key
 //! sent but never written, proxy variables ignored for loopback.
 
+#![cfg(feature = "openai")]
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

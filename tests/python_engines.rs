@@ -694,3 +694,118 @@ fn vllm_profile_window_covers_the_requested_steps_of_the_requested_point() {
     );
     assert!(s["points"][0]["measures"].get("profile").is_none());
 }
+
+/// Whether any process's command line holds `needle` (the process tree, from /proc).
+fn process_with(needle: &str) -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        cmd.contains(needle).then_some(cmd)
+    })
+}
+
+#[test]
+#[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
+fn vllm_server_sweep_served_vs_inproc_same_tokens_and_no_process_left() {
+    let (Some(model), Some(_)) = (need("gemma-3-270m"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("svi");
+    let t = std::time::Instant::now();
+    let o = harness()
+        .args(["served-vs-inproc", "--model"])
+        .arg(&model)
+        .args([
+            "--batch",
+            "1,8",
+            "--input-len",
+            "32",
+            "--output-len",
+            "8",
+            "--ignore-eos",
+        ])
+        .args([
+            "--warmup",
+            "1",
+            "--min-rounds",
+            "2",
+            "--min-duration",
+            "0",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    eprintln!(
+        "served-vs-inproc, batch 1 and 8 on the real model: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{text}");
+    // Two whole batches per point after one warmup request: 2 × (1 + 8) measured.
+    assert!(
+        text.contains("Greedy token ids: 18 of 18 requests identical"),
+        "{text}"
+    );
+    for figure in [
+        "TTFT p50",
+        "TPOT p99",
+        "ITL p50",
+        "out tok/s",
+        "before the engine",
+    ] {
+        assert!(text.contains(figure), "{figure} missing:\n{text}");
+    }
+    for side in ["inproc", "served"] {
+        let dir = out.join(side);
+        let recs = records(&dir);
+        assert_eq!(recs.len(), 18, "{side}");
+        for r in &recs {
+            assert_eq!(output_tokens(r), 8, "{side} request {}", r["id"]);
+            assert_eq!(r["token_ids"].as_array().map(Vec::len), Some(8));
+            // vLLM's own stamps on both sides.
+            assert!(r["engine"]["first_token_ns"].is_u64(), "{side}: {r}");
+        }
+    }
+    let served = out.join("served");
+    let run = json(&served.join("run.json"));
+    let server = &run["engine"]["metadata"]["server"];
+    let cmd: Vec<&str> = server["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(&cmd[1..3], ["-m", "vllm.entrypoints.openai.api_server"]);
+    assert!(
+        cmd.windows(2).any(|w| w == ["--dtype", "float32"]),
+        "{cmd:?}"
+    );
+    assert_eq!(server["version"], "0.32.0");
+    assert!(std::fs::read_to_string(served.join("server.log"))
+        .unwrap()
+        .contains("Uvicorn running"));
+    // Exact counts from the server's per-chunk usage, as run.json says.
+    assert!(run["engine"]["metadata"]["client"]["token_counts"]
+        .as_str()
+        .unwrap()
+        .starts_with("exact"));
+    // The server and its engine core are gone: neither the pid, nor its group, nor any
+    // process serving that port.
+    let pid = server["pid"].as_i64().unwrap() as i32;
+    assert!(!alive(pid), "server {pid} still running");
+    // SAFETY: signal 0 to a process group only checks for members.
+    assert!(
+        unsafe { libc::kill(-pid, 0) } != 0,
+        "group {pid} still has members"
+    );
+    let port = format!("--port {}", server["port"]);
+    assert_eq!(process_with(&port), None, "a process still serves {port}");
+    let table: Value = json(&out.join("served-vs-inproc.json"));
+    assert_eq!(table["tokens_identical"], true);
+}
