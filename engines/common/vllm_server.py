@@ -21,6 +21,8 @@ Exit code 2 with a line starting ``harness-usage: `` on stderr: bad engine args.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -57,7 +59,9 @@ def command_line(parser, base, args):
             continue
         for form in _forms(key, value):
             try:
-                ns = parser.parse_args(base + form)
+                # A spelling the parser refuses prints its usage: keep that out of the log.
+                with contextlib.redirect_stderr(io.StringIO()):
+                    ns = parser.parse_args(base + form)
             except SystemExit:
                 continue
             if getattr(ns, key, _MISSING) == value:
