@@ -69,7 +69,18 @@ pub enum Command {
     /// OpenAI-compatible server (vllm-server), greedy, then TTFT/TPOT/ITL p50 and p99 and
     /// throughput side by side with the difference, and where it lies.
     #[command(name = "served-vs-inproc")]
-    ServedVsInproc(RunArgs),
+    ServedVsInproc(ServedArgs),
+}
+
+/// `served-vs-inproc`: `sweep`'s flags, and how many interleaved pairs to run.
+#[derive(Args, Debug)]
+pub struct ServedArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Pairs of runs (in-process and served), interleaved, alternating which goes first;
+    /// with more than one, each difference comes with its spread over the pairs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: u32,
 }
 
 /// A flag value that a TOML file may give as a string, a number or a list

@@ -9,7 +9,7 @@
 //! request by request. `harness compare`'s table (means with their intervals, beyond or
 //! within the runs' spread) is printed too, from the same two result directories.
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, ServedArgs};
 use crate::config::{self, ConfigError};
 use crate::engine::Registry;
 use crate::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
@@ -32,7 +32,7 @@ pub const SIDES: [(&str, &str, &str); 2] = [
 
 /// What the table's columns mean.
 pub const DEFINITIONS: &str = "Same sweep, workload file, seeds and greedy sampling on both sides; each side in its own \
-child `harness sweep`, in-process first. in-process: vLLM's LLMEngine with its engine core in the harness's process, \
+child `harness sweep`, in-process first (with --repeat, pairs alternate which goes first). in-process: vLLM's LLMEngine with its engine core in the harness's process, \
 stamped when each step returns. served: vLLM's OpenAI-compatible server (API server process + engine-core process) \
 started with the same engine args on 127.0.0.1, measured by the harness's HTTP client, each SSE chunk stamped when \
 read. TTFT, TPOT, ITL and output throughput as in every run's summary (TTFT = first token - submit; TPOT = (last - \
@@ -323,8 +323,17 @@ fn child_args(a: RunArgs) -> Result<RunArgs, ConfigError> {
     })
 }
 
-pub fn run(args: RunArgs) -> Result<i32> {
-    let merged = config::merge(args)?;
+/// Most pairs `--repeat` takes.
+const MAX_REPEAT: u32 = 20;
+
+pub fn run(args: ServedArgs) -> Result<i32> {
+    let repeat = args.repeat;
+    if !(1..=MAX_REPEAT).contains(&repeat) {
+        return Err(
+            ConfigError(format!("--repeat {repeat}: must be from 1 to {MAX_REPEAT}")).into(),
+        );
+    }
+    let merged = config::merge(args.run)?;
     let out = merged.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(format!(
             "served-vs-inproc-{}",
@@ -332,12 +341,20 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ))
     });
     let child = child_args(merged)?;
+    // The directories of pair k (1-based): inproc/served, or inproc-k/served-k.
+    let dir = |side: &str, k: u32| -> String {
+        if repeat == 1 {
+            side.to_string()
+        } else {
+            format!("{side}-{k}")
+        }
+    };
     // Validate both sides now, so bad input fails before the first (slow) load.
     let registry = Registry::builtin();
-    for (_, engine, dir) in SIDES {
+    for (_, engine, side) in SIDES {
         let probe = RunArgs {
             engine: Some(engine.into()),
-            out: Some(out.join(dir)),
+            out: Some(out.join(dir(side, 1))),
             ..child.clone()
         };
         config::validate(probe, true, &registry)?;
@@ -363,48 +380,61 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let cancel = crate::process::install_interrupt();
     let exe = std::env::current_exe().context("cannot find this harness's own executable")?;
     let mut codes = Vec::new();
-    for (label, engine, dir) in SIDES {
-        if cancel.load(Ordering::SeqCst) {
-            return Ok(EXIT_INTERRUPTED);
+    let mut pairs = Vec::new();
+    for k in 1..=repeat {
+        // Alternate which side goes first, so drift on the machine hits both alike.
+        let order: Vec<usize> = if k % 2 == 1 { vec![0, 1] } else { vec![1, 0] };
+        for i in order {
+            let (label, engine, side) = SIDES[i];
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(EXIT_INTERRUPTED);
+            }
+            let d = out.join(dir(side, k));
+            eprintln!(
+                "== pair {k} of {repeat}, {label}: harness sweep --engine {engine} --out {}",
+                d.display()
+            );
+            let status = std::process::Command::new(&exe)
+                .arg("sweep")
+                .arg("--config")
+                .arg(&cfg_file)
+                .args(["--engine", engine, "--out"])
+                .arg(&d)
+                .status()
+                .with_context(|| format!("cannot start a child harness for {engine}"))?;
+            match status.code() {
+                Some(EXIT_USAGE) => bail!(UsageError(format!(
+                    "the {engine} run refused its input (exit 2); see above"
+                ))),
+                Some(EXIT_INTERRUPTED) | None => return Ok(EXIT_INTERRUPTED),
+                Some(c) => codes.push(c),
+            }
         }
-        eprintln!(
-            "== {label}: harness sweep --engine {engine} --out {}",
-            out.join(dir).display()
-        );
-        let status = std::process::Command::new(&exe)
-            .arg("sweep")
-            .arg("--config")
-            .arg(&cfg_file)
-            .args(["--engine", engine, "--out"])
-            .arg(out.join(dir))
-            .status()
-            .with_context(|| format!("cannot start a child harness for {engine}"))?;
-        match status.code() {
-            Some(EXIT_USAGE) => bail!(UsageError(format!(
-                "the {engine} run refused its input (exit 2); see above"
-            ))),
-            Some(EXIT_INTERRUPTED) | None => return Ok(EXIT_INTERRUPTED),
-            Some(c) => codes.push(c),
-        }
+        let load = |side: &str| -> Result<(RunResult, Vec<RequestTrace>)> {
+            let d = out.join(dir(side, k));
+            RunResult::load(&d, None)
+                .with_context(|| format!("the run in {} left no readable results", d.display()))
+        };
+        pairs.push([load(SIDES[0].2)?, load(SIDES[1].2)?]);
     }
-    let load = |dir: &str| -> Result<(RunResult, Vec<RequestTrace>)> {
-        RunResult::load(&out.join(dir), None)
-            .with_context(|| format!("the {dir} run left no readable results"))
-    };
-    let runs = [load(SIDES[0].2)?, load(SIDES[1].2)?];
-    let names: Vec<String> = SIDES.iter().map(|s| s.2.to_string()).collect();
-    let results = [runs[0].0.clone(), runs[1].0.clone()];
-    let cmp = report::compare::compare(&results, &names).map_err(|e| UsageError(e.to_string()))?;
-    let rep = report(&runs);
-    let text = format!("{}\n{}", cmp.table(), rep.text);
+    let names: Vec<String> = SIDES.iter().map(|s| dir(s.2, 1)).collect();
+    let first = [pairs[0][0].0.clone(), pairs[0][1].0.clone()];
+    let cmp = report::compare::compare(&first, &names).map_err(|e| UsageError(e.to_string()))?;
+    let reports: Vec<Report> = pairs.iter().map(report).collect();
+    let mut text = format!("{}\n", cmp.table());
+    if repeat == 1 {
+        text.push_str(&reports[0].text);
+    } else {
+        text.push_str(&spread(&reports));
+    }
     println!("{text}");
-    write(&out, &rep, &text)?;
+    write(&out, &reports, &text)?;
     println!(
         "served vs in-process: {}",
         out.join("served-vs-inproc.txt").display()
     );
-    if !rep.tokens_identical {
-        eprintln!("Error: the greedy token ids differ between the two runs (see above)");
+    if !reports.iter().all(|r| r.tokens_identical) {
+        eprintln!("Error: the greedy token ids differ between the two sides (see above)");
         return Ok(EXIT_FAILED);
     }
     Ok(if codes.iter().all(|&c| c == 0) {
@@ -414,12 +444,100 @@ pub fn run(args: RunArgs) -> Result<i32> {
     })
 }
 
-fn write(out: &Path, rep: &Report, text: &str) -> Result<()> {
+/// Several pairs: per point and figure, each side's mean over the pairs, and the
+/// difference and its ratio as mean [min..max] over the pairs.
+pub fn spread(reports: &[Report]) -> String {
+    let n = reports.len();
+    let mut keys: Vec<(String, &'static str, &'static str)> = Vec::new();
+    for r in reports {
+        for row in &r.rows {
+            let k = (row.point.clone(), row.metric, row.unit);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    let stat = |v: &[f64], pct: bool| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if pct {
+            format!("{m:+.1} % [{lo:+.1}..{hi:+.1}]")
+        } else {
+            format!("{m:+.2} [{lo:+.2}..{hi:+.2}]")
+        }
+    };
+    let mut rows = Vec::new();
+    for (point, metric, unit) in &keys {
+        let pick = |f: fn(&Row) -> Option<f64>| -> Vec<f64> {
+            reports
+                .iter()
+                .filter_map(|r| {
+                    r.rows
+                        .iter()
+                        .find(|x| &x.point == point && x.metric == *metric)
+                        .and_then(f)
+                })
+                .collect()
+        };
+        let mean = |v: Vec<f64>| {
+            fmt(
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64),
+                false,
+            )
+        };
+        rows.push(vec![
+            point.clone(),
+            format!("{metric} ({unit})"),
+            mean(pick(|r| r.inproc)),
+            mean(pick(|r| r.served)),
+            stat(&pick(|r| r.delta), false),
+            stat(&pick(|r| r.delta_pct), true),
+        ]);
+    }
+    let mut text = format!(
+        "Served vs in-process over {n} interleaved pairs: {}\n",
+        reports[0]
+            .text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("Served vs in-process: ")
+    );
+    text.push_str(&table(
+        &[
+            "point",
+            "figure",
+            "in-process (mean)",
+            "served (mean)",
+            "Δ mean [min..max]",
+            "Δ% mean [min..max]",
+        ],
+        rows,
+    ));
+    text.push('\n');
+    for (k, r) in reports.iter().enumerate() {
+        if let Some(l) = r.text.lines().find(|l| l.starts_with("Greedy token ids")) {
+            text.push_str(&format!("pair {}: {l}\n", k + 1));
+        }
+    }
+    text.push_str(DEFINITIONS);
+    text.push_str(" Over several pairs: in-process and served are the means over the pairs; Δ and Δ% \
+        the mean over the pairs with the smallest and largest pair in brackets (each pair's two runs \
+        back to back, alternating which goes first).\n");
+    text
+}
+
+fn write(out: &Path, reports: &[Report], text: &str) -> Result<()> {
     report::write_atomic(&out.join("served-vs-inproc.txt"), text.as_bytes())?;
     let json = serde_json::json!({
         "sides": SIDES.iter().map(|(l, e, d)| serde_json::json!({"label": l, "engine": e, "dir": d})).collect::<Vec<_>>(),
-        "rows": rep.rows,
-        "tokens_identical": rep.tokens_identical,
+        "pairs": reports.iter().map(|r| serde_json::json!({"rows": r.rows, "tokens_identical": r.tokens_identical})).collect::<Vec<_>>(),
+        "rows": reports[0].rows,
+        "tokens_identical": reports.iter().all(|r| r.tokens_identical),
         "definitions": DEFINITIONS,
     });
     let bytes = serde_json::to_vec_pretty(&json).context("cannot render served-vs-inproc.json")?;
@@ -492,6 +610,23 @@ mod tests {
         );
         b[1].token_ids = Some(vec![7]);
         assert_eq!(token_parity(&a, &b).0, 2);
+    }
+
+    #[test]
+    fn pairs_give_the_mean_difference_and_its_range() {
+        let rep = |served: f64| Report {
+            rows: vec![row("batch=1", "TTFT p50", "ms", Some(100.0), Some(served))],
+            text:
+                "Served vs in-process: vllm 1 on m\nGreedy token ids: 2 of 2 requests identical\n"
+                    .into(),
+            tokens_identical: true,
+        };
+        let t = spread(&[rep(110.0), rep(130.0), rep(120.0)]);
+        assert!(t.contains("over 3 interleaved pairs: vllm 1 on m"), "{t}");
+        assert!(t.contains("+20.00 [+10.00..+30.00]"), "{t}");
+        assert!(t.contains("+20.0 % [+10.0..+30.0]"), "{t}");
+        assert!(t.contains(" 120.00 |"), "{t}");
+        assert_eq!(t.matches("Greedy token ids: 2 of 2").count(), 3, "{t}");
     }
 
     #[test]
