@@ -787,9 +787,12 @@ fn vllm_server_sweep_served_vs_inproc_same_tokens_and_no_process_left() {
         "{cmd:?}"
     );
     assert_eq!(server["version"], "0.32.0");
-    assert!(std::fs::read_to_string(served.join("server.log"))
-        .unwrap()
-        .contains("Uvicorn running"));
+    // The server's own log: the launcher's line and vLLM's API-server and engine-core
+    // processes.
+    let log = std::fs::read_to_string(served.join("server.log")).unwrap();
+    for needle in ["harness: serving", "APIServer pid=", "EngineCore pid="] {
+        assert!(log.contains(needle), "server.log lacks {needle:?}");
+    }
     // Exact counts from the server's per-chunk usage, as run.json says.
     assert!(run["engine"]["metadata"]["client"]["token_counts"]
         .as_str()
