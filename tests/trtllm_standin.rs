@@ -65,6 +65,7 @@ fn load(dir: &Path, args: &[(&str, &str)]) -> Result<TrtllmEngine, EngineError> 
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         python_env: None,
+        log_dir: None,
     })
 }
 
