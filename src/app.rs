@@ -221,6 +221,10 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
         "loaded {} {} in {:.1} s",
         info.name, info.version, info.load_time_s
     ));
+    // An engine whose scheduling is the harness's own says so (run.json has the detail).
+    if let Some(note) = info.metadata["scheduler"]["note"].as_str() {
+        progress.println(&format!("  {note}"));
+    }
     Scheduler {
         cfg: &cfg,
         engine,

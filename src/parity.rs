@@ -5,11 +5,14 @@
 //! torch builds) are compared all the same: each child saves the generated ids in its
 //! `requests.jsonl` (`--save-token-ids`) and this process compares the files. For each
 //! prompt it prints how many leading tokens are identical and, at the first
-//! divergence, both engines' tokens decoded. It exits 1 when the share of identical
-//! leading tokens over all prompts falls below `--threshold`.
+//! divergence, both engines' tokens decoded and, from engines that report them, both
+//! engines' top-2 logit margins there (top-1 minus top-2 logit): a divergence where
+//! both engines were near a tie is what different kernels or quantisation do; one
+//! where either engine was sure is worth a look. It exits 1 when the share of
+//! identical leading tokens over all prompts falls below `--threshold`.
 
 use crate::cli::ParityArgs;
-use crate::config::{check_model_dir, engine::parse_engine_args, ConfigError};
+use crate::config::{check_model, engine::parse_engine_args, model_dir, ConfigError};
 use crate::engine::{EngineConfig, EngineSpec, Registry};
 use crate::error::{UsageError, EXIT_FAILED, EXIT_USAGE};
 use crate::terminal::tail_lines;
@@ -37,6 +40,43 @@ const BATCH: usize = 64;
 /// Synthetic prompts (no tokenizer: instrument engines) and their length.
 const SYNTHETIC_PROMPTS: usize = 6;
 const SYNTHETIC_INPUT_LEN: u32 = 16;
+
+/// Top-2 margin (logits) below which a choice counts as a near-tie.
+pub const NEAR_TIE: f32 = 1.0;
+
+/// One engine's greedy output for a prompt.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Generated {
+    ids: Vec<u32>,
+    /// Per token, top-1 minus top-2 logit, when the engine reports it.
+    margins: Option<Vec<f32>>,
+}
+
+/// Where two outputs first differ, and how sure each engine was there.
+#[derive(Clone, Debug, PartialEq)]
+struct Divergence {
+    at: usize,
+    margins: [Option<f32>; 2],
+}
+
+fn first_divergence(x: &Generated, y: &Generated) -> Option<Divergence> {
+    let n = x.ids.len().max(y.ids.len());
+    let at = x.ids.iter().zip(&y.ids).take_while(|(p, q)| p == q).count();
+    (at < n).then(|| Divergence {
+        at,
+        margins: [x, y].map(|g| g.margins.as_ref().and_then(|m| m.get(at).copied())),
+    })
+}
+
+/// "near-tie" when both engines were within [`NEAR_TIE`] of their runner-up, "decided"
+/// when either was not, "" when a margin is missing.
+fn verdict(m: [Option<f32>; 2]) -> &'static str {
+    match m {
+        [Some(a), Some(b)] if a < NEAR_TIE && b < NEAR_TIE => "near-tie",
+        [Some(_), Some(_)] => "decided",
+        _ => "",
+    }
+}
 
 /// One side of the comparison: an engine and what its child gets.
 struct Side {
@@ -108,21 +148,31 @@ pub fn run(a: ParityArgs) -> Result<i32> {
             python_env,
         });
     }
-    let needs_model = sides.iter().any(|s| s.spec.needs_model);
-    match (&a.model, needs_model) {
-        (Some(m), _) => check_model_dir(m)?,
-        (None, true) => {
-            return Err(ConfigError(
-                "--model is required (an engine here needs one); pass a model directory".into(),
-            )
-            .into())
+    match &a.model {
+        Some(m) => {
+            for s in &sides {
+                check_model(s.spec, m)?;
+            }
         }
-        (None, false) => {}
+        None => {
+            if let Some(s) = sides.iter().find(|s| s.spec.model.needed()) {
+                return Err(ConfigError(format!(
+                    "--model is required ({} needs one); pass {}",
+                    s.spec.name,
+                    s.spec.model.describe()
+                ))
+                .into());
+            }
+        }
     }
     let tokenizer_path = a
         .tokenizer
         .clone()
-        .or_else(|| a.model.as_ref().map(|m| m.join("tokenizer.json")))
+        .or_else(|| {
+            a.model
+                .as_deref()
+                .map(|m| model_dir(m).join("tokenizer.json"))
+        })
         .filter(|t| t.is_file());
     if a.prompts.is_some() && tokenizer_path.is_none() {
         return Err(ConfigError(
@@ -193,7 +243,7 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
         (None, Some(_)) => PROMPTS.len(),
         (_, None) => SYNTHETIC_PROMPTS,
     };
-    let mut outputs: Vec<BTreeMap<u64, Vec<u32>>> = Vec::new();
+    let mut outputs: Vec<BTreeMap<u64, Generated>> = Vec::new();
     for s in sides {
         let out = dir.join(s.spec.name);
         let _ = std::fs::remove_dir_all(&out);
@@ -248,7 +298,13 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
             let ok = r.is_success();
             match (r.token_ids, ok) {
                 (Some(t), true) => {
-                    ids.insert(r.id, t);
+                    ids.insert(
+                        r.id,
+                        Generated {
+                            ids: t,
+                            margins: r.top2_margins,
+                        },
+                    );
                 }
                 _ => bail!(
                     "{}: request {} ended {:?} without token ids{}",
@@ -277,19 +333,40 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
         })
     };
     let (mut same_total, mut total) = (0usize, 0usize);
+    let (mut near, mut decided) = (0usize, 0usize);
     println!(
-        "{:>3}  {:>9}  first divergence ({} vs {})",
+        "{:>3}  {:>9}  first divergence ({} vs {}), top-2 logit margins there",
         "#", "identical", sides[0].spec.name, sides[1].spec.name
     );
+    let margin = |m: Option<f32>| m.map_or("-".into(), |m| format!("{m:.3}"));
     for (i, (x, y)) in outputs[0].values().zip(outputs[1].values()).enumerate() {
-        let n = x.len().max(y.len());
-        let same = x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        let n = x.ids.len().max(y.ids.len());
+        let d = first_divergence(x, y);
+        let same = d.as_ref().map_or(n, |d| d.at);
         same_total += same;
         total += n;
-        let div = if same == n {
-            "-".to_string()
-        } else {
-            format!("token {same}: {} vs {}", dec(x, same), dec(y, same))
+        let div = match &d {
+            None => "-".to_string(),
+            Some(d) => {
+                let v = verdict(d.margins);
+                match v {
+                    "near-tie" => near += 1,
+                    "decided" => decided += 1,
+                    _ => {}
+                }
+                format!(
+                    "token {same}: {} vs {}; margins {} / {}{}",
+                    dec(&x.ids, same),
+                    dec(&y.ids, same),
+                    margin(d.margins[0]),
+                    margin(d.margins[1]),
+                    if v.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({v})")
+                    }
+                )
+            }
         };
         println!("{:>3}  {:>4}/{:<4}  {div}", i, same, n);
     }
@@ -304,6 +381,11 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
         a.output_len,
         a.threshold * 100.0
     );
+    if near + decided > 0 {
+        println!(
+            "divergences: {near} near-tie (both margins < {NEAR_TIE} logit: kernels or quantisation can flip these), {decided} decided (an engine was sure: look closer)"
+        );
+    }
     Ok(if share + 1e-12 < a.threshold {
         EXIT_FAILED
     } else {
@@ -314,6 +396,38 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn divergence_and_margins() {
+        let g = |ids: &[u32], m: Option<&[f32]>| Generated {
+            ids: ids.to_vec(),
+            margins: m.map(<[f32]>::to_vec),
+        };
+        let a = g(&[1, 2, 3, 4], Some(&[5.0, 4.0, 0.2, 1.0]));
+        let b = g(&[1, 2, 9, 4], Some(&[5.0, 4.0, 0.3, 2.0]));
+        let d = first_divergence(&a, &b).unwrap();
+        assert_eq!(
+            d,
+            Divergence {
+                at: 2,
+                margins: [Some(0.2), Some(0.3)]
+            }
+        );
+        assert_eq!(verdict(d.margins), "near-tie");
+        assert_eq!(verdict([Some(0.2), Some(3.0)]), "decided");
+        assert_eq!(verdict([Some(0.2), None]), "");
+        assert_eq!(first_divergence(&a, &a), None);
+        // A shorter output diverges where it ends; an engine without margins has none.
+        let c = g(&[1, 2], None);
+        let d = first_divergence(&a, &c).unwrap();
+        assert_eq!(
+            d,
+            Divergence {
+                at: 2,
+                margins: [Some(0.2), None]
+            }
+        );
+    }
 
     #[test]
     fn prefixed_values_go_to_one_engine() {

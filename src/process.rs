@@ -53,6 +53,12 @@ pub fn install_interrupt() -> &'static AtomicBool {
     &CANCEL
 }
 
+/// Whether Ctrl-C (or SIGTERM) asked the run to stop: engines that compute for long
+/// inside one call (llama.cpp's abort callback) poll this to return early.
+pub fn interrupted() -> bool {
+    CANCEL.load(Ordering::Relaxed)
+}
+
 /// Ends the process from the signal thread: children first, then the loading run's
 /// leftovers, then `_exit` (the main thread may be deep inside an engine's C code, so
 /// no atexit handler or destructor runs).

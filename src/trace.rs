@@ -57,6 +57,10 @@ pub struct RequestTrace {
     pub engine: Option<EngineStamps>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub token_ids: Option<Vec<u32>>,
+    /// Per generated token, the engine's top-1 minus top-2 logit (with token ids, from
+    /// engines that report it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub top2_margins: Option<Vec<f32>>,
 }
 
 impl RequestTrace {
@@ -86,6 +90,7 @@ impl RequestTrace {
             error: None,
             engine: None,
             token_ids: None,
+            top2_margins: None,
         }
     }
 

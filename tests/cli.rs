@@ -519,6 +519,62 @@ fn trtllm_without_the_feature_says_how_to_build_it() {
     );
 }
 
+/// The default build has no llama.cpp (no cmake, no libclang): it lists the engine and
+/// says how to build it, and refuses to run it as bad input that writes nothing.
+#[cfg(not(feature = "llamacpp"))]
+#[test]
+fn llamacpp_says_how_to_enable_it() {
+    let out = harness()
+        .arg("engines")
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text
+        .lines()
+        .position(|l| l.starts_with("llamacpp"))
+        .unwrap_or_else(|| panic!("llamacpp not listed:\n{text}"));
+    let block: Vec<&str> = text.lines().skip(at).take(3).collect();
+    assert!(block[0].contains("NOT USABLE"), "{text}");
+    assert!(
+        block[2].contains("why not") && block[2].contains("--features llamacpp"),
+        "{text}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("m.gguf");
+    std::fs::write(&gguf, b"GGUF").unwrap();
+    let mut c = harness();
+    c.args(["run", "--engine", "llamacpp", "--model"])
+        .arg(tmp.path().join("missing.gguf"));
+    usage_error(c, "no such file or directory");
+    let out = tmp.path().join("out");
+    let mut c = harness();
+    c.args(["run", "--engine", "llamacpp", "--model"])
+        .arg(&gguf)
+        .arg("--out")
+        .arg(&out);
+    usage_error(c, "GGUF");
+    assert!(!out.exists());
+    // A GGUF that passes the header check: refused for the build, with the fix.
+    let mut header = b"GGUF".to_vec();
+    header.extend(3u32.to_le_bytes());
+    header.extend(1u64.to_le_bytes());
+    header.extend(1u64.to_le_bytes());
+    header.resize(256, 0);
+    std::fs::write(&gguf, header).unwrap();
+    let mut c = harness();
+    c.args(["run", "--engine", "llamacpp", "--model"])
+        .arg(&gguf)
+        .arg("--out")
+        .arg(&out);
+    usage_error(
+        c,
+        "--engine llamacpp cannot run here: rebuild with `cargo build --release --features llamacpp`",
+    );
+    assert!(!out.exists());
+}
+
 #[test]
 fn the_product_form_is_harness_run() {
     let tmp = tempfile::tempdir().unwrap();

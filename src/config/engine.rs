@@ -23,15 +23,15 @@ pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigEr
         ));
     };
     let spec = registry.lookup(name).map_err(ConfigError)?;
-    if spec.needs_model {
-        match &a.model {
-            None => return err(format!("--model is required for --engine {name}; pass a model directory (scripts/setup.sh builds one)")),
-            Some(m) => check_model_dir(m)?,
+    match &a.model {
+        None if spec.model.needed() => {
+            return err(format!(
+                "--model is required for --engine {name}; pass {} (scripts/setup.sh builds one)",
+                spec.model.describe()
+            ))
         }
-    } else if let Some(m) = &a.model {
-        if !m.exists() {
-            return err(format!("--model {}: no such directory", m.display()));
-        }
+        None => {}
+        Some(m) => check_model(spec, m)?,
     }
     let engine_args = parse_engine_args(&a.engine_arg)?;
     if let Some(env) = &a.python_env {
@@ -78,36 +78,18 @@ pub fn parse_engine_args(args: &[String]) -> Result<Vec<(String, String)>, Confi
         .collect()
 }
 
-/// The model directory must hold a config and weights before an engine is asked to load it.
-pub fn check_model_dir(dir: &Path) -> Result<(), ConfigError> {
-    if !dir.is_dir() {
-        return err(format!(
-            "--model {}: no such directory; pass a model directory (scripts/setup.sh builds one)",
-            dir.display()
-        ));
+/// `--model` must be what the engine takes ([`ModelInput`]) before it is asked to load it.
+pub fn check_model(spec: &EngineSpec, model: &Path) -> Result<(), ConfigError> {
+    spec.model.check(model).map_err(ConfigError)
+}
+
+/// The directory a model lives in (a GGUF file's directory), where its tokenizer.json is.
+pub fn model_dir(model: &Path) -> &Path {
+    if model.is_file() {
+        model.parent().unwrap_or(model)
+    } else {
+        model
     }
-    if !dir.join("config.json").is_file() {
-        return err(format!(
-            "--model {}: no config.json; pass a Hugging Face-style checkpoint directory",
-            dir.display()
-        ));
-    }
-    let has_weights = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten().any(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n.ends_with(".safetensors") || n.ends_with(".bin") || n.ends_with(".pt")
-            })
-        })
-        .unwrap_or(false);
-    if !has_weights {
-        return err(format!(
-            "--model {}: no weights (*.safetensors or *.bin); rebuild the model (scripts/setup.sh)",
-            dir.display()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -152,23 +134,20 @@ mod tests {
     }
 
     #[test]
-    fn model_dir_needs_config_and_weights() {
+    fn each_engine_checks_its_own_model() {
         let d = tempfile::tempdir().unwrap();
-        assert!(check_model_dir(&d.path().join("x"))
-            .unwrap_err()
-            .0
-            .contains("no such directory"));
-        assert!(check_model_dir(d.path())
-            .unwrap_err()
-            .0
-            .contains("no config.json"));
-        std::fs::write(d.path().join("config.json"), "{}").unwrap();
-        assert!(check_model_dir(d.path())
-            .unwrap_err()
-            .0
-            .contains("no weights"));
-        std::fs::write(d.path().join("model.safetensors"), "").unwrap();
-        check_model_dir(d.path()).unwrap();
+        fails(
+            with(|a| {
+                a.engine = Some("calibration".into());
+                a.model = Some(d.path().join("x"));
+            }),
+            "no such file or directory",
+        );
+        // A GGUF file's tokenizer.json is beside it.
+        let f = d.path().join("m.gguf");
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(model_dir(&f), d.path());
+        assert_eq!(model_dir(d.path()), d.path());
     }
 
     #[test]

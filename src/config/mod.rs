@@ -11,7 +11,7 @@ pub mod slo;
 pub mod stop;
 pub mod workload;
 
-pub use engine::check_model_dir;
+pub use engine::{check_model, model_dir};
 
 use crate::cli::RunArgs;
 use crate::driver::{DriverOptions, LoadPoint};

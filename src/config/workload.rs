@@ -95,10 +95,12 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
             return err(format!("--tokenizer {}: no such file", t.display()))
         }
         (Some(t), _) => Some(t.clone()),
-        (None, Some(m)) if m.join("tokenizer.json").is_file() => Some(m.join("tokenizer.json")),
-        (None, Some(m)) if engine.needs_model => {
+        (None, Some(m)) if super::model_dir(m).join("tokenizer.json").is_file() => {
+            Some(super::model_dir(m).join("tokenizer.json"))
+        }
+        (None, Some(m)) if engine.model.needed() => {
             return err(format!(
-                "--model {}: no tokenizer.json; pass --tokenizer FILE",
+                "--model {}: no tokenizer.json beside the model; pass --tokenizer FILE",
                 m.display()
             ))
         }

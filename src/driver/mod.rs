@@ -434,6 +434,10 @@ impl<'a> Driver<'a> {
     ) -> Result<PointRun, DriverError> {
         let mut book = Book::default();
         let host_start = phase.measured.then(CpuSample::now);
+        if phase.measured {
+            // Starts the engine's own counters from zero for this phase.
+            let _ = self.engine.take_counters();
+        }
         let mut cost = CostClock::default();
         let t0 = clock::now();
         let mut arrivals = match phase.point {
@@ -571,6 +575,7 @@ impl<'a> Driver<'a> {
                     if let Some(t) = book.finish(ev.request, at, f.reason, f.error) {
                         t.engine = f.engine;
                         t.token_ids = f.token_ids;
+                        t.top2_margins = f.top2_margins;
                     }
                 }
             }
@@ -606,6 +611,12 @@ impl<'a> Driver<'a> {
         if phase.measured {
             if let Some(o) = self.observer.as_deref_mut() {
                 o.phase_finished(&mut measures);
+            }
+        }
+        if phase.measured {
+            // The engine's own counters over this phase, beside the harness's figures.
+            if let Some(c) = self.engine.take_counters() {
+                measures.add(&c);
             }
         }
         let end = clock::now();

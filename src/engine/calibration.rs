@@ -52,7 +52,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     name: "calibration",
     description: "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
     kind: EngineKind::Step,
-    needs_model: false,
+    model: crate::engine::ModelInput::None,
     python_env: None,
     availability: |_| Availability::usable("built in", Some(env!("CARGO_PKG_VERSION").into())),
     load: |c| Ok(Box::new(CalibrationEngine::load(c)?)),

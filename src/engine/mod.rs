@@ -8,6 +8,8 @@
 pub mod calibration;
 #[cfg(feature = "openai")]
 pub mod http;
+pub mod llamacpp;
+pub mod model;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod registry;
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use model::ModelInput;
 pub use registry::Registry;
 
 /// A request id, unique within one run (warmup and every sweep point included).
@@ -38,7 +41,8 @@ pub struct GenRequest {
     /// 0 means greedy.
     pub temperature: f32,
     pub seed: Option<u64>,
-    /// Ask the engine to return the generated token ids at finish (parity checks).
+    /// Ask the engine to return the generated token ids at finish (parity checks), and,
+    /// where it can, each token's top-2 logit margin.
     pub return_token_ids: bool,
 }
 
@@ -86,6 +90,10 @@ pub struct Finish {
     pub reason: FinishReason,
     pub error: Option<String>,
     pub token_ids: Option<Vec<u32>>,
+    /// Per generated token, the top-1 minus the top-2 logit where it was sampled (with
+    /// `return_token_ids`, from engines that can): how close the choice was, so a parity
+    /// divergence at a near-tie reads as a numerics difference, not a bug.
+    pub top2_margins: Option<Vec<f32>>,
     pub engine: Option<EngineStamps>,
 }
 
@@ -95,6 +103,7 @@ impl Finish {
             reason,
             error: None,
             token_ids: None,
+            top2_margins: None,
             engine: None,
         }
     }
@@ -149,8 +158,8 @@ pub struct EngineSpec {
     pub description: &'static str,
     /// How it delivers tokens (who stamps them).
     pub kind: EngineKind,
-    /// Needs `--model DIR` (a checkpoint directory).
-    pub needs_model: bool,
+    /// What `--model` must be (checked before anything loads).
+    pub model: ModelInput,
     /// Python engines: the environment it runs in, `venvs/ENV` under the cache, made by
     /// `scripts/setup.sh ENV` (the default `--python-env`).
     pub python_env: Option<&'static str>,
@@ -349,5 +358,44 @@ pub trait Engine {
     /// Stops the profiler started by [`Engine::profile_start`].
     fn profile_stop(&mut self) -> Result<Option<Profile>, EngineError> {
         Ok(None)
+    }
+
+    /// The engine's own counters since the previous call (llama.cpp's perf data), or
+    /// None when it keeps none. The driver calls it when a measured phase starts and
+    /// when it ends, and records the second answer beside its own figures.
+    fn take_counters(&mut self) -> Option<EngineCounters> {
+        None
+    }
+}
+
+/// An engine's own counters over a measured phase (see [`Engine::take_counters`]):
+/// what the engine says it did, beside what the harness measured; never used to
+/// compute the harness's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineCounters {
+    /// Where the figures come from and how the engine counts them.
+    pub source: String,
+    pub figures: Vec<EngineFigure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EngineFigure {
+    /// Flat key in summary.json and summary.csv (prefixed `engine_`).
+    pub key: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+impl crate::metrics::measure::Measure for EngineCounters {
+    const NAME: &'static str = "engine_counters";
+    const DEFINITION: &'static str = "the engine's own counters over the measured phase \
+        (read when it starts and when it ends), reported as the engine counts them (its \
+        `source` says how), beside and independent of the harness's stamps";
+
+    fn figures(&self) -> Vec<crate::metrics::measure::Figure> {
+        self.figures
+            .iter()
+            .map(|f| crate::metrics::measure::Figure::new(&f.key, Some(f.value), &f.unit))
+            .collect()
     }
 }

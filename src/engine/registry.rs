@@ -20,6 +20,8 @@ static BUILTIN: &[&EngineSpec] = &[
     &super::http::openai::SPEC,
     #[cfg(feature = "openai")]
     &super::http::vllm_server::SPEC,
+    // Listed in every build: without the `llamacpp` feature it says how to build it.
+    &super::llamacpp::SPEC,
 ];
 
 /// A set of engine specs. [`Registry::builtin`] is this build's; tests make their own
@@ -107,7 +109,7 @@ mod tests {
         name: "test-only",
         description: "an engine declared in a test",
         kind: EngineKind::Stream,
-        needs_model: false,
+        model: crate::engine::ModelInput::None,
         python_env: None,
         availability: |_| Availability::usable("test build", Some("0.0.1".into())),
         load: |c| Ok(Box::new(CalibrationEngine::load(c)?)),

@@ -50,7 +50,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     kind: EngineKind::Stream,
     // The engine directory is checked here, at load: it is not a checkpoint directory
     // (config.json and rank*.engine, no weights files), so the generic check does not fit.
-    needs_model: false,
+    model: super::ModelInput::CheckedAtLoad,
     python_env: None,
     availability,
     load,

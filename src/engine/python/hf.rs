@@ -23,7 +23,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     name: ADAPTER.engine,
     description: "HF Transformers reference: own KV-cache decode loop, static batching",
     kind: EngineKind::Step,
-    needs_model: true,
+    model: crate::engine::ModelInput::CheckpointOrGguf,
     python_env: Some(ADAPTER.requires.env),
     availability: |c| ADAPTER.availability(c),
     load: |c| ADAPTER.load(c),

@@ -312,6 +312,9 @@ fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<()
         if let Some(ids) = d.get_item("token_ids")?.filter(|v| !v.is_none()) {
             f.token_ids = Some(ids.extract()?);
         }
+        if let Some(m) = d.get_item("top2_margins")?.filter(|v| !v.is_none()) {
+            f.top2_margins = Some(m.extract()?);
+        }
         if let Some(e) = d.get_item("error")?.filter(|v| !v.is_none()) {
             f.error = Some(e.str()?.to_string());
         }

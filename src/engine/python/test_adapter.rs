@@ -22,7 +22,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     name: ADAPTER.engine,
     description: "test adapter for the Python bridge (step or stream mode, fault injection)",
     kind: EngineKind::Step,
-    needs_model: false,
+    model: crate::engine::ModelInput::None,
     python_env: Some(ADAPTER.requires.env),
     availability: |c| ADAPTER.availability(c),
     load: |c| ADAPTER.load(c),

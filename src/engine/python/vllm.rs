@@ -25,7 +25,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     name: ADAPTER.engine,
     description: "vLLM LLMEngine, engine core in this process (embedded Python)",
     kind: EngineKind::Step,
-    needs_model: true,
+    model: crate::engine::ModelInput::Checkpoint,
     python_env: Some(ADAPTER.requires.env),
     availability: |c| ADAPTER.availability(c),
     load: |c| ADAPTER.load(c),
