@@ -134,6 +134,7 @@ fn harness(engine: &mut dyn Engine, prompts: &[Vec<u32>], ids: bool) -> (f64, Ve
             return_token_ids: ids,
         },
         seed: 0,
+        profile: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let mut writer = TraceWriter::create(dir.path()).unwrap();

@@ -136,7 +136,7 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         ),
         (
             vec!["--engine", "calibration", "--model", "/nonexistent/model"],
-            "no such directory",
+            "no such file or directory",
         ),
         (vec!["--engine", "vllm"], "--model is required"),
         (
