@@ -518,3 +518,57 @@ fn listed_as_ready_in_this_build() {
     assert!(line.contains("ready"), "{text}");
     assert!(text.contains("llama-cpp-sys-2"), "{text}");
 }
+
+#[test]
+#[ignore = "needs the GGUF, the vllm venv (Transformers) and a --features llamacpp build: scripts/test.sh runs it"]
+fn parity_with_transformers_on_the_same_gguf_reports_margins() {
+    let Some(model) = gguf_dir() else { return };
+    if !cache().join("venvs/vllm/bin/python").exists() {
+        let why = "the vllm venv (Transformers) is missing: run scripts/setup.sh";
+        if std::env::var("LLM_HARNESS_REQUIRE_ENGINES").is_ok_and(|v| v == "1") {
+            panic!("{why} (LLM_HARNESS_REQUIRE_ENGINES=1)");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(tmp.path(), &PROMPTS[..2]);
+    let out = tmp.path().join("parity");
+    let o = harness()
+        .args(["parity", "--engines", "llamacpp,hf", "--model"])
+        .arg(&model)
+        .arg("--prompts")
+        .arg(&prompts)
+        .args(["--output-len", "8", "--threshold", "0", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("top-2 logit margins there"), "{text}");
+    assert!(text.contains("identical leading tokens:"), "{text}");
+    // Both sides saved their margins; Transformers loaded the GGUF itself.
+    for side in ["llamacpp", "hf"] {
+        for r in records(&out.join(side)) {
+            assert_eq!(ids(&r).len(), 8, "{side}: {r}");
+            let m = r["top2_margins"].as_array().unwrap();
+            assert_eq!(m.len(), 8, "{side}: {r}");
+            assert!(m.iter().all(|x| x.as_f64().unwrap() >= 0.0));
+        }
+    }
+    let hf = json(&out.join("hf/run.json"));
+    let weights = hf["engine"]["metadata"]["weights"].as_str().unwrap();
+    assert!(
+        weights.contains("GGUF gemma-3-270m-Q4_K_M.gguf"),
+        "{weights}"
+    );
+    // Each prompt's first greedy token agrees (the model is sure of it).
+    let first = |side: &str| -> Vec<u64> {
+        let mut r = records(&out.join(side));
+        r.sort_by_key(|r| r["id"].as_u64().unwrap());
+        r.iter().map(|r| ids(r)[0]).collect()
+    };
+    assert_eq!(first("llamacpp"), first("hf"));
+}

@@ -303,7 +303,7 @@ impl LlamaCppEngine {
         };
         let info = EngineInfo {
             name: "llamacpp".into(),
-            version: format!("ggml {} ({})", sys_info.ggml_version, sys_info.ggml_commit),
+            version: format!("{BINDINGS}, ggml {}", sys_info.ggml_version),
             model: path.display().to_string(),
             dtype: facts.file_type.clone(),
             device,
@@ -372,8 +372,8 @@ impl LlamaCppEngine {
     /// Frees slot `i`'s KV cells and sampler; returns its request's data.
     fn free_slot(&mut self, i: usize) -> Option<super::slots::Slot> {
         let slot = self.sched.release(i)?;
-        if let Some(s) = self.samplers[i].take() {
-            let (ms, n) = s.perf();
+        if let Some(mut s) = self.samplers[i].take() {
+            let (ms, n) = s.take_perf();
             self.sample_ms += ms;
             self.samples += u64::from(n);
         }
@@ -619,11 +619,11 @@ impl Engine for LlamaCppEngine {
     }
 
     fn take_counters(&mut self) -> Option<EngineCounters> {
-        // Chains still running count up to now; reading them does not reset them, so
-        // their share is taken from the next reading of the same chain.
+        // Finished requests' chains were read when they ended; running ones count up to
+        // now (each reading resets a chain, so nothing is counted twice).
         let (mut sample_ms, mut samples) = (self.sample_ms, self.samples);
-        for s in self.samplers.iter().flatten() {
-            let (ms, n) = s.perf();
+        for s in self.samplers.iter_mut().flatten() {
+            let (ms, n) = s.take_perf();
             sample_ms += ms;
             samples += u64::from(n);
         }

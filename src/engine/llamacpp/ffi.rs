@@ -755,10 +755,13 @@ impl Sampler {
         Ok(chain)
     }
 
-    /// Time spent sampling (ms) and tokens sampled, by llama.cpp's own count.
-    pub fn perf(&self) -> (f64, u32) {
+    /// Time spent sampling (ms) and tokens sampled since the last call, by llama.cpp's
+    /// own count (read, then reset).
+    pub fn take_perf(&mut self) -> (f64, u32) {
         // SAFETY: a live sampler chain (perf works only on chains, which ours are).
         let d = unsafe { sys::llama_perf_sampler(self.0.as_ptr()) };
+        // SAFETY: as above.
+        unsafe { sys::llama_perf_sampler_reset(self.0.as_ptr()) };
         (d.t_sample_ms, d.n_sample.max(0) as u32)
     }
 }
