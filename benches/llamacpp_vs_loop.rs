@@ -205,7 +205,7 @@ fn main() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect(),
-        python_env: None,
+        ..Default::default()
     };
     let mut engine = (llm_harness::engine::llamacpp::SPEC.load)(&cfg).unwrap();
     // The plain loop's own model and context, with the same settings the engine used.

@@ -279,7 +279,7 @@ fn abort_frees_the_slot_and_neighbours_do_not_matter() {
             ("n_parallel".into(), "4".into()),
             ("n_ctx".into(), "2048".into()),
         ],
-        python_env: None,
+        ..Default::default()
     };
     let mut engine = (llm_harness::engine::llamacpp::SPEC.load)(&cfg).unwrap();
     let tokens = |f: llm_harness::engine::Finish| {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// The model an engine takes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ModelInput {
-    /// No model (instruments and test adapters); `--model` is optional and unused.
+    /// Nothing the engine loads (instruments, test adapters, a remote server);
+    /// `--model` is optional and, when given, must exist (`openai` reads its tokenizer).
     None,
     /// A checkpoint directory: config.json and weights (vLLM).
     Checkpoint,

@@ -48,7 +48,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     name: "openai",
     description: "an OpenAI-compatible server (--engine-arg base_url=URL): streamed completions, each SSE chunk stamped as it is read",
     kind: EngineKind::Stream,
-    needs_model: false,
+    model: crate::engine::ModelInput::None,
     python_env: None,
     availability: |_| {
         Availability::usable(

@@ -59,7 +59,7 @@ pub static SPEC: EngineSpec = EngineSpec {
     name: "vllm-server",
     description: "vLLM's OpenAI-compatible server, started by the harness with the vllm engine's settings, measured over HTTP",
     kind: EngineKind::Stream,
-    needs_model: true,
+    model: crate::engine::ModelInput::Checkpoint,
     python_env: Some(REQUIRES.env),
     availability: |c| match venv(c) {
         Ok(v) => Availability::usable(
