@@ -200,6 +200,22 @@ pub struct Report {
     pub tokens_identical: bool,
 }
 
+/// What each side computed with on a CPU host, when vLLM's server logged its thread
+/// binding: its engine core gets the CPUs left after those it reserves for the API
+/// server process, so "in the engine" differences include fewer compute threads, a cost
+/// of vLLM's serving layout rather than of HTTP.
+fn compute_note(inproc: &serde_json::Value, served: &serde_json::Value) -> Option<String> {
+    let b = &served["server"]["cpu_binding"];
+    let cores = b["engine_core_cpus"].as_str()?;
+    let threads = inproc["torch_threads"]
+        .as_u64()
+        .map_or("?".to_string(), |t| t.to_string());
+    let reserved = b["reserved_cpus"].as_str().unwrap_or("?");
+    Some(format!(
+        "Compute: in-process, {threads} torch threads in the harness's process; served, the engine core bound to CPUs {cores} (vLLM keeps CPUs {reserved} for its API server process), so the served side's \"in the engine\" time includes fewer compute threads.\n"
+    ))
+}
+
 /// Builds the tables from the two runs (in-process first).
 pub fn report(runs: &[(RunResult, Vec<RequestTrace>); 2]) -> Report {
     let (a, b) = (&runs[0].0, &runs[1].0);
@@ -252,6 +268,9 @@ pub fn report(runs: &[(RunResult, Vec<RequestTrace>); 2]) -> Report {
         a.meta.engine.version,
         a.meta.model.as_deref().unwrap_or("?")
     );
+    if let Some(n) = compute_note(&a.meta.engine.metadata, &b.meta.engine.metadata) {
+        text.push_str(&n);
+    }
     text.push_str(&table(
         &["point", "figure", "in-process", "served", "Δ", "Δ%"],
         rows.iter().map(cells).collect(),
@@ -583,6 +602,21 @@ mod tests {
         let p = parts(&r).unwrap().map(Option::unwrap);
         assert_eq!(p, [2.0, 8.0, 3.0, 1.0, 10.0]);
         assert_eq!(p[0] + p[1] + p[2], 13.0);
+    }
+
+    #[test]
+    fn the_served_engine_cores_cpus_are_named_beside_the_in_process_threads() {
+        let inproc = serde_json::json!({ "torch_threads": 2 });
+        let served = serde_json::json!({ "server": { "cpu_binding": {
+            "engine_core_cpus": "[0]", "reserved_cpus": "[1]" } } });
+        let n = compute_note(&inproc, &served).unwrap();
+        assert!(n.contains("2 torch threads"), "{n}");
+        assert!(n.contains("CPUs [0] (vLLM keeps CPUs [1]"), "{n}");
+        // No binding logged (a GPU server): nothing said.
+        assert_eq!(
+            compute_note(&inproc, &serde_json::json!({ "server": {} })),
+            None
+        );
     }
 
     #[test]

@@ -103,6 +103,24 @@ fn free_port() -> Result<u16, EngineError> {
         .map_err(|e| EngineError::failed(format!("cannot find a free port on 127.0.0.1: {e}")))
 }
 
+/// The CPUs vLLM's CPU backend bound the engine core's OpenMP threads to, and those it
+/// kept for the API server process, from its "OpenMP thread binding info" log lines
+/// (`core ids=[0]`, `reserved_cpus=[1]`); `null` where it logged none (GPU). On a small
+/// host this is half the compute threads the in-process engine has, so
+/// `served-vs-inproc` names it.
+fn cpu_binding(log: &Path) -> Value {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let last = |key: &str| -> Option<String> {
+        text.lines()
+            .rev()
+            .find_map(|l| l.split_once(key).map(|(_, v)| v.trim().to_string()))
+    };
+    match (last("core ids="), last("reserved_cpus=")) {
+        (None, None) => Value::Null,
+        (cores, reserved) => json!({ "engine_core_cpus": cores, "reserved_cpus": reserved }),
+    }
+}
+
 /// `GET /health` answered 200.
 fn healthy(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -447,6 +465,7 @@ impl VllmServerEngine {
                 "log": log.display().to_string(),
                 "engine_stamps": format!("{} (RequestStateStats per request, from {})", STAMPS_FILE, server["stamps_hook"].as_str().unwrap_or("?")),
                 "env": server["env"],
+                "cpu_binding": cpu_binding(&log),
                 "stop": format!("SIGTERM to its process group, {:.0} s grace, then SIGKILL", stop_grace.as_secs_f64()),
             },
             "client": client_meta,
@@ -526,6 +545,24 @@ impl Drop for VllmServerEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_cores_cpu_binding_is_read_from_vllms_log() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join(SERVER_LOG);
+        std::fs::write(
+            &log,
+            "(EngineCore pid=1) INFO [ompmultiprocessing.py:185] \tlocal_rank=0, core ids=[0]\n\
+             (EngineCore pid=1) INFO [ompmultiprocessing.py:185] \treserved_cpus=[1]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cpu_binding(&log),
+            json!({ "engine_core_cpus": "[0]", "reserved_cpus": "[1]" })
+        );
+        std::fs::write(&log, "no binding on a GPU\n").unwrap();
+        assert_eq!(cpu_binding(&log), Value::Null);
+    }
 
     #[test]
     fn stamp_lines_carry_the_harness_request_id() {
