@@ -342,24 +342,28 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
     }
     // The harness's TTFT against vLLM's own first_token_ts (same CLOCK_MONOTONIC).
     let s = json(&out.join("summary.json"));
-    let mut worst = 0.0f64;
     for p in s["points"].as_array().unwrap() {
         let p99 = p["p99_engine_ttft_delta_ms"]
             .as_f64()
             .expect("engine stamps recorded");
         let p50 = p["p50_engine_ttft_delta_ms"].as_f64().unwrap();
+        let tpot = p["mean_tpot_ms"].as_f64().unwrap();
         eprintln!(
-            "{}: harness - vLLM first token p50 {p50:.3} ms, p99 {p99:.3} ms",
+            "{}: harness - vLLM first token p50 {p50:.3} ms, p99 {p99:.3} ms (TPOT {tpot:.1} ms)",
             p["label"]
         );
         assert!(p50 >= -0.5, "harness stamps precede vLLM's: {p50} ms");
-        worst = worst.max(p99);
+        // What the stamps must never do is lag by a step: the gap is the rest of
+        // step() after vLLM stamps (output processing, growing with the batch), a few
+        // ms on a quiet machine (the run's own figure, target p99 <= 1 ms, is
+        // reported, not asserted); a tenth of a decode step leaves room for a
+        // neighbour's load on a shared 2-core machine and still fails a late stamp.
+        assert!(
+            p99 < 0.1 * tpot,
+            "{}: harness TTFT is {p99:.2} ms from vLLM's at p99, over a tenth of a step ({tpot:.1} ms)",
+            p["label"]
+        );
     }
-    // Target ≤ 1 ms; allow scheduling noise on a shared 2-core machine.
-    assert!(
-        worst < 5.0,
-        "harness TTFT is {worst:.2} ms from vLLM's at p99"
-    );
     for p in s["points"].as_array().unwrap() {
         assert_eq!(p["rounds"], 2, "{}", p["label"]);
         assert!(p["output_throughput_ci95_high"].is_number());
