@@ -20,9 +20,11 @@ are not installed). An adapter is ``engines/STEM.py``, loaded as the module
 
 ``step`` returns a compact record: 4 little-endian int64 per event
 ``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object, plus a
-list of ``(rid, dict)`` finish details (``token_ids``, ``top2_margins``: each
-generated token's top-1 minus top-2 logit, ``error``, ``engine`` stamps in
-CLOCK_MONOTONIC ns). ``at_ns == 0`` asks the Rust driver to stamp the
+list of ``(rid, dict)`` finish details (``token_ids``; ``top2_margins``: each
+generated token's top-1 minus top-2 logit, where the engine can tell; ``error``;
+``engine``: stamps in CLOCK_MONOTONIC ns ``queued_ns``/``scheduled_ns``/
+``first_token_ns``/``last_token_ns`` and an optional ``meta`` dict of the engine's own
+per-request figures). ``at_ns == 0`` asks the Rust driver to stamp the
 event when ``step`` returns (step engines); stream engines stamp each arrival
 with ``time.monotonic_ns()`` on the thread that saw it.
 """
@@ -124,6 +126,11 @@ class EventBuffer:
 
 
 EMPTY = (b"", [])
+
+#: Where the Rust bridge wrote the adapters' CPU shims (engines/cpu_shims/...), as a
+#: directory on disk that child processes can import from; None outside the harness
+#: (scripts/check_adapters.py loads adapters from engines/, beside engines/cpu_shims).
+SHIMS_DIR = None
 
 
 def secs_to_ns(ts):
@@ -346,3 +353,69 @@ class Profiler:
             "method": "torch.profiler (CPU" + (" + CUDA" if self.cuda else "") + ") around each adapter step",
             "ops": [{"name": n, "calls": c, "self_us": t} for n, c, t in ops[:top]],
         }
+
+
+class LoopThread:
+    """An asyncio loop on a thread of its own, for engines whose API is asynchronous
+    (SGLang's ``Engine.async_generate``, TensorRT-LLM's ``generate_async``).
+
+    ``init()`` runs on the loop's thread before the loop starts (an engine built there
+    binds to this thread's loop, and, off the main thread, installs no signal handler;
+    when it sets a loop of its own, ``loop`` becomes that one); its
+    result is ``value`` and its exception is re-raised by the constructor in the
+    caller's thread. With ``block_sigint`` the thread blocks SIGINT first: processes the
+    engine spawns from it inherit the mask, so Ctrl-C reaches the harness alone, which
+    ends the run and then shuts the engine down. ``run(coro)`` schedules a coroutine
+    from any thread and returns its ``concurrent.futures.Future``."""
+
+    def __init__(self, name: str, init=None, block_sigint: bool = True):
+        import asyncio
+        import signal
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.value = None
+        self._error = None
+        ready = threading.Event()
+
+        def serve():
+            if block_sigint:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            asyncio.set_event_loop(self.loop)
+            try:
+                if init is not None:
+                    self.value = init()
+                    # An engine may make and set a loop of its own while it is built
+                    # (SGLang does, when no loop is running): its tasks live there, so
+                    # that is the loop this thread must run.
+                    current = asyncio.get_event_loop_policy().get_event_loop()
+                    if current is not self.loop:
+                        self.loop.close()
+                        self.loop = current
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = e
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, name=name, daemon=True)
+        self.thread.start()
+        ready.wait()
+        if self._error is not None:
+            self.thread.join(timeout=5)
+            raise self._error
+
+    def run(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, fn, *args):
+        """``fn(*args)`` on the loop's thread, soon (for objects that are not thread-safe)."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self, timeout_s: float = 5.0):
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=timeout_s)

@@ -11,6 +11,9 @@ Options (``--engine-arg``):
   noop=true          step() does nothing and returns at once (bridge cost).
   load_s=F           take this long to load (Ctrl-C while loading).
   token_offset=N     add N to every returned token id (a parity mismatch on purpose).
+  sigquit_at_load=true  a child process sends the host SIGQUIT and exits, then the
+                     load fails: what SGLang's processes do when its scheduler fails
+                     at start-up.
 
 With return_token_ids, token k of a request echoes prompt[k % len] (+ token_offset),
 the same rule as the calibration engine.
@@ -29,7 +32,7 @@ import harness_bridge as hb
 REQUIRES = ()
 
 _OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": int, "spawn_child": bool, "noop": bool,
-            "load_s": float, "token_offset": int}
+            "load_s": float, "token_offset": int, "sigquit_at_load": bool}
 
 
 class _Req:
@@ -52,6 +55,10 @@ class TestAdapter:
         self.noop = o.get("noop", False)
         self.token_offset = o.get("token_offset", 0)
         time.sleep(max(0.0, o.get("load_s", 0.0)))
+        if o.get("sigquit_at_load"):
+            # As SGLang's scheduler does: a child signals its parent, then dies.
+            subprocess.run(["sh", "-c", f"kill -QUIT {os.getpid()}"], check=True)
+            raise RuntimeError("injected start-up failure after a child's SIGQUIT")
         self.steps = 0
         self.reqs = {}
         self.lock = threading.Lock()

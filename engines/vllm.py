@@ -132,6 +132,7 @@ class VllmAdapter:
         self.load_s = time.monotonic() - t0
         self.live = set()  # rids submitted and not finished or aborted
         self.token_ids = {}  # rid -> ids so far (return_token_ids only)
+        self.margins = {}  # rid -> top-1 minus top-2 logit per token so far (likewise)
         self.rejected = []  # (rid, error text) for requests vLLM refused at submit
 
     # ----------------------------------------------------------------------------
@@ -305,6 +306,9 @@ class VllmAdapter:
                 seed=seed if temperature > 0 and self.on_gpu else None,
                 detokenize=False,
                 output_kind=self._DELTA,
+                # Top-2 log-probs with the ids (parity): the margin at a divergence
+                # tells a near-tie from a bug.
+                logprobs=2 if return_token_ids else None,
             )
             self.engine.add_request(str(rid), self._TokensPrompt(prompt_token_ids=list(prompt_token_ids)), sp)
         except self._refused as e:
@@ -315,6 +319,7 @@ class VllmAdapter:
         self.live.add(rid)
         if return_token_ids:
             self.token_ids[rid] = []
+            self.margins[rid] = []
 
     def step(self, timeout_s):
         if self.rejected:
@@ -338,6 +343,7 @@ class VllmAdapter:
             ids = self.token_ids.get(rid)
             if ids is not None:
                 ids.extend(c.token_ids)
+                self.margins[rid].extend(_margins(c.logprobs))
             if not o.finished:
                 buf.add(rid, n)
                 continue
@@ -347,6 +353,7 @@ class VllmAdapter:
             buf.finish_info(
                 rid,
                 token_ids=self.token_ids.pop(rid, None),
+                top2_margins=_whole(self.margins.pop(rid, None), ids),
                 error=f"vLLM finished the request with reason {c.finish_reason}" if code == hb.ERROR else None,
                 engine=_engine_stamps(o.metrics),
             )
@@ -361,6 +368,7 @@ class VllmAdapter:
         if rid in self.live:
             self.live.discard(rid)
             self.token_ids.pop(rid, None)
+            self.margins.pop(rid, None)
             self.engine.abort_request([str(rid)])
 
     def shutdown(self):
@@ -370,6 +378,7 @@ class VllmAdapter:
         self.engine = None
         self.live.clear()
         self.token_ids.clear()
+        self.margins.clear()
         try:
             core = getattr(engine, "engine_core", None)
             if core is not None and hasattr(core, "shutdown"):
@@ -381,3 +390,22 @@ class VllmAdapter:
 
 def create(model, options):
     return VllmAdapter(model, options)
+
+
+def _margins(logprobs):
+    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities:
+    softmax shifts both by the same amount) from a completion's ``logprobs``
+    (per token a ``{token_id: Logprob}`` of the top-2 plus the sampled one). A token
+    without two entries adds none, and a request whose margins are then fewer than its
+    tokens reports none (see ``_whole``)."""
+    out = []
+    for d in logprobs or []:
+        vals = sorted((float(v.logprob) for v in d.values()), reverse=True)
+        if len(vals) > 1:
+            out.append(vals[0] - vals[1])
+    return out
+
+
+def _whole(margins, ids):
+    """``margins`` when there is one per token, else None."""
+    return margins if margins is not None and ids is not None and len(margins) == len(ids) else None

@@ -2,8 +2,9 @@
 # The whole test suite. Sets up the Python engines, the models and llama.cpp's build
 # tools first (idempotent: seconds when the cache under
 # ${LLM_HARNESS_CACHE:-~/.cache/llm-harness} is warm), runs every test once, then the
-# real-engine tests that a plain `cargo test` reports as ignored (they need the venv and
-# the models), then the llama.cpp build (`--features llamacpp`: its unit tests and the
+# real-engine tests that a plain `cargo test` reports as ignored (they need the venvs
+# and the models: vLLM and HF in python_engines.rs, SGLang in sglang.rs, in its own
+# venv), then the llama.cpp build (`--features llamacpp`: its unit tests and the
 # real llama.cpp tests). Tests that need a GPU skip with a printed reason. Then
 # TensorRT-LLM's bridge end to end against its test stand-in (tests/trtllm_standin.rs),
 # when the Executor headers are there (TRTLLM_INCLUDE_DIR, default
@@ -11,12 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --llamacpp
+scripts/setup.sh sglang --venv-only
 # The same llama.cpp SIMD flags for every build of this target directory (a change
 # rebuilds llama.cpp).
 . scripts/llamacpp-env.sh
 export LLM_HARNESS_REQUIRE_ENGINES=1
 cargo test --locked --all-targets "$@"
-cargo test --locked --test python_engines "$@" -- --ignored
+cargo test --locked --test python_engines --test sglang "$@" -- --ignored
 cargo test --locked --features llamacpp --lib --test llamacpp "$@" -- --include-ignored
 
 headers="${TRTLLM_INCLUDE_DIR:-../shared/trtllm-1.2/include}"

@@ -208,6 +208,7 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
         cfg.driver.seed,
     )?;
     let cancel = process::install_interrupt();
+    process::contain_engine_sigquit();
     let out = OutDir::create(&cfg.out)?;
     let mut capture = Capture::start(&cfg.out.join(ENGINE_LOG), cfg.verbose)
         .with_context(|| format!("cannot write {}", cfg.out.join(ENGINE_LOG).display()))?;
@@ -223,6 +224,18 @@ fn bench(args: RunArgs, sweep: bool) -> Result<i32> {
     ));
     // An engine whose scheduling is the harness's own says so (run.json has the detail).
     if let Some(note) = info.metadata["scheduler"]["note"].as_str() {
+        progress.println(&format!("  {note}"));
+    }
+    // What an adapter says a user must know about this run (where the model runs, a
+    // stand-in in use), from its metadata's `notes`.
+    for note in info
+        .metadata
+        .get("notes")
+        .and_then(|n| n.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+    {
         progress.println(&format!("  {note}"));
     }
     Scheduler {
@@ -269,11 +282,25 @@ fn load_engine(
                 }
                 other => {
                     print_log_tail(capture.path());
+                    say_engine_sigquit();
+                    eprintln!(
+                        "results: {} (engine.log; nothing was measured)",
+                        cfg.out.display()
+                    );
                     anyhow::Error::new(other)
                         .context(format!("engine {} failed to load", cfg.engine.name))
                 }
             })
         }
+    }
+}
+
+/// One line when an engine's process sent the harness SIGQUIT (contained).
+fn say_engine_sigquit() {
+    if let Some(pid) = process::engine_sigquit() {
+        eprintln!(
+            "note: process {pid} sent the harness SIGQUIT (how SGLang's processes report that one of them failed); the harness contained it and ended the run itself"
+        );
     }
 }
 
@@ -382,6 +409,7 @@ impl Scheduler<'_> {
             Outcome::Interrupted => EXIT_INTERRUPTED,
             Outcome::EngineFailed(msg) => {
                 print_log_tail(self.capture.path());
+                say_engine_sigquit();
                 eprintln!(
                     "Error: engine {} failed mid-run: {}",
                     self.info.name,

@@ -1,6 +1,8 @@
-//! Process hygiene: Ctrl-C handling and making sure no child outlives the harness.
+//! Process hygiene: Ctrl-C handling, SIGQUIT from an engine's own processes, and
+//! making sure no child (or grandchild) outlives the harness.
 //!
-//! Children are found two ways: direct children from /proc (engine adapters' helpers),
+//! Children are found two ways: descendants from /proc (engine adapters' helpers and
+//! what they start, such as SGLang's scheduler and detokenizer),
 //! and process groups an engine registers ([`register_group`]): a server the harness
 //! starts (`vllm-server`) leads its own group, so that its own children (vLLM's engine
 //! core) are signalled with it even after the leader is gone, and the terminal's Ctrl-C
@@ -8,7 +10,7 @@
 
 use crate::terminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -97,6 +99,63 @@ impl Drop for Loading {
     }
 }
 
+/// The pid of the last process that sent the harness SIGQUIT (0: none yet).
+static SIGQUIT_FROM: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_sigquit(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    // kill()/sigqueue()/tgkill() from a process (SI_USER, SI_QUEUE, SI_TKILL are <= 0):
+    // an engine's process saying a child failed. Only recorded; the engine fails the
+    // run through its own API and the harness ends it, keeping what was measured.
+    if code <= 0 && pid > 0 {
+        SIGQUIT_FROM.store(pid, Ordering::SeqCst);
+        return;
+    }
+    // From the terminal (Ctrl-\): the default action, as without the harness.
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+        libc::raise(libc::SIGQUIT);
+    }
+}
+
+/// Keeps an engine's SIGQUIT from killing the harness. SGLang's processes send their
+/// host SIGQUIT when one of them fails (its scheduler at start-up, its watchdog when a
+/// child dies), expecting a handler that kills the whole process tree; without one the
+/// default action would end the harness at once (no results, no message). With this
+/// handler a SIGQUIT sent by a process is only recorded ([`engine_sigquit`]), while
+/// Ctrl-\ from the terminal still quits as usual. Installed once; engines that
+/// install their own SIGQUIT handler on the main thread would replace it (the SGLang
+/// adapter builds its engine on another thread, where SGLang installs none).
+pub fn contain_engine_sigquit() {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: a zeroed sigaction with a handler that only stores an atomic or restores
+    // the default action; sigemptyset on its own mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigquit as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGQUIT, &sa, std::ptr::null_mut()) != 0 {
+            terminal::eprintln(
+                "warning: cannot install the SIGQUIT handler; an engine that signals its failure with SIGQUIT would kill the harness",
+            );
+        }
+    }
+}
+
+/// The pid that last sent the harness SIGQUIT, if any did (see [`contain_engine_sigquit`]).
+pub fn engine_sigquit() -> Option<i32> {
+    match SIGQUIT_FROM.load(Ordering::SeqCst) {
+        0 => None,
+        pid => Some(pid),
+    }
+}
+
 /// Process groups started by engines (their leaders' pids), signalled as wholes.
 static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
@@ -155,37 +214,69 @@ pub fn stop_group(pgid: i32, grace: Duration) -> bool {
     true
 }
 
-/// Direct children of this process, from /proc.
-pub fn children() -> Vec<i32> {
-    let me = std::process::id() as i32;
+/// (pid, parent pid) of every process, from /proc.
+fn process_table() -> Vec<(i32, i32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                // The command name may hold spaces and parentheses: parse after the last ')'.
-                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
-                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-                == Some(me)
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces and parentheses: parse after the last ')'.
+            let rest = stat.rsplit_once(')')?.1.to_string();
+            let ppid = rest.split_whitespace().nth(1)?.parse::<i32>().ok()?;
+            Some((pid, ppid))
         })
         .collect()
 }
 
-/// Sends SIGTERM to every child and every registered group, waits up to `grace`, then
-/// SIGKILLs the rest and reaps them. Returns how many children and groups there were.
+/// Direct children of this process, from /proc.
+pub fn children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    process_table()
+        .into_iter()
+        .filter(|&(_, ppid)| ppid == me)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every descendant of this process (children, their children, ...), parents first.
+pub fn descendants() -> Vec<i32> {
+    let table = process_table();
+    let mut out = vec![std::process::id() as i32];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        let kids: Vec<i32> = table
+            .iter()
+            .filter(|&&(pid, ppid)| ppid == parent && !out.contains(&pid))
+            .map(|&(pid, _)| pid)
+            .collect();
+        out.extend(kids);
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+/// Sends SIGTERM to every descendant (an engine's children may have children of their
+/// own) and every registered group, waits up to `grace`, then SIGKILLs the rest and
+/// reaps the children. Returns how many descendants and groups there were.
 pub fn kill_children(grace: Duration) -> usize {
     let groups: Vec<i32> = registered_groups()
         .into_iter()
         .filter(|&g| group_alive(g))
         .collect();
-    let kids = children();
+    let kids = descendants();
     for &pid in &kids {
-        // SAFETY: plain syscalls on pids that were our children a moment ago.
+        // SAFETY: plain syscalls on pids that were our descendants a moment ago.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
+    let alive = |pid: i32| {
+        // SAFETY: signal 0 only checks for existence.
+        unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
+    };
     for &g in &groups {
         // SAFETY: a process group an engine of this process started.
         unsafe { libc::kill(-g, libc::SIGTERM) };
@@ -194,12 +285,12 @@ pub fn kill_children(grace: Duration) -> usize {
     loop {
         reap();
         let groups_left = groups.iter().any(|&g| group_alive(g));
-        if (children().is_empty() && !groups_left) || Instant::now() >= deadline {
+        if (!kids.iter().any(|&p| alive(p)) && !groups_left) || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for pid in children() {
+    for &pid in kids.iter().filter(|&&p| alive(p)) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -213,6 +304,16 @@ pub fn kill_children(grace: Duration) -> usize {
     reap();
     // A group's leader is also a direct child: count it once.
     kids.iter().filter(|k| !groups.contains(k)).count() + groups.len()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 fn reap() {

@@ -532,6 +532,36 @@ fn engine_output_goes_to_engine_log_not_the_terminal() {
 }
 
 #[test]
+fn a_childs_sigquit_at_start_up_is_an_engine_error_with_the_results_kept() {
+    // SGLang's processes signal a failed start-up with SIGQUIT to their host, whose
+    // default action would end the harness at once, with no message and no exit code
+    // of its own: the harness contains it and the load fails as an engine error.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = harness()
+        .args([
+            "run",
+            "--engine",
+            "python-test",
+            "--engine-arg",
+            "sigquit_at_load=true",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sent the harness SIGQUIT"), "{err}");
+    assert!(
+        err.contains("RuntimeError: injected start-up failure after a child's SIGQUIT"),
+        "{err}"
+    );
+    assert!(out.join("engine.log").is_file(), "{err}");
+}
+
+#[test]
 fn ctrl_c_while_the_engine_loads_ends_at_once_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");

@@ -70,8 +70,9 @@ impl FinishReason {
 }
 
 /// Timestamps an engine keeps about a request itself (vLLM's `RequestStateStats`,
-/// TRT-LLM's `RequestPerfMetrics`), on CLOCK_MONOTONIC. Recorded beside the harness's
-/// own stamps so the two can be compared; never used to compute the harness's metrics.
+/// TRT-LLM's `RequestPerfMetrics`, SGLang's `meta_info`), on CLOCK_MONOTONIC. Recorded
+/// beside the harness's own stamps so the two can be compared; never used to compute
+/// the harness's metrics.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStamps {
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -82,6 +83,10 @@ pub struct EngineStamps {
     pub first_token_ns: Option<MonoNs>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_token_ns: Option<MonoNs>,
+    /// The engine's own per-request figures as it reports them (SGLang's `meta_info`:
+    /// queue time, first-token latency, cached tokens, ...), units in the key names.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What an engine says when a request ends.

@@ -14,6 +14,10 @@ static BUILTIN: &[&EngineSpec] = &[
     &super::python::hf::SPEC,
     #[cfg(feature = "python")]
     &super::python::test_adapter::SPEC,
+    #[cfg(feature = "python")]
+    &super::python::sglang::SPEC,
+    #[cfg(feature = "python")]
+    &super::python::trtllm_llmapi::SPEC,
     // Listed in every build: without the `trtllm` feature it says how to build it.
     &super::trtllm::SPEC,
     #[cfg(feature = "openai")]

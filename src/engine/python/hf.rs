@@ -16,6 +16,7 @@ const ADAPTER: Adapter = Adapter {
         distributions: &["transformers"],
     },
     helpers: &[],
+    shims: &[],
     env_optional: false,
 };
 

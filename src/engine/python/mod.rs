@@ -13,7 +13,9 @@
 //! `UsageError` becomes a usage error (exit code 2).
 
 pub mod hf;
+pub mod sglang;
 pub mod test_adapter;
+pub mod trtllm_llmapi;
 pub mod vllm;
 
 use super::venv::{default_venv, Requirement, Venv};
@@ -52,6 +54,80 @@ pub struct Adapter {
     /// Without `--python-env` and without its env, run on the embedded interpreter as
     /// is (the stdlib-only test adapter).
     pub env_optional: bool,
+    /// Modules the adapter may put on `sys.path` for the engine's own child processes
+    /// (engines/cpu_shims/...), compiled in like the adapter: written to a directory
+    /// on disk at load, which the adapter finds as `harness_bridge.SHIMS_DIR`.
+    pub shims: &'static [Shim],
+}
+
+/// One file of a shim package: its path under `engines/cpu_shims/` and its source.
+pub struct Shim {
+    pub path: &'static str,
+    pub source: &'static str,
+}
+
+/// Writes `shims` under the cache (`shims/<engine>-<content hash>/`, written once and
+/// renamed into place, so concurrent runs never see half a file), else under the temp
+/// directory when the cache is not writable. Returns the directory.
+pub fn materialize_shims(engine: &str, shims: &[Shim]) -> std::io::Result<PathBuf> {
+    materialize_shims_in(
+        &[
+            super::venv::cache_dir().join("shims"),
+            std::env::temp_dir().join("llm-harness-shims"),
+        ],
+        engine,
+        shims,
+    )
+}
+
+/// [`materialize_shims`] under the first of `bases` that can be written.
+fn materialize_shims_in(
+    bases: &[PathBuf],
+    engine: &str,
+    shims: &[Shim],
+) -> std::io::Result<PathBuf> {
+    // FNV-1a over paths and sources: the same sources always land in the same place.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for s in shims {
+        for b in s.path.bytes().chain([0]).chain(s.source.bytes()).chain([0]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let name = format!("{engine}-{h:016x}");
+    let mut last = None;
+    for base in bases {
+        let dir = base.join(&name);
+        if shims.iter().all(|s| dir.join(s.path).is_file()) {
+            return Ok(dir);
+        }
+        let tmp = base.join(format!(".{name}.{}", std::process::id()));
+        let written = (|| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            for s in shims {
+                let f = tmp.join(s.path);
+                if let Some(parent) = f.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&f, s.source)?;
+            }
+            match std::fs::rename(&tmp, &dir) {
+                // Another run put the same content there first.
+                Err(_) if shims.iter().all(|s| dir.join(s.path).is_file()) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    Ok(())
+                }
+                other => other,
+            }
+        })();
+        match written {
+            Ok(()) => return Ok(dir),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no directory for the shims")))
 }
 
 impl Adapter {
@@ -188,11 +264,19 @@ impl PythonEngine {
             if sys.getattr("argv").and_then(|a| a.len()).unwrap_or(0) == 0 {
                 let _ = sys.setattr("argv", vec!["harness"]);
             }
-            load_module(py, BRIDGE, "harness_bridge")
+            let bridge = load_module(py, BRIDGE, "harness_bridge")
                 .map_err(|e| py_error(py, e, "loading harness_bridge"))?;
             for (name, source) in a.helpers {
                 load_module(py, source, name)
                     .map_err(|e| py_error(py, e, &format!("loading {name}")))?;
+            }
+            if !a.shims.is_empty() {
+                let dir = materialize_shims(engine, a.shims).map_err(|e| {
+                    EngineError::failed(format!("{engine}: cannot write its CPU shims: {e}"))
+                })?;
+                bridge
+                    .setattr("SHIMS_DIR", dir.to_string_lossy().as_ref())
+                    .map_err(|e| py_error(py, e, "harness_bridge.SHIMS_DIR"))?;
             }
             let module = load_module(py, a.source, a.module)
                 .map_err(|e| py_error(py, e, "loading the adapter"))?;
@@ -262,7 +346,12 @@ fn parse_info(py: Python<'_>, info: &Bound<'_, PyAny>) -> PyResult<EngineInfo> {
             EngineKind::Step
         },
         load_time_s: 0.0,
-        instrument: false,
+        // An adapter running against a stand-in of its engine says so: its figures
+        // measure the harness, never the engine.
+        instrument: info
+            .get_item("instrument")
+            .ok()
+            .is_some_and(|v| v.is_truthy().unwrap_or(false)),
         metadata,
     })
 }
@@ -275,6 +364,26 @@ fn finish_reason(code: i64) -> Option<FinishReason> {
         2 => Some(FinishReason::Abort),
         3 => Some(FinishReason::Error),
         _ => None,
+    }
+}
+
+/// The engine's own per-request figures (`engine["meta"]`, a JSON-able dict), as JSON.
+fn engine_meta(
+    e: &Bound<'_, PyDict>,
+) -> PyResult<Option<serde_json::Map<String, serde_json::Value>>> {
+    let Some(m) = e.get_item("meta")?.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let text: String = e
+        .py()
+        .import("json")?
+        .call_method1("dumps", (m,))?
+        .extract()?;
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(
+            "engine['meta'] must be a dict of JSON values",
+        )),
     }
 }
 
@@ -325,6 +434,7 @@ fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<()
                 scheduled_ns: ns(&e, "scheduled_ns"),
                 first_token_ns: ns(&e, "first_token_ns"),
                 last_token_ns: ns(&e, "last_token_ns"),
+                meta: engine_meta(&e)?,
             });
         }
     }
@@ -499,5 +609,49 @@ impl PythonEngine {
 impl Drop for PythonEngine {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &[Shim] = &[Shim {
+        path: "pkg/__init__.py",
+        source: "X = 1\n",
+    }];
+    const B: &[Shim] = &[Shim {
+        path: "pkg/__init__.py",
+        source: "X = 2\n",
+    }];
+
+    #[test]
+    fn shims_land_once_per_content_and_skip_an_unwritable_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A file where a directory should be: that base cannot be written.
+        let blocked = tmp.path().join("blocked");
+        std::fs::write(&blocked, "").unwrap();
+        let ok = tmp.path().join("ok");
+        let bases = [blocked.join("shims"), ok.clone()];
+        let a = materialize_shims_in(&bases, "e", A).unwrap();
+        assert!(a.starts_with(&ok), "{}", a.display());
+        assert_eq!(
+            std::fs::read_to_string(a.join("pkg/__init__.py")).unwrap(),
+            "X = 1\n"
+        );
+        assert_eq!(materialize_shims_in(&bases, "e", A).unwrap(), a);
+        let b = materialize_shims_in(&bases, "e", B).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            std::fs::read_to_string(b.join("pkg/__init__.py")).unwrap(),
+            "X = 2\n"
+        );
+        // No half-written temporary directory is left beside them.
+        let names: Vec<String> = std::fs::read_dir(&ok)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        assert!(materialize_shims_in(&[blocked.join("x")], "e", A).is_err());
     }
 }

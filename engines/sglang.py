@@ -1,0 +1,527 @@
+"""SGLang adapter: ``sglang.Engine``, SGLang's in-process front end, driven by streaming.
+
+SGLang has no in-process scheduler: ``Engine`` keeps its TokenizerManager (asyncio) in
+this process and starts its scheduler and detokenizer as child processes (by design;
+``info()`` and the load output say so). The adapter owns an asyncio loop on a
+background thread, ``sglang-loop``; the Engine is built on that thread, so SGLang
+installs no signal handler in the harness (it does so only on the main thread; its
+SIGQUIT handler would kill the whole process tree, harness included). Each request
+is one ``async_generate(input_ids=..., stream=True)`` task on that loop; every
+streamed chunk is stamped with ``time.monotonic_ns()`` (CLOCK_MONOTONIC, the harness's
+clock) the moment it arrives, with the exact number of new tokens: SGLang's chunks are
+cumulative (``incremental_streaming_output=False``, its default), so the count is the
+growth of ``meta_info["completion_tokens"]``.
+
+SGLang's own per-request figures (``enable_metrics``) are kept beside the harness's
+stamps, never used for its metrics: ``request_received_ts``, ``request_finished_ts``
+and ``response_sent_to_client_ts`` are wall clock (SGLang's ``time.perf_counter()``
+plus a calibrated wall-clock offset); the adapter converts them back with SGLang's own
+offset (``req_time_stats.global_diff_realtime_monotonic``) to perf_counter, which is
+CLOCK_MONOTONIC on Linux (checked at load). First-token and queue stamps are derived
+from those plus SGLang's durations; the raw values go in ``engine.meta``.
+
+``--engine-arg KEY=VALUE`` sets any ``ServerArgs`` field (typed from its annotations,
+choices checked, close-match hints). On a host without CUDA the CPU defaults from
+shared CPU_ENGINES.md apply (device cpu, torch_native attention, float32,
+mem_fraction_static 0.1 of system RAM); with a GPU SGLang's own defaults do.
+
+On CPU, ``sgl_kernel`` (SGLang's kernel package) must import, but the registry's
+build is CUDA-only: when it cannot load, the project's plain-torch stand-in
+(engines/cpu_shims/sgl_kernel) goes first on ``sys.path``, which the spawned
+scheduler inherits; ``info()`` states it and the ops it implements.
+
+Processes: the loop thread blocks SIGINT before SGLang spawns its children (they
+inherit the mask), so Ctrl-C reaches the harness, which stops the run and then shuts
+SGLang down. ``shutdown()`` runs SGLang's own ``Engine.shutdown()`` with its
+process-tree kill narrowed to the processes SGLang started (it would kill every child
+of the host), then reaps them. A scheduler or detokenizer that dies mid-run is noticed
+within half a second and fails the run with the process named.
+"""
+
+import asyncio
+import atexit
+import importlib.metadata
+import os
+import sys
+import threading
+import time
+import typing
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import harness_bridge as hb
+
+# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
+REQUIRES = ("torch", "sglang")
+
+# Known to work on a CPU-only host (shared CPU_ENGINES.md). mem_fraction_static is a
+# fraction of system RAM on CPU (0.05 is below the minimum for fp32 Gemma 3 270M).
+# sleep_on_idle: an idle scheduler otherwise polls its sockets in a busy loop, taking a
+# whole core from the model's threads and this process on a small CPU host; it sleeps
+# in a poll on the same sockets, so a request still wakes it at once.
+CPU_DEFAULTS = {"device": "cpu", "attention_backend": "torch_native", "disable_cuda_graph": True,
+                "dtype": "float32", "mem_fraction_static": 0.1, "sleep_on_idle": True}
+# Always (unless overridden): a fixed seed, SGLang's per-request timing on, and no
+# tokenizer: prompts go in as ids and outputs come back as ids, so no text work sits on
+# the timed path (SGLang then cannot honour min_new_tokens without ignore_eos, which
+# needs its tokenizer for EOS: skip_tokenizer_init=false brings it back).
+DEFAULTS = {"random_seed": 0, "enable_metrics": True, "skip_tokenizer_init": True}
+COMMON_KEYS = ("mem_fraction_static", "max_running_requests", "chunked_prefill_size", "attention_backend", "dtype",
+               "tp_size", "max_total_tokens", "disable_radix_cache", "schedule_policy", "stream_interval",
+               "random_seed", "log_level")
+# SGLang matches request ids by prefix when aborting: fixed-width ids are never a
+# prefix of one another.
+RID = "harness-{:020d}"
+WATCH_S = 0.5
+# SIGTERM to SIGKILL for SGLang's processes at shutdown (SGLang itself waits up to 60 s).
+KILL_GRACE_S = 5
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _server_args_schema(server_args_cls):
+    """``{field: type}`` of SGLang's ``ServerArgs`` (a msgspec Struct whose fields are
+    ``Annotated[T, help or Arg(choices=...)]``): choices become a Literal."""
+    import msgspec
+
+    out = {}
+    for f in msgspec.structs.fields(server_args_cls):
+        if f.name.startswith("_"):
+            continue
+        ty = f.type
+        if typing.get_origin(ty) is typing.Annotated:
+            base, *meta = typing.get_args(ty)
+            choices = next((m.choices for m in meta if getattr(m, "choices", None)), None)
+            if choices:
+                lit = typing.Literal[tuple(choices)]
+                optional = type(None) in typing.get_args(base)
+                ty = typing.Optional[lit] if optional else lit
+            else:
+                ty = base
+        out[f.name] = ty
+    return out
+
+
+def _kernel_package(on_gpu):
+    """Imports sgl_kernel: the real package where it loads, else (on CPU only) the
+    project's stand-in. Returns what the run should state about it."""
+    try:
+        import sgl_kernel  # noqa: F401
+
+        return {"package": f"sglang-kernel {_version('sglang-kernel')}", "stand_in": False}
+    except Exception as e:  # the CUDA build fails on libcuda, nothing else is tried
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if on_gpu:
+            raise RuntimeError(f"sgl_kernel (sglang-kernel {_version('sglang-kernel')}) cannot load: {why}") from e
+    for name in [m for m in sys.modules if m == "sgl_kernel" or m.startswith("sgl_kernel.")]:
+        del sys.modules[name]
+    root = hb.SHIMS_DIR or os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_shims")
+    if not os.path.isfile(os.path.join(root, "sgl_kernel", "__init__.py")):
+        raise RuntimeError(f"the project's sgl_kernel CPU stand-in is missing from {root}")
+    # First on sys.path here; SGLang's spawned processes get this process's sys.path.
+    sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    import sgl_kernel
+
+    if not getattr(sgl_kernel, "HARNESS_CPU_SHIM", False):
+        raise RuntimeError(f"expected the project's sgl_kernel stand-in from {root}, imported {sgl_kernel.__file__}")
+    ops = list(sgl_kernel.IMPLEMENTED)
+    return {
+        "package": f"llm-harness CPU stand-in ({root})",
+        "stand_in": True,
+        "ops": ops,
+        "real_package": f"sglang-kernel {_version('sglang-kernel')}",
+        "real_package_error": why,
+        "statement": (f"SGLang CPU path with the project's torch implementation of {len(ops)} kernel "
+                      f"op{'s' if len(ops) != 1 else ''} ({', '.join(ops)}); sglang-kernel "
+                      f"{_version('sglang-kernel')} cannot load here ({why})"),
+    }
+
+
+def _finish_code(reason):
+    """SGLang's finish_reason ({"type": "length" | "stop" | "abort", ...}) -> (code, error)."""
+    kind = reason.get("type") if isinstance(reason, dict) else str(reason)
+    if kind == "length":
+        return hb.LENGTH, None
+    if kind == "stop":
+        return hb.STOP, None
+    return hb.ERROR, f"SGLang ended the request: {reason}"
+
+
+class _Req:
+    __slots__ = ("rid", "want_ids", "seen", "ids", "margins", "future")
+
+    def __init__(self, rid, want_ids):
+        self.rid, self.want_ids = rid, want_ids
+        self.seen = 0
+        self.ids = []
+        self.margins = []
+        self.future = None
+
+
+class SglangAdapter:
+    def __init__(self, model, options):
+        hb.require_model_dir("sglang", model)
+        import torch
+
+        self.torch = torch
+        self.on_gpu = torch.cuda.is_available()
+        if not self.on_gpu:
+            # Before sglang is imported: is_cpu() and the CPU platform read it.
+            os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
+        self.kernels = _kernel_package(self.on_gpu)
+        # Imported before the loop thread makes its loop: this import sets uvloop's
+        # event-loop policy, so that loop is the kind SGLang runs on (made earlier, the
+        # Engine would make and bind to a second loop of its own).
+        import sglang.srt.entrypoints.engine  # noqa: F401
+        from sglang.srt.observability import req_time_stats
+        from sglang.srt.server_args import ServerArgs
+
+        self._rts = req_time_stats
+        opts = hb.parse_options("sglang", options, _server_args_schema(ServerArgs), common=COMMON_KEYS,
+                                see="sglang.srt.server_args.ServerArgs")
+        if "model_path" in opts:
+            raise hb.UsageError("pass the model as --model DIR, not --engine-arg model_path=")
+        self.args = {**DEFAULTS, **({} if self.on_gpu else CPU_DEFAULTS), **opts, "model_path": model}
+        self.overridden = sorted(opts)
+        if time.get_clock_info("perf_counter").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+            self._clock_ok = False  # SGLang's stamps are then not on the harness's clock: kept raw only
+        else:
+            self._clock_ok = True
+
+        self.stream = hb.StreamQueue()
+        self.lock = threading.Lock()
+        self.live = {}  # rid -> _Req, submitted and not finished or aborted
+        self.dead = None  # why SGLang's processes can no longer serve, once they cannot
+        self.engine = None
+        self._before = set(self._children())
+        t0 = time.monotonic()
+        try:
+            # Built on the loop's thread: SGLang binds to that loop, installs no signal
+            # handler there, and its children inherit that thread's blocked SIGINT.
+            self.lt = hb.LoopThread("sglang-loop", init=self._build)
+        except BaseException:
+            self._reap_new_children()
+            raise
+        self.load_s = time.monotonic() - t0
+        self.engine, self.server_info = self.lt.value
+        self.child_pids = list(self.engine.get_all_child_pids())
+        self.helpers = sorted(set(self._children()) - self._before - set(self.child_pids))
+        if self.engine.loop is not self.lt.loop:
+            self.shutdown()
+            raise RuntimeError("SGLang's Engine is bound to an event loop the adapter does not run")
+        self.incremental = bool(getattr(self.engine.server_args, "incremental_streaming_output", False))
+        self._watch_future = self.lt.run(self._watch())
+
+    # ---------------------------------------------------------------------------- loop thread
+    def _build(self):
+        import sglang
+
+        engine = sglang.Engine(**self.args)
+        # Sync Engine calls run on this loop, which is not running yet: this one works.
+        return engine, engine.get_server_info()
+
+    async def _watch(self):
+        """Marks the engine dead when one of SGLang's processes has exited."""
+        import psutil
+
+        names = dict(zip(self.child_pids, ("scheduler", "detokenizer")))
+        while self.dead is None:
+            await asyncio.sleep(WATCH_S)
+            for pid in self.child_pids:
+                try:
+                    gone = psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+                except psutil.NoSuchProcess:
+                    gone = True
+                if gone:
+                    title = names.get(pid, "child")
+                    try:
+                        title = psutil.Process(pid).name() or title
+                    except psutil.Error:
+                        pass
+                    self.dead = (f"SGLang's {names.get(pid, 'child')} process (pid {pid}, {title}) exited while the "
+                                 "engine was serving; its traceback, if it wrote one, is in engine.log")
+                    return
+
+    async def _generate(self, req, prompt, sp):
+        try:
+            gen = await self.engine.async_generate(
+                input_ids=prompt, sampling_params=sp, stream=True, rid=RID.format(req.rid),
+                return_logprob=req.want_ids, top_logprobs_num=2 if req.want_ids else None)
+            async for chunk in gen:
+                at = time.monotonic_ns()
+                meta = chunk["meta_info"]
+                n = int(meta["completion_tokens"]) - req.seen
+                req.seen += n
+                if req.want_ids:
+                    ids = chunk.get("output_ids") or []
+                    tops = meta.get("output_top_logprobs") or []
+                    if self.incremental:
+                        req.ids.extend(ids)
+                        req.margins.extend(_margins(tops))
+                    else:
+                        req.ids = list(ids)
+                        req.margins = _margins(tops)
+                reason = meta.get("finish_reason")
+                if reason is None:
+                    if n > 0:
+                        self.stream.push(req.rid, n, at_ns=at)
+                    continue
+                code, error = _finish_code(reason)
+                extra = {"engine": self._engine_stamps(meta), "error": error}
+                if req.want_ids:
+                    extra["token_ids"] = req.ids
+                    extra["top2_margins"] = req.margins if len(req.margins) == len(req.ids) else None
+                self._finish(req, n, code, extra, at)
+                return
+            self._finish(req, 0, hb.ERROR, {"error": "SGLang's stream ended without a finish reason"}, time.monotonic_ns())
+        except asyncio.CancelledError:
+            raise  # aborted: nothing to report
+        except Exception as e:  # a request SGLang refuses (too long, bad params) fails alone
+            self._finish(req, 0, hb.ERROR, {"error": f"SGLang refused or failed the request: {hb.format_exception(e)}"},
+                         time.monotonic_ns())
+
+    def _finish(self, req, n, code, extra, at):
+        with self.lock:
+            if self.live.pop(req.rid, None) is None:
+                return  # aborted meanwhile
+        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
+
+    def _engine_stamps(self, meta):
+        """SGLang's meta_info at finish: stamps on CLOCK_MONOTONIC (converted from its
+        wall-clock ``*_ts`` with its own offset) plus the raw figures."""
+        keep = ("request_received_ts", "first_token_latency", "queue_time", "forward_entry_time",
+                "prefill_finished_time", "response_sent_to_client_ts", "request_finished_ts", "e2e_latency",
+                "decode_throughput", "prompt_tokens", "completion_tokens", "cached_tokens", "num_retractions")
+        raw = {k: meta[k] for k in keep if meta.get(k) is not None}
+        out = {"meta": raw}
+        if not self._clock_ok:
+            return out
+        offset = self._rts.global_diff_realtime_monotonic
+
+        def mono(wall):
+            return hb.secs_to_ns(wall - offset) if wall else None
+
+        received = mono(raw.get("request_received_ts"))
+        out["queued_ns"] = received
+        if received and raw.get("first_token_latency") is not None:
+            out["first_token_ns"] = received + int(round(raw["first_token_latency"] * 1e9))
+        if raw.get("forward_entry_time"):
+            out["scheduled_ns"] = mono(raw["forward_entry_time"])
+        # response_sent_to_client_ts is the first response's send time, not the last:
+        # the request's finish is the last token.
+        out["last_token_ns"] = mono(raw.get("request_finished_ts"))
+        return out
+
+    # ---------------------------------------------------------------------------- interface
+    def info(self):
+        sa = self.engine.server_args
+        si = self.server_info or {}
+        meta = {
+            "engine_args": {k: _jsonable(v) for k, v in self.args.items()},
+            "engine_args_from_user": self.overridden,
+            "processes": {
+                "front_end": "sglang.Engine in this process: TokenizerManager on the adapter's asyncio thread",
+                "children": "scheduler and detokenizer in spawned child processes, by SGLang's design "
+                            "(no in-process scheduler): the model runs there",
+                "child_pids": self.child_pids,
+                "helper_pids": self.helpers,
+            },
+            "kernels": self.kernels,
+            "kv_cache": {"max_total_num_tokens": si.get("max_total_num_tokens"),
+                         "max_req_input_len": si.get("max_req_input_len"),
+                         "page_size": getattr(sa, "page_size", None)},
+            "scheduler": {k: _jsonable(si.get(k, getattr(sa, k, None))) for k in (
+                "max_running_requests", "chunked_prefill_size", "max_prefill_tokens", "schedule_policy",
+                "disable_radix_cache", "disable_overlap_schedule", "stream_interval", "attention_backend",
+                "mem_fraction_static", "tp_size")},
+            "streaming": ("incremental chunks" if self.incremental else
+                          "cumulative chunks (incremental_streaming_output=False); new tokens = growth of "
+                          "meta_info.completion_tokens, each chunk stamped on arrival"),
+            "engine_stamps": ("queued_ns = request_received_ts, scheduled_ns = forward_entry_time, last_token_ns "
+                              "= request_finished_ts: SGLang's wall-clock stamps converted back to "
+                              "CLOCK_MONOTONIC with its own offset (perf_counter is CLOCK_MONOTONIC here); "
+                              "first_token_ns = request_received_ts + first_token_latency" if self._clock_ok else
+                              "SGLang's perf_counter is not CLOCK_MONOTONIC here: its stamps are kept raw only"),
+            "load_s": round(self.load_s, 3),
+            "torch": self.torch.__version__,
+            "env": {k: os.environ.get(k) for k in ("SGLANG_USE_CPU_ENGINE", "OMP_NUM_THREADS",
+                                                   "SGLANG_CPU_OMP_THREADS_BIND") if k in os.environ},
+            "notes": [f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
+                      f"(pids {', '.join(map(str, self.child_pids))}) by SGLang's design; tokens are stamped "
+                      "where the streamed chunks reach this process"]
+                     + ([self.kernels["statement"]] if self.kernels.get("stand_in") else []),
+        }
+        meta.update(hb.cuda_facts(self.torch))
+        dtype = str(si.get("dtype") or getattr(sa, "dtype", "")).replace("torch.", "")
+        return {
+            "name": "sglang",
+            "version": _version("sglang") or "unknown",
+            "model": str(sa.model_path),
+            "dtype": dtype,
+            "device": str(getattr(sa, "device", "") or ("cuda" if self.on_gpu else "cpu")),
+            "kind": "stream",
+            "metadata": meta,
+        }
+
+    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        sp = {"max_new_tokens": max_tokens, "ignore_eos": bool(ignore_eos), "temperature": float(temperature)}
+        # With ignore_eos nothing ends a request before max_new_tokens: a minimum adds
+        # nothing (and SGLang refuses one without its tokenizer).
+        if min_tokens and not ignore_eos:
+            sp["min_new_tokens"] = min_tokens
+        if seed is not None and temperature > 0:
+            sp["sampling_seed"] = int(seed)
+        req = _Req(rid, bool(return_token_ids))
+        with self.lock:
+            self.live[rid] = req
+        req.future = self.lt.run(self._generate(req, list(prompt_token_ids), sp))
+
+    def step(self, timeout_s):
+        if self.dead is not None:
+            raise RuntimeError(self.dead)
+        return self.stream.step(timeout_s)
+
+    def in_flight(self):
+        return len(self.live)
+
+    def abort(self, rid):
+        with self.lock:
+            req = self.live.pop(rid, None)
+        if req is None:
+            return
+        # On the loop's thread: SGLang's TokenizerManager is not thread-safe.
+        self.lt.call(self.engine.tokenizer_manager.abort_request, RID.format(rid))
+        if req.future is not None:
+            req.future.cancel()
+
+    def shutdown(self):
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        with self.lock:
+            live, self.live = list(self.live.values()), {}
+        for req in live:
+            if req.future is not None:
+                req.future.cancel()
+        if getattr(self, "_watch_future", None) is not None:
+            self._watch_future.cancel()
+        import psutil
+        import sglang.srt.entrypoints.engine as engine_module
+
+        # multiprocessing's resource tracker ignores SIGTERM (it would hold up the kill
+        # for SGLang's whole wait); it is stopped the way it expects in _reap_new_children.
+        own = (set(self.child_pids) | set(self.helpers)) - {_resource_tracker_pid()}
+        for pid in list(own):
+            try:
+                own.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+            except psutil.Error:
+                pass
+        sglang_kill = engine_module.kill_process_tree
+
+        def scoped_kill(parent_pid, include_parent=True, skip_pid=None, wait_timeout=None):
+            # Engine.shutdown() kills every child of this process; kill SGLang's only.
+            if parent_pid == os.getpid() and not include_parent:
+                _kill(own, min(wait_timeout or KILL_GRACE_S, KILL_GRACE_S))
+            else:
+                sglang_kill(parent_pid, include_parent=include_parent, skip_pid=skip_pid, wait_timeout=wait_timeout)
+
+        engine_module.kill_process_tree = scoped_kill
+        try:
+            engine.shutdown()
+        finally:
+            engine_module.kill_process_tree = sglang_kill
+            atexit.unregister(engine.shutdown)
+            self.lt.stop()
+            self._reap_new_children()
+
+    # ---------------------------------------------------------------------------- processes
+    @staticmethod
+    def _children():
+        try:
+            import psutil
+
+            return [c.pid for c in psutil.Process().children()]
+        except Exception:
+            return []
+
+    def _reap_new_children(self):
+        """Ends and reaps whatever child this adapter's load started (SGLang's processes,
+        multiprocessing's resource tracker), so none is left as a zombie."""
+        import multiprocessing
+
+        new = set(self._children()) - self._before
+        tracker = _resource_tracker_pid()
+        if tracker in new:
+            try:
+                from multiprocessing import resource_tracker
+
+                resource_tracker._resource_tracker._stop()  # it exits when its pipe closes; _stop reaps it
+            except Exception:
+                pass
+        _kill(set(self._children()) - self._before, KILL_GRACE_S)
+        multiprocessing.active_children()  # joins (reaps) finished multiprocessing children
+
+
+def _resource_tracker_pid():
+    """The pid of multiprocessing's resource tracker in this process (None: not started)."""
+    try:
+        from multiprocessing import resource_tracker
+
+        return getattr(resource_tracker._resource_tracker, "_pid", None)
+    except Exception:
+        return None
+
+
+def _kill(pids, wait_s):
+    """SIGTERM, then SIGKILL after ``wait_s``, to ``pids``; reaps those that are our children."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            p.terminate()
+            procs.append(p)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=wait_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _margins(tops):
+    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities)
+    from SGLang's ``output_top_logprobs``
+    (each a list of ``(logprob, token_id, text)``, best first)."""
+    out = []
+    for t in tops:
+        if t is None or len(t) < 2:
+            return []
+        out.append(float(t[0][0]) - float(t[1][0]))
+    return out
+
+
+def _jsonable(v):
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+def create(model, options):
+    return SglangAdapter(model, options)

@@ -1,0 +1,277 @@
+"""TensorRT-LLM adapter through its Python ``LLM`` API (``--engine trtllm-py``).
+
+``tensorrt_llm.LLM`` with the PyTorch backend by default; a built TensorRT engine
+directory (``config.json`` beside ``rank0.engine``) selects the engine-dir backend
+(``tensorrt_llm._tensorrt_engine.LLM``). Each request is one
+``generate_async({"prompt_token_ids": ids}, SamplingParams, streaming=True)`` iterated
+on an asyncio loop the adapter owns on a background thread. TensorRT-LLM's executor
+produces tokens on its own thread and hands each update to that loop; the adapter
+stamps every update with ``time.monotonic_ns()`` as it arrives and counts its new tokens
+(``outputs[0].token_ids`` is cumulative; an update can carry several tokens). Where the
+version has them (``SamplingParams.return_perf_metrics``), the request's
+``RequestPerfMetrics`` timing (arrival, first scheduled, first and last token, on the
+C++ steady clock: CLOCK_MONOTONIC on Linux) is kept beside the harness's stamps.
+
+``--engine-arg KEY=VALUE`` goes to the ``LLM`` constructor, typed from its args class
+(``TorchLlmArgs`` / ``TrtLlmArgs``); a config object (``kv_cache_config``,
+``scheduler_config``, ...) takes JSON, e.g. ``kv_cache_config={"free_gpu_memory_fraction": 0.5}``.
+
+TensorRT-LLM cannot be installed from the package registries these machines reach and
+needs a CUDA GPU: the adapter is tested against a stand-in module (tests/trtllm_py_standin),
+which it recognises (``tensorrt_llm.HARNESS_STAND_IN``) and reports as an instrument,
+never as a TensorRT-LLM result.
+"""
+
+import importlib.metadata
+import os
+import threading
+import time
+import typing
+
+import harness_bridge as hb
+
+# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
+REQUIRES = ("tensorrt_llm",)
+
+COMMON_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config", "scheduler_config", "dtype",
+               "tensor_parallel_size", "enable_chunked_prefill", "backend")
+
+
+def _is_engine_dir(model):
+    return os.path.isfile(os.path.join(model, "rank0.engine"))
+
+
+def _model_class(ty):
+    """The config class behind an annotation (``Optional[KvCacheConfig]`` -> ``KvCacheConfig``)."""
+    for t in (typing.get_args(ty) or (ty,)):
+        if isinstance(t, type) and hasattr(t, "model_fields"):
+            return t
+    return None
+
+
+def _args_schema(args_cls):
+    """``{field: annotation}`` of a pydantic LLM-args class (``model_fields``)."""
+    return {name: getattr(f, "annotation", typing.Any) for name, f in args_cls.model_fields.items()}
+
+
+def _td_ns(td):
+    """A timedelta since the steady clock's epoch -> ns (None when unset)."""
+    if td is None:
+        return None
+    s = td.total_seconds() if hasattr(td, "total_seconds") else float(td)
+    return int(round(s * 1e9)) if s > 0 else None
+
+
+def _margins(logprobs):
+    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities)
+    from ``outputs[0].logprobs`` (per
+    token a ``{token_id: Logprob(logprob, rank)}`` dict)."""
+    out = []
+    for d in logprobs or []:
+        if not isinstance(d, dict) or len(d) < 2:
+            return None
+        vals = sorted((float(getattr(v, "logprob", v)) for v in d.values()), reverse=True)
+        out.append(vals[0] - vals[1])
+    return out
+
+
+class _Req:
+    __slots__ = ("rid", "want_ids", "seen", "handle", "future")
+
+    def __init__(self, rid, want_ids):
+        self.rid, self.want_ids, self.seen = rid, want_ids, 0
+        self.handle = None
+        self.future = None
+
+
+class TrtllmLlmApiAdapter:
+    def __init__(self, model, options):
+        hb.require_model_dir("trtllm-py", model)
+        import tensorrt_llm
+        from tensorrt_llm.llmapi import llm_args
+
+        self.trt = tensorrt_llm
+        self.stand_in = bool(getattr(tensorrt_llm, "HARNESS_STAND_IN", False))
+        self.backend = "tensorrt engine dir" if _is_engine_dir(model) else "pytorch"
+        args_cls = llm_args.TrtLlmArgs if self.backend != "pytorch" else llm_args.TorchLlmArgs
+        schema = _args_schema(args_cls)
+        opts = hb.parse_options("trtllm-py", options, schema, common=COMMON_KEYS,
+                                see=f"tensorrt_llm.llmapi.llm_args.{args_cls.__name__}")
+        if "model" in opts:
+            raise hb.UsageError("pass the model as --model DIR, not --engine-arg model=")
+        for k, v in list(opts.items()):
+            cls = _model_class(schema[k])
+            if cls is not None and isinstance(v, dict):
+                try:
+                    opts[k] = cls(**v)
+                except Exception as e:
+                    raise hb.UsageError(f"--engine-arg {k}: {cls.__name__} rejected {v}: {str(e).splitlines()[0]}") from None
+        self.args = opts
+        if self.backend == "pytorch":
+            from tensorrt_llm import LLM
+        else:
+            from tensorrt_llm._tensorrt_engine import LLM
+        self._SamplingParams = tensorrt_llm.SamplingParams
+        sp_fields = self._fields(self._SamplingParams)
+        self.perf_metrics = "return_perf_metrics" in sp_fields
+        self.sp_fields = sp_fields
+        self.lock = threading.Lock()
+        self.live = {}
+        self.stream = hb.StreamQueue()
+        t0 = time.monotonic()
+        try:
+            self.llm = LLM(model=model, **opts)
+        except (TypeError, ValueError) as e:
+            raise hb.UsageError(f"tensorrt_llm.LLM rejected the engine args: {str(e).splitlines()[0]}") from None
+        self.load_s = time.monotonic() - t0
+        self.model = model
+        # TensorRT-LLM's results await on the loop that iterates them.
+        self.lt = hb.LoopThread("trtllm-loop")
+
+    @staticmethod
+    def _fields(cls):
+        import dataclasses
+
+        if dataclasses.is_dataclass(cls):
+            return {f.name for f in dataclasses.fields(cls)}
+        return set(getattr(cls, "model_fields", {}) or {})
+
+    def info(self):
+        version = getattr(self.trt, "__version__", None)
+        for dist in ("tensorrt_llm", "tensorrt-llm"):
+            if version:
+                break
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        meta = {
+            "backend": self.backend,
+            "llm_args": {k: (v if isinstance(v, (bool, int, float, str, type(None))) else repr(v))
+                         for k, v in self.args.items()},
+            "perf_metrics": ("RequestPerfMetrics timing (steady clock) per request" if self.perf_metrics else
+                             "this version's SamplingParams has no return_perf_metrics: none"),
+            "streaming": "generate_async(streaming=True): cumulative token_ids per update, each update stamped "
+                         "on arrival on the adapter's loop thread with its new-token count",
+            "load_s": round(self.load_s, 3),
+        }
+        if self.stand_in:
+            meta["notes"] = [f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
+                             "not TensorRT-LLM; its figures measure the harness, never TensorRT-LLM"]
+        return {
+            "name": "trtllm-py",
+            "version": f"{version or 'unknown'}" + (" (stand-in)" if self.stand_in else ""),
+            "model": self.model,
+            "dtype": str(self.args.get("dtype", "auto")),
+            "device": "stand-in" if self.stand_in else "cuda",
+            "kind": "stream",
+            "instrument": self.stand_in,
+            "metadata": meta,
+        }
+
+    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        kw = {"max_tokens": max_tokens, "temperature": float(temperature)}
+        optional = {"min_tokens": min_tokens, "ignore_eos": bool(ignore_eos), "detokenize": False,
+                    "return_perf_metrics": True if self.perf_metrics else None,
+                    "seed": seed if temperature > 0 else None, "logprobs": 2 if return_token_ids else None}
+        kw.update({k: v for k, v in optional.items() if v is not None and k in self.sp_fields})
+        req = _Req(rid, bool(return_token_ids))
+        with self.lock:
+            self.live[rid] = req
+        req.future = self.lt.run(self._generate(req, list(prompt_token_ids), self._SamplingParams(**kw)))
+
+    async def _generate(self, req, prompt, sp):
+        import asyncio
+
+        try:
+            handle = self.llm.generate_async({"prompt_token_ids": prompt}, sampling_params=sp, streaming=True)
+            req.handle = handle
+            async for out in handle:
+                at = time.monotonic_ns()
+                c = out.outputs[0]
+                n = len(c.token_ids) - req.seen
+                req.seen += n
+                if not out.finished:
+                    if n > 0:
+                        self.stream.push(req.rid, n, at_ns=at)
+                    continue
+                reason = getattr(c, "finish_reason", None)
+                extra = {"engine": self._stamps(c)}
+                code = {"length": hb.LENGTH, "stop": hb.STOP}.get(str(reason).lower())
+                if code is None:  # cancelled, timed out, or no reason at all
+                    code = hb.ERROR
+                    extra["error"] = f"TensorRT-LLM ended the request: finish_reason={reason}"
+                if req.want_ids:
+                    extra["token_ids"] = list(c.token_ids)
+                    extra["top2_margins"] = _margins(getattr(c, "logprobs", None))
+                self._finish(req, n, code, extra, at)
+                return
+            self._finish(req, 0, hb.ERROR, {"error": "TensorRT-LLM's stream ended unfinished"}, time.monotonic_ns())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # RequestError mid-stream, or a refused request: this request fails alone
+            self._finish(req, 0, hb.ERROR, {"error": hb.format_exception(e)}, time.monotonic_ns())
+
+    def _stamps(self, c):
+        pm = getattr(c, "request_perf_metrics", None)
+        tm = getattr(pm, "timing_metrics", None)
+        if tm is None:
+            return None
+        meta = {}
+        for group in ("kv_cache_metrics", "speculative_decoding"):
+            g = getattr(pm, group, None)
+            for k in dir(g) if g is not None else ():
+                v = getattr(g, k, None)
+                if not k.startswith("_") and isinstance(v, (int, float, bool)):
+                    meta[f"{group}.{k}"] = v
+        for k in ("first_iter", "last_iter", "iter"):
+            v = getattr(pm, k, None)
+            if isinstance(v, (int, float)):
+                meta[k] = v
+        return {
+            "queued_ns": _td_ns(getattr(tm, "arrival_time", None)),
+            "scheduled_ns": _td_ns(getattr(tm, "first_scheduled_time", None)),
+            "first_token_ns": _td_ns(getattr(tm, "first_token_time", None)),
+            "last_token_ns": _td_ns(getattr(tm, "last_token_time", None)),
+            "meta": meta or None,
+        }
+
+    def _finish(self, req, n, code, extra, at):
+        with self.lock:
+            if self.live.pop(req.rid, None) is None:
+                return
+        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
+
+    def step(self, timeout_s):
+        return self.stream.step(timeout_s)
+
+    def in_flight(self):
+        return len(self.live)
+
+    def abort(self, rid):
+        with self.lock:
+            req = self.live.pop(rid, None)
+        if req is None:
+            return
+        if req.handle is not None and hasattr(req.handle, "abort"):
+            self.lt.call(req.handle.abort)
+        if req.future is not None:
+            req.future.cancel()
+
+    def shutdown(self):
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        with self.lock:
+            live, self.live = list(self.live.values()), {}
+        for req in live:
+            if req.future is not None:
+                req.future.cancel()
+        try:
+            llm.shutdown()
+        finally:
+            self.lt.stop()
+
+
+def create(model, options):
+    return TrtllmLlmApiAdapter(model, options)

@@ -1,0 +1,117 @@
+//! Helpers shared by the real-engine test files that came after python_engines.rs
+//! (sglang.rs, trtllm_py_standin.rs): the cache, the harness command, results files,
+//! and the process-tree check.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub fn cache() -> PathBuf {
+    std::env::var_os("LLM_HARNESS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-harness"))
+}
+
+/// `path` when it exists, else None after printing why (or a panic under
+/// LLM_HARNESS_REQUIRE_ENGINES=1, as scripts/test.sh sets, so CI never skips silently).
+pub fn need(path: PathBuf, setup: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!("{} missing: run {setup}", path.display());
+    if std::env::var("LLM_HARNESS_REQUIRE_ENGINES").is_ok_and(|v| v == "1") {
+        panic!("{why} (LLM_HARNESS_REQUIRE_ENGINES=1)");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// Real engines load one at a time: two on 2 cores would distort each other's timing.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn harness() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("harness").unwrap()
+}
+
+pub fn json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+pub fn records(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn output_tokens(r: &Value) -> u64 {
+    match r["token_counts"].as_array() {
+        Some(c) => c.iter().map(|n| n.as_u64().unwrap()).sum(),
+        None => r["token_ns"].as_array().unwrap().len() as u64,
+    }
+}
+
+/// Tags a harness command's process tree: every process it starts inherits this
+/// environment variable, so [`tagged`] finds them all, whoever their parent is now.
+pub const TAG_VAR: &str = "LLM_HARNESS_TEST_TAG";
+
+pub fn new_tag(what: &str) -> String {
+    format!(
+        "{what}-{}-{:?}",
+        std::process::id(),
+        std::time::Instant::now()
+    )
+}
+
+/// Processes (pid, state, name) whose environment holds `TAG_VAR=tag`. A zombie's
+/// environment cannot be read, so zombies are not listed: once the harness has exited
+/// its own zombies are gone with it, and what this finds is what outlived it.
+pub fn tagged(tag: &str) -> Vec<(i32, char, String)> {
+    let needle = format!("{TAG_VAR}={tag}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next())
+            .unwrap_or('?');
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.push((pid, state, name));
+    }
+    out
+}
+
+/// Asserts that nothing the tagged command started outlived it.
+/// A process that is exiting may still be listed for a moment: retried for 5 s.
+pub fn assert_no_process_left(tag: &str, what: &str) {
+    let t = std::time::Instant::now();
+    loop {
+        let left = tagged(tag);
+        if left.is_empty() {
+            return;
+        }
+        if t.elapsed().as_secs() >= 5 {
+            panic!("{what}: processes left behind (pid, state, name): {left:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,324 @@
+//! SGLang for real (`--engine sglang`) on the real Gemma 3 270M model, in its own venv
+//! (scripts/setup.sh sglang), and the checks of what the adapter relies on: the
+//! installed SGLang's API (conformance) and the project's sgl_kernel CPU stand-in
+//! against a reference. All `#[ignore]`d (they need the venvs and the model), run by
+//! scripts/test.sh with `-- --ignored` and LLM_HARNESS_REQUIRE_ENGINES=1. Each test
+//! loads SGLang once and checks all it can from that run (a load takes 40 s or more on
+//! 2 cores). Every harness run is tagged, and the test asserts that no process it
+//! started outlived it.
+
+mod common;
+
+use common::{
+    assert_no_process_left, cache, harness, json, need, new_tag, output_tokens, records, serial,
+    TAG_VAR,
+};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SETUP: &str = "scripts/setup.sh sglang";
+
+fn sglang_python() -> Option<PathBuf> {
+    need(cache().join("venvs/sglang/bin/python"), SETUP)
+}
+
+fn model() -> Option<PathBuf> {
+    need(cache().join("models/gemma-3-270m"), SETUP)
+}
+
+/// Runs one of tests/sglang/*.py with the sglang env's python; panics with its output
+/// when it fails.
+fn run_check(py: &Path, script: &str) -> String {
+    let o = std::process::Command::new(py)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/sglang")
+                .join(script),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+#[test]
+#[ignore = "needs the sglang venv: scripts/test.sh sets it up and runs it"]
+fn sgl_kernel_stand_in_matches_the_reference_on_random_inputs() {
+    let Some(py) = sglang_python() else { return };
+    let _serial = serial();
+    let text = run_check(&py, "check_sgl_kernel_shim.py");
+    assert!(
+        text.contains("matches the reference on 300 random cases"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs the sglang venv: scripts/test.sh sets it up and runs it"]
+fn every_sglang_name_the_adapter_uses_exists_in_the_installed_version() {
+    let Some(py) = sglang_python() else { return };
+    let _serial = serial();
+    let text = run_check(&py, "check_sglang_api.py");
+    assert!(
+        text.contains("every callable, argument and field the adapter uses is there"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs the sglang venv and the real model: scripts/test.sh sets them up and runs it"]
+fn sglang_real_model_sweep_exact_counts_meta_info_and_no_process_left() {
+    let (Some(model), Some(_)) = (model(), sglang_python()) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let tag = new_tag("sglang-sweep");
+    let t = Instant::now();
+    let o = harness()
+        .env(TAG_VAR, &tag)
+        .args(["sweep", "--engine", "sglang", "--model"])
+        .arg(&model)
+        .args([
+            "--batch",
+            "1,8",
+            "--input-len",
+            "32",
+            "--output-len",
+            "8",
+            "--ignore-eos",
+        ])
+        .args([
+            "--warmup",
+            "1",
+            "--min-rounds",
+            "2",
+            "--min-duration",
+            "0",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    eprintln!(
+        "sglang sweep 1,8 on the real model: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_no_process_left(&tag, "a successful SGLang sweep");
+    let terminal =
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    // The load output says where the model runs and which kernels stand in.
+    assert!(terminal.contains("loaded sglang 0.5.23"), "{terminal}");
+    assert!(
+        terminal.contains("scheduler and detokenizer run in child processes"),
+        "{terminal}"
+    );
+    assert!(
+        terminal.contains("SGLang CPU path with the project's torch implementation of 1 kernel op (assign_req_to_token_pool_cpu)"),
+        "{terminal}"
+    );
+    // Two whole batches per point, every request exactly 8 tokens, each chunk stamped.
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2 * (1 + 8));
+    for r in &recs {
+        assert_eq!(output_tokens(r), 8, "request {}", r["id"]);
+        assert_eq!(r["prompt_tokens"], 32);
+        assert_eq!(r["finish_reason"], "length");
+        let stamps: Vec<u64> = r["token_ns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+        // SGLang's own figures beside the harness's stamps, on the same clock: its
+        // first token can only precede the harness seeing it.
+        let e = &r["engine"];
+        let meta = e["meta"].as_object().expect("SGLang's meta_info recorded");
+        for k in [
+            "request_received_ts",
+            "first_token_latency",
+            "queue_time",
+            "completion_tokens",
+            "cached_tokens",
+        ] {
+            assert!(meta.contains_key(k), "meta_info lacks {k}: {meta:?}");
+        }
+        assert_eq!(meta["completion_tokens"], 8);
+        let submit = r["submit_ns"].as_u64().unwrap();
+        let first_seen = submit + stamps[0];
+        let sglang_first = e["first_token_ns"]
+            .as_u64()
+            .expect("first_token_ns converted");
+        let received = e["queued_ns"].as_u64().unwrap();
+        assert!(
+            received + 1_000_000 >= submit,
+            "SGLang received request {} before it was submitted",
+            r["id"]
+        );
+        assert!(
+            sglang_first <= first_seen + 1_000_000,
+            "SGLang's first token after the harness saw it"
+        );
+        assert!(
+            first_seen - sglang_first < 1_000_000_000,
+            "clocks apart: {} ns",
+            first_seen - sglang_first
+        );
+    }
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["points"].as_array().unwrap().len(), 2);
+    let run = json(&out.join("run.json"));
+    let m = &run["engine"]["metadata"];
+    assert_eq!(m["kernels"]["stand_in"], true, "{m}");
+    assert_eq!(m["kernels"]["ops"][0], "assign_req_to_token_pool_cpu");
+    assert_eq!(m["engine_args"]["dtype"], "float32");
+    assert!(m["engine_stamps"]
+        .as_str()
+        .unwrap()
+        .contains("CLOCK_MONOTONIC"));
+    assert_eq!(
+        m["processes"]["child_pids"].as_array().unwrap().len(),
+        2,
+        "{m}"
+    );
+    // SGLang's log went to engine.log, not the terminal.
+    assert!(!terminal.contains("UserWarning"), "{terminal}");
+}
+
+/// `harness parity --engines ENGINES` on the real model in fp32: every token agrees.
+fn parity_agrees(engines: &str) {
+    let (Some(model), Some(_)) = (model(), sglang_python()) else {
+        return;
+    };
+    let _serial = serial();
+    let tag = new_tag("sglang-parity");
+    let o = harness()
+        .env(TAG_VAR, &tag)
+        .args(["parity", "--engines", engines, "--model"])
+        .arg(&model)
+        .args(["--output-len", "24"])
+        .assert()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    eprintln!("{text}");
+    assert_no_process_left(&tag, engines);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("identical leading tokens: 144/144"), "{text}");
+}
+
+#[test]
+#[ignore = "needs the vllm and sglang venvs and the real model: scripts/test.sh sets them up and runs it"]
+fn sglang_and_vllm_agree_on_every_token_in_fp32() {
+    parity_agrees("vllm,sglang");
+}
+
+#[test]
+#[ignore = "needs the vllm and sglang venvs and the real model: scripts/test.sh sets them up and runs it"]
+fn sglang_and_hf_agree_on_every_token_in_fp32() {
+    parity_agrees("hf,sglang");
+}
+
+#[test]
+#[ignore = "needs the sglang venv and the real model: scripts/test.sh sets them up and runs it"]
+fn a_failing_sglang_start_up_exits_1_with_its_results_dir_and_no_process_left() {
+    let (Some(model), Some(_)) = (model(), sglang_python()) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fail");
+    let tag = new_tag("sglang-fail");
+    // Far too little memory for the KV cache: SGLang's scheduler fails at start-up and
+    // its process sends the host SIGQUIT (which would kill an unprotected harness).
+    let o = harness()
+        .env(TAG_VAR, &tag)
+        .args(["run", "--engine", "sglang", "--model"])
+        .arg(&model)
+        .args([
+            "--engine-arg",
+            "mem_fraction_static=0.0001",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_no_process_left(&tag, "a failed SGLang start-up");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("Error:"))
+        .unwrap_or_default();
+    assert!(line.contains("engine sglang failed to load"), "{err}");
+    assert!(
+        out.join("engine.log").is_file(),
+        "the results directory went: {err}"
+    );
+    assert!(err.contains("results:"), "{err}");
+}
+
+#[test]
+#[ignore = "needs the sglang venv and the real model: scripts/test.sh sets them up and runs it"]
+fn ctrl_c_mid_run_keeps_what_was_measured_and_leaves_no_process() {
+    let (Some(model), Some(_)) = (model(), sglang_python()) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("int");
+    let tag = new_tag("sglang-int");
+    // A process group of its own, signalled as a whole below, as a terminal's Ctrl-C
+    // signals the foreground group: SGLang's children receive it too unless they
+    // block it.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("harness"))
+        .process_group(0)
+        .env(TAG_VAR, &tag)
+        .args(["run", "--engine", "sglang", "--model"])
+        .arg(&model)
+        .args([
+            "--batch",
+            "1",
+            "--num-requests",
+            "1000",
+            "--input-len",
+            "16",
+            "--output-len",
+            "16",
+        ])
+        .args(["--ignore-eos", "--warmup", "0", "--no-progress", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Mid-run once a request has finished (requests.jsonl gains a line).
+    let t = Instant::now();
+    while std::fs::read_to_string(out.join("requests.jsonl")).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "no request finished in 10 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the harness ended before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signalling our own child's process group.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_no_process_left(&tag, "Ctrl-C mid-run");
+    assert!(records(&out).len() >= 2);
+    assert!(out.join("summary.json").is_file());
+}
