@@ -275,7 +275,8 @@ pub fn kill_children(grace: Duration) -> usize {
     }
     let alive = |pid: i32| {
         // SAFETY: signal 0 only checks for existence.
-        unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
+        let exists = unsafe { libc::kill(pid, 0) } == 0;
+        exists && !is_zombie(pid)
     };
     for &g in &groups {
         // SAFETY: a process group an engine of this process started.
