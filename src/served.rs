@@ -592,6 +592,7 @@ mod tests {
             scheduled_ns: Some(MonoNs(ms(3))),
             first_token_ns: Some(MonoNs(ms(10))),
             last_token_ns: Some(MonoNs(ms(30))),
+            meta: None,
         };
         let r = req(0, 0, ms(1000), &[ms(1013), ms(1020), ms(1031)], &[1], None);
         assert!(parts(&r).is_none());

@@ -236,6 +236,7 @@ fn parse_stamp_line(line: &str) -> Option<(RequestId, EngineStamps)> {
             scheduled_ns: ns("scheduled_ns"),
             first_token_ns: ns("first_token_ns"),
             last_token_ns: ns("last_token_ns"),
+            meta: None,
         },
     ))
 }

@@ -230,6 +230,7 @@ impl From<&bridge::PerfTimes> for EngineStamps {
             scheduled_ns: stamp(p.first_scheduled_ns),
             first_token_ns: stamp(p.first_token_ns),
             last_token_ns: stamp(p.last_token_ns),
+            meta: None,
         }
     }
 }
