@@ -506,7 +506,7 @@ fn trtllm_without_the_feature_says_how_to_build_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     let mine: Vec<&str> = text
         .lines()
-        .skip_while(|l| !l.starts_with("trtllm"))
+        .skip_while(|l| !l.starts_with("trtllm "))
         .take(3)
         .collect();
     assert!(mine[0].contains("NOT USABLE"), "{text}");
@@ -533,7 +533,7 @@ fn llamacpp_says_how_to_enable_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     let at = text
         .lines()
-        .position(|l| l.starts_with("llamacpp"))
+        .position(|l| l.starts_with("llamacpp "))
         .unwrap_or_else(|| panic!("llamacpp not listed:\n{text}"));
     let block: Vec<&str> = text.lines().skip(at).take(3).collect();
     assert!(block[0].contains("NOT USABLE"), "{text}");

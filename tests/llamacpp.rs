@@ -514,7 +514,7 @@ fn listed_as_ready_in_this_build() {
         .get_output()
         .clone();
     let text = String::from_utf8_lossy(&o.stdout);
-    let line = text.lines().find(|l| l.starts_with("llamacpp")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("llamacpp ")).unwrap();
     assert!(line.contains("ready"), "{text}");
     assert!(text.contains("llama-cpp-sys-2"), "{text}");
 }

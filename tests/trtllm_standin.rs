@@ -677,7 +677,7 @@ fn the_cli_runs_the_stand_in_and_labels_it() {
     let listing = String::from_utf8_lossy(&listing.stdout).to_string();
     let mine: Vec<&str> = listing
         .lines()
-        .skip_while(|l| !l.starts_with("trtllm"))
+        .skip_while(|l| !l.starts_with("trtllm "))
         .take(2)
         .collect();
     assert!(mine[0].contains("ready"), "{listing}");
