@@ -9,17 +9,13 @@
 //! first) and keep outputs short.
 #![cfg(feature = "llamacpp")]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{cache, harness, json, records, serial};
 use llm_harness::engine::{Engine, EngineConfig, FinishReason, GenRequest, TokenEvent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn cache() -> PathBuf {
-    std::env::var_os("LLM_HARNESS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-harness"))
-}
 
 /// The GGUF model directory, or None (after printing why) when setup has not run.
 fn gguf_dir() -> Option<PathBuf> {
@@ -33,29 +29,6 @@ fn gguf_dir() -> Option<PathBuf> {
     }
     eprintln!("skipped: {why}");
     None
-}
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn harness() -> Command {
-    Command::cargo_bin("harness").unwrap()
-}
-
-fn json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn ids(r: &Value) -> Vec<u64> {

@@ -8,15 +8,11 @@
 //! LLM_HARNESS_REQUIRE_ENGINES=1 so a missing piece fails loudly. Each real-engine
 //! test loads its engine once and checks everything it can from that one run.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{cache, harness, json, output_tokens, records, serial};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn cache() -> PathBuf {
-    std::env::var_os("LLM_HARNESS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-harness"))
-}
 
 /// The real model, or None (after printing why) when setup has not run.
 fn need(what: &str) -> Option<PathBuf> {
@@ -39,37 +35,6 @@ fn need(what: &str) -> Option<PathBuf> {
     }
     eprintln!("skipped: {why}");
     None
-}
-
-/// Real engines load one at a time: two on 2 cores would distort each other's timing.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn harness() -> Command {
-    Command::cargo_bin("harness").unwrap()
-}
-
-fn json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn output_tokens(r: &Value) -> u64 {
-    match r["token_counts"].as_array() {
-        Some(c) => c.iter().map(|n| n.as_u64().unwrap()).sum(),
-        None => r["token_ns"].as_array().unwrap().len() as u64,
-    }
 }
 
 fn alive(pid: i32) -> bool {
@@ -614,7 +579,7 @@ fn stdlib_venv(dir: &Path) -> PathBuf {
 }
 
 /// `harness parity` between the calibration engine and the test adapter, 5 tokens.
-fn calibration_vs_python_test() -> Command {
+fn calibration_vs_python_test() -> assert_cmd::Command {
     let mut c = harness();
     c.args(["parity", "--engines", "calibration,python-test"])
         .args(["--output-len", "5"]);

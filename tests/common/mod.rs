@@ -1,5 +1,5 @@
-//! Helpers shared by the real-engine test files that came after python_engines.rs
-//! (sglang.rs, trtllm_py_standin.rs): the cache, the harness command, results files,
+//! Helpers shared by the real-engine test files (python_engines.rs, llamacpp.rs,
+//! sglang.rs, trtllm_py_standin.rs): the cache, the harness command, results files,
 //! and the process-tree check.
 
 #![allow(dead_code)] // each test file uses its own subset
