@@ -20,15 +20,9 @@ use std::time::Duration;
 /// The GGUF model directory, or None (after printing why) when setup has not run.
 fn gguf_dir() -> Option<PathBuf> {
     let d = cache().join("models/gemma-3-270m-gguf");
-    if d.join("gemma-3-270m-Q4_K_M.gguf").is_file() && d.join("tokenizer.json").is_file() {
-        return Some(d);
-    }
-    let why = format!("{} missing: run scripts/setup.sh", d.display());
-    if std::env::var("LLM_HARNESS_REQUIRE_ENGINES").is_ok_and(|v| v == "1") {
-        panic!("{why} (LLM_HARNESS_REQUIRE_ENGINES=1)");
-    }
-    eprintln!("skipped: {why}");
-    None
+    common::need(d.join("gemma-3-270m-Q4_K_M.gguf"), "scripts/setup.sh")?;
+    common::need(d.join("tokenizer.json"), "scripts/setup.sh")?;
+    Some(d)
 }
 
 fn ids(r: &Value) -> Vec<u64> {

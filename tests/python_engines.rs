@@ -14,27 +14,14 @@ use common::{cache, harness, json, output_tokens, records, serial};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The real model, or None (after printing why) when setup has not run.
+/// The vllm venv or a model directory, or None (after printing why) when setup has
+/// not run.
 fn need(what: &str) -> Option<PathBuf> {
-    let p = match what {
-        "venv" => cache().join("venvs/vllm"),
-        m => cache().join("models").join(m),
+    let (dir, file) = match what {
+        "venv" => (cache().join("venvs/vllm"), "bin/python"),
+        m => (cache().join("models").join(m), "model.safetensors"),
     };
-    if p.join(if what == "venv" {
-        "bin/python"
-    } else {
-        "model.safetensors"
-    })
-    .exists()
-    {
-        return Some(p);
-    }
-    let why = format!("{} missing: run scripts/setup.sh", p.display());
-    if std::env::var("LLM_HARNESS_REQUIRE_ENGINES").is_ok_and(|v| v == "1") {
-        panic!("{why} (LLM_HARNESS_REQUIRE_ENGINES=1)");
-    }
-    eprintln!("skipped: {why}");
-    None
+    common::need(dir.join(file), "scripts/setup.sh").map(|_| dir)
 }
 
 fn alive(pid: i32) -> bool {
