@@ -7,9 +7,12 @@
 //! wakeup latency on a busy 2-core machine is tens of microseconds at the median and
 //! rarely a few milliseconds, so medians (not maxima) keep the test from flaking.
 
+mod common;
+
+use common::driver_opts;
 use llm_harness::clock::MonoNs;
 use llm_harness::driver::{
-    arrivals, progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Sampling, Stop,
+    arrivals, progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Stop,
 };
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
 use llm_harness::engine::FinishReason;
@@ -29,22 +32,6 @@ fn workload(input: usize, output: u32, n: usize) -> Workload {
     Workload {
         items,
         description: "test".into(),
-    }
-}
-
-fn opts(num: usize, warmup: usize) -> DriverOptions {
-    DriverOptions {
-        warmup,
-        stop: Stop::requests(num),
-        request_timeout: Duration::from_secs(5),
-        sampling: Sampling {
-            ignore_eos: true,
-            temperature: 0.0,
-            seed: Some(0),
-            return_token_ids: false,
-        },
-        seed: 7,
-        profile: None,
     }
 }
 
@@ -113,7 +100,7 @@ fn batch_mode_measures_the_schedule() {
         s.clone(),
         LoadPoint::Batch { batch: b as u32 },
         &workload(input, output, 24),
-        &opts(16, 8),
+        &driver_opts(16, 8),
     );
     assert_eq!(m.outcome, Outcome::Completed);
     assert_eq!(m.summary.completed, 16);
@@ -152,7 +139,7 @@ fn concurrency_mode_refills_as_requests_finish() {
             concurrency: c as u32,
         },
         &workload(input, output, 20),
-        &opts(12, 4),
+        &driver_opts(12, 4),
     );
     assert_eq!(m.summary.completed, 12);
     close(
@@ -174,7 +161,7 @@ fn max_batch_queues_the_rest() {
         s.clone(),
         LoadPoint::Batch { batch: 8 },
         &workload(input, output, 8),
-        &opts(8, 0),
+        &driver_opts(8, 0),
     );
     let mut ttfts: Vec<f64> = m
         .records
@@ -192,7 +179,7 @@ fn max_batch_queues_the_rest() {
 fn rate_mode_follows_the_seeded_arrivals() {
     let s = Schedule::default();
     let (rate, n) = (25.0, 30usize);
-    let o = opts(n, 0);
+    let o = driver_opts(n, 0);
     let m = measure(
         s,
         LoadPoint::Rate {
@@ -244,7 +231,7 @@ fn engine_failure_mid_run_marks_in_flight_requests_failed() {
         s,
         LoadPoint::Batch { batch: 4 },
         &workload(8, 5, 12),
-        &opts(12, 0),
+        &driver_opts(12, 0),
     );
     assert!(
         matches!(m.outcome, Outcome::EngineFailed(ref e) if e.contains("injected failure at step 7"))
@@ -270,7 +257,7 @@ fn dropped_request_times_out_and_bad_request_fails_alone() {
         fail_request: Some(2),
         ..Schedule::default()
     };
-    let mut o = opts(4, 0);
+    let mut o = driver_opts(4, 0);
     o.request_timeout = Duration::from_millis(300);
     let m = measure(
         s,
@@ -296,7 +283,7 @@ fn dropped_request_times_out_and_bad_request_fails_alone() {
 #[test]
 fn duration_stop_condition() {
     let s = Schedule::default();
-    let mut o = opts(0, 0);
+    let mut o = driver_opts(0, 0);
     o.stop = Stop {
         num_requests: None,
         duration: Some(Duration::from_millis(300)),
@@ -324,7 +311,7 @@ fn hung_engine_times_out_every_request() {
         hang_at_step: Some(3),
         ..Schedule::default()
     };
-    let mut o = opts(3, 0);
+    let mut o = driver_opts(3, 0);
     o.request_timeout = Duration::from_millis(200);
     let m = measure(s, LoadPoint::Batch { batch: 3 }, &workload(8, 10, 3), &o);
     assert_eq!(m.outcome, Outcome::Completed);
@@ -342,7 +329,7 @@ fn confidence_intervals_cover_a_jittered_schedule_and_are_narrow_without_jitter(
     // (seeded), so the true means are the schedule's; without jitter the rounds agree.
     let (b, input, output, rounds) = (4usize, 64usize, 20u32, 12usize);
     let w = workload(input, output, b * rounds);
-    let o = opts(b * rounds, 0);
+    let o = driver_opts(b * rounds, 0);
     let point = LoadPoint::Batch { batch: b as u32 };
     let base = Schedule::default();
     let ttft = ms(base.prefill(b, (b * input) as u64));
@@ -430,7 +417,7 @@ fn harness_cost_matches_the_engines_view_of_it() {
         },
         LoadPoint::Batch { batch: 16 },
         &workload(16, 20, 64),
-        &opts(64, 0),
+        &driver_opts(64, 0),
     );
     let cost = run.cost.unwrap();
     let engine_view = between.as_secs_f64();
@@ -471,7 +458,7 @@ fn overlapped_scheduling_stamps_tokens_when_the_caller_gets_them() {
         s.clone(),
         LoadPoint::Batch { batch: b as u32 },
         &workload(input, n, 8),
-        &opts(8, 0),
+        &driver_opts(8, 0),
     );
     assert_eq!(m.outcome, Outcome::Completed);
     assert_eq!(m.summary.completed, 8);

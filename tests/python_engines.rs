@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{cache, harness, json, output_tokens, records, serial};
+use common::{cache, error_line, harness, json, output_tokens, records, serial};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -214,10 +214,7 @@ fn broken_python_env_is_a_usage_error() {
             .get_output()
             .clone();
         let err = String::from_utf8_lossy(&o.stderr);
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("Error:"))
-            .unwrap_or_default();
+        let line = error_line(&err);
         assert!(
             line.contains(needle) && line.contains("scripts/setup.sh"),
             "{err}"
@@ -417,10 +414,7 @@ fn vllm_unknown_engine_arg_and_tiny_model() {
         .get_output()
         .clone();
     let err = String::from_utf8_lossy(&o.stderr);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("Error:"))
-        .unwrap_or_default();
+    let line = error_line(&err);
     assert!(
         line.contains("unknown --engine-arg 'max_num_seqz'") && line.contains("max_num_seqs"),
         "{err}"

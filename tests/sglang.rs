@@ -10,8 +10,8 @@
 mod common;
 
 use common::{
-    assert_no_process_left, cache, harness, json, need, new_tag, output_tokens, records, serial,
-    TAG_VAR,
+    assert_no_process_left, cache, error_line, harness, json, need, new_tag, output_tokens,
+    records, serial, TAG_VAR,
 };
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -255,10 +255,7 @@ fn a_failing_sglang_start_up_exits_1_with_its_results_dir_and_no_process_left() 
         .clone();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_no_process_left(&tag, "a failed SGLang start-up");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("Error:"))
-        .unwrap_or_default();
+    let line = error_line(&err);
     assert!(line.contains("engine sglang failed to load"), "{err}");
     assert!(
         out.join("engine.log").is_file(),

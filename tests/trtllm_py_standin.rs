@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::{assert_no_process_left, harness, json, new_tag, output_tokens, records, TAG_VAR};
+use common::{
+    assert_no_process_left, error_line, harness, json, new_tag, output_tokens, records, TAG_VAR,
+};
 use std::path::{Path, PathBuf};
 
 /// A venv of this interpreter whose only package is the stand-in `tensorrt_llm`
@@ -198,10 +200,7 @@ fn engine_args_are_typed_with_close_match_hints() {
         .get_output()
         .clone();
     let err = String::from_utf8_lossy(&o.stderr);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("Error:"))
-        .unwrap_or_default();
+    let line = error_line(&err);
     assert!(
         line.contains("max_batch_sise") && line.contains("max_batch_size"),
         "{err}"

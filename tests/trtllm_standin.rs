@@ -10,6 +10,9 @@
 //! --test trtllm_standin` (scripts/test.sh does).
 #![cfg(feature = "trtllm-standin")]
 
+mod common;
+
+use common::driver_opts;
 use llm_harness::driver::{
     progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Sampling, Stop,
 };
@@ -91,22 +94,6 @@ fn ordinary(i: usize) -> u32 {
     100 + i as u32
 }
 
-fn opts(num: usize, warmup: usize) -> DriverOptions {
-    DriverOptions {
-        warmup,
-        stop: Stop::requests(num),
-        request_timeout: Duration::from_secs(5),
-        sampling: Sampling {
-            ignore_eos: true,
-            temperature: 0.0,
-            seed: Some(0),
-            return_token_ids: false,
-        },
-        seed: 7,
-        profile: None,
-    }
-}
-
 /// One timing measurement at a time: they must not compete for the machine's cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -177,7 +164,7 @@ fn streamed_tokens_are_measured_to_the_known_answer() {
         &mut engine,
         LoadPoint::Batch { batch: b as u32 },
         &workload(16, output, 12, ordinary),
-        &opts(8, 4),
+        &driver_opts(8, 4),
     );
     assert_eq!(r.outcome, Outcome::Completed);
     assert_eq!(r.records.len(), 8);
@@ -275,7 +262,7 @@ fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
         &mut engine,
         LoadPoint::Batch { batch: 4 },
         &workload(8, output, 4, ordinary),
-        &opts(4, 0),
+        &driver_opts(4, 0),
     );
     let mut ttfts: Vec<f64> = r
         .records
@@ -316,7 +303,7 @@ fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
 fn final_flags_errors_and_timeouts_map_onto_the_trace() {
     let dir = engine_dir("prefill_ms=10\ndecode_ms=5");
     let mut engine = load(dir.path(), &[]).unwrap();
-    let mut o = opts(4, 0);
+    let mut o = driver_opts(4, 0);
     o.request_timeout = Duration::from_millis(300);
     let firsts = [ordinary(0), ERROR_TOKEN, HANG_TOKEN, ordinary(3)];
     let r = run(

@@ -51,6 +51,33 @@ pub fn records(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The `Error: ...` line a failed harness run printed (empty when there is none).
+pub fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("Error:"))
+        .unwrap_or_default()
+}
+
+/// Driver options of the known-answer runs: `num` requests after `warmup`, greedy,
+/// ignoring EOS, seeded.
+pub fn driver_opts(num: usize, warmup: usize) -> llm_harness::driver::DriverOptions {
+    use llm_harness::driver::{DriverOptions, Sampling, Stop};
+    DriverOptions {
+        warmup,
+        stop: Stop::requests(num),
+        request_timeout: std::time::Duration::from_secs(5),
+        sampling: Sampling {
+            ignore_eos: true,
+            temperature: 0.0,
+            seed: Some(0),
+            return_token_ids: false,
+        },
+        seed: 7,
+        profile: None,
+    }
+}
+
 pub fn output_tokens(r: &Value) -> u64 {
     match r["token_counts"].as_array() {
         Some(c) => c.iter().map(|n| n.as_u64().unwrap()).sum(),
