@@ -13,9 +13,7 @@
 mod common;
 
 use common::driver_opts;
-use llm_harness::driver::{
-    progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Sampling, Stop,
-};
+use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Outcome};
 use llm_harness::engine::trtllm::TrtllmEngine;
 use llm_harness::engine::{
     Engine, EngineConfig, EngineError, FinishReason, GenRequest, TokenEvent,
