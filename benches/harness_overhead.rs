@@ -9,11 +9,11 @@
 //! - `python_bridge/noop_step`: one pyo3 crossing to an adapter step that does no work.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use llm_harness::core::request::{FinishReason, RequestId};
 use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Sampling, Stop};
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
 use llm_harness::engine::{
-    Engine, EngineError, EngineInfo, EngineKind, Finish, FinishReason, GenRequest, RequestId,
-    TokenEvent,
+    Engine, EngineError, EngineInfo, EngineKind, Finish, GenRequest, TokenEvent,
 };
 use llm_harness::metrics::{summarize, Slo};
 use llm_harness::trace::TraceWriter;
@@ -37,9 +37,8 @@ impl NullEngine {
                 dtype: "-".into(),
                 device: "host".into(),
                 kind: EngineKind::Step,
-                load_time_s: 0.0,
                 instrument: true,
-                metadata: serde_json::Value::Null,
+                ..Default::default()
             },
             running: Vec::new(),
         }

@@ -4,7 +4,9 @@ The Rust bridge (src/engine/python.rs) loads this module as ``harness_bridge``
 before any adapter. An adapter module defines ``create(model, options)`` that
 returns an object with::
 
-    info() -> dict              # name, version, model, dtype, device, kind, metadata
+    info() -> dict              # name, version, model, dtype, device, kind, instrument,
+                                # notes, cuda, compute, scheduler (what the harness acts
+                                # on), metadata (facts for run.json only)
     submit(rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos,
            temperature, seed, return_token_ids) -> None
     step(timeout_s) -> (bytes, list)   # one engine step; see EventBuffer
@@ -292,16 +294,16 @@ def parse_options(engine: str, options: dict, schema, common=(), see=None) -> di
     return out
 
 
-def cuda_facts(torch):
-    """``{"cuda_device", "cuda_stream"}`` of the current torch device and stream, for the
-    harness's CUDA-event step timing (events go on the stream the engine computes on);
-    empty without CUDA."""
+def cuda_placement(torch):
+    """``{"device", "stream"}`` of the current torch device and stream, for ``info()``'s
+    ``cuda`` (the harness's CUDA-event step timing records its events on the stream the
+    engine computes on); None without CUDA."""
     try:
         if not torch.cuda.is_available():
-            return {}
-        return {"cuda_device": torch.cuda.current_device(), "cuda_stream": int(torch.cuda.current_stream().cuda_stream)}
+            return None
+        return {"device": torch.cuda.current_device(), "stream": int(torch.cuda.current_stream().cuda_stream)}
     except Exception:
-        return {}
+        return None
 
 
 class Profiler:

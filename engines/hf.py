@@ -120,8 +120,9 @@ class HfAdapter:
                 "hidden_size": getattr(cfg, "hidden_size", None),
                 "vocab_size": getattr(cfg, "vocab_size", None),
                 "load_s": round(self.load_s, 3),
-                **hb.cuda_facts(self.torch),
             },
+            "cuda": hb.cuda_placement(self.torch),
+            "compute": {"threads": self.torch.get_num_threads()},
         }
 
     def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):

@@ -354,12 +354,11 @@ class SglangAdapter:
             "torch": self.torch.__version__,
             "env": {k: os.environ.get(k) for k in ("SGLANG_USE_CPU_ENGINE", "OMP_NUM_THREADS",
                                                    "SGLANG_CPU_OMP_THREADS_BIND") if k in os.environ},
-            "notes": [f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
+        }
+        notes = ([f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
                       f"(pids {', '.join(map(str, self.child_pids))}) by SGLang's design; tokens are stamped "
                       "where the streamed chunks reach this process"]
-                     + ([self.kernels["statement"]] if self.kernels.get("stand_in") else []),
-        }
-        meta.update(hb.cuda_facts(self.torch))
+                 + ([self.kernels["statement"]] if self.kernels.get("stand_in") else []))
         dtype = str(si.get("dtype") or getattr(sa, "dtype", "")).replace("torch.", "")
         return {
             "name": "sglang",
@@ -368,6 +367,8 @@ class SglangAdapter:
             "dtype": dtype,
             "device": str(getattr(sa, "device", "") or ("cuda" if self.on_gpu else "cpu")),
             "kind": "stream",
+            "notes": notes,
+            "cuda": hb.cuda_placement(self.torch),
             "metadata": meta,
         }
 

@@ -155,8 +155,9 @@ class TrtllmLlmApiAdapter:
                          "on arrival on the adapter's loop thread with its new-token count",
             "load_s": round(self.load_s, 3),
         }
+        notes = []
         if self.stand_in:
-            meta["notes"] = [f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
+            notes = [f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
                              "not TensorRT-LLM; its figures measure the harness, never TensorRT-LLM"]
         return {
             "name": "trtllm-py",
@@ -166,6 +167,7 @@ class TrtllmLlmApiAdapter:
             "device": "stand-in" if self.stand_in else "cuda",
             "kind": "stream",
             "instrument": self.stand_in,
+            "notes": notes,
             "metadata": meta,
         }
 

@@ -175,11 +175,12 @@ class VllmAdapter:
             "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
                                                    "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS") if k in os.environ},
         }
+        cuda = None
         try:
             import torch
 
             meta["torch"] = torch.__version__
-            meta.update(hb.cuda_facts(torch))
+            cuda = hb.cuda_placement(torch)
             # On the calling thread, the one that runs step(). vLLM's CPU worker logs
             # "Reducing Torch threads from N to 1" but has already made
             # torch.set_num_threads a no-op (after its thread binding), so N stays.
@@ -195,6 +196,12 @@ class VllmAdapter:
             "dtype": str(mc.dtype).replace("torch.", ""),
             "device": str(current_platform.device_type),
             "kind": "step",
+            "notes": [f"scheduling: {meta['async_scheduling_meaning']}"],
+            "cuda": cuda,
+            "compute": {"threads": meta["torch_threads"]} if "torch_threads" in meta else None,
+            "scheduler": {"max_running": sc.max_num_seqs, "kv_cache_tokens": meta["kv_cache"].get("tokens"),
+                          "prefix_caching": meta["scheduler"]["prefix_caching"],
+                          "chunked_prefill": meta["scheduler"]["chunked_prefill"]},
             "metadata": meta,
         }
 

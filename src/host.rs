@@ -5,8 +5,8 @@
 //! and the run warns, as hyperfine warns about outliers, when something else took a
 //! meaningful share of the CPU ([`BUSY_SHARE`]).
 
-use crate::clock::{self, MonoNs};
-use crate::metrics::measure::{Figure, Measure};
+use crate::core::clock::{self, MonoNs};
+use crate::core::measure::{Figure, Measure};
 use serde::{Deserialize, Serialize};
 
 /// Other processes' share of the machine's CPU above which a point is flagged busy.

@@ -6,7 +6,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
-            llm_harness::error::exit_code(&e)
+            llm_harness::app::exit_code(&e)
         }
     };
     std::process::exit(code);

@@ -74,7 +74,7 @@ fn quit_now(grace: Duration) -> ! {
         }
     }
     // SAFETY: _exit ends the process without running anything else.
-    unsafe { libc::_exit(crate::error::EXIT_INTERRUPTED) }
+    unsafe { libc::_exit(crate::core::error::EXIT_INTERRUPTED) }
 }
 
 /// Marks an engine load in progress until dropped; `cleanup` is removed if Ctrl-C ends it.

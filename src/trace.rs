@@ -9,8 +9,8 @@
 //! Each request is appended to `requests.jsonl` the moment it finishes
 //! ([`TraceWriter`]), so a crash or Ctrl-C keeps everything already measured.
 
-use crate::clock::MonoNs;
-use crate::engine::{EngineStamps, FinishReason, RequestId};
+use crate::core::clock::MonoNs;
+use crate::core::request::{EngineStamps, FinishReason, RequestId};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};

@@ -10,12 +10,12 @@
 mod common;
 
 use common::driver_opts;
-use llm_harness::clock::MonoNs;
+use llm_harness::core::clock::MonoNs;
+use llm_harness::core::request::FinishReason;
 use llm_harness::driver::{
     arrivals, progress::Progress, Driver, DriverOptions, LoadPoint, Outcome, Stop,
 };
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
-use llm_harness::engine::FinishReason;
 use llm_harness::metrics::{summarize, Slo, Summary};
 use llm_harness::trace::{read_requests, RequestTrace, TraceWriter, REQUESTS_FILE};
 use llm_harness::workload::{WorkItem, Workload};

@@ -12,7 +12,8 @@
 mod common;
 
 use common::{cache, harness, json, records, serial};
-use llm_harness::engine::{Engine, EngineConfig, FinishReason, GenRequest, TokenEvent};
+use llm_harness::core::request::FinishReason;
+use llm_harness::engine::{Engine, EngineConfig, GenRequest, TokenEvent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,10 +181,11 @@ fn sweep_batch_1_and_8_same_tokens_exact_lengths_quiet_terminal() {
     eprintln!("{identical} of 8 prompts identical at batch 1 and 8");
     let run = json(&out.join("run.json"));
     let meta = &run["engine"]["metadata"];
-    assert!(meta["scheduler"]["note"]
+    assert!(run["engine"]["notes"][0]
         .as_str()
         .unwrap()
         .contains("modelled on llama-server"));
+    assert!(run["engine"]["scheduler"]["max_running"].as_u64().unwrap() >= 8);
     assert!(!meta["scheduler"]["differs"].as_array().unwrap().is_empty());
     assert!(meta["llama_cpp"]["cpu_features"].as_array().unwrap().len() > 1);
     assert!(meta["context"]["threads"].as_u64().unwrap() >= 1);

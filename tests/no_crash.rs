@@ -9,10 +9,11 @@
 
 use assert_cmd::Command;
 use clap::Parser;
+use llm_harness::app::exit_code;
 use llm_harness::cli::{Cli, Command as Sub};
 use llm_harness::config;
+use llm_harness::core::error::EXIT_USAGE;
 use llm_harness::engine::Registry;
-use llm_harness::error::{exit_code, EXIT_USAGE};
 use llm_harness::workload::{self, Tokenizer, WorkloadSpec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};

@@ -13,11 +13,10 @@
 mod common;
 
 use common::driver_opts;
+use llm_harness::core::request::FinishReason;
 use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Outcome};
 use llm_harness::engine::trtllm::TrtllmEngine;
-use llm_harness::engine::{
-    Engine, EngineConfig, EngineError, FinishReason, GenRequest, TokenEvent,
-};
+use llm_harness::engine::{Engine, EngineConfig, EngineError, GenRequest, TokenEvent};
 use llm_harness::metrics::{summarize, Slo};
 use llm_harness::trace::{read_requests, RequestTrace, TraceWriter, REQUESTS_FILE};
 use llm_harness::workload::{WorkItem, Workload};
@@ -407,12 +406,13 @@ fn end_id_ignore_eos_and_sampling_reach_each_request() {
     assert_eq!(ids.len(), 8);
     engine.shutdown().unwrap();
 
-    // Without an end id only the budget ends a request, and the metadata says so.
+    // Without an end id only the budget ends a request, and a note says so.
     let mut engine = load(dir.path(), &[("top_k", "40"), ("top_p", "0.9")]).unwrap();
-    assert!(engine.info().metadata["requests"]["end_id"]
-        .as_str()
-        .unwrap()
-        .contains("unset"));
+    assert!(
+        engine.info().notes.iter().any(|n| n.contains("end_id")),
+        "{:?}",
+        engine.info().notes
+    );
     engine.submit(&request(3, 150, 5)).unwrap();
     let (reason, greedy) = token_ids(&until_finished(&mut engine, 3));
     assert_eq!(reason, FinishReason::Length);
@@ -446,7 +446,7 @@ fn tokens_are_stamped_when_they_arrive_not_when_polled() {
     engine.submit(&r).unwrap();
     // The driver comes back long after the request finished (5 + 3·5 = 20 ms).
     std::thread::sleep(Duration::from_millis(150));
-    let polled = llm_harness::clock::now();
+    let polled = llm_harness::core::clock::now();
     let events = until_finished(&mut engine, 1);
     let stamps = events
         .last()
@@ -600,7 +600,7 @@ fn the_cli_runs_the_stand_in_and_labels_it() {
     let out = tempfile::tempdir().unwrap();
     let res = out.path().join("run");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    Command::cargo_bin("harness")
+    let done = Command::cargo_bin("harness")
         .unwrap()
         .args([
             "--engine",
@@ -626,6 +626,9 @@ fn the_cli_runs_the_stand_in_and_labels_it() {
         .arg(&res)
         .assert()
         .code(0);
+    // The stand-in's note reaches the terminal, as every engine's notes do.
+    let said = String::from_utf8_lossy(&done.get_output().stderr).into_owned();
+    assert!(said.contains("not TensorRT-LLM"), "{said}");
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(res.join("run.json")).unwrap()).unwrap();
     let engine = &run["engine"];
@@ -636,7 +639,7 @@ fn the_cli_runs_the_stand_in_and_labels_it() {
         "{engine}"
     );
     assert!(
-        engine["metadata"]["note"]
+        engine["notes"][0]
             .as_str()
             .unwrap()
             .contains("not TensorRT-LLM"),

@@ -4,7 +4,7 @@
 //! its own overhead once; an in-process instrument can do better and time it for
 //! every step of every point.
 
-use crate::metrics::measure::{Figure, Measure};
+use crate::core::measure::{Figure, Measure};
 use serde::{Deserialize, Serialize};
 
 /// The harness's own cost over a point's measured phase.

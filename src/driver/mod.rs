@@ -15,10 +15,12 @@ pub mod progress;
 
 pub use cost::HarnessCost;
 
-use crate::clock::{self, MonoNs};
-use crate::engine::{Engine, EngineError, FinishReason, GenRequest, RequestId, TokenEvent};
+use crate::core::clock::{self, MonoNs};
+use crate::core::measure::{Figure, Measure, Measures};
+use crate::core::observe::StepObserver;
+use crate::core::request::{FinishReason, RequestId};
+use crate::engine::{Engine, EngineError, GenRequest, TokenEvent};
 use crate::host::{CpuSample, HostLoad};
-use crate::metrics::measure::{Figure, Measure, Measures};
 use crate::trace::{RequestTrace, TraceError, TraceWriter};
 use crate::workload::Workload;
 use cost::CostClock;
@@ -122,20 +124,6 @@ pub struct ProfilePlan {
     /// Where the engine writes its trace.
     pub dir: PathBuf,
     pub steps: u64,
-}
-
-/// Something that watches each engine step from the driver's side (GPU step timing,
-/// NVTX ranges): told when a phase starts, around every step with requests in flight,
-/// when a profiler window opens or closes, and asked for its measurements at the end
-/// of a measured phase.
-pub trait StepObserver {
-    /// A phase of the point `label` (`batch=8`) starts.
-    fn phase_started(&mut self, _label: &str, _measured: bool) {}
-    fn before_step(&mut self) {}
-    /// After the step: the host time of the engine call and the tokens it produced.
-    fn after_step(&mut self, _host_ns: u64, _tokens: u64) {}
-    fn profile_window(&mut self, _open: bool) {}
-    fn phase_finished(&mut self, _measures: &mut Measures) {}
 }
 
 #[derive(Clone, Debug)]

@@ -40,23 +40,23 @@
 //! schedules that request; `hang_at_step=K` stops all progress from step K on.
 
 use super::{
-    Availability, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, EngineStamps,
-    Finish, FinishReason, GenRequest, RequestId, TokenEvent,
+    Availability, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, Finish,
+    GenRequest, SchedulerFacts, TokenEvent,
 };
-use crate::clock::{self, MonoNs};
+use crate::core::clock::{self, MonoNs};
+use crate::core::request::{EngineStamps, FinishReason, RequestId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: "calibration",
-    description: "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
-    kind: EngineKind::Step,
-    model: crate::engine::ModelInput::None,
-    python_env: None,
-    availability: |_| Availability::usable("built in", Some(env!("CARGO_PKG_VERSION").into())),
-    load: |c| Ok(Box::new(CalibrationEngine::load(c)?)),
-};
+pub static SPEC: EngineSpec = EngineSpec::new(
+    "calibration",
+    "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
+    EngineKind::Step,
+    crate::engine::ModelInput::None,
+    |_| Availability::usable("built in", Some(env!("CARGO_PKG_VERSION").into())),
+    |c| Ok(Box::new(CalibrationEngine::load(c)?)),
+);
 
 /// The schedule and faults, from `--engine-arg KEY=VALUE`.
 #[derive(Clone, Debug, PartialEq)]
@@ -247,8 +247,6 @@ impl CalibrationEngine {
                 "jitter_seed": schedule.jitter_seed,
                 "output_lag": schedule.output_lag,
             },
-            "note": "known-answer instrument: prefill-first steps on an exact real-time schedule; \
-                     its figures measure the harness, not an inference engine",
         });
         CalibrationEngine {
             info: EngineInfo {
@@ -258,9 +256,18 @@ impl CalibrationEngine {
                 dtype: "-".into(),
                 device: "host".into(),
                 kind: EngineKind::Step,
-                load_time_s: 0.0,
                 instrument: true,
+                notes: vec![
+                    "known-answer instrument: prefill-first steps on an exact real-time \
+                     schedule; its figures measure the harness, not an inference engine"
+                        .into(),
+                ],
+                scheduler: Some(SchedulerFacts {
+                    max_running: u32::try_from(schedule.max_batch).ok().filter(|&m| m > 0),
+                    ..Default::default()
+                }),
                 metadata,
+                ..Default::default()
             },
             waiting: VecDeque::new(),
             running: Vec::new(),

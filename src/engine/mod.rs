@@ -16,7 +16,9 @@ pub mod registry;
 pub mod trtllm;
 pub mod venv;
 
-use crate::clock::MonoNs;
+use crate::core::clock::MonoNs;
+use crate::core::measure::{Figure, Measure};
+use crate::core::request::{EngineStamps, FinishReason, RequestId};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,9 +26,6 @@ use std::time::Duration;
 
 pub use model::ModelInput;
 pub use registry::Registry;
-
-/// A request id, unique within one run (warmup and every sweep point included).
-pub type RequestId = u64;
 
 /// One generation request, as the engine sees it: token ids in, a token budget out.
 #[derive(Clone, Debug)]
@@ -44,49 +43,6 @@ pub struct GenRequest {
     /// Ask the engine to return the generated token ids at finish (parity checks), and,
     /// where it can, each token's top-2 logit margin.
     pub return_token_ids: bool,
-}
-
-/// Why a request ended.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// Reached `max_tokens`.
-    Length,
-    /// EOS or a stop token.
-    Stop,
-    /// Aborted by the harness (Ctrl-C) or by the engine.
-    Abort,
-    /// The engine reported an error for this request, or failed as a whole.
-    Error,
-    /// No token within `--request-timeout`.
-    Timeout,
-}
-
-impl FinishReason {
-    /// Requests that ended this way count as completed in the metrics.
-    pub fn is_success(self) -> bool {
-        matches!(self, FinishReason::Length | FinishReason::Stop)
-    }
-}
-
-/// Timestamps an engine keeps about a request itself (vLLM's `RequestStateStats`,
-/// TRT-LLM's `RequestPerfMetrics`, SGLang's `meta_info`), on CLOCK_MONOTONIC. Recorded
-/// beside the harness's own stamps so the two can be compared; never used to compute
-/// the harness's metrics.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct EngineStamps {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub queued_ns: Option<MonoNs>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub scheduled_ns: Option<MonoNs>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub first_token_ns: Option<MonoNs>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub last_token_ns: Option<MonoNs>,
-    /// The engine's own per-request figures as it reports them (SGLang's `meta_info`:
-    /// queue time, first-token latency, cached tokens, ...), units in the key names.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What an engine says when a request ends.
@@ -127,17 +83,20 @@ pub struct TokenEvent {
 }
 
 /// How an engine delivers tokens, which decides who stamps them.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EngineKind {
     /// Each `poll` runs one engine step; the driver stamps its events on return.
+    #[default]
     Step,
     /// Tokens arrive on another thread and are stamped there.
     Stream,
 }
 
-/// What an engine is, for the run metadata.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What an engine is. The typed fields are what the harness acts on (it prints the
+/// notes, times steps on the CUDA stream, warns when a point outgrows the scheduler);
+/// `metadata` holds the engine's other facts for `run.json` and nothing reads it back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineInfo {
     pub name: String,
     pub version: String,
@@ -147,15 +106,70 @@ pub struct EngineInfo {
     pub kind: EngineKind,
     /// Seconds from the start of loading to ready.
     pub load_time_s: f64,
-    /// A test instrument (the calibration engine): its results measure the harness, not an engine.
+    /// A test instrument (the calibration engine, a stand-in of an engine): its
+    /// results measure the harness, not an engine.
     pub instrument: bool,
-    /// Engine-specific facts: resolved model config, KV-cache size, effective engine args.
+    /// What a user must know about this run, in the engine's words (a stand-in in
+    /// use, a scheduler that is the harness's own): printed after loading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The CUDA device and stream the engine computes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<CudaPlacement>,
+    /// What the engine computes with on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<HostCompute>,
+    /// The engine's own scheduling limits and caches, as it reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerFacts>,
+    /// Engine-specific facts for `run.json`: resolved model config, KV-cache layout,
+    /// effective engine args.
+    #[serde(default)]
     pub metadata: serde_json::Value,
+}
+
+/// Where an engine's GPU work runs: CUDA-event step timing records its events there.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CudaPlacement {
+    pub device: usize,
+    /// The `CUstream` the engine computes on; `None` for the device's default stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<u64>,
+}
+
+/// What an engine computes with on the host, where it says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCompute {
+    /// Compute threads (torch's intra-op threads, llama.cpp's decode threads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// The CPUs its compute is bound to (`0-1`), where it binds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// CPUs it keeps for other work (vLLM's API server process), where it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_cpus: Option<String>,
+}
+
+/// An engine's own scheduling limits and caches, each only where it reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerFacts {
+    /// The most requests it runs at once (vLLM's `max_num_seqs`, llama.cpp's slots);
+    /// more wait in its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+    /// Tokens its KV cache holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_caching: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunked_prefill: Option<bool>,
 }
 
 /// One engine this build knows: what it is, whether it can run here, and how to load
 /// it. Each backend module declares its own (`calibration::SPEC`, `python::vllm::SPEC`,
-/// ...); the [`Registry`] only collects them.
+/// ...) with [`EngineSpec::new`]; the [`Registry`] only collects them.
 pub struct EngineSpec {
     /// The `--engine` name.
     pub name: &'static str,
@@ -171,6 +185,35 @@ pub struct EngineSpec {
     /// Whether it can run here, without loading it.
     pub availability: fn(&EngineConfig) -> Availability,
     pub load: fn(&EngineConfig) -> Result<Box<dyn Engine>, EngineError>,
+}
+
+impl EngineSpec {
+    /// A spec from what every engine has; what only some have is added with the
+    /// builder methods, so a new optional field edits no existing spec.
+    pub const fn new(
+        name: &'static str,
+        description: &'static str,
+        kind: EngineKind,
+        model: ModelInput,
+        availability: fn(&EngineConfig) -> Availability,
+        load: fn(&EngineConfig) -> Result<Box<dyn Engine>, EngineError>,
+    ) -> EngineSpec {
+        EngineSpec {
+            name,
+            description,
+            kind,
+            model,
+            python_env: None,
+            availability,
+            load,
+        }
+    }
+
+    /// Runs in the Python env `env` (`venvs/ENV`, made by `scripts/setup.sh ENV`).
+    pub const fn python_env(mut self, env: &'static str) -> EngineSpec {
+        self.python_env = Some(env);
+        self
+    }
 }
 
 impl std::fmt::Debug for EngineSpec {
@@ -189,7 +232,24 @@ pub struct Availability {
     /// The engine's version, where it can be read without loading the engine.
     pub version: Option<String>,
     /// Why it cannot run here, with the fix; `None` when it can.
-    pub problem: Option<String>,
+    pub problem: Option<Unavailable>,
+}
+
+/// Why an engine cannot run here; each says the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// Not compiled into this build: `how` names the cargo feature and what it needs.
+    #[error("{how}")]
+    NotBuilt {
+        feature: &'static str,
+        how: &'static str,
+    },
+    /// Its Python environment is missing, broken, or lacks the engine's packages.
+    #[error("{0}")]
+    Env(String),
+    /// It cannot be installed or run on this kind of machine.
+    #[error("{0}")]
+    Host(String),
 }
 
 impl Availability {
@@ -201,11 +261,11 @@ impl Availability {
         }
     }
 
-    pub fn unusable(runtime: impl Into<String>, problem: impl Into<String>) -> Availability {
+    pub fn unusable(runtime: impl Into<String>, problem: Unavailable) -> Availability {
         Availability {
             runtime: runtime.into(),
             version: None,
-            problem: Some(problem.into()),
+            problem: Some(problem),
         }
     }
 
@@ -302,7 +362,7 @@ impl Profile {
     }
 }
 
-impl crate::metrics::measure::Measure for Profile {
+impl Measure for Profile {
     const NAME: &'static str = "profile";
     const DEFINITION: &'static str =
         "a profiler window over the first --profile-steps engine steps \
@@ -310,8 +370,7 @@ impl crate::metrics::measure::Measure for Profile {
         seconds it covered, and the top operators by self time with their share of the window; \
         the point's figures include the profiler's own overhead for those steps";
 
-    fn figures(&self) -> Vec<crate::metrics::measure::Figure> {
-        use crate::metrics::measure::Figure;
+    fn figures(&self) -> Vec<Figure> {
         let top = self.ops.first();
         vec![
             Figure::new("profile_steps", Some(self.steps as f64), ""),
@@ -391,16 +450,16 @@ pub struct EngineFigure {
     pub unit: String,
 }
 
-impl crate::metrics::measure::Measure for EngineCounters {
+impl Measure for EngineCounters {
     const NAME: &'static str = "engine_counters";
     const DEFINITION: &'static str = "the engine's own counters over the measured phase \
         (read when it starts and when it ends), reported as the engine counts them (its \
         `source` says how), beside and independent of the harness's stamps";
 
-    fn figures(&self) -> Vec<crate::metrics::measure::Figure> {
+    fn figures(&self) -> Vec<Figure> {
         self.figures
             .iter()
-            .map(|f| crate::metrics::measure::Figure::new(&f.key, Some(f.value), &f.unit))
+            .map(|f| Figure::new(&f.key, Some(f.value), &f.unit))
             .collect()
     }
 }

@@ -109,15 +109,14 @@ mod tests {
     use crate::engine::EngineKind;
 
     /// An engine this test adds: one spec, no other edit anywhere.
-    static EXTRA: EngineSpec = EngineSpec {
-        name: "test-only",
-        description: "an engine declared in a test",
-        kind: EngineKind::Stream,
-        model: crate::engine::ModelInput::None,
-        python_env: None,
-        availability: |_| Availability::usable("test build", Some("0.0.1".into())),
-        load: |c| Ok(Box::new(CalibrationEngine::load(c)?)),
-    };
+    static EXTRA: EngineSpec = EngineSpec::new(
+        "test-only",
+        "an engine declared in a test",
+        EngineKind::Stream,
+        crate::engine::ModelInput::None,
+        |_| Availability::usable("test build", Some("0.0.1".into())),
+        |c| Ok(Box::new(CalibrationEngine::load(c)?)),
+    );
 
     #[test]
     fn an_engine_is_one_spec() {

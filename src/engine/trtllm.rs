@@ -44,21 +44,26 @@ pub const NOT_BUILT: &str = "built without the trtllm feature; cargo build --rel
 /// and its device as the stand-in, so its figures can never pass for TensorRT-LLM's.
 pub const STANDIN_VERSION_MARK: &str = "llm-harness stand-in";
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: "trtllm",
-    description: "TensorRT-LLM C++ Executor (releases up to 1.2.x) through cxx; --model ENGINE_DIR",
-    kind: EngineKind::Stream,
+pub static SPEC: EngineSpec = EngineSpec::new(
     // The engine directory is checked here, at load: it is not a checkpoint directory
     // (config.json and rank*.engine, no weights files), so the generic check does not fit.
-    model: super::ModelInput::CheckedAtLoad,
-    python_env: None,
+    "trtllm",
+    "TensorRT-LLM C++ Executor (releases up to 1.2.x) through cxx; --model ENGINE_DIR",
+    EngineKind::Stream,
+    super::ModelInput::CheckedAtLoad,
     availability,
     load,
-};
+);
 
 #[cfg(not(feature = "trtllm"))]
 fn availability(_: &super::EngineConfig) -> Availability {
-    Availability::unusable("not built in", NOT_BUILT)
+    Availability::unusable(
+        "not built in",
+        super::Unavailable::NotBuilt {
+            feature: "trtllm",
+            how: NOT_BUILT,
+        },
+    )
 }
 
 #[cfg(not(feature = "trtllm"))]
@@ -170,10 +175,11 @@ pub use engine::TrtllmEngine;
 mod engine {
     use super::ffi::{self, bridge};
     use super::{EngineDir, Options, ENGINE_DIR_HELP, STANDIN_VERSION_MARK};
-    use crate::clock::{self, MonoNs};
+    use crate::core::clock::{self, MonoNs};
+    use crate::core::request::RequestId;
     use crate::engine::{
-        Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest, RequestId,
-        TokenEvent,
+        Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest,
+        SchedulerFacts, TokenEvent,
     };
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,7 +266,7 @@ mod engine {
                         EngineError::failed(format!("cannot start the awaiting thread: {e}"))
                     })?
             };
-            let mut metadata = serde_json::json!({
+            let metadata = serde_json::json!({
                 "engine": engine_dir.summary,
                 "executor": options.to_json(),
                 "requests": {
@@ -270,17 +276,26 @@ mod engine {
                     "ignore_eos": "end_id -1 and min_tokens = max tokens",
                 },
             });
-            if options.end_id.is_none() {
-                metadata["requests"]["end_id"] = "unset: without --engine-arg end_id=ID only \
-                    the token budget ends a request (the Executor has no tokenizer)"
-                    .into();
-            }
+            let mut notes = Vec::new();
             if standin {
-                metadata["note"] = "linked against the llm-harness test stand-in of \
-                    tensorrt_llm::executor (tests/trtllm_standin), not TensorRT-LLM: its \
-                    figures measure the harness"
-                    .into();
+                notes.push(
+                    "linked against the llm-harness test stand-in of tensorrt_llm::executor \
+                     (tests/trtllm_standin), not TensorRT-LLM: its figures measure the harness"
+                        .to_string(),
+                );
             }
+            if options.end_id.is_none() {
+                notes.push(
+                    "no --engine-arg end_id=ID: only the token budget ends a request (the \
+                     Executor has no tokenizer to find EOS)"
+                        .to_string(),
+                );
+            }
+            let max_running = options.max_batch_size.or_else(|| {
+                engine_dir.summary["max_batch_size"]
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+            });
             Ok(TrtllmEngine {
                 info: EngineInfo {
                     name: "trtllm".into(),
@@ -289,9 +304,16 @@ mod engine {
                     dtype: engine_dir.dtype.clone().unwrap_or_else(|| "-".into()),
                     device: if standin { "host (stand-in)" } else { "cuda" }.into(),
                     kind: EngineKind::Stream,
-                    load_time_s: 0.0,
                     instrument: standin,
+                    notes,
+                    scheduler: Some(SchedulerFacts {
+                        max_running,
+                        prefix_caching: Some(options.enable_block_reuse),
+                        chunked_prefill: Some(options.enable_chunked_context),
+                        ..Default::default()
+                    }),
                     metadata,
+                    ..Default::default()
                 },
                 options,
                 vocab_size: engine_dir.vocab_size,
@@ -538,6 +560,15 @@ mod tests {
         let a = (SPEC.availability)(&Default::default());
         assert!(!a.is_usable());
         let p = a.problem.unwrap();
+        assert!(matches!(
+            p,
+            crate::engine::Unavailable::NotBuilt {
+                feature: "trtllm",
+                ..
+            }
+        ));
+        // The wording is the point: it says how to build it.
+        let p = p.to_string();
         assert!(
             p.contains("--features trtllm") && p.contains("TRTLLM_ROOT"),
             "{p}"

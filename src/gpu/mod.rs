@@ -9,8 +9,8 @@ pub mod energy;
 pub mod telemetry;
 pub mod timing;
 
-use crate::driver::StepObserver;
-use crate::metrics::measure::Measures;
+use crate::core::measure::Measures;
+use crate::core::observe::StepObserver;
 use std::path::Path;
 use std::time::Duration;
 use timing::{GpuTime, StepRing};

@@ -5,8 +5,8 @@
 //! so once and stays off.
 
 use super::energy::{energy_in, joules_per_token, EnergySource, PowerSample};
-use crate::clock;
-use crate::metrics::measure::{Figure, Measure};
+use crate::core::clock;
+use crate::core::measure::{Figure, Measure};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -7,8 +7,8 @@
 //! The ring is generic over [`EventClock`] so its bookkeeping is tested with a fake
 //! clock; [`super::cuda`] provides the real one.
 
-use crate::metrics::measure::{Figure, Measure};
-use crate::metrics::percentile;
+use crate::core::measure::{Figure, Measure};
+use crate::core::stats::percentile;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 

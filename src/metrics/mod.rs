@@ -13,11 +13,11 @@
 //! counted by reason and listed in [`Summary::failures`]; none is dropped silently.
 
 pub mod confidence;
-pub mod measure;
 
 pub use confidence::Estimate;
 
-use crate::engine::{FinishReason, RequestId};
+use crate::core::request::{FinishReason, RequestId};
+use crate::core::stats::percentile;
 use crate::trace::RequestTrace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -248,27 +248,6 @@ pub fn distribution(values: &mut [f64]) -> Distribution {
     }
 }
 
-/// The `q`-th percentile (0..=100) of ascending `sorted`, by linear interpolation
-/// between the closest ranks (numpy's default `method="linear"`): rank = q/100 × (N − 1).
-/// `None` for an empty slice or `q` outside 0..=100.
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() || !(0.0..=100.0).contains(&q) {
-        return None;
-    }
-    let rank = q / 100.0 * (sorted.len() - 1) as f64;
-    let lo = rank.floor() as usize;
-    let hi = (rank.ceil() as usize).min(sorted.len() - 1);
-    let (a, b) = (sorted[lo], sorted[hi]);
-    let t = rank - lo as f64;
-    // numpy's `_lerp`: interpolate from the nearer end, which keeps the result within
-    // [a, b] and exact at the ends.
-    Some(if t >= 0.5 {
-        b - (b - a) * (1.0 - t)
-    } else {
-        a + (b - a) * t
-    })
-}
-
 /// One request that did not complete.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
@@ -277,18 +256,6 @@ pub struct Failure {
     pub reason: Option<FinishReason>,
     /// First line of the error message, if any.
     pub error: Option<String>,
-}
-
-/// The name a finish reason is reported under (`unfinished` for `None`).
-pub fn reason_name(reason: Option<FinishReason>) -> &'static str {
-    match reason {
-        Some(FinishReason::Length) => "length",
-        Some(FinishReason::Stop) => "stop",
-        Some(FinishReason::Abort) => "abort",
-        Some(FinishReason::Error) => "error",
-        Some(FinishReason::Timeout) => "timeout",
-        None => "unfinished",
-    }
 }
 
 /// First line of an error message, trimmed.
@@ -303,7 +270,7 @@ pub struct Summary {
     pub completed: usize,
     /// Every other request: error, timeout, abort, unfinished.
     pub failed: usize,
-    /// Reason name ([`reason_name`]) → count, over the failed requests.
+    /// Reason name ([`FinishReason::name`]) → count, over the failed requests.
     pub failed_by_reason: BTreeMap<String, usize>,
     pub failures: Vec<Failure>,
     /// Prompt tokens of completed requests.
@@ -423,7 +390,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         if !r.is_success() {
             s.failed += 1;
             *s.failed_by_reason
-                .entry(reason_name(r.finish_reason).to_string())
+                .entry(FinishReason::name(r.finish_reason).to_string())
                 .or_insert(0) += 1;
             s.failures.push(Failure {
                 id: r.id,
@@ -559,8 +526,8 @@ fn rounds(records: &[RequestTrace], span_start: Option<u64>) -> Rounds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::MonoNs;
-    use crate::engine::EngineStamps;
+    use crate::core::clock::MonoNs;
+    use crate::core::request::EngineStamps;
 
     const MS: u64 = 1_000_000;
     const T0: u64 = 1_000_000_000;
@@ -826,24 +793,8 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_match_numpy_linear() {
+    fn distribution_sorts_and_summarizes() {
         let x = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&x, 0.0), Some(1.0));
-        assert_eq!(percentile(&x, 100.0), Some(4.0));
-        assert_eq!(percentile(&x, 50.0), Some(2.5)); // np.percentile([1,2,3,4], 50)
-        assert!(close(percentile(&x, 90.0), 3.7));
-        assert!(close(percentile(&x, 95.0), 3.85));
-        assert!(close(percentile(&x, 99.0), 3.97));
-        assert!(close(percentile(&x, 25.0), 1.75));
-        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
-        assert_eq!(percentile(&[], 50.0), None);
-        assert_eq!(percentile(&x, 101.0), None);
-        assert_eq!(percentile(&x, f64::NAN), None);
-        // np.percentile(range(1, 11), [90, 99]) = [9.1, 9.91]
-        let y: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert!(close(percentile(&y, 90.0), 9.1));
-        assert!(close(percentile(&y, 99.0), 9.91));
-
         let mut v = vec![4.0, 1.0, 3.0, 2.0];
         let d = distribution(&mut v);
         assert_eq!(v, x); // sorted in place

@@ -2,8 +2,9 @@
 //! `requests.csv` (one row per request). Missing values are empty cells.
 
 use super::{flat_keys, Exporter, ReportError, RunResult};
+use crate::core::request::FinishReason;
 use crate::driver::LoadPoint;
-use crate::metrics::{first_line, per_request, reason_name};
+use crate::metrics::{first_line, per_request};
 use crate::trace::RequestTrace;
 use serde_json::Value;
 
@@ -129,7 +130,7 @@ impl Exporter for RequestsCsvExporter {
                 r.point.to_string(),
                 r.prompt_tokens.to_string(),
                 m.output_tokens.to_string(),
-                reason_name(r.finish_reason).to_string(),
+                FinishReason::name(r.finish_reason).to_string(),
                 opt(m.ttft_ms),
                 opt(m.tpot_ms),
                 opt(m.e2el_ms),

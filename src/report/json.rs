@@ -3,7 +3,8 @@
 //! so `summary.json["output_throughput"]` works as with `vllm bench` output.
 
 use super::{flat_keys, measure_definitions, Exporter, ReportError, RunResult, INSTRUMENT_BANNER};
-use crate::metrics::{reason_name, Summary, DEFINITIONS};
+use crate::core::request::FinishReason;
+use crate::metrics::{Summary, DEFINITIONS};
 use crate::trace::RequestTrace;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -70,7 +71,7 @@ fn failure_keys(s: &Summary) -> Vec<(String, Node)> {
         .map(|f| {
             val(json!({
                 "id": f.id,
-                "reason": reason_name(f.reason),
+                "reason": FinishReason::name(f.reason),
                 "error": f.error,
             }))
         })
@@ -208,7 +209,7 @@ mod tests {
         assert_eq!(p0["measures"]["harness_cost"]["steps"], 10);
         assert_eq!(
             v["definitions"]["harness_cost"].as_str(),
-            Some(<crate::driver::HarnessCost as crate::metrics::measure::Measure>::DEFINITION)
+            Some(<crate::driver::HarnessCost as crate::core::measure::Measure>::DEFINITION)
         );
         assert_eq!(p0["rounds"], s.rounds.count);
         assert_eq!(p0["max_per_user_output_throughput_tok_s"], 40.0);

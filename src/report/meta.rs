@@ -6,9 +6,9 @@
 //! is an error naming the file and the field, never a silently empty report.
 
 use crate::cli::RunArgs;
+use crate::core::measure::Measures;
 use crate::driver::{LoadPoint, Sampling, Stop};
 use crate::engine::EngineInfo;
-use crate::metrics::measure::Measures;
 use crate::metrics::Slo;
 use crate::workload::WorkloadSpec;
 use serde::{Deserialize, Serialize};

@@ -15,8 +15,9 @@ pub mod meta;
 pub mod plot;
 pub mod table;
 
+use crate::core::measure::Measures;
 use crate::driver::LoadPoint;
-use crate::metrics::measure::Measures;
+use crate::engine::EngineInfo;
 use crate::metrics::{self, Distribution, Estimate, Slo, Summary};
 use crate::trace::{self, RequestTrace, TraceError};
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,7 @@ pub const INSTRUMENT_BANNER: &str = "CALIBRATION INSTRUMENT — measures the har
 pub struct PointResult {
     pub point: LoadPoint,
     pub summary: Summary,
-    /// Measurements beside the trace (see [`crate::metrics::measure`]).
+    /// Measurements beside the trace (see [`crate::core::measure`]).
     #[serde(default)]
     pub measures: Measures,
 }
@@ -318,6 +319,33 @@ pub fn flat_keys(p: &PointResult, with_engine: bool) -> Vec<(String, Value)> {
     out
 }
 
+/// The points that ask for more requests at once than the engine runs (its
+/// [`SchedulerFacts::max_running`](crate::engine::SchedulerFacts)): the rest wait in
+/// the engine's own queue, and that wait is part of their TTFT.
+pub fn over_the_engines_limit(engine: &EngineInfo, points: &[LoadPoint]) -> Vec<String> {
+    let Some(max) = engine.scheduler.as_ref().and_then(|s| s.max_running) else {
+        return Vec::new();
+    };
+    points
+        .iter()
+        .filter_map(|p| {
+            let at_once = match *p {
+                LoadPoint::Batch { batch } => batch,
+                LoadPoint::Concurrency { concurrency } => concurrency,
+                LoadPoint::Rate { .. } => return None,
+            };
+            (at_once > max).then(|| {
+                format!(
+                    "{}: {at_once} requests at once, but {} runs at most {max}; the other {} wait in its queue (their TTFT includes the wait)",
+                    p.label(),
+                    engine.name,
+                    at_once - max
+                )
+            })
+        })
+        .collect()
+}
+
 /// Every measurement's `(name, definition)` across the points, first seen first.
 pub fn measure_definitions(run: &RunResult) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -332,8 +360,8 @@ pub fn measure_definitions(run: &RunResult) -> Vec<(String, String)> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::clock::MonoNs;
-    use crate::engine::{EngineStamps, FinishReason};
+    use crate::core::clock::MonoNs;
+    use crate::core::request::{EngineStamps, FinishReason};
     use crate::metrics::parse_slo;
 
     const MS: u64 = 1_000_000;
@@ -398,9 +426,8 @@ pub(crate) mod tests {
                 dtype: "-".into(),
                 device: "host".into(),
                 kind: EngineKind::Step,
-                load_time_s: 0.0,
                 instrument,
-                metadata: Value::Null,
+                ..Default::default()
             },
             model: None,
             tokenizer: None,
@@ -492,6 +519,30 @@ pub(crate) mod tests {
         let none = flat_keys(&run.points[1], true);
         let delta = none.iter().find(|(n, _)| n == "mean_engine_ttft_delta_ms");
         assert_eq!(delta.map(|(_, v)| v), Some(&Value::Null));
+    }
+
+    #[test]
+    fn points_beyond_the_engines_limit_are_named() {
+        let mut engine = meta(false).engine;
+        let points = [
+            LoadPoint::Batch { batch: 4 },
+            LoadPoint::Concurrency { concurrency: 9 },
+            LoadPoint::Rate {
+                rate: 100.0,
+                burstiness: 1.0,
+            },
+        ];
+        // An engine that states no limit: nothing to say.
+        assert!(over_the_engines_limit(&engine, &points).is_empty());
+        engine.scheduler = Some(crate::engine::SchedulerFacts {
+            max_running: Some(4),
+            ..Default::default()
+        });
+        let said = over_the_engines_limit(&engine, &points);
+        assert_eq!(
+            said,
+            ["concurrency=9: 9 requests at once, but vllm runs at most 4; the other 5 wait in its queue (their TTFT includes the wait)"]
+        );
     }
 
     #[test]

@@ -596,7 +596,7 @@ pub fn write_plots(curves: &[Curve], dir: &Path) -> Result<Vec<PathBuf>, PlotErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::measure::{Figure, Measure};
+    use crate::core::measure::{Figure, Measure};
     use crate::report::tests::run;
     use serde::Serialize;
 

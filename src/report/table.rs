@@ -215,6 +215,10 @@ pub fn remarks(run: &RunResult) -> Vec<String> {
             agreement.join("; ")
         ));
     }
+    let points: Vec<_> = run.points.iter().map(|p| p.point).collect();
+    for w in super::over_the_engines_limit(&run.meta.engine, &points) {
+        line(format!("warning: {w}"));
+    }
     for p in &run.points {
         for w in p.measures.warnings() {
             line(format!("warning: {}: {w}", p.point.label()));

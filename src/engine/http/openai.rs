@@ -29,10 +29,11 @@
 //! ignored for loopback servers.
 
 use super::options::{Key, Options};
-use crate::clock::{self, MonoNs};
+use crate::core::clock::{self, MonoNs};
+use crate::core::request::{FinishReason, RequestId};
 use crate::engine::{
     Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, Finish,
-    FinishReason, GenRequest, RequestId, TokenEvent,
+    GenRequest, TokenEvent,
 };
 use crate::workload::Tokenizer;
 use eventsource_stream::Eventsource;
@@ -44,20 +45,19 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: "openai",
-    description: "an OpenAI-compatible server (--engine-arg base_url=URL): streamed completions, each SSE chunk stamped as it is read",
-    kind: EngineKind::Stream,
-    model: crate::engine::ModelInput::None,
-    python_env: None,
-    availability: |_| {
+pub static SPEC: EngineSpec = EngineSpec::new(
+    "openai",
+    "an OpenAI-compatible server (--engine-arg base_url=URL): streamed completions, each SSE chunk stamped as it is read",
+    EngineKind::Stream,
+    crate::engine::ModelInput::None,
+    |_| {
         Availability::usable(
             "built in (HTTP client); needs a running server: --engine-arg base_url=URL",
             None,
         )
     },
-    load: |c| Ok(Box::new(OpenAiEngine::load(c)?)),
-};
+    |c| Ok(Box::new(OpenAiEngine::load(c)?)),
+);
 
 const KEYS: &[Key] = &[
     Key {
@@ -788,7 +788,7 @@ impl OpenAiEngine {
             "endpoint": endpoint,
             "model": model,
             "server_version": version,
-            "token_counts": counts,
+            "token_counts": &counts,
             "stream_options": client.usage.stream_options(),
             "stamps": "each SSE event stamped with CLOCK_MONOTONIC when the bytes carrying it were read, on the client runtime's thread",
             "client": format!("reqwest 0.12 (rustls), keep-alive pool, tokio runtime with {} worker thread(s), one task per request", cfg.client_threads),
@@ -814,9 +814,14 @@ impl OpenAiEngine {
                 dtype: String::new(),
                 device: format!("server at {base}"),
                 kind: EngineKind::Stream,
-                load_time_s: 0.0,
-                instrument: false,
+                // A count that is not exact changes what every figure means.
+                notes: if counts.starts_with("exact") {
+                    Vec::new()
+                } else {
+                    vec![format!("token counts {counts}")]
+                },
                 metadata,
+                ..Default::default()
             },
             client: Arc::new(client),
             runtime: Some(runtime),

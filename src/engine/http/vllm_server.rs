@@ -18,11 +18,12 @@
 //! in-process runs can be split into before, inside and after the engine.
 
 use super::openai::{ClientConfig, OpenAiEngine};
-use crate::clock::MonoNs;
+use crate::core::clock::MonoNs;
+use crate::core::request::{EngineStamps, RequestId};
 use crate::engine::venv::{default_venv, Requirement, Venv};
 use crate::engine::{
     Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec,
-    EngineStamps, GenRequest, RequestId, TokenEvent,
+    GenRequest, HostCompute, SchedulerFacts, TokenEvent, Unavailable,
 };
 use crate::process;
 use crate::terminal;
@@ -55,24 +56,24 @@ const STARTUP_TIMEOUT: &str = "startup_timeout";
 const STOP_GRACE: &str = "stop_grace";
 const CLIENT_THREADS: &str = "client_threads";
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: "vllm-server",
-    description: "vLLM's OpenAI-compatible server, started by the harness with the vllm engine's settings, measured over HTTP",
-    kind: EngineKind::Stream,
-    model: crate::engine::ModelInput::Checkpoint,
-    python_env: Some(REQUIRES.env),
-    availability: |c| match venv(c) {
+pub static SPEC: EngineSpec = EngineSpec::new(
+    "vllm-server",
+    "vLLM's OpenAI-compatible server, started by the harness with the vllm engine's settings, measured over HTTP",
+    EngineKind::Stream,
+    crate::engine::ModelInput::Checkpoint,
+    |c| match venv(c) {
         Ok(v) => Availability::usable(
             format!("server process from python env {}", v.root.display()),
             v.version(REQUIRES.distributions),
         ),
         Err(why) => Availability::unusable(
             format!("python env {}", env_root(c).display()),
-            why,
+            Unavailable::Env(why),
         ),
     },
-    load: |c| Ok(Box::new(VllmServerEngine::load(c)?)),
-};
+    |c| Ok(Box::new(VllmServerEngine::load(c)?)),
+)
+.python_env(REQUIRES.env);
 
 fn env_root(c: &EngineConfig) -> PathBuf {
     c.python_env
@@ -108,7 +109,7 @@ fn free_port() -> Result<u16, EngineError> {
 /// (`core ids=[0]`, `reserved_cpus=[1]`); `null` where it logged none (GPU). On a small
 /// host this is half the compute threads the in-process engine has, so
 /// `served-vs-inproc` names it.
-fn cpu_binding(log: &Path) -> Value {
+fn cpu_binding(log: &Path) -> Option<HostCompute> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let last = |key: &str| -> Option<String> {
         text.lines()
@@ -116,8 +117,12 @@ fn cpu_binding(log: &Path) -> Value {
             .find_map(|l| l.split_once(key).map(|(_, v)| v.trim().to_string()))
     };
     match (last("core ids="), last("reserved_cpus=")) {
-        (None, None) => Value::Null,
-        (cores, reserved) => json!({ "engine_core_cpus": cores, "reserved_cpus": reserved }),
+        (None, None) => None,
+        (cpus, reserved_cpus) => Some(HostCompute {
+            threads: None,
+            cpus,
+            reserved_cpus,
+        }),
     }
 }
 
@@ -450,6 +455,15 @@ impl VllmServerEngine {
             "{} (behind vLLM's HTTP server)",
             if gpu { "cuda" } else { "cpu" }
         );
+        info.compute = cpu_binding(&log);
+        info.scheduler = Some(SchedulerFacts {
+            max_running: args["max_num_seqs"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok()),
+            prefix_caching: args["enable_prefix_caching"].as_bool(),
+            chunked_prefill: args["enable_chunked_prefill"].as_bool(),
+            ..Default::default()
+        });
         let client_meta = info.metadata.take();
         info.metadata = json!({
             "engine_args": args,
@@ -466,7 +480,6 @@ impl VllmServerEngine {
                 "log": log.display().to_string(),
                 "engine_stamps": format!("{} (RequestStateStats per request, from {})", STAMPS_FILE, server["stamps_hook"].as_str().unwrap_or("?")),
                 "env": server["env"],
-                "cpu_binding": cpu_binding(&log),
                 "stop": format!("SIGTERM to its process group, {:.0} s grace, then SIGKILL", stop_grace.as_secs_f64()),
             },
             "client": client_meta,
@@ -559,10 +572,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             cpu_binding(&log),
-            json!({ "engine_core_cpus": "[0]", "reserved_cpus": "[1]" })
+            Some(HostCompute {
+                threads: None,
+                cpus: Some("[0]".into()),
+                reserved_cpus: Some("[1]".into()),
+            })
         );
         std::fs::write(&log, "no binding on a GPU\n").unwrap();
-        assert_eq!(cpu_binding(&log), Value::Null);
+        assert_eq!(cpu_binding(&log), None);
     }
 
     #[test]

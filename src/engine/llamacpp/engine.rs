@@ -18,10 +18,11 @@ use super::ffi::{
 use super::options::{FlashAttn, KvType, Options};
 use super::slots::{Entry, Scheduler};
 use super::{BINDINGS, SCHEDULER_DIFFERS, SCHEDULER_NOTE};
-use crate::clock;
+use crate::core::clock;
+use crate::core::request::{FinishReason, RequestId};
 use crate::engine::{
     model::find_gguf, Engine, EngineConfig, EngineCounters, EngineError, EngineFigure, EngineInfo,
-    EngineKind, Finish, FinishReason, GenRequest, RequestId, TokenEvent,
+    EngineKind, Finish, GenRequest, HostCompute, SchedulerFacts, TokenEvent,
 };
 use crate::host::CpuSample;
 use std::rc::Rc;
@@ -288,7 +289,6 @@ impl LlamaCppEngine {
                 "seed": "per request: the run's --seed + request id, folded to 32 bits",
             },
             "scheduler": {
-                "note": SCHEDULER_NOTE,
                 "modelled_on": "llama-server's slots (tools/server, update_slots)",
                 "differs": SCHEDULER_DIFFERS,
                 "n_parallel": n_parallel,
@@ -308,9 +308,19 @@ impl LlamaCppEngine {
             dtype: facts.file_type.clone(),
             device,
             kind: EngineKind::Step,
-            load_time_s: 0.0,
-            instrument: false,
+            notes: vec![SCHEDULER_NOTE.to_string()],
+            compute: Some(HostCompute {
+                threads: Some(threads),
+                ..Default::default()
+            }),
+            scheduler: Some(SchedulerFacts {
+                max_running: u32::try_from(n_parallel).ok(),
+                kv_cache_tokens: Some(u64::from(sizes.n_ctx)),
+                prefix_caching: Some(false),
+                chunked_prefill: Some(true),
+            }),
             metadata,
+            ..Default::default()
         };
         if !missing.is_empty() {
             // stderr is engine.log during the run: the warning sits with llama.cpp's lines.

@@ -45,16 +45,14 @@ pub const SCHEDULER_DIFFERS: &[&str] = &[
     "with kv_unified, a request waits until prompt + max_tokens cells are free instead of failing a decode",
 ];
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: "llamacpp",
-    description:
-        "llama.cpp (libllama) in-process via bindgen; slot scheduler modelled on llama-server",
-    kind: EngineKind::Step,
-    model: ModelInput::Gguf,
-    python_env: None,
+pub static SPEC: EngineSpec = EngineSpec::new(
+    "llamacpp",
+    "llama.cpp (libllama) in-process via bindgen; slot scheduler modelled on llama-server",
+    EngineKind::Step,
+    ModelInput::Gguf,
     availability,
     load,
-};
+);
 
 #[cfg(feature = "llamacpp")]
 fn availability(_: &EngineConfig) -> Availability {
@@ -66,7 +64,13 @@ fn availability(_: &EngineConfig) -> Availability {
 
 #[cfg(not(feature = "llamacpp"))]
 fn availability(_: &EngineConfig) -> Availability {
-    Availability::unusable("not in this build", HOW_TO_BUILD)
+    Availability::unusable(
+        "not in this build",
+        super::Unavailable::NotBuilt {
+            feature: "llamacpp",
+            how: HOW_TO_BUILD,
+        },
+    )
 }
 
 #[cfg(feature = "llamacpp")]
@@ -100,7 +104,13 @@ mod tests {
     fn without_the_feature_it_says_how_to_build_it() {
         let a = (SPEC.availability)(&EngineConfig::default());
         assert!(!a.is_usable());
-        assert!(a.problem.unwrap().contains("--features llamacpp"));
+        assert!(matches!(
+            a.problem,
+            Some(crate::engine::Unavailable::NotBuilt {
+                feature: "llamacpp",
+                ..
+            })
+        ));
         match (SPEC.load)(&EngineConfig::default()) {
             Err(EngineError::Usage(m)) => assert!(m.contains("not in this build"), "{m}"),
             _ => panic!("expected a usage error"),

@@ -27,8 +27,9 @@
 //! need are free (prompt + max_tokens, reserved at admission), instead of failing the
 //! decode.
 
-use crate::clock::MonoNs;
-use crate::engine::{EngineStamps, FinishReason, GenRequest, RequestId};
+use crate::core::clock::MonoNs;
+use crate::core::request::{EngineStamps, FinishReason, RequestId};
+use crate::engine::GenRequest;
 use std::collections::VecDeque;
 
 /// One token of a step's batch.

@@ -20,12 +20,12 @@ const ADAPTER: Adapter = Adapter {
     env_optional: false,
 };
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: ADAPTER.engine,
-    description: "HF Transformers reference: own KV-cache decode loop, static batching",
-    kind: EngineKind::Step,
-    model: crate::engine::ModelInput::CheckpointOrGguf,
-    python_env: Some(ADAPTER.requires.env),
-    availability: |c| ADAPTER.availability(c),
-    load: |c| ADAPTER.load(c),
-};
+pub static SPEC: EngineSpec = EngineSpec::new(
+    ADAPTER.engine,
+    "HF Transformers reference: own KV-cache decode loop, static batching",
+    EngineKind::Step,
+    crate::engine::ModelInput::CheckpointOrGguf,
+    |c| ADAPTER.availability(c),
+    |c| ADAPTER.load(c),
+)
+.python_env(ADAPTER.requires.env);

@@ -20,10 +20,11 @@ pub mod vllm;
 
 use super::venv::{default_venv, Requirement, Venv};
 use super::{
-    Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, EngineStamps, Finish,
-    FinishReason, GenRequest, RequestId, TokenEvent,
+    Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest,
+    TokenEvent, Unavailable,
 };
-use crate::clock::MonoNs;
+use crate::core::clock::MonoNs;
+use crate::core::request::{EngineStamps, FinishReason, RequestId};
 use pyo3::exceptions::{PyImportError, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTraceback};
@@ -159,7 +160,7 @@ impl Adapter {
             }
             Err(why) => Availability::unusable(
                 format!("python env {}", self.env_root(config).display()),
-                why,
+                Unavailable::Env(why),
             ),
         }
     }
@@ -327,13 +328,28 @@ fn parse_info(py: Python<'_>, info: &Bound<'_, PyAny>) -> PyResult<EngineInfo> {
         }
     };
     let json = py.import("json")?;
-    let metadata = match info.get_item("metadata") {
-        Ok(m) => {
-            let text: String = json.call_method1("dumps", (m,))?.extract()?;
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    // A key's value as JSON (`None` when absent), through Python's json module.
+    let value = |k: &str| -> PyResult<serde_json::Value> {
+        match info.get_item(k) {
+            Ok(m) if !m.is_none() => {
+                let text: String = json.call_method1("dumps", (m,))?.extract()?;
+                Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+            }
+            _ => Ok(serde_json::Value::Null),
         }
-        Err(_) => serde_json::Value::Null,
     };
+    // A typed part of info(), or a ValueError naming it.
+    fn typed<T: serde::de::DeserializeOwned>(
+        key: &str,
+        v: serde_json::Value,
+    ) -> PyResult<Option<T>> {
+        if v.is_null() {
+            return Ok(None);
+        }
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("info()['{key}']: {e}")))
+    }
     Ok(EngineInfo {
         name: get("name")?,
         version: get("version")?,
@@ -352,7 +368,11 @@ fn parse_info(py: Python<'_>, info: &Bound<'_, PyAny>) -> PyResult<EngineInfo> {
             .get_item("instrument")
             .ok()
             .is_some_and(|v| v.is_truthy().unwrap_or(false)),
-        metadata,
+        notes: typed("notes", value("notes")?)?.unwrap_or_default(),
+        cuda: typed("cuda", value("cuda")?)?,
+        compute: typed("compute", value("compute")?)?,
+        scheduler: typed("scheduler", value("scheduler")?)?,
+        metadata: value("metadata")?,
     })
 }
 

@@ -57,16 +57,15 @@ fn availability(c: &EngineConfig) -> Availability {
     a
 }
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: ADAPTER.engine,
-    description:
-        "SGLang Engine (front end here, scheduler in child processes), streamed (embedded Python)",
-    kind: EngineKind::Stream,
-    model: crate::engine::ModelInput::Checkpoint,
-    python_env: Some(ADAPTER.requires.env),
+pub static SPEC: EngineSpec = EngineSpec::new(
+    ADAPTER.engine,
+    "SGLang Engine (front end here, scheduler in child processes), streamed (embedded Python)",
+    EngineKind::Stream,
+    crate::engine::ModelInput::Checkpoint,
     availability,
-    load: |c| ADAPTER.load(c),
-};
+    |c| ADAPTER.load(c),
+)
+.python_env(ADAPTER.requires.env);
 
 #[cfg(test)]
 mod tests {

@@ -19,12 +19,12 @@ const ADAPTER: Adapter = Adapter {
     env_optional: true,
 };
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: ADAPTER.engine,
-    description: "test adapter for the Python bridge (step or stream mode, fault injection)",
-    kind: EngineKind::Step,
-    model: crate::engine::ModelInput::None,
-    python_env: Some(ADAPTER.requires.env),
-    availability: |c| ADAPTER.availability(c),
-    load: |c| ADAPTER.load(c),
-};
+pub static SPEC: EngineSpec = EngineSpec::new(
+    ADAPTER.engine,
+    "test adapter for the Python bridge (step or stream mode, fault injection)",
+    EngineKind::Step,
+    crate::engine::ModelInput::None,
+    |c| ADAPTER.availability(c),
+    |c| ADAPTER.load(c),
+)
+.python_env(ADAPTER.requires.env);

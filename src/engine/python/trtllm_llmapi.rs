@@ -9,7 +9,7 @@
 
 use super::Adapter;
 use crate::engine::venv::Requirement;
-use crate::engine::{Availability, EngineConfig, EngineKind, EngineSpec};
+use crate::engine::{Availability, EngineConfig, EngineKind, EngineSpec, Unavailable};
 
 const ADAPTER: Adapter = Adapter {
     engine: "trtllm-py",
@@ -33,19 +33,19 @@ fn availability(c: &EngineConfig) -> Availability {
     // Without --python-env the venv check would point at a setup script that cannot
     // exist for this engine; say what can be done instead.
     if c.python_env.is_none() && a.problem.is_some() {
-        a.problem = Some(NOT_INSTALLABLE.into());
+        a.problem = Some(Unavailable::Host(NOT_INSTALLABLE.into()));
     }
     a
 }
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: ADAPTER.engine,
-    description: "TensorRT-LLM LLM API (PyTorch backend, or an engine dir), generate_async streamed (embedded Python)",
-    kind: EngineKind::Stream,
+pub static SPEC: EngineSpec = EngineSpec::new(
     // A Hugging Face checkpoint (PyTorch backend) or a built engine directory, which
     // the adapter tells apart and checks when it loads.
-    model: crate::engine::ModelInput::CheckedAtLoad,
-    python_env: Some(ADAPTER.requires.env),
+    ADAPTER.engine,
+    "TensorRT-LLM LLM API (PyTorch backend, or an engine dir), generate_async streamed (embedded Python)",
+    EngineKind::Stream,
+    crate::engine::ModelInput::CheckedAtLoad,
     availability,
-    load: |c| ADAPTER.load(c),
-};
+    |c| ADAPTER.load(c),
+)
+.python_env(ADAPTER.requires.env);

@@ -22,12 +22,12 @@ const ADAPTER: Adapter = Adapter {
     env_optional: false,
 };
 
-pub static SPEC: EngineSpec = EngineSpec {
-    name: ADAPTER.engine,
-    description: "vLLM LLMEngine, engine core in this process (embedded Python)",
-    kind: EngineKind::Step,
-    model: crate::engine::ModelInput::Checkpoint,
-    python_env: Some(ADAPTER.requires.env),
-    availability: |c| ADAPTER.availability(c),
-    load: |c| ADAPTER.load(c),
-};
+pub static SPEC: EngineSpec = EngineSpec::new(
+    ADAPTER.engine,
+    "vLLM LLMEngine, engine core in this process (embedded Python)",
+    EngineKind::Step,
+    crate::engine::ModelInput::Checkpoint,
+    |c| ADAPTER.availability(c),
+    |c| ADAPTER.load(c),
+)
+.python_env(ADAPTER.requires.env);

@@ -7,8 +7,9 @@
 //! call returns `Result`: the shim turns any C++ exception into an `Err`.
 
 use super::options::{Options, SchedulerPolicy};
-use crate::clock::MonoNs;
-use crate::engine::{EngineStamps, FinishReason as HarnessFinish, GenRequest};
+use crate::core::clock::MonoNs;
+use crate::core::request::{EngineStamps, FinishReason as HarnessFinish};
+use crate::engine::GenRequest;
 
 #[cxx::bridge(namespace = "llm_harness::trtllm")]
 pub(crate) mod bridge {

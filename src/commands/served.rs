@@ -11,8 +11,8 @@
 
 use crate::cli::{RunArgs, ServedArgs};
 use crate::config::{self, ConfigError};
-use crate::engine::Registry;
-use crate::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
+use crate::core::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
+use crate::engine::{EngineInfo, Registry};
 use crate::metrics;
 use crate::report::{self, RunResult};
 use crate::trace::RequestTrace;
@@ -204,13 +204,15 @@ pub struct Report {
 /// binding: its engine core gets the CPUs left after those it reserves for the API
 /// server process, so "in the engine" differences include fewer compute threads, a cost
 /// of vLLM's serving layout rather than of HTTP.
-fn compute_note(inproc: &serde_json::Value, served: &serde_json::Value) -> Option<String> {
-    let b = &served["server"]["cpu_binding"];
-    let cores = b["engine_core_cpus"].as_str()?;
-    let threads = inproc["torch_threads"]
-        .as_u64()
+fn compute_note(inproc: &EngineInfo, served: &EngineInfo) -> Option<String> {
+    let bound = served.compute.as_ref()?;
+    let cores = bound.cpus.as_deref()?;
+    let threads = inproc
+        .compute
+        .as_ref()
+        .and_then(|c| c.threads)
         .map_or("?".to_string(), |t| t.to_string());
-    let reserved = b["reserved_cpus"].as_str().unwrap_or("?");
+    let reserved = bound.reserved_cpus.as_deref().unwrap_or("?");
     Some(format!(
         "Compute: in-process, {threads} torch threads in the harness's process; served, the engine core bound to CPUs {cores} (vLLM keeps CPUs {reserved} for its API server process), so the served side's \"in the engine\" time includes fewer compute threads.\n"
     ))
@@ -268,7 +270,7 @@ pub fn report(runs: &[(RunResult, Vec<RequestTrace>); 2]) -> Report {
         a.meta.engine.version,
         a.meta.model.as_deref().unwrap_or("?")
     );
-    if let Some(n) = compute_note(&a.meta.engine.metadata, &b.meta.engine.metadata) {
+    if let Some(n) = compute_note(&a.meta.engine, &b.meta.engine) {
         text.push_str(&n);
     }
     text.push_str(&table(
@@ -560,8 +562,8 @@ fn write(out: &Path, reports: &[Report], text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::MonoNs;
-    use crate::engine::{EngineStamps, FinishReason};
+    use crate::core::clock::MonoNs;
+    use crate::core::request::{EngineStamps, FinishReason};
 
     fn req(
         id: u64,
@@ -607,17 +609,27 @@ mod tests {
 
     #[test]
     fn the_served_engine_cores_cpus_are_named_beside_the_in_process_threads() {
-        let inproc = serde_json::json!({ "torch_threads": 2 });
-        let served = serde_json::json!({ "server": { "cpu_binding": {
-            "engine_core_cpus": "[0]", "reserved_cpus": "[1]" } } });
+        use crate::engine::HostCompute;
+        let inproc = EngineInfo {
+            compute: Some(HostCompute {
+                threads: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let served = EngineInfo {
+            compute: Some(HostCompute {
+                threads: None,
+                cpus: Some("[0]".into()),
+                reserved_cpus: Some("[1]".into()),
+            }),
+            ..Default::default()
+        };
         let n = compute_note(&inproc, &served).unwrap();
         assert!(n.contains("2 torch threads"), "{n}");
         assert!(n.contains("CPUs [0] (vLLM keeps CPUs [1]"), "{n}");
         // No binding logged (a GPU server): nothing said.
-        assert_eq!(
-            compute_note(&inproc, &serde_json::json!({ "server": {} })),
-            None
-        );
+        assert_eq!(compute_note(&inproc, &EngineInfo::default()), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@
 
 use crate::cli::ParityArgs;
 use crate::config::{check_model, engine::parse_engine_args, model_dir, ConfigError};
+use crate::core::error::{UsageError, EXIT_FAILED, EXIT_USAGE};
 use crate::engine::{EngineConfig, EngineSpec, Registry};
-use crate::error::{UsageError, EXIT_FAILED, EXIT_USAGE};
 use crate::terminal::tail_lines;
 use crate::trace::{read_requests, REQUESTS_FILE};
 use crate::workload::Tokenizer;
