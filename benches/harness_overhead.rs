@@ -50,7 +50,7 @@ impl Engine for NullEngine {
         &self.info
     }
     fn submit(&mut self, req: &GenRequest) -> Result<(), EngineError> {
-        self.running.push((req.id, 0, req.max_tokens));
+        self.running.push((req.id, 0, req.output_len));
         Ok(())
     }
     fn poll(&mut self, _timeout: Duration, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
@@ -177,9 +177,9 @@ fn calibration_error(c: &mut Criterion) {
                         .unwrap();
                     let sum = summarize(&run.records, &Slo::default());
                     let (m, t) = if which == 0 {
-                        (sum.ttft.p50, true_ttft)
+                        (sum.ttft.median, true_ttft)
                     } else {
-                        (sum.tpot.p50, true_tpot)
+                        (sum.tpot.median, true_tpot)
                     };
                     err_ms += (m.unwrap_or(f64::NAN) - t).abs();
                 }

@@ -120,8 +120,10 @@ impl<'de> Deserialize<'de> for Spec {
 
 /// Flags of `run` and `sweep`. All optional here: defaults are applied after the
 /// config file is merged, so "not given" and "given as the default" stay distinct.
+/// Written snake_case (`input_len`, as every other key of run.json); a config file
+/// may spell a key as its flag too (`input-len`).
 #[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default)]
 pub struct RunArgs {
     /// TOML file with any of these flags (same names); flags given here override it.
     #[arg(long, value_name = "FILE")]
@@ -140,9 +142,11 @@ pub struct RunArgs {
     /// Engine option passed to the engine (vLLM: an EngineArgs field). Repeatable.
     #[arg(long = "engine-arg", value_name = "KEY=VALUE")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(alias = "engine-arg")]
     pub engine_arg: Vec<String>,
     /// Python venv of the engine (default: its own, made by `scripts/setup.sh ENV`; see `harness engines`).
     #[arg(long, value_name = "DIR")]
+    #[serde(alias = "python-env")]
     pub python_env: Option<PathBuf>,
 
     /// Batch mode: B requests at once, wait for all, repeat. A list in `sweep`.
@@ -163,12 +167,15 @@ pub struct RunArgs {
     pub dataset: Option<String>,
     /// ShareGPT JSON, or a prompt file (JSONL with "prompt"[, "max_tokens"], or text).
     #[arg(long, value_name = "FILE")]
+    #[serde(alias = "dataset-path")]
     pub dataset_path: Option<PathBuf>,
     /// Prompt tokens: N, uniform:MIN:MAX or normal:MEAN:STD (synthetic; default 128).
     #[arg(long, value_name = "DIST")]
+    #[serde(alias = "input-len")]
     pub input_len: Option<Spec>,
     /// Output tokens: N, uniform:MIN:MAX or normal:MEAN:STD (default 128; for sharegpt it overrides the reply's length).
     #[arg(long, value_name = "DIST")]
+    #[serde(alias = "output-len")]
     pub output_len: Option<Spec>,
     /// Seed of the workload, the arrivals and sampling (default 0).
     #[arg(long)]
@@ -176,18 +183,22 @@ pub struct RunArgs {
 
     /// Exactly this many measured requests per point (instead of the rounds and duration floors).
     #[arg(long)]
+    #[serde(alias = "num-requests")]
     pub num_requests: Option<usize>,
     /// Submit for exactly this many seconds per point (instead of the floors).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
     /// Least rounds per point: whole batches (batch mode) or measured requests (default 3).
     #[arg(long, value_name = "N")]
+    #[serde(alias = "min-rounds")]
     pub min_rounds: Option<u32>,
     /// Least measured seconds per point (default 10).
     #[arg(long, value_name = "SECONDS")]
+    #[serde(alias = "min-duration")]
     pub min_duration: Option<f64>,
     /// Most seconds a point keeps submitting, so a slow engine still ends (default 300).
     #[arg(long, value_name = "SECONDS")]
+    #[serde(alias = "max-duration")]
     pub max_duration: Option<f64>,
     /// Requests run before each point and excluded (default: one round: a batch, C requests, 1 s of arrivals).
     #[arg(long)]
@@ -195,12 +206,14 @@ pub struct RunArgs {
 
     /// Generate exactly the output length (no early EOS).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(alias = "ignore-eos")]
     pub ignore_eos: Option<bool>,
     /// Sampling temperature (default 0: greedy).
     #[arg(long)]
     pub temperature: Option<f32>,
     /// Abort a request with no token for this long (default 600).
     #[arg(long, value_name = "SECONDS")]
+    #[serde(alias = "request-timeout")]
     pub request_timeout: Option<f64>,
     /// Service-level objectives for goodput: ttft=MS,tpot=MS,e2el=MS.
     #[arg(long)]
@@ -210,7 +223,11 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     /// No progress bar even on a terminal.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(alias = "no-progress")]
     pub no_progress: Option<bool>,
+    /// Every column in the terminal table (the files always hold every figure).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub wide: Option<bool>,
     /// Stream the engine's own log (saved to engine.log) to the terminal too.
     #[arg(long, short = 'v', num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub verbose: Option<bool>,
@@ -221,15 +238,19 @@ pub struct RunArgs {
     pub profile: Option<bool>,
     /// Points to profile, by label or index (default: every point), e.g. batch=8,batch=32.
     #[arg(long, value_name = "POINT[,POINT..]")]
+    #[serde(alias = "profile-points")]
     pub profile_points: Option<String>,
     /// Engine steps each profiler window covers (default 20).
     #[arg(long, value_name = "N")]
+    #[serde(alias = "profile-steps")]
     pub profile_steps: Option<u64>,
     /// Milliseconds between GPU (NVML) or RAPL telemetry samples (default 100).
     #[arg(long, value_name = "MS")]
+    #[serde(alias = "gpu-sample-ms")]
     pub gpu_sample_ms: Option<u64>,
     /// Save each request's generated token ids in requests.jsonl (as `harness parity` does).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(alias = "save-token-ids")]
     pub save_token_ids: Option<bool>,
 }
 
@@ -240,6 +261,9 @@ pub struct ReportArgs {
     /// Recompute goodput under these SLOs instead of the run's.
     #[arg(long)]
     pub slo: Option<String>,
+    /// Every column in the table.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Args, Debug)]

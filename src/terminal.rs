@@ -88,6 +88,20 @@ pub fn println(text: &str) {
 }
 
 /// Whether the terminal's stderr is a terminal (for the progress bar).
+/// The columns of the terminal standard output is, when it is one.
+pub fn out_width() -> Option<u16> {
+    // SAFETY: isatty only inspects the descriptor; TIOCGWINSZ fills the winsize it is
+    // given, which lives on this stack for the call.
+    unsafe {
+        if libc::isatty(out_fd()) != 1 {
+            return None;
+        }
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(out_fd(), libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0)
+            .then_some(ws.ws_col)
+    }
+}
+
 pub fn err_is_tty() -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(err_fd()) == 1 }

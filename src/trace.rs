@@ -33,8 +33,12 @@ pub struct RequestTrace {
     /// request is its own round.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub round: Option<u32>,
-    pub prompt_tokens: u32,
-    pub max_tokens: u32,
+    /// Prompt tokens (`prompt_tokens` in result formats 1 and 2).
+    #[serde(alias = "prompt_tokens")]
+    pub input_len: u32,
+    /// The token budget (`max_tokens` in result formats 1 and 2).
+    #[serde(alias = "max_tokens")]
+    pub output_len: u32,
     /// When the driver handed the request to the engine.
     pub submit_ns: MonoNs,
     /// Open-loop runs: when the arrival process scheduled the request (≤ submit).
@@ -67,23 +71,23 @@ impl RequestTrace {
     pub fn new(
         id: RequestId,
         point: u32,
-        prompt_tokens: u32,
-        max_tokens: u32,
+        input_len: u32,
+        output_len: u32,
         submit_ns: MonoNs,
     ) -> RequestTrace {
         RequestTrace {
             id,
             point,
             round: None,
-            prompt_tokens,
-            max_tokens,
+            input_len,
+            output_len,
             submit_ns,
             intended_ns: None,
             // One event per token is the common case; reserving the budget avoids
             // reallocation on the hot path and keeps memory at 8 bytes per token. The
-            // reservation is capped: a huge max_tokens that EOS cuts short must not
+            // reservation is capped: a huge output_len that EOS cuts short must not
             // allocate gigabytes up front.
-            token_ns: Vec::with_capacity(max_tokens.min(RESERVE_TOKENS) as usize),
+            token_ns: Vec::with_capacity(output_len.min(RESERVE_TOKENS) as usize),
             token_counts: None,
             finish_ns: None,
             finish_reason: None,

@@ -348,7 +348,7 @@ fn config_file_and_flag_precedence() {
         .success();
     let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(
-        saved.contains("output-len = \"5\""),
+        saved.contains("output_len = \"5\""),
         "flag must override the file:\n{saved}"
     );
     assert!(
@@ -357,7 +357,7 @@ fn config_file_and_flag_precedence() {
     );
     let recs = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
     assert_eq!(recs.lines().count(), 4);
-    assert!(recs.lines().all(|l| l.contains("\"max_tokens\":5")));
+    assert!(recs.lines().all(|l| l.contains("\"output_len\":5")));
     // The saved config reruns the same thing.
     let out2 = tmp.path().join("out2");
     harness()

@@ -107,12 +107,12 @@ fn batch_mode_measures_the_schedule() {
     assert!(m.records.iter().all(|r| r.output_tokens() == output as u64));
     let ttft = ms(s.prefill(b, (b * input) as u64));
     let tpot = ms(s.decode(b));
-    close("p50 ttft", m.summary.ttft.p50, ttft);
-    close("p50 tpot", m.summary.tpot.p50, tpot);
-    close("p50 itl", m.summary.itl.p50, tpot);
+    close("p50 ttft", m.summary.ttft.median, ttft);
+    close("p50 tpot", m.summary.tpot.median, tpot);
+    close("p50 itl", m.summary.itl.median, tpot);
     close(
         "p50 e2el",
-        m.summary.e2el.p50,
+        m.summary.e2el.median,
         ttft + (output - 1) as f64 * tpot,
     );
     // Two back-to-back batches: 2·B·N tokens over two batch lifetimes.
@@ -125,7 +125,7 @@ fn batch_mode_measures_the_schedule() {
     );
     // The engine's own stamps agree with the harness's to well under a millisecond.
     let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
-    assert!(delta.p50.unwrap().abs() < 1.0, "{delta:?}");
+    assert!(delta.median.unwrap().abs() < 1.0, "{delta:?}");
 }
 
 #[test]
@@ -144,10 +144,10 @@ fn concurrency_mode_refills_as_requests_finish() {
     assert_eq!(m.summary.completed, 12);
     close(
         "p50 ttft",
-        m.summary.ttft.p50,
+        m.summary.ttft.median,
         ms(s.prefill(c, (c * input) as u64)),
     );
-    close("p50 tpot", m.summary.tpot.p50, ms(s.decode(c)));
+    close("p50 tpot", m.summary.tpot.median, ms(s.decode(c)));
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn rate_mode_follows_the_seeded_arrivals() {
         sorted[n / 2]
     );
     let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
-    assert!(delta.p50.unwrap().abs() < 1.0, "{delta:?}");
+    assert!(delta.median.unwrap().abs() < 1.0, "{delta:?}");
 }
 
 #[test]
@@ -465,14 +465,14 @@ fn overlapped_scheduling_stamps_tokens_when_the_caller_gets_them() {
     assert!(m.records.iter().all(|r| r.output_tokens() == n as u64));
     let p = ms(s.prefill(b, (b * input) as u64));
     let d = ms(s.decode(b));
-    close("p50 ttft", m.summary.ttft.p50, p + d);
-    close("p50 e2el", m.summary.e2el.p50, p + (n - 1) as f64 * d);
+    close("p50 ttft", m.summary.ttft.median, p + d);
+    close("p50 e2el", m.summary.e2el.median, p + (n - 1) as f64 * d);
     close(
         "p50 tpot",
-        m.summary.tpot.p50,
+        m.summary.tpot.median,
         (n - 2) as f64 * d / (n - 1) as f64,
     );
-    close("p50 itl", m.summary.itl.p50, d);
+    close("p50 itl", m.summary.itl.median, d);
     let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
-    close("engine ttft delta", delta.p50, d);
+    close("engine ttft delta", delta.median, d);
 }

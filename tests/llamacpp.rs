@@ -224,12 +224,12 @@ fn finish_of(e: &mut Box<dyn Engine>, id: u64) -> llm_harness::engine::Finish {
     finishes(e, &[id]).remove(0)
 }
 
-fn greedy(id: u64, prompt: &[u32], max_tokens: u32) -> GenRequest {
+fn greedy(id: u64, prompt: &[u32], output_len: u32) -> GenRequest {
     GenRequest {
         id,
         prompt: prompt.to_vec().into(),
-        max_tokens,
-        min_tokens: max_tokens,
+        output_len,
+        min_tokens: output_len,
         ignore_eos: true,
         temperature: 0.0,
         seed: None,

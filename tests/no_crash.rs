@@ -312,7 +312,7 @@ proptest! {
     }
 }
 
-/// Prompt files with huge `max_tokens` are refused before anything is allocated.
+/// Prompt files with a huge `max_tokens` (read as output_len) are refused before anything is allocated.
 #[test]
 fn huge_max_tokens_in_a_prompt_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -335,7 +335,7 @@ fn huge_max_tokens_in_a_prompt_file_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("max_tokens 4294967295 is above the limit"),
+        e.contains("output_len 4294967295 is above the limit"),
         "{e}"
     );
 }

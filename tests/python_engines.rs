@@ -287,7 +287,7 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
     assert_eq!(recs.len(), 2 * (1 + 2 + 4 + 8 + 16 + 32 + 64));
     for r in &recs {
         assert_eq!(output_tokens(r), 8, "request {}", r["id"]);
-        assert_eq!(r["prompt_tokens"], 32);
+        assert_eq!(r["input_len"], 32);
     }
     // The harness's TTFT against vLLM's own first_token_ts (same CLOCK_MONOTONIC).
     let s = json(&out.join("summary.json"));
@@ -295,7 +295,7 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
         let p99 = p["p99_engine_ttft_delta_ms"]
             .as_f64()
             .expect("engine stamps recorded");
-        let p50 = p["p50_engine_ttft_delta_ms"].as_f64().unwrap();
+        let p50 = p["median_engine_ttft_delta_ms"].as_f64().unwrap();
         let tpot = p["mean_tpot_ms"].as_f64().unwrap();
         eprintln!(
             "{}: harness - vLLM first token p50 {p50:.3} ms, p99 {p99:.3} ms (TPOT {tpot:.1} ms)",

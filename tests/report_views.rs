@@ -221,7 +221,7 @@ fn report_html_is_self_contained_with_plots() {
     assert!(html.contains("CALIBRATION INSTRUMENT"));
     assert!(html.contains("<td class=\"l\">batch=8</td>"));
     assert!(
-        html.contains("<dt>output_throughput_mean</dt>") && html.contains("<dt>host_load</dt>")
+        html.contains("<dt>output_throughput_rounds</dt>") && html.contains("<dt>host_load</dt>")
     );
     for needle in ["<script", "<link", " src=", "url(", "@import"] {
         assert!(!html.contains(needle), "fetches something: {needle}");

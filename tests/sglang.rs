@@ -128,7 +128,7 @@ fn sglang_real_model_sweep_exact_counts_meta_info_and_no_process_left() {
     assert_eq!(recs.len(), 2 * (1 + 8));
     for r in &recs {
         assert_eq!(output_tokens(r), 8, "request {}", r["id"]);
-        assert_eq!(r["prompt_tokens"], 32);
+        assert_eq!(r["input_len"], 32);
         assert_eq!(r["finish_reason"], "length");
         let stamps: Vec<u64> = r["token_ns"]
             .as_array()

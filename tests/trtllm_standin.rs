@@ -177,16 +177,16 @@ fn streamed_tokens_are_measured_to_the_known_answer() {
     eprintln!(
         "stand-in known answers (ms): ttft p50 {:.3} (truth {prefill}), tpot p50 {:.3} (truth {decode}), \
          itl p50 {:.3} (truth {decode}), e2el p50 {:.3} (truth {e2el}), engine_ttft_delta p50 {:.3}",
-        s.ttft.p50.unwrap_or(f64::NAN),
-        s.tpot.p50.unwrap_or(f64::NAN),
-        s.itl.p50.unwrap_or(f64::NAN),
-        s.e2el.p50.unwrap_or(f64::NAN),
-        s.engine_ttft_delta.as_ref().and_then(|d| d.p50).unwrap_or(f64::NAN),
+        s.ttft.median.unwrap_or(f64::NAN),
+        s.tpot.median.unwrap_or(f64::NAN),
+        s.itl.median.unwrap_or(f64::NAN),
+        s.e2el.median.unwrap_or(f64::NAN),
+        s.engine_ttft_delta.as_ref().and_then(|d| d.median).unwrap_or(f64::NAN),
     );
-    close("p50 ttft", s.ttft.p50, prefill);
-    close("p50 tpot", s.tpot.p50, decode);
-    close("p50 itl", s.itl.p50, decode);
-    close("p50 e2el", s.e2el.p50, e2el);
+    close("p50 ttft", s.ttft.median, prefill);
+    close("p50 tpot", s.tpot.median, decode);
+    close("p50 itl", s.itl.median, decode);
+    close("p50 e2el", s.e2el.median, e2el);
     // Two batches back to back: 2·B·N tokens over two batch lifetimes.
     let truth = (2 * b) as f64 * output as f64 / (2.0 * e2el / 1e3);
     let got = s.output_throughput.unwrap();
@@ -231,7 +231,7 @@ fn streamed_tokens_are_measured_to_the_known_answer() {
     assert!(median(first_lag.clone()) < 1.0, "{first_lag:?}");
     assert!(median(last_lag.clone()) < 1.0, "{last_lag:?}");
     let delta = s.engine_ttft_delta.as_ref().unwrap();
-    assert!(delta.p50.unwrap().abs() < 1.0, "{delta:?}");
+    assert!(delta.median.unwrap().abs() < 1.0, "{delta:?}");
     engine.shutdown().unwrap();
 }
 
@@ -361,13 +361,13 @@ fn until_finished(engine: &mut TrtllmEngine, id: u64) -> Vec<TokenEvent> {
     panic!("request {id} did not finish: {mine:?}");
 }
 
-fn request(id: u64, first: u32, max_tokens: u32) -> GenRequest {
+fn request(id: u64, first: u32, output_len: u32) -> GenRequest {
     let mut prompt = vec![200 + id as u32; 6];
     prompt[0] = first;
     GenRequest {
         id,
         prompt: Arc::from(prompt),
-        max_tokens,
+        output_len,
         min_tokens: 0,
         ignore_eos: false,
         temperature: 0.0,

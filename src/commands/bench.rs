@@ -244,10 +244,7 @@ impl Scheduler<'_> {
                 meta.measures.push(result.measures.clone());
                 points.push(result);
                 report::write_meta(&cfg.out, &meta)?;
-                let partial = RunResult {
-                    meta: meta.clone(),
-                    points: points.clone(),
-                };
+                let partial = RunResult::new(meta.clone(), points.clone());
                 report::write_all(&cfg.out, &partial, &all)?;
                 outcome = run.outcome;
                 if outcome != Outcome::Completed {
@@ -273,9 +270,9 @@ impl Scheduler<'_> {
         };
         meta.end_time = Some(chrono::Local::now().to_rfc3339());
         report::write_meta(&cfg.out, &meta)?;
-        let result = RunResult { meta, points };
+        let result = RunResult::new(meta, points);
         report::write_all(&cfg.out, &result, &all)?;
-        terminal::println(&report::table(&result));
+        terminal::println(&report::table(&result, cfg.view, terminal::out_width()));
         visuals(&cfg.out, &result)?;
         terminal::println(&format!("results: {}", cfg.out.display()));
 

@@ -13,7 +13,8 @@ use crate::cli::{RunArgs, ServedArgs};
 use crate::config::{self, ConfigError};
 use crate::core::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 use crate::engine::{EngineInfo, Registry};
-use crate::metrics;
+use crate::metrics::catalog::{Column, Reading, Shown, Stat, View, CATALOG};
+use crate::metrics::{self, catalog};
 use crate::report::{self, RunResult};
 use crate::trace::RequestTrace;
 use anyhow::{bail, Context, Result};
@@ -45,7 +46,7 @@ time.monotonic() (CLOCK_MONOTONIC), the harness's clock.";
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub point: String,
-    pub metric: &'static str,
+    pub metric: String,
     pub unit: &'static str,
     pub inproc: Option<f64>,
     pub served: Option<f64>,
@@ -53,33 +54,42 @@ pub struct Row {
     pub delta_pct: Option<f64>,
 }
 
-/// The figures of the main table, read from a point's summary.
-type Figure = (
-    &'static str,
-    &'static str,
-    fn(&metrics::Summary) -> Option<f64>,
-);
-const FIGURES: &[Figure] = &[
-    ("TTFT p50", "ms", |s| s.ttft.p50),
-    ("TTFT p99", "ms", |s| s.ttft.p99),
-    ("TPOT p50", "ms", |s| s.tpot.p50),
-    ("TPOT p99", "ms", |s| s.tpot.p99),
-    ("ITL p50", "ms", |s| s.itl.p50),
-    ("ITL p99", "ms", |s| s.itl.p99),
-    ("out tok/s", "tok/s", |s| s.output_throughput),
-];
+/// How a figure is read from a point's summary.
+type Read = Box<dyn Fn(&metrics::Summary) -> Option<f64>>;
 
-fn row(
-    point: &str,
-    metric: &'static str,
-    unit: &'static str,
-    a: Option<f64>,
-    b: Option<f64>,
-) -> Row {
+/// The figures of the main table: the p50 and p99 of every metric the latency plots
+/// show (TTFT, TPOT, ITL), then output throughput, as the catalogue names them.
+fn figures() -> Vec<(String, &'static str, Read)> {
+    let mut out: Vec<(String, &'static str, Read)> = Vec::new();
+    for m in CATALOG.iter().filter(|m| m.plot) {
+        let Reading::Distribution(get) = m.reading else {
+            continue;
+        };
+        for stat in [Stat::Median, Stat::P99] {
+            let header = m.header(&Column {
+                shown: Shown::Stat(stat),
+                view: View::Wide,
+            });
+            out.push((
+                header,
+                m.unit.label(),
+                Box::new(move |s| get(s).and_then(|d| stat.of(d))),
+            ));
+        }
+    }
+    if let Some(m) = catalog::metric("output_throughput") {
+        if let Reading::Scalar(get) = m.reading {
+            out.push((m.label.to_string(), m.unit.label(), Box::new(get)));
+        }
+    }
+    out
+}
+
+fn row(point: &str, metric: &str, unit: &'static str, a: Option<f64>, b: Option<f64>) -> Row {
     let delta = a.zip(b).map(|(a, b)| b - a);
     Row {
         point: point.to_string(),
-        metric,
+        metric: metric.to_string(),
         unit,
         inproc: a,
         served: b,
@@ -233,21 +243,20 @@ pub fn report(runs: &[(RunResult, Vec<RequestTrace>); 2]) -> Report {
         else {
             continue;
         };
-        for (name, unit, f) in FIGURES {
-            rows.push(row(&label, name, unit, f(&pa.summary), f(&pb.summary)));
+        for (name, unit, f) in figures() {
+            rows.push(row(&label, &name, unit, f(&pa.summary), f(&pb.summary)));
         }
         let (na, sa) = split(&runs[0].1, i as u32);
         let (nb, sb) = split(&runs[1].1, j as u32);
         if na > 0 || nb > 0 {
             let ttft = |s: &metrics::Summary| s.ttft.mean;
-            let mut r = row(
+            let r = row(
                 &label,
                 "TTFT (mean)",
                 "ms",
                 ttft(&pa.summary),
                 ttft(&pb.summary),
             );
-            r.metric = "TTFT (mean)";
             split_rows.push((r, na, nb));
             for (k, name) in PARTS.iter().enumerate() {
                 split_rows.push((row(&label, name, "ms", sa[k], sb[k]), na, nb));
@@ -462,10 +471,10 @@ pub fn run(args: ServedArgs) -> Result<i32> {
 /// difference and its ratio as mean [min..max] over the pairs.
 pub fn spread(reports: &[Report]) -> String {
     let n = reports.len();
-    let mut keys: Vec<(String, &'static str, &'static str)> = Vec::new();
+    let mut keys: Vec<(String, String, &'static str)> = Vec::new();
     for r in reports {
         for row in &r.rows {
-            let k = (row.point.clone(), row.metric, row.unit);
+            let k = (row.point.clone(), row.metric.clone(), row.unit);
             if !keys.contains(&k) {
                 keys.push(k);
             }

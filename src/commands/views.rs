@@ -5,7 +5,9 @@ use super::visuals;
 use crate::cli::{CompareArgs, PlotArgs, ReportArgs};
 use crate::core::error::UsageError;
 use crate::metrics;
+use crate::metrics::catalog::View;
 use crate::report::{self, plot, RunResult};
+use crate::terminal;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -84,7 +86,10 @@ pub fn report(a: ReportArgs) -> Result<i32> {
     let slo = a.slo.as_deref().map(metrics::parse_slo).transpose()?;
     let (result, records) = RunResult::load(&a.dir, slo).map_err(|e| UsageError(e.to_string()))?;
     report::write_all(&a.dir, &result, &records)?;
-    println!("{}", report::table(&result));
+    println!(
+        "{}",
+        report::table(&result, View::of(a.wide), terminal::out_width())
+    );
     visuals(&a.dir, &result)?;
     Ok(0)
 }

@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub out: PathBuf,
     pub progress: bool,
     pub verbose: bool,
+    /// The terminal table's columns (`--wide`).
+    pub view: crate::metrics::catalog::View,
     pub instruments: instruments::Instruments,
     /// The merged flags, saved with the results as `config.toml` (re-runnable with --config).
     pub effective: RunArgs,
@@ -124,7 +126,7 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
             .and_then(|s| text.get(..s.start))
             .map(|before| before.matches('\n').count() + 1);
         err(match line {
-            Some(l) => format!("--config {} line {l}: {msg}; keys are the flag names (e.g. engine, batch, input-len)", path.display()),
+            Some(l) => format!("--config {} line {l}: {msg}; keys are the flag names (e.g. engine, batch, input_len or input-len)", path.display()),
             None => format!("--config {}: {msg}", path.display()),
         })
     })?;
@@ -158,6 +160,7 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         out,
         no_progress,
         verbose,
+        wide,
         profile,
         profile_points,
         profile_steps,
@@ -200,6 +203,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
         out: output.out,
         progress: output.progress,
         verbose: output.verbose,
+        view: output.view,
         instruments,
         effective: RunArgs { config: None, ..a },
     };

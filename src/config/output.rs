@@ -1,8 +1,9 @@
 //! The output section: the result directory and what the terminal shows
-//! (`--out`, `--no-progress`, `--verbose`).
+//! (`--out`, `--no-progress`, `--verbose`, `--wide`).
 
 use super::{err, ConfigError};
 use crate::cli::RunArgs;
+use crate::metrics::catalog::View;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
@@ -11,6 +12,8 @@ pub struct OutputSection {
     pub progress: bool,
     /// Stream the engine's log to the terminal as well as to engine.log.
     pub verbose: bool,
+    /// Which columns the terminal table shows.
+    pub view: View,
 }
 
 pub fn parse(a: &RunArgs, engine: &str) -> Result<OutputSection, ConfigError> {
@@ -25,6 +28,7 @@ pub fn parse(a: &RunArgs, engine: &str) -> Result<OutputSection, ConfigError> {
         out,
         progress: !a.no_progress.unwrap_or(false),
         verbose: a.verbose.unwrap_or(false),
+        view: View::of(a.wide.unwrap_or(false)),
     })
 }
 

@@ -22,6 +22,9 @@ pub struct Figure {
     /// Decimals in the table.
     #[serde(default)]
     pub decimals: u8,
+    /// In the default (brief) table too, not only with `--wide`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub brief: bool,
 }
 
 impl Figure {
@@ -32,13 +35,21 @@ impl Figure {
             unit: unit.into(),
             column: None,
             decimals: 2,
+            brief: false,
         }
     }
 
-    /// Shows the figure in the table under `header`, with `decimals` decimals.
+    /// Shows the figure in the wide table (`--wide`) under `header`, with `decimals`
+    /// decimals.
     pub fn column(mut self, header: &str, decimals: u8) -> Figure {
         self.column = Some(header.into());
         self.decimals = decimals;
+        self
+    }
+
+    /// Shows the column in the default table too (it is one a reader needs first).
+    pub fn brief(mut self) -> Figure {
+        self.brief = true;
         self
     }
 

@@ -60,7 +60,9 @@ impl Measure for HarnessCost {
                 "harness_share_pct",
                 (self.wall_s > 0.0).then(|| self.harness_s / self.wall_s * 100.0),
                 "%",
-            ),
+            )
+            .column("harness %", 1)
+            .brief(),
             Figure::new("engine_steps", Some(self.steps as f64), ""),
         ]
     }

@@ -691,7 +691,7 @@ impl<'a> Driver<'a> {
         let req = GenRequest {
             id: self.next_id,
             prompt: item.prompt.clone(),
-            max_tokens: item.output_len,
+            output_len: item.output_len,
             min_tokens: if opts.sampling.ignore_eos {
                 item.output_len
             } else {
@@ -709,7 +709,7 @@ impl<'a> Driver<'a> {
             req.id,
             phase.point_index,
             req.prompt.len() as u32,
-            req.max_tokens,
+            req.output_len,
             at,
         );
         trace.round = slot.round;

@@ -26,7 +26,7 @@
 //! engine's own stamps stay at the step that produced them. It is the known answer
 //! for what TTFT and ITL mean under such scheduling.
 //!
-//! A request finishes with `length` on its `max_tokens`-th token. The true end of
+//! A request finishes with `length` on its `output_len`-th token. The true end of
 //! every step is reported as the engine's own stamps (`first_token_ns`,
 //! `last_token_ns`), so the harness's stamps can be compared with the truth.
 //!
@@ -192,7 +192,7 @@ impl Schedule {
 struct Waiting {
     id: RequestId,
     prompt_tokens: u64,
-    max_tokens: u32,
+    output_len: u32,
     /// Kept only when the request asks for its token ids (they echo the prompt).
     echo: Option<Arc<[u32]>>,
 }
@@ -200,7 +200,7 @@ struct Waiting {
 struct Running {
     id: RequestId,
     generated: u32,
-    max_tokens: u32,
+    output_len: u32,
     first_token: MonoNs,
     echo: Option<Arc<[u32]>>,
 }
@@ -329,7 +329,7 @@ impl CalibrationEngine {
                 .map(|w| Running {
                     id: w.id,
                     generated: 0,
-                    max_tokens: w.max_tokens,
+                    output_len: w.output_len,
                     first_token: ends_at,
                     echo: w.echo,
                 })
@@ -381,7 +381,7 @@ impl CalibrationEngine {
             let r = &mut self.running[i];
             r.generated += 1;
             let failed = fail_request == Some(r.id);
-            let done = failed || r.generated >= r.max_tokens;
+            let done = failed || r.generated >= r.output_len;
             let finish = done.then(|| {
                 let mut f = Finish::new(if failed {
                     FinishReason::Error
@@ -426,13 +426,13 @@ impl CalibrationEngine {
             self.dropped += 1;
             return Ok(());
         }
-        if req.max_tokens == 0 {
-            return Err(EngineError::failed("max_tokens must be at least 1"));
+        if req.output_len == 0 {
+            return Err(EngineError::failed("output_len must be at least 1"));
         }
         self.waiting.push_back(Waiting {
             id: req.id,
             prompt_tokens: req.prompt.len() as u64,
-            max_tokens: req.max_tokens,
+            output_len: req.output_len,
             echo: (req.return_token_ids && !req.prompt.is_empty()).then(|| req.prompt.clone()),
         });
         Ok(())

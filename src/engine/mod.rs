@@ -33,7 +33,8 @@ pub struct GenRequest {
     pub id: RequestId,
     /// Prompt token ids (shared: the same workload is replayed across sweep points).
     pub prompt: Arc<[u32]>,
-    pub max_tokens: u32,
+    /// Tokens to generate at most: the request's `output_len` (an engine's own `max_tokens`).
+    pub output_len: u32,
     /// Tokens to produce before EOS may end the request.
     pub min_tokens: u32,
     pub ignore_eos: bool,

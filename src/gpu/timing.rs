@@ -206,7 +206,9 @@ impl Measure for GpuTime {
 
     fn figures(&self) -> Vec<Figure> {
         vec![
-            Figure::new("gpu_ms_per_step", self.gpu_ms_mean, "ms").column("GPU ms/step", 2),
+            Figure::new("gpu_ms_per_step", self.gpu_ms_mean, "ms")
+                .column("GPU ms/step", 2)
+                .brief(),
             Figure::new("p50_gpu_ms_per_step", self.gpu_ms_p50, "ms"),
             Figure::new("p99_gpu_ms_per_step", self.gpu_ms_p99, "ms"),
             Figure::new("host_ms_per_step", self.host_ms_mean, "ms"),

@@ -1,17 +1,20 @@
 //! Metrics: pure functions from a trace to a summary. No I/O, no clock.
 //!
-//! Every metric is defined once, in [`DEFINITIONS`], and that text is what the reports
-//! print, so the output always states how each number was computed. Names follow
-//! vLLM's `vllm bench` (`ttft`, `tpot`, `itl`, `e2el`); AIPerf / GenAI-Perf's "ITL",
-//! (last − first token) / (n − 1), is `tpot` here (the same figure, one name);
-//! `per_user_output_throughput`, `engine_ttft_delta` and the round estimates
-//! ([`confidence`]) are ours. Per-point measurements that do not come from the trace
-//! (the harness's own cost, the machine's load) are [`measure::Measure`]s.
+//! [`summarize`] computes a point's [`Summary`]; every summary metric is described once,
+//! in [`catalog::CATALOG`] (its definition, unit, keys, table columns), and every
+//! output renders from that list, so the output always states how each number was
+//! computed. Names follow vLLM's `vllm bench` (`ttft`, `tpot`, `itl`, `e2el`); AIPerf
+//! / GenAI-Perf's "ITL", (last − first token) / (n − 1), is `tpot` here (the same
+//! figure, one name); `per_user_output_throughput`, `engine_ttft_delta` and the round
+//! estimates ([`confidence`]) are ours. Per-point measurements that do not come from
+//! the trace (the harness's own cost, the machine's load) are
+//! [`Measure`](crate::core::measure::Measure)s.
 //!
 //! Only successful requests ([`RequestTrace::is_success`]) enter latency distributions
 //! and token totals. Every other request (error, timeout, abort, or never finished) is
 //! counted by reason and listed in [`Summary::failures`]; none is dropped silently.
 
+pub mod catalog;
 pub mod confidence;
 
 pub use confidence::Estimate;
@@ -21,109 +24,6 @@ use crate::core::stats::percentile;
 use crate::trace::RequestTrace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Name → one-line definition of every metric, for the JSON `definitions` block and
-/// the table footnote.
-pub const DEFINITIONS: &[(&str, &str)] = &[
-    (
-        "ttft",
-        "time to first token: first token event - submit, per successful request (ms)",
-    ),
-    (
-        "e2el",
-        "end-to-end latency: last token event - submit, per successful request (ms); \
-         a later finish-only event carries no token and is not counted",
-    ),
-    (
-        "tpot",
-        "time per output token: (e2el - ttft) / (output_tokens - 1), per request with \
-         >= 2 output tokens; 1-token requests are excluded, as in vLLM; equal to \
-         AIPerf/GenAI-Perf's ITL ((last - first token event) / (output_tokens - 1)) \
-         because e2el ends at the last token event (ms)",
-    ),
-    (
-        "itl",
-        "inter-token latency: every gap between consecutive token events, pooled over \
-         successful requests (vLLM/SGLang ITL); one gap per event, so an event carrying \
-         k > 1 tokens counts as one chunk, as vLLM counts streamed chunks (ms)",
-    ),
-    (
-        "per_user_output_throughput",
-        "1 / tpot per request, in output tokens/s as one user sees them; requests without \
-         tpot or with tpot = 0 (all tokens in one event) are excluded (tok/s)",
-    ),
-    (
-        "duration",
-        "throughput window: last finish - first submit over all requests of the point \
-         that finished, failed ones included (s)",
-    ),
-    ("completed", "requests that ended with length or stop"),
-    (
-        "failed",
-        "requests that ended any other way (error, timeout, abort) or never finished; \
-         counted by reason and listed, excluded from latencies and token totals",
-    ),
-    (
-        "request_throughput",
-        "completed / duration (req/s); null when duration is 0 or unknown",
-    ),
-    (
-        "output_throughput",
-        "output tokens of completed requests / duration (tok/s)",
-    ),
-    (
-        "total_token_throughput",
-        "(prompt + output tokens) of completed requests / duration (tok/s)",
-    ),
-    (
-        "request_goodput",
-        "completed requests meeting every given SLO (ttft <=, tpot <=, e2el <=) / duration \
-         (req/s); a 1-token request has no tpot and passes the tpot SLO; null without --slo",
-    ),
-    (
-        "engine_ttft_delta",
-        "harness first token stamp - engine's own first token stamp, per successful \
-         request that carries one (ms); measures the harness's stamping lag, target p99 <= 1 ms",
-    ),
-    (
-        "rounds",
-        "the samples of a point: in batch mode each batch is a round, in the other modes \
-         each request; a point runs until --min-rounds and --min-duration are both met \
-         (or --max-duration), unless --num-requests or --duration fix it",
-    ),
-    (
-        "output_throughput_mean",
-        "mean output throughput over rounds with a 95 % Student-t confidence interval \
-         (ci95 = mean ± t(0.975, n-1) × s / √n) and its coefficient of variation \
-         (cv = s / mean, s the sample std); batch mode: per batch, its output tokens / \
-         (its last finish - its first submit); other modes: per equal time window of the \
-         point's span (W = floor(sqrt(completed)) windows, 2 to 30), output tokens stamped \
-         in the window / window length, so the mean equals output_throughput. \
-         A CV above 10 % marks the point noisy",
-    ),
-    (
-        "mean_tpot_rounds",
-        "mean TPOT over rounds (batch: the batch's mean TPOT; other modes: each request's \
-         TPOT) with its 95 % confidence interval and CV, as output_throughput_mean (ms)",
-    ),
-    (
-        "mean_ttft_rounds",
-        "mean TTFT over rounds, as mean_tpot_rounds (ms)",
-    ),
-    (
-        "statistics",
-        "mean; std is the population std (ddof=0, as numpy/vLLM); percentiles by linear \
-         interpolation between closest ranks (numpy's default): rank = q/100 * (N - 1)",
-    ),
-];
-
-/// The definition of metric `name`, from [`DEFINITIONS`].
-pub fn definition(name: &str) -> Option<&'static str> {
-    DEFINITIONS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, d)| *d)
-}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricsError {
@@ -218,7 +118,7 @@ pub struct Distribution {
     /// Population standard deviation (ddof = 0), as numpy and vLLM.
     pub std: Option<f64>,
     pub min: Option<f64>,
-    pub p50: Option<f64>,
+    pub median: Option<f64>,
     pub p90: Option<f64>,
     pub p95: Option<f64>,
     pub p99: Option<f64>,
@@ -240,7 +140,7 @@ pub fn distribution(values: &mut [f64]) -> Distribution {
         mean: Some(mean),
         std: Some(var.sqrt()),
         min: values.first().copied(),
-        p50: percentile(values, 50.0),
+        median: percentile(values, 50.0),
         p90: percentile(values, 90.0),
         p95: percentile(values, 95.0),
         p99: percentile(values, 99.0),
@@ -263,7 +163,7 @@ pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
 }
 
-/// Metrics of one load point. See [`DEFINITIONS`].
+/// Metrics of one load point. See [`catalog::CATALOG`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Requests that ended with length or stop.
@@ -298,7 +198,7 @@ pub struct Summary {
     pub rounds: Rounds,
 }
 
-/// The rounds of a point and the estimates over them. See [`DEFINITIONS`].
+/// The rounds of a point and the estimates over them. See [`catalog::CATALOG`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rounds {
     /// Rounds with a completed request (batches, or completed requests).
@@ -339,7 +239,7 @@ fn signed_ns_to_ms(a: u64, b: u64) -> f64 {
     (a as i128 - b as i128) as f64 / 1e6
 }
 
-/// The metrics of one request. See [`DEFINITIONS`].
+/// The metrics of one request. See [`catalog::CATALOG`].
 pub fn per_request(r: &RequestTrace) -> RequestMetrics {
     let n = r.output_tokens();
     let first = r.token_ns.first().copied();
@@ -401,7 +301,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         }
         s.completed += 1;
         let m = per_request(r);
-        s.total_input_tokens += u64::from(r.prompt_tokens);
+        s.total_input_tokens += u64::from(r.input_len);
         s.total_output_tokens += m.output_tokens;
         ttft.extend(m.ttft_ms);
         e2el.extend(m.e2el_ms);
@@ -449,7 +349,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s
 }
 
-/// The point's rounds and the estimates over them (see [`DEFINITIONS`]).
+/// The point's rounds and the estimates over them (see [`catalog::CATALOG`]).
 /// `span_start` is the first submit of the point (None: no window).
 fn rounds(records: &[RequestTrace], span_start: Option<u64>) -> Rounds {
     let ok: Vec<&RequestTrace> = records.iter().filter(|r| r.is_success()).collect();
@@ -603,7 +503,7 @@ mod tests {
         assert_eq!(t.mean, Some(150.0));
         assert_eq!(t.std, Some((5000.0f64 / 3.0).sqrt()));
         assert_eq!(
-            (t.min, t.p50, t.max),
+            (t.min, t.median, t.max),
             (Some(100.0), Some(150.0), Some(200.0))
         );
         assert!(close(t.p90, 190.0) && close(t.p95, 195.0) && close(t.p99, 199.0));
@@ -612,7 +512,7 @@ mod tests {
         let e = &s.e2el;
         assert_eq!(e.mean, Some(620.0 / 3.0));
         assert_eq!(
-            (e.min, e.p50, e.max),
+            (e.min, e.median, e.max),
             (Some(150.0), Some(190.0), Some(280.0))
         );
         assert!(close(e.p90, 262.0)); // 190 + 0.8 * 90
@@ -622,7 +522,7 @@ mod tests {
         assert_eq!(s.tpot.count, 3);
         assert_eq!(s.tpot.mean, Some(85.0 / 3.0));
         assert_eq!(
-            (s.tpot.min, s.tpot.p50, s.tpot.max),
+            (s.tpot.min, s.tpot.median, s.tpot.max),
             (Some(20.0), Some(25.0), Some(40.0))
         );
 
@@ -630,13 +530,19 @@ mod tests {
         let i = &s.itl;
         assert_eq!(i.count, 7);
         assert_eq!(i.mean, Some(170.0 / 7.0));
-        assert_eq!((i.min, i.p50, i.max), (Some(10.0), Some(20.0), Some(40.0)));
+        assert_eq!(
+            (i.min, i.median, i.max),
+            (Some(10.0), Some(20.0), Some(40.0))
+        );
         assert!(close(i.p90, 40.0)); // rank 5.4 between 40 and 40
 
         // per user: 1000 / tpot = [40, 50, 25]
         let u = &s.per_user_output_throughput;
         assert_eq!(u.mean, Some(115.0 / 3.0));
-        assert_eq!((u.min, u.p50, u.max), (Some(25.0), Some(40.0), Some(50.0)));
+        assert_eq!(
+            (u.min, u.median, u.max),
+            (Some(25.0), Some(40.0), Some(50.0))
+        );
 
         // engine: 100 - 99.5 and 210 - 209
         let d = s.engine_ttft_delta.unwrap();
@@ -911,29 +817,15 @@ mod tests {
     }
 
     #[test]
-    fn every_summary_metric_is_defined() {
-        for name in [
-            "ttft",
-            "e2el",
-            "tpot",
-            "itl",
-            "per_user_output_throughput",
-            "duration",
-            "completed",
-            "failed",
-            "request_throughput",
-            "output_throughput",
-            "total_token_throughput",
-            "request_goodput",
-            "engine_ttft_delta",
-            "rounds",
-            "output_throughput_mean",
-            "mean_tpot_rounds",
-            "mean_ttft_rounds",
-            "statistics",
-        ] {
-            assert!(definition(name).is_some(), "{name}");
+    fn every_summary_field_is_in_the_catalog() {
+        // A Summary field without a descriptor would be computed and never shown.
+        let json = serde_json::to_value(Summary::default()).unwrap();
+        let named: Vec<&str> = catalog::CATALOG.iter().map(|m| m.name).collect();
+        for field in json.as_object().unwrap().keys() {
+            let shown = named.contains(&field.as_str())
+                // Lists, rendered by the JSON exporter beside the flat keys.
+                || ["failed_by_reason", "failures"].contains(&field.as_str());
+            assert!(shown, "{field}");
         }
-        assert!(DEFINITIONS.iter().all(|(_, d)| !d.contains('\n')));
     }
 }

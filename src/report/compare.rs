@@ -5,6 +5,7 @@
 
 use super::RunResult;
 use crate::driver::LoadPoint;
+use crate::metrics::catalog::{Better, Metric, Reading};
 use crate::metrics::Estimate;
 use comfy_table::presets::ASCII_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
@@ -14,30 +15,6 @@ pub enum CompareError {
     #[error("{0}")]
     Mismatch(String),
 }
-
-/// The figures compared, as (name, unit, how to read them from a point, higher is better).
-const FIGURES: &[(&str, &str, Fig, bool)] = &[
-    (
-        "out tok/s",
-        "tok/s",
-        |p| p.summary.rounds.output_throughput.clone(),
-        true,
-    ),
-    (
-        "TTFT mean",
-        "ms",
-        |p| p.summary.rounds.mean_ttft_ms.clone(),
-        false,
-    ),
-    (
-        "TPOT mean",
-        "ms",
-        |p| p.summary.rounds.mean_tpot_ms.clone(),
-        false,
-    ),
-];
-
-type Fig = fn(&super::PointResult) -> Estimate;
 
 /// One compared value: the run's estimate and, against the first run, the ratio and
 /// whether the difference is beyond both runs' spread.
@@ -62,6 +39,9 @@ pub struct Row {
 pub struct Comparison {
     /// A label per run: `engine version`, made unique with the directory name.
     pub runs: Vec<String>,
+    /// The metrics compared: those of the first run's catalogue with a rounds estimate
+    /// and a direction ([`Metric::compare`]), in catalogue order.
+    pub metrics: Vec<&'static Metric>,
     pub rows: Vec<Row>,
 }
 
@@ -128,6 +108,17 @@ pub fn compare(runs: &[RunResult], names: &[String]) -> Result<Comparison, Compa
             }
         }
     }
+    let metrics: Vec<&'static Metric> = first
+        .catalog
+        .iter()
+        .filter(|m| m.compare.is_some() && m.rounds.is_some())
+        .collect();
+    let estimate = |m: &Metric, p: &super::PointResult| -> Estimate {
+        m.rounds
+            .as_ref()
+            .map(|r| (r.estimate)(&p.summary).clone())
+            .unwrap_or_default()
+    };
     let mut rows = Vec::new();
     for lp in &points {
         let base = first.points.iter().find(|p| same_load(&p.point, lp));
@@ -135,12 +126,11 @@ pub fn compare(runs: &[RunResult], names: &[String]) -> Result<Comparison, Compa
             let Some(p) = r.points.iter().find(|p| same_load(&p.point, lp)) else {
                 continue;
             };
-            let cells = FIGURES
+            let cells = metrics
                 .iter()
-                .map(|(_, _, f, _)| {
-                    let e = f(p);
-                    let b = base.map(f);
-                    cell(e, b.as_ref(), i == 0)
+                .map(|m| {
+                    let b = base.map(|b| estimate(m, b));
+                    cell(estimate(m, p), b.as_ref(), i == 0)
                 })
                 .collect();
             rows.push(Row {
@@ -150,7 +140,11 @@ pub fn compare(runs: &[RunResult], names: &[String]) -> Result<Comparison, Compa
             });
         }
     }
-    Ok(Comparison { runs: labels, rows })
+    Ok(Comparison {
+        runs: labels,
+        metrics,
+        rows,
+    })
 }
 
 fn cell(e: Estimate, base: Option<&Estimate>, is_base: bool) -> Cell {
@@ -195,6 +189,14 @@ fn describe(r: &RunResult) -> String {
     )
 }
 
+fn or_none(names: Vec<&str>) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 impl Cell {
     /// `12.3 ± 0.4`
     pub fn value(&self) -> String {
@@ -213,11 +215,15 @@ impl Cell {
 }
 
 impl Comparison {
-    /// The header of the side-by-side table.
-    pub fn header() -> Vec<String> {
+    /// The header of the side-by-side table: each metric's rounds mean
+    /// (`TTFT mean`, `out tok/s`) and its ratio to the first run.
+    pub fn header(&self) -> Vec<String> {
         let mut h = vec!["point".to_string(), "run".to_string()];
-        for (name, _, _, _) in FIGURES {
-            h.push((*name).to_string());
+        for m in &self.metrics {
+            h.push(match m.reading {
+                Reading::Scalar(_) => m.label.to_string(),
+                Reading::Distribution(_) => format!("{} mean", m.label),
+            });
             h.push("vs first".to_string());
         }
         h
@@ -233,11 +239,22 @@ impl Comparison {
     }
 
     /// What the table shows, for its footnote.
-    pub fn footnote() -> &'static str {
-        "Values: mean over rounds ± 95 % CI half-width (Student t), as in each run's summary; \
-         out tok/s higher is better, TTFT and TPOT lower. vs first: ratio to the first run's \
-         value at the same point; \"beyond spread\" when |difference| > sqrt(h1² + h2²) of the \
-         two half-widths, \"within spread\" otherwise (not a difference this data can show)."
+    pub fn footnote(&self) -> String {
+        let way = |b: Better| -> Vec<&str> {
+            self.metrics
+                .iter()
+                .filter(|m| m.compare == Some(b))
+                .map(|m| m.label)
+                .collect()
+        };
+        format!(
+            "Values: mean over rounds ± 95 % CI half-width (Student t), as in each run's summary; \
+             higher is better for {}, lower for {}. vs first: ratio to the first run's value at \
+             the same point; \"beyond spread\" when |difference| > sqrt(h1² + h2²) of the two \
+             half-widths, \"within spread\" otherwise (not a difference this data can show).",
+            or_none(way(Better::Higher)),
+            or_none(way(Better::Lower))
+        )
     }
 
     /// The terminal table with its footnote.
@@ -245,7 +262,7 @@ impl Comparison {
         let mut t = Table::new();
         t.load_preset(ASCII_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Disabled);
-        let header = Self::header();
+        let header = self.header();
         t.set_header(header.clone());
         for r in &self.rows {
             t.add_row(self.cells(r));
@@ -261,7 +278,7 @@ impl Comparison {
             .enumerate()
             .map(|(i, r)| format!("{}: {r}", i + 1))
             .collect();
-        format!("Runs: {}\n{t}\n{}\n", runs.join("; "), Self::footnote())
+        format!("Runs: {}\n{t}\n{}\n", runs.join("; "), self.footnote())
     }
 }
 

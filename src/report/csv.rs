@@ -1,10 +1,11 @@
 //! `summary.csv` (one row per load point, the flat keys of `summary.json`) and
 //! `requests.csv` (one row per request). Missing values are empty cells.
 
-use super::{flat_keys, Exporter, ReportError, RunResult};
+use super::{flat_keys, shown_in_any, Exporter, ReportError, RunResult};
 use crate::core::request::FinishReason;
 use crate::driver::LoadPoint;
-use crate::metrics::{first_line, per_request};
+use crate::metrics::catalog::Metric;
+use crate::metrics::{first_line, per_request, RequestMetrics};
 use crate::trace::RequestTrace;
 use serde_json::Value;
 
@@ -14,19 +15,16 @@ pub struct SummaryCsvExporter;
 /// Writes `requests.csv`.
 pub struct RequestsCsvExporter;
 
-/// The columns of `requests.csv`.
-pub const REQUEST_COLUMNS: &[&str] = &[
-    "id",
-    "point",
-    "prompt_tokens",
-    "output_tokens",
-    "finish_reason",
-    "ttft_ms",
-    "tpot_ms",
-    "e2el_ms",
-    "engine_ttft_ms",
-    "error",
-];
+/// The columns of `requests.csv`: the request, then each metric of the run's catalog
+/// that has a per-request value ([`Metric::request_column`]), then the error.
+pub fn request_columns(catalog: &[Metric]) -> Vec<String> {
+    let mut cols: Vec<String> = ["id", "point", "input_len", "output_tokens", "finish_reason"]
+        .map(String::from)
+        .to_vec();
+    cols.extend(catalog.iter().filter_map(Metric::request_column));
+    cols.push("error".into());
+    cols
+}
 
 fn render_err(file: &'static str) -> impl Fn(String) -> ReportError {
     move |message| ReportError::Render { file, message }
@@ -58,18 +56,16 @@ impl Exporter for SummaryCsvExporter {
     fn render(&self, run: &RunResult, _records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
         let file = self.file_name();
         let err = render_err(file);
-        // Engine columns when any point has engine stamps, so every row has the same columns.
-        let with_engine = run
-            .points
-            .iter()
-            .any(|p| p.summary.engine_ttft_delta.is_some());
+        // A metric only some engines have is a column when any point has it, so
+        // every row has the same columns.
+        let shown = shown_in_any(run);
         let mut w = ::csv::Writer::from_writer(Vec::new());
         // Every point's keys: the summary's, then each measurement figure in order of
         // first appearance, so points with different measurements share one header.
         let rows: Vec<Vec<(String, Value)>> = run
             .points
             .iter()
-            .map(|p| flat_keys(p, with_engine))
+            .map(|p| flat_keys(p, run.catalog, &shown))
             .collect();
         let mut keys: Vec<&str> = Vec::new();
         for row in &rows {
@@ -117,27 +113,26 @@ impl Exporter for RequestsCsvExporter {
         "requests.csv"
     }
 
-    fn render(&self, _run: &RunResult, records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
+    fn render(&self, run: &RunResult, records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
         let file = self.file_name();
         let err = render_err(file);
         let mut w = ::csv::Writer::from_writer(Vec::new());
-        w.write_record(REQUEST_COLUMNS)
+        w.write_record(request_columns(run.catalog))
             .map_err(|e| err(e.to_string()))?;
+        let per: Vec<fn(&RequestMetrics) -> Option<f64>> =
+            run.catalog.iter().filter_map(|m| m.per_request).collect();
         for r in records {
             let m = per_request(r);
-            w.write_record([
+            let mut row = vec![
                 r.id.to_string(),
                 r.point.to_string(),
-                r.prompt_tokens.to_string(),
+                r.input_len.to_string(),
                 m.output_tokens.to_string(),
                 FinishReason::name(r.finish_reason).to_string(),
-                opt(m.ttft_ms),
-                opt(m.tpot_ms),
-                opt(m.e2el_ms),
-                opt(m.engine_ttft_ms),
-                r.error.as_deref().map(first_line).unwrap_or("").to_string(),
-            ])
-            .map_err(|e| err(e.to_string()))?;
+            ];
+            row.extend(per.iter().map(|f| opt(f(&m))));
+            row.push(r.error.as_deref().map(first_line).unwrap_or("").to_string());
+            w.write_record(&row).map_err(|e| err(e.to_string()))?;
         }
         finish(w, file)
     }
@@ -208,10 +203,11 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "id,point,prompt_tokens,output_tokens,finish_reason,ttft_ms,tpot_ms,e2el_ms,\
-             engine_ttft_ms,error"
+            "id,point,input_len,output_tokens,finish_reason,ttft_ms,tpot_ms,e2el_ms,\
+             engine_ttft_delta_ms,error"
         );
-        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,99.5,");
+        // TTFT 100 ms by the harness, 99.5 ms by the engine's own stamp.
+        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,0.5,");
         assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,,");
         assert_eq!(lines[3], "2,0,10,0,timeout,,,,,no token within 0.5 s");
         assert_eq!(lines[4], "3,1,10,4,length,50,10,80,,");

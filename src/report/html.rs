@@ -4,8 +4,9 @@
 //! and measurement, and the run metadata.
 
 use super::compare::Comparison;
+use super::table::Level;
 use super::{measure_definitions, table, RunResult, INSTRUMENT_BANNER};
-use crate::metrics::DEFINITIONS;
+use crate::metrics::catalog::{self, Metric, View};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -82,11 +83,11 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn definitions(extra: &[(String, String)]) -> String {
+fn definitions(metrics: &[Metric], extra: &[(String, String)]) -> String {
     let mut o = String::from("<dl>");
-    for (k, v) in DEFINITIONS
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+    for (k, v) in catalog::definitions(metrics)
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
         .chain(extra.iter().cloned())
     {
         let _ = write!(o, "<dt>{}</dt><dd>{}</dd>", esc(&k), esc(&v));
@@ -128,24 +129,23 @@ pub fn report(run: &RunResult, plots: &[PathBuf]) -> String {
         m.status
     );
     b.push_str("<h2>Summary</h2>");
-    let (header, rows) = table::rows(run);
+    // A page has room for every column.
+    let (header, rows) = table::rows(run, View::Wide);
     b.push_str(&html_table(&header, &rows, 1));
     let _ = write!(b, "<p class=\"note\">{}</p>", esc(&table::footnote()));
-    for n in table::remarks(run) {
-        let class = if n.starts_with("warning") || n.starts_with("Noisy") || n.starts_with("FAILED")
-        {
-            "note warn"
-        } else {
-            "note"
+    for r in table::remarks(run, View::Wide) {
+        let class = match r.level {
+            Level::Note => "note",
+            Level::Warning | Level::Noisy | Level::Failed => "note warn",
         };
-        let _ = write!(b, "<p class=\"{class}\">{}</p>", esc(&n));
+        let _ = write!(b, "<p class=\"{class}\">{}</p>", esc(&r.text));
     }
     if !plots.is_empty() {
         b.push_str("<h2>Plots</h2>");
         b.push_str(&figures(plots));
     }
     b.push_str("<h2>Definitions</h2>");
-    b.push_str(&definitions(&measure_definitions(run)));
+    b.push_str(&definitions(run.catalog, &measure_definitions(run)));
     b.push_str("<h2>Run metadata (run.json)</h2><details><summary>show</summary><pre>");
     b.push_str(&esc(&serde_json::to_string_pretty(m).unwrap_or_default()));
     b.push_str("</pre></details>");
@@ -171,15 +171,15 @@ pub fn compare(c: &Comparison, runs: &[RunResult], dirs: &[String], plots: &[Pat
     }
     b.push_str("</ol><h2>Side by side</h2>");
     let rows: Vec<Vec<String>> = c.rows.iter().map(|r| c.cells(r)).collect();
-    b.push_str(&html_table(&Comparison::header(), &rows, 2));
-    let _ = write!(b, "<p class=\"note\">{}</p>", esc(Comparison::footnote()));
+    b.push_str(&html_table(&c.header(), &rows, 2));
+    let _ = write!(b, "<p class=\"note\">{}</p>", esc(&c.footnote()));
     if !plots.is_empty() {
         b.push_str("<h2>Plots</h2>");
         b.push_str(&figures(plots));
     }
     if let Some(first) = runs.first() {
         b.push_str("<h2>Definitions</h2>");
-        b.push_str(&definitions(&measure_definitions(first)));
+        b.push_str(&definitions(first.catalog, &measure_definitions(first)));
     }
     page(&title, &b)
 }

@@ -2,9 +2,11 @@
 //! vLLM-style flat keys. With exactly one point, its keys are repeated at the top level,
 //! so `summary.json["output_throughput"]` works as with `vllm bench` output.
 
-use super::{flat_keys, measure_definitions, Exporter, ReportError, RunResult, INSTRUMENT_BANNER};
+use super::{
+    flat_keys, measure_definitions, shown_in, Exporter, ReportError, RunResult, INSTRUMENT_BANNER,
+};
 use crate::core::request::FinishReason;
-use crate::metrics::{Summary, DEFINITIONS};
+use crate::metrics::{catalog, Summary};
 use crate::trace::RequestTrace;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -105,13 +107,12 @@ fn point_keys(run: &RunResult, i: usize) -> Vec<(String, Node)> {
                 .map(|(k, v)| (k, Node::Value(v))),
         );
     }
-    let s = &p.summary;
     kv.extend(
-        flat_keys(p, s.engine_ttft_delta.is_some())
+        flat_keys(p, run.catalog, &shown_in(p))
             .into_iter()
             .map(|(k, v)| (k, Node::Value(v))),
     );
-    kv.extend(failure_keys(s));
+    kv.extend(failure_keys(&p.summary));
     // Each measurement in full (its figures are flat above), by name.
     let measures = p
         .measures
@@ -140,9 +141,9 @@ fn document(run: &RunResult) -> Node {
         "slo".into(),
         val(serde_json::to_value(run.slo()).unwrap_or(Value::Null)),
     ));
-    let mut definitions: Vec<(String, Node)> = DEFINITIONS
-        .iter()
-        .map(|(k, v)| (k.to_string(), val(*v)))
+    let mut definitions: Vec<(String, Node)> = catalog::definitions(run.catalog)
+        .into_iter()
+        .map(|(k, v)| (k, val(v)))
         .collect();
     definitions.extend(
         measure_definitions(run)
@@ -185,7 +186,7 @@ mod tests {
         assert_eq!(v["slo"]["ttft_ms"], 150.0);
         assert_eq!(
             v["definitions"]["tpot"].as_str(),
-            crate::metrics::definition("tpot")
+            crate::metrics::catalog::definition("tpot")
         );
         // Two points: no flat keys at the top level.
         assert!(v.get("output_throughput").is_none());
@@ -202,7 +203,7 @@ mod tests {
         assert_eq!(p0["request_goodput"], 2.0);
         assert_eq!(p0["good_requests"], 1);
         assert_eq!(p0["mean_ttft_ms"], s.ttft.mean.unwrap());
-        assert_eq!(p0["median_tpot_ms"], s.tpot.p50.unwrap());
+        assert_eq!(p0["median_tpot_ms"], s.tpot.median.unwrap());
         assert_eq!(p0["std_itl_ms"], s.itl.std.unwrap());
         assert_eq!(p0["p99_e2el_ms"], s.e2el.p99.unwrap());
         assert_eq!(p0["harness_us_per_step"], 10.0);

@@ -17,8 +17,11 @@ use serde::{Deserialize, Serialize};
 pub const RUN_FILE: &str = "run.json";
 
 /// The `run.json` layout this harness writes. 1: before `format` existed (read the
-/// same way); 2: adds `format`, per-point `measures` and the stop floors.
-pub const FORMAT: u32 = 2;
+/// same way); 2: adds `format`, per-point `measures` and the stop floors; 3: one name
+/// per concept (requests carry `input_len` and `output_len`, were `prompt_tokens` and
+/// `max_tokens`; the `config` block is snake_case) and the engine's typed `notes`,
+/// `cuda`, `compute` and `scheduler`. Formats 1 and 2 still load.
+pub const FORMAT: u32 = 3;
 
 fn format_v1() -> u32 {
     1

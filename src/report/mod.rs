@@ -18,7 +18,8 @@ pub mod table;
 use crate::core::measure::Measures;
 use crate::driver::LoadPoint;
 use crate::engine::EngineInfo;
-use crate::metrics::{self, Distribution, Estimate, Slo, Summary};
+use crate::metrics::catalog::{Metric, Unit, CATALOG};
+use crate::metrics::{self, Slo, Summary};
 use crate::trace::{self, RequestTrace, TraceError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,13 +46,31 @@ pub struct PointResult {
 
 /// Everything a run produced, ready to render. `points[i]` holds the requests whose
 /// `RequestTrace::point` is `i`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct RunResult {
     pub meta: RunMeta,
     pub points: Vec<PointResult>,
+    /// The summary metrics every output renders: [`CATALOG`], or a test's own.
+    pub catalog: &'static [Metric],
+}
+
+/// Two results are equal when they hold the same run (whatever they are rendered with).
+impl PartialEq for RunResult {
+    fn eq(&self, other: &RunResult) -> bool {
+        self.meta == other.meta && self.points == other.points
+    }
 }
 
 impl RunResult {
+    /// A result rendered with the standard [`CATALOG`].
+    pub fn new(meta: RunMeta, points: Vec<PointResult>) -> RunResult {
+        RunResult {
+            meta,
+            points,
+            catalog: CATALOG,
+        }
+    }
+
     /// The engine is a test instrument (the calibration engine): every output says so.
     pub fn instrument(&self) -> bool {
         self.meta.engine.instrument
@@ -88,7 +107,7 @@ impl RunResult {
                 }
             })
             .collect();
-        RunResult { meta, points }
+        RunResult::new(meta, points)
     }
 
     /// Reads a result directory (`run.json` and `requests.jsonl`) and recomputes every
@@ -230,85 +249,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     })
 }
 
-/// The flat keys of one point, in output order, with vLLM's names where vLLM has the
-/// metric: `duration`, `completed`, `failed`, token totals, throughputs, the round
-/// estimates (`rounds`, `output_throughput_mean` with `_ci95_low`, `_ci95_high`, `_cv`;
-/// the same suffixes on `mean_tpot_ms` and `mean_ttft_ms`), then for each latency
-/// `mean_X_ms`, `median_X_ms`, `std_X_ms`, `p99_X_ms` (vLLM) plus `min_X_ms`,
-/// `max_X_ms`, `p50_X_ms`, `p90_X_ms`, `p95_X_ms` (ours), then every figure of the
-/// point's measurements. `engine_ttft_delta` keys appear only when `with_engine` is
-/// true (null when the summary has none). Lists (`failures`, `failed_by_reason`) are
-/// not flat and are added by the JSON exporter.
-pub fn flat_keys(p: &PointResult, with_engine: bool) -> Vec<(String, Value)> {
-    let s = &p.summary;
-    let mut out: Vec<(String, Value)> = vec![
-        ("duration".into(), s.duration.into()),
-        ("completed".into(), s.completed.into()),
-        ("failed".into(), s.failed.into()),
-        ("total_input_tokens".into(), s.total_input_tokens.into()),
-        ("total_output_tokens".into(), s.total_output_tokens.into()),
-        ("request_throughput".into(), s.request_throughput.into()),
-        ("request_goodput".into(), s.request_goodput.into()),
-        ("good_requests".into(), s.good_requests.into()),
-        ("output_throughput".into(), s.output_throughput.into()),
-        (
-            "total_token_throughput".into(),
-            s.total_token_throughput.into(),
-        ),
-        ("rounds".into(), s.rounds.count.into()),
-        (
-            "throughput_windows".into(),
-            s.rounds.throughput_windows.into(),
-        ),
-    ];
-    let estimate = |out: &mut Vec<(String, Value)>, name: &str, e: &Estimate, mean: bool| {
-        if mean {
-            out.push((format!("{name}_mean"), e.mean.into()));
-        }
-        out.push((format!("{name}_ci95_low"), e.ci95_low.into()));
-        out.push((format!("{name}_ci95_high"), e.ci95_high.into()));
-        out.push((format!("{name}_cv"), e.cv.into()));
-    };
-    estimate(
-        &mut out,
-        "output_throughput",
-        &s.rounds.output_throughput,
-        true,
-    );
-    estimate(&mut out, "mean_tpot_ms", &s.rounds.mean_tpot_ms, false);
-    estimate(&mut out, "mean_ttft_ms", &s.rounds.mean_ttft_ms, false);
-    let empty = Distribution::default();
-    let mut dists: Vec<(&str, &Distribution, &str)> = vec![
-        ("ttft", &s.ttft, "ms"),
-        ("tpot", &s.tpot, "ms"),
-        ("itl", &s.itl, "ms"),
-        ("e2el", &s.e2el, "ms"),
-        (
-            "per_user_output_throughput",
-            &s.per_user_output_throughput,
-            "tok_s",
-        ),
-    ];
-    if with_engine {
-        dists.push((
-            "engine_ttft_delta",
-            s.engine_ttft_delta.as_ref().unwrap_or(&empty),
-            "ms",
-        ));
-    }
-    for (name, d, unit) in dists {
-        for (stat, v) in [
-            ("mean", d.mean),
-            ("median", d.p50),
-            ("std", d.std),
-            ("p99", d.p99),
-            ("min", d.min),
-            ("max", d.max),
-            ("p50", d.p50),
-            ("p90", d.p90),
-            ("p95", d.p95),
-        ] {
-            out.push((format!("{stat}_{name}_{unit}"), v.into()));
+/// The flat keys of one point, in output order: every metric of `catalog` that `shown`
+/// keeps ([`Metric::values`]: vLLM's names where vLLM has the metric), then every
+/// figure of the point's measurements. Counts are JSON integers; missing values null.
+/// Lists (`failures`, `failed_by_reason`) are not flat and are added by the JSON
+/// exporter.
+pub fn flat_keys(
+    p: &PointResult,
+    catalog: &[Metric],
+    shown: &dyn Fn(&Metric) -> bool,
+) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for m in catalog.iter().filter(|m| shown(m)) {
+        for (key, v) in m.values(&p.summary) {
+            let v = match v {
+                Some(v) if m.unit == Unit::Count && v.fract() == 0.0 && v >= 0.0 => {
+                    Value::from(v as u64)
+                }
+                other => Value::from(other),
+            };
+            out.push((key, v));
         }
     }
     out.extend(
@@ -317,6 +277,18 @@ pub fn flat_keys(p: &PointResult, with_engine: bool) -> Vec<(String, Value)> {
             .map(|f| (f.key.clone(), f.value.into())),
     );
     out
+}
+
+/// Whether a point shows metric `m`: always, or, for a metric only some engines have,
+/// when the point has it.
+pub fn shown_in(p: &PointResult) -> impl Fn(&Metric) -> bool + '_ {
+    move |m| !m.only_when_present || m.present(&p.summary)
+}
+
+/// Whether a run shows metric `m` (every point the same columns): always, or when any
+/// point has it.
+pub fn shown_in_any(run: &RunResult) -> impl Fn(&Metric) -> bool + '_ {
+    move |m| !m.only_when_present || run.points.iter().any(|p| m.present(&p.summary))
 }
 
 /// The points that ask for more requests at once than the engine runs (its
@@ -489,7 +461,8 @@ pub(crate) mod tests {
     fn flat_keys_use_vllm_names() {
         let (run, _) = run(false);
         let s = &run.points[0].summary;
-        let keys = flat_keys(&run.points[0], false);
+        let without_engine = |m: &Metric| !m.only_when_present;
+        let keys = flat_keys(&run.points[0], CATALOG, &without_engine);
         let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("completed"), Some(2.into()));
         assert_eq!(get("failed"), Some(1.into()));
@@ -497,7 +470,9 @@ pub(crate) mod tests {
         assert_eq!(get("request_throughput"), Some(4.0.into()));
         assert_eq!(get("output_throughput"), Some(10.0.into()));
         assert_eq!(get("mean_ttft_ms"), Some(150.0.into()));
-        assert_eq!(get("median_ttft_ms"), get("p50_ttft_ms"));
+        assert_eq!(get("median_ttft_ms"), s.ttft.median.map(Value::from));
+        // One name per statistic: the median is `median_*`, as vLLM names it.
+        assert_eq!(get("p50_ttft_ms"), None);
         assert_eq!(get("p99_itl_ms"), s.itl.p99.map(Value::from));
         assert_eq!(
             get("mean_per_user_output_throughput_tok_s"),
@@ -514,11 +489,89 @@ pub(crate) mod tests {
         assert!(get("mean_tpot_ms_cv").is_some());
         // The point's measurements, by their own keys.
         assert_eq!(get("harness_us_per_step"), Some(10.0.into()));
-        let with = flat_keys(&run.points[0], true);
-        assert_eq!(with.len(), keys.len() + 9);
-        let none = flat_keys(&run.points[1], true);
-        let delta = none.iter().find(|(n, _)| n == "mean_engine_ttft_delta_ms");
+        // Point 0 has engine stamps: its keys include the delta's, point 1's do not.
+        let with = flat_keys(&run.points[0], CATALOG, &shown_in(&run.points[0]));
+        assert_eq!(with.len(), keys.len() + 8);
+        let none = flat_keys(&run.points[1], CATALOG, &shown_in(&run.points[1]));
+        assert!(none.iter().all(|(n, _)| !n.contains("engine_ttft_delta")));
+        // A run's columns: the delta's keys on every row (null where absent).
+        let any = flat_keys(&run.points[1], CATALOG, &shown_in_any(&run));
+        let delta = any.iter().find(|(n, _)| n == "mean_engine_ttft_delta_ms");
         assert_eq!(delta.map(|(_, v)| v), Some(&Value::Null));
+    }
+
+    /// A summary metric is one catalogue entry: added to the catalogue alone, it is in
+    /// the JSON, the CSV, requests.csv, the table, the HTML report and `compare`.
+    #[test]
+    fn a_metric_added_in_one_place_appears_in_every_output() {
+        use crate::metrics::catalog::{Better, Column, Reading, RoundsOf, Shown, View};
+        let spread = Metric {
+            name: "ttft_spread",
+            label: "TTFT spread",
+            unit: crate::metrics::catalog::Unit::Ms,
+            definition: "max - min TTFT over the point's successful requests (ms)",
+            reading: Reading::Scalar(|s| s.ttft.max.zip(s.ttft.min).map(|(a, b)| a - b)),
+            per_request: Some(|m| m.ttft_ms.map(|t| t * 2.0)),
+            rounds: Some(RoundsOf {
+                estimate: |s| &s.rounds.mean_ttft_ms,
+                definition: "as ttft_rounds",
+            }),
+            compare: Some(Better::Lower),
+            columns: &[Column {
+                shown: Shown::Value,
+                view: View::Brief,
+            }],
+            plot: false,
+            only_when_present: false,
+        };
+        let mut all = CATALOG.to_vec();
+        all.push(spread);
+        let all: &'static [Metric] = Box::leak(all.into_boxed_slice());
+        let (mut run, recs) = run(false);
+        run.catalog = all;
+        let want =
+            run.points[0].summary.ttft.max.unwrap() - run.points[0].summary.ttft.min.unwrap();
+        assert_eq!(want, 100.0);
+
+        let json: Value =
+            serde_json::from_slice(&json::JsonExporter.render(&run, &recs).unwrap()).unwrap();
+        assert_eq!(json["points"][0]["ttft_spread"], want);
+        assert!(json["points"][0]["ttft_spread_ci95_low"].is_f64());
+        assert_eq!(json["definitions"]["ttft_spread"], spread.definition);
+
+        let csv = String::from_utf8(SummaryCsvExporter.render(&run, &recs).unwrap()).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let i = header.iter().position(|h| *h == "ttft_spread").unwrap();
+        assert_eq!(csv.lines().nth(1).unwrap().split(',').nth(i), Some("100"));
+
+        let reqs = String::from_utf8(RequestsCsvExporter.render(&run, &recs).unwrap()).unwrap();
+        assert!(
+            reqs.lines().next().unwrap().contains(",ttft_spread_ms,"),
+            "{reqs}"
+        );
+
+        let t = table::table(&run, View::Brief, None);
+        assert!(t.contains("TTFT spread"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.contains("batch=2") && l.contains("100.00")),
+            "{t}"
+        );
+
+        let page = html::report(&run, &[]);
+        assert!(page.contains("<th>TTFT spread</th>") && page.contains("<dt>ttft_spread</dt>"));
+
+        let c = compare::compare(&[run.clone(), run.clone()], &["a".into(), "b".into()]).unwrap();
+        assert!(
+            c.header().iter().any(|h| h == "TTFT spread"),
+            "{:?}",
+            c.header()
+        );
+        assert!(
+            c.footnote().contains("lower for TTFT, TPOT, TTFT spread"),
+            "{}",
+            c.footnote()
+        );
     }
 
     #[test]

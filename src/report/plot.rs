@@ -11,6 +11,8 @@
 
 use super::{PointResult, RunResult};
 use crate::driver::LoadPoint;
+use crate::metrics::catalog::{Metric, Reading, CATALOG};
+use crate::metrics::{Distribution, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -211,6 +213,9 @@ type Interval = Option<(f64, f64)>;
 
 /// A point's value on a panel, with its interval if it has one.
 type Value<'f> = dyn Fn(&RunResult, &PointResult) -> Option<(f64, Interval)> + 'f;
+
+/// How a latency metric's distribution is read from a summary.
+type DistributionOf = fn(&Summary) -> Option<&Distribution>;
 
 /// A second value of a point, drawn dashed.
 type Dashed<'f> = dyn Fn(&PointResult) -> Option<f64> + 'f;
@@ -515,29 +520,34 @@ pub fn write_plots(curves: &[Curve], dir: &Path) -> Result<Vec<PathBuf>, PlotErr
             reference: None,
         }
     ));
-    figure!("latency", (1500, 520), |a: &DrawingArea<_, Shift>| {
-        let panels = a.split_evenly((1, 3));
-        let ttft = |_: &RunResult, p: &PointResult| Some((p.summary.ttft.p50?, None));
-        let tpot = |_: &RunResult, p: &PointResult| Some((p.summary.tpot.p50?, None));
-        let itl = |_: &RunResult, p: &PointResult| Some((p.summary.itl.p50?, None));
-        let ttft99 = |p: &PointResult| p.summary.ttft.p99;
-        let tpot99 = |p: &PointResult| p.summary.tpot.p99;
-        let itl99 = |p: &PointResult| p.summary.itl.p99;
-        let specs: [(&str, &str, &Value, &Dashed); 3] = [
-            ("TTFT", "time to first token (ms)", &ttft, &ttft99),
-            ("TPOT", "time per output token (ms)", &tpot, &tpot99),
-            ("ITL", "inter-token latency (ms)", &itl, &itl99),
-        ];
-        for (area, (title, desc, v, d)) in panels.iter().zip(specs) {
+    // One panel per latency metric the catalogue plots (TTFT, TPOT, ITL).
+    let latency: Vec<(&Metric, DistributionOf)> = curves
+        .first()
+        .map_or(CATALOG, |c| c.run.catalog)
+        .iter()
+        .filter(|m| m.plot)
+        .filter_map(|m| match m.reading {
+            Reading::Distribution(get) => Some((m, get)),
+            Reading::Scalar(_) => None,
+        })
+        .collect();
+    let width = 500 * latency.len().max(1) as u32;
+    figure!("latency", (width, 520), |a: &DrawingArea<_, Shift>| {
+        let panels = a.split_evenly((1, latency.len().max(1)));
+        for (area, (m, get)) in panels.iter().zip(&latency) {
+            let median = |_: &RunResult, p: &PointResult| Some((get(&p.summary)?.median?, None));
+            let p99 = |p: &PointResult| get(&p.summary)?.p99;
+            // "time to first token (ms)": the definition's own name for it.
+            let what = m.definition.split(':').next().unwrap_or(m.label);
             draw_panel(
                 area,
                 &x,
                 curves,
                 &Panel {
-                    title: &format!("{title}: p50 solid, p99 dashed"),
-                    y_desc: desc,
-                    value: v,
-                    dashed: Some(d),
+                    title: &format!("{}: p50 solid, p99 dashed", m.label),
+                    y_desc: &format!("{what} ({})", m.unit.label()),
+                    value: &median,
+                    dashed: Some(&p99),
                     reference: None,
                 },
             )?;

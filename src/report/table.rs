@@ -1,10 +1,15 @@
 //! The terminal table: one row per load point, then a footnote stating the definitions,
 //! the throughput window, failures and (for the calibration engine) the instrument
-//! banner, then the warnings: busy-machine points and noisy points, with what to do.
-//! Plain ASCII borders and no width detection, so CI logs stay readable and the output
-//! is the same on every terminal.
+//! banner, then the remarks: busy-machine points and noisy points, with what to do.
+//!
+//! Its columns come from the metric catalogue and the points' measurements: the brief
+//! view (the default) holds what a reader needs first and fits 120 columns; `--wide`
+//! shows every column (the files always hold everything). Plain ASCII borders; on a
+//! terminal the table adapts to its width, elsewhere (CI logs, pipes) it is the same on
+//! every machine.
 
 use super::{RunResult, INSTRUMENT_BANNER};
+use crate::metrics::catalog::{Column, Metric, View};
 use crate::metrics::confidence::NOISY_CV;
 use crate::metrics::Slo;
 use comfy_table::presets::ASCII_FULL_CONDENSED;
@@ -26,6 +31,27 @@ const FOOTNOTE: &[&str] = &[
     "time window). Full definitions: \"definitions\" in summary.json.",
 ];
 
+/// How much a remark under the table asks of the reader.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// What the table shows and how (measurements, SLOs, engine agreement).
+    Note,
+    /// Something that weakens a figure: a busy machine, a point beyond the engine's
+    /// limit, too few rounds.
+    Warning,
+    /// Points whose throughput varied too much across rounds.
+    Noisy,
+    /// Requests that failed.
+    Failed,
+}
+
+/// One line under the table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Remark {
+    pub level: Level,
+    pub text: String,
+}
+
 fn slo_line(slo: &Slo) -> Option<String> {
     let parts: Vec<String> = [
         ("ttft", slo.ttft_ms),
@@ -43,83 +69,55 @@ fn slo_line(slo: &Slo) -> Option<String> {
     })
 }
 
-/// The table columns the points' measurements ask for, first seen first.
-fn measure_columns(run: &RunResult) -> Vec<(String, String)> {
+/// The measurement columns the points ask for in `view`, first seen first:
+/// `(figure key, header)`.
+fn measure_columns(run: &RunResult, view: View) -> Vec<(String, String)> {
     let mut cols: Vec<(String, String)> = Vec::new();
     for r in run.points.iter().flat_map(|p| p.measures.0.iter()) {
         for f in &r.figures {
-            if let Some(c) = &f.column {
-                if !cols.iter().any(|(k, _)| *k == f.key) {
-                    cols.push((f.key.clone(), c.clone()));
-                }
+            let Some(c) = &f.column else { continue };
+            if (view == View::Wide || f.brief) && !cols.iter().any(|(k, _)| *k == f.key) {
+                cols.push((f.key.clone(), c.clone()));
             }
         }
     }
     cols
 }
 
-/// The table's header and one row of cells per point (the terminal table and the
-/// HTML report show the same cells).
-pub fn rows(run: &RunResult) -> (Vec<String>, Vec<Vec<String>>) {
-    let goodput = !run.slo().is_empty();
-    let extra = measure_columns(run);
-    let mut header: Vec<String> = [
-        "point",
-        "rounds",
-        "ok/failed",
-        "req/s",
-        "out tok/s",
-        "total tok/s",
-    ]
-    .map(String::from)
-    .to_vec();
-    if goodput {
-        header.push("goodput req/s".into());
-    }
-    header.extend(
-        [
-            "TTFT mean",
-            "TTFT p99",
-            "TPOT mean",
-            "TPOT p99",
-            "ITL p99",
-            "E2EL p99",
-        ]
-        .map(String::from),
-    );
-    header.extend(extra.iter().map(|(_, c)| c.clone()));
+/// The catalogue's columns in `view` that some point has a value for.
+fn metric_columns(run: &RunResult, view: View) -> Vec<(&'static Metric, Column)> {
+    run.catalog
+        .iter()
+        .flat_map(|m| m.columns.iter().map(move |c| (m, *c)))
+        .filter(|(_, c)| view == View::Wide || c.view == View::Brief)
+        .filter(|(m, c)| {
+            run.points
+                .iter()
+                .any(|p| m.present(&p.summary) && m.cell(c, &p.summary) != "-")
+        })
+        .collect()
+}
+
+/// The table's header and one row of cells per point in `view` (the terminal table and
+/// the HTML report show the same cells).
+pub fn rows(run: &RunResult, view: View) -> (Vec<String>, Vec<Vec<String>>) {
+    let metrics = metric_columns(run, view);
+    let measures = measure_columns(run, view);
+    let mut header = ["point", "rounds", "ok/failed"].map(String::from).to_vec();
+    header.extend(metrics.iter().map(|(m, c)| m.header(c)));
+    header.extend(measures.iter().map(|(_, h)| h.clone()));
     let rows = run
         .points
         .iter()
         .map(|p| {
             let s = &p.summary;
-            let r = &s.rounds;
-            let thr = if r.output_throughput.n > 0 {
-                r.output_throughput.display(2)
-            } else {
-                num(s.output_throughput)
-            };
-            let mark = if r.is_noisy() { " *" } else { "" };
             let mut row = vec![
                 p.point.label(),
-                r.count.to_string(),
+                s.rounds.count.to_string(),
                 format!("{}/{}", s.completed, s.failed),
-                num(s.request_throughput),
-                format!("{thr}{mark}"),
-                num(s.total_token_throughput),
             ];
-            if goodput {
-                row.push(num(s.request_goodput));
-            }
-            row.extend([
-                num(s.ttft.mean),
-                num(s.ttft.p99),
-                num(s.tpot.mean),
-                num(s.tpot.p99),
-                num(s.itl.p99),
-                num(s.e2el.p99),
-            ]);
-            row.extend(extra.iter().map(|(key, _)| {
+            row.extend(metrics.iter().map(|(m, c)| m.cell(c, s)));
+            row.extend(measures.iter().map(|(key, _)| {
                 p.measures
                     .figures()
                     .find(|f| f.key == *key)
@@ -136,45 +134,51 @@ pub fn footnote() -> String {
     FOOTNOTE.join(" ")
 }
 
-/// The lines under the table: the definitions ([`FOOTNOTE`]), then [`remarks`].
-pub fn notes(run: &RunResult) -> Vec<String> {
-    let mut out: Vec<String> = FOOTNOTE.iter().map(|l| l.to_string()).collect();
-    out.extend(remarks(run));
-    out
-}
-
 /// What this run adds under the definitions: noisy marks, measurements, SLOs,
-/// failures, engine agreement, then the warnings (a busy machine, noisy points) with
-/// what to do.
-pub fn remarks(run: &RunResult) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut line = |l: String| out.push(l);
+/// failures, engine agreement, then the warnings (a busy machine, a point beyond the
+/// engine's limit, noisy points) with what to do.
+pub fn remarks(run: &RunResult, view: View) -> Vec<Remark> {
+    let mut out: Vec<Remark> = Vec::new();
+    let mut line = |level: Level, text: String| out.push(Remark { level, text });
     if run.points.iter().any(|p| p.summary.rounds.is_noisy()) {
-        line(format!(
-            "* noisy: the output throughput varies by more than {:.0} % (CV) across rounds.",
-            NOISY_CV * 100.0
-        ));
+        line(
+            Level::Note,
+            format!(
+                "* noisy: the output throughput varies by more than {:.0} % (CV) across rounds.",
+                NOISY_CV * 100.0
+            ),
+        );
     }
-    if !measure_columns(run).is_empty() {
+    let shown = measure_columns(run, view);
+    if !shown.is_empty() {
         let mut named: Vec<String> = Vec::new();
         for r in run.points.iter().flat_map(|p| p.measures.0.iter()) {
-            let cols: Vec<&str> = r
-                .figures
+            let cols: Vec<&str> = shown
                 .iter()
-                .filter_map(|f| f.column.as_deref())
+                .filter(|(key, _)| r.figures.iter().any(|f| f.key == *key))
+                .map(|(_, h)| h.as_str())
                 .collect();
             let entry = format!("{} ({})", cols.join(", "), r.name);
             if !cols.is_empty() && !named.contains(&entry) {
                 named.push(entry);
             }
         }
-        line(format!(
-            "Measured beside the trace (definitions in summary.json): {}.",
-            named.join("; ")
-        ));
+        line(
+            Level::Note,
+            format!(
+                "Measured beside the trace (definitions in summary.json): {}.",
+                named.join("; ")
+            ),
+        );
+    }
+    if view == View::Brief {
+        line(
+            Level::Note,
+            "More columns with --wide; every figure is in summary.json and summary.csv.".into(),
+        );
     }
     if let Some(l) = slo_line(run.slo()) {
-        line(l);
+        line(Level::Note, l);
     }
     let failures: Vec<String> = run
         .points
@@ -191,10 +195,13 @@ pub fn remarks(run: &RunResult) -> Vec<String> {
         })
         .collect();
     if !failures.is_empty() {
-        line(format!(
-            "FAILED requests (excluded from latencies; listed in summary.json): {}",
-            failures.join("; ")
-        ));
+        line(
+            Level::Failed,
+            format!(
+                "FAILED requests (excluded from latencies; listed in summary.json): {}",
+                failures.join("; ")
+            ),
+        );
     }
     let agreement: Vec<String> = run
         .points
@@ -210,18 +217,21 @@ pub fn remarks(run: &RunResult) -> Vec<String> {
         })
         .collect();
     if !agreement.is_empty() {
-        line(format!(
-            "Harness - engine first-token stamp (target p99 <= 1 ms): {}",
-            agreement.join("; ")
-        ));
+        line(
+            Level::Note,
+            format!(
+                "Harness - engine first-token stamp (target p99 <= 1 ms): {}",
+                agreement.join("; ")
+            ),
+        );
     }
     let points: Vec<_> = run.points.iter().map(|p| p.point).collect();
     for w in super::over_the_engines_limit(&run.meta.engine, &points) {
-        line(format!("warning: {w}"));
+        line(Level::Warning, format!("warning: {w}"));
     }
     for p in &run.points {
         for w in p.measures.warnings() {
-            line(format!("warning: {}: {w}", p.point.label()));
+            line(Level::Warning, format!("warning: {}: {w}", p.point.label()));
         }
     }
     let noisy: Vec<String> = run
@@ -238,20 +248,32 @@ pub fn remarks(run: &RunResult) -> Vec<String> {
         })
         .collect();
     if !noisy.is_empty() {
-        line(format!(
-            "Noisy points: {}; add rounds (--min-rounds, --min-duration) or run on a quieter machine.",
-            noisy.join(", ")
-        ));
+        line(
+            Level::Noisy,
+            format!(
+                "Noisy points: {}; add rounds (--min-rounds, --min-duration) or run on a quieter machine.",
+                noisy.join(", ")
+            ),
+        );
     }
     out
 }
 
-/// Renders the run as a terminal table with its footnote and warnings.
-pub fn table(run: &RunResult) -> String {
-    let (header, rows) = rows(run);
+/// Renders the run as a table with its footnote and remarks. `width`: the terminal's
+/// columns to fit, when printing to one (`None`: never wrap, the same everywhere).
+pub fn table(run: &RunResult, view: View, width: Option<u16>) -> String {
+    let (header, rows) = rows(run, view);
     let mut t = Table::new();
-    t.load_preset(ASCII_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled);
+    t.load_preset(ASCII_FULL_CONDENSED);
+    match width {
+        Some(w) => {
+            t.set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(w);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
     t.set_header(header.clone());
     for r in rows {
         t.add_row(r);
@@ -267,8 +289,12 @@ pub fn table(run: &RunResult) -> String {
     }
     out.push_str(&t.to_string());
     out.push('\n');
-    for l in notes(run) {
-        out.push_str(&l);
+    for l in FOOTNOTE {
+        out.push_str(l);
+        out.push('\n');
+    }
+    for r in remarks(run, view) {
+        out.push_str(&r.text);
         out.push('\n');
     }
     if run.instrument() {
@@ -287,43 +313,99 @@ mod tests {
         row.split('|').map(|c| c.trim().to_string()).collect()
     }
 
+    fn col(t: &str, label: &str, header: &str) -> String {
+        let head = cells(t, "| point");
+        let i = head
+            .iter()
+            .position(|h| h == header)
+            .unwrap_or_else(|| panic!("no column {header} in {head:?}"));
+        cells(t, label)[i].clone()
+    }
+
     #[test]
-    fn rows_and_footnote() {
+    fn brief_rows_and_footnote() {
         let (run, _) = run(false);
-        let t = table(&run);
+        let t = table(&run, View::Brief, None);
         assert!(!t.contains(INSTRUMENT_BANNER));
-        // | batch=2 | rounds | ok/failed | req/s | out tok/s | total | goodput | TTFT mean ...
-        let c = cells(&t, "batch=2");
         let s = &run.points[0].summary;
         // Two throughput windows of 16 and 4 tok/s: mean 10, CV 85 %, so marked noisy.
         let thr = format!("{} *", s.rounds.output_throughput.display(2));
+        assert!(thr.starts_with("10.00 ± "), "{thr}");
         assert_eq!(
-            &c[1..9],
+            cells(&t, "| point")[1..],
+            [
+                "point",
+                "rounds",
+                "ok/failed",
+                "goodput req/s",
+                "out tok/s",
+                "TTFT p50",
+                "TTFT p99",
+                "TPOT p50",
+                "TPOT p99",
+                "harness %",
+                ""
+            ]
+        );
+        assert_eq!(
+            cells(&t, "batch=2")[1..9],
             [
                 "batch=2",
                 "2",
                 "2/1",
-                "4.00",
-                thr.as_str(),
-                "50.00",
                 "2.00",
-                "150.00"
+                thr.as_str(),
+                "150.00",
+                "199.00",
+                "37.50"
             ]
         );
-        assert!(thr.starts_with("10.00 ± "), "{thr}");
         // The measurement column: point 0 has the harness's cost, point 1 none.
-        assert!(t.contains("harness us/step"));
-        assert_eq!(c[c.len() - 3], "10.0");
-        let c1 = cells(&t, "concurrency=4");
-        assert_eq!((c1[3].as_str(), c1[c1.len() - 3].as_str()), ("1/0", "-"));
+        assert_eq!(col(&t, "batch=2", "harness %"), "0.0");
+        assert_eq!(col(&t, "concurrency=4", "harness %"), "-");
+        assert_eq!(col(&t, "concurrency=4", "ok/failed"), "1/0");
         assert!(t.lines().next().unwrap().starts_with('+'));
         assert!(t.contains("ttft = first token event - submit"));
         assert!(t.contains("Throughput window per point: last finish - first submit"));
         assert!(t.contains("Measured beside the trace") && t.contains("(harness_cost)"));
+        assert!(t.contains("More columns with --wide"));
         assert!(t.contains("Goodput SLO: ttft <= 150 ms"));
         assert!(t.contains("FAILED requests"));
         assert!(t.contains("batch=2: timeout 1"));
         assert!(t.contains("batch=2: p99 0.50 ms over 1"));
+    }
+
+    #[test]
+    fn wide_shows_every_column() {
+        let (run, _) = run(false);
+        let t = table(&run, View::Wide, None);
+        for h in [
+            "req/s",
+            "total tok/s",
+            "TTFT mean",
+            "TPOT mean",
+            "ITL p99",
+            "E2EL p99",
+            "harness us/step",
+            "engine ms/step",
+        ] {
+            assert!(cells(&t, "| point").iter().any(|c| c == h), "{h}: {t}");
+        }
+        assert_eq!(col(&t, "batch=2", "req/s"), "4.00");
+        assert_eq!(col(&t, "batch=2", "harness us/step"), "10.0");
+        assert!(!t.contains("More columns with --wide"));
+    }
+
+    #[test]
+    fn a_terminal_width_is_fitted() {
+        let (run, _) = run(false);
+        let t = table(&run, View::Wide, Some(80));
+        let widest = t
+            .lines()
+            .take_while(|l| !l.starts_with("Latencies"))
+            .map(|l| l.chars().count())
+            .max();
+        assert!(widest.is_some_and(|w| w <= 80), "{t}");
     }
 
     #[test]
@@ -333,20 +415,20 @@ mod tests {
         r.output_throughput = crate::metrics::Estimate::of(&[8.0, 12.0, 10.0]);
         let quiet = &mut run.points[1].summary.rounds;
         quiet.output_throughput = crate::metrics::Estimate::of(&[10.0, 10.1, 9.9]);
-        let t = table(&run);
-        assert!(cells(&t, "batch=2")[5].ends_with(" *"), "{t}");
-        assert!(!cells(&t, "concurrency=4")[5].ends_with('*'), "{t}");
+        let t = table(&run, View::Brief, None);
+        assert!(col(&t, "batch=2", "out tok/s").ends_with(" *"), "{t}");
+        assert!(!col(&t, "concurrency=4", "out tok/s").ends_with('*'), "{t}");
         assert!(t.contains("* noisy: the output throughput varies by more than 10 %"));
-        let last = t
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("Noisy points"))
-            .unwrap();
+        let noisy: Vec<Remark> = remarks(&run, View::Brief)
+            .into_iter()
+            .filter(|r| r.level == Level::Noisy)
+            .collect();
+        assert_eq!(noisy.len(), 1);
         assert!(
-            last.contains("batch=2 (CV 20 % over 3 rounds)") && !last.contains("concurrency"),
-            "{last}"
+            noisy[0].text.contains("batch=2 (CV 20 % over 3 rounds)")
+                && !noisy[0].text.contains("concurrency"),
+            "{noisy:?}"
         );
-        assert!(last.contains("--min-rounds"));
     }
 
     #[test]
@@ -360,26 +442,39 @@ mod tests {
             loadavg_1m_end: Some(2.5),
             ..Default::default()
         });
-        let t = table(&run);
-        assert!(t.contains("others CPU%"));
+        let wide = table(&run, View::Wide, None);
+        assert!(wide.contains("others CPU%"));
+        let warnings: Vec<Remark> = remarks(&run, View::Brief)
+            .into_iter()
+            .filter(|r| r.level == Level::Warning)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
-            t.contains("warning: concurrency=4: other processes took 40 % of the machine's CPU (load average 2.50)"),
-            "{t}"
+            warnings[0].text.contains(
+                "concurrency=4: other processes took 40 % of the machine's CPU (load average 2.50)"
+            ),
+            "{warnings:?}"
         );
     }
 
     #[test]
     fn instrument_banner_and_no_slo() {
-        let (mut run, _) = run(true);
-        run.meta.slo = Slo::default();
+        let (run, recs) = run(true);
+        let mut meta = run.meta.clone();
+        meta.slo = Slo::default();
+        let mut run = RunResult::from_records(meta, &recs);
         run.points.remove(0);
-        let t = table(&run);
+        let t = table(&run, View::Brief, None);
         assert!(t.starts_with(&format!("*** {INSTRUMENT_BANNER} ***\n")));
         assert!(t
             .trim_end()
             .ends_with(&format!("*** {INSTRUMENT_BANNER} ***")));
         assert!(
-            !t.contains("goodput") && !t.contains("FAILED") && !t.contains("first-token stamp")
+            !t.contains("goodput") && !t.contains("FAILED") && !t.contains("first-token stamp"),
+            "{t}"
         );
+        assert!(remarks(&run, View::Brief)
+            .iter()
+            .all(|r| matches!(r.level, Level::Note | Level::Noisy)));
     }
 }

@@ -3,14 +3,14 @@
 //! Two formats; the rule that picks one:
 //! - **JSONL** when the file name ends in `.jsonl`, `.ndjson` or `.json`, or when its first
 //!   non-blank line parses as a JSON object with a `"prompt"` key. Every non-blank line
-//!   must then be `{"prompt": "...", "max_tokens": N}` (`max_tokens` optional, >= 1;
+//!   must then be `{"prompt": "...", "output_len": N}` (`output_len`, or `max_tokens`, optional, >= 1;
 //!   other keys ignored). A bad line is an error naming its 1-based line number.
 //! - **Plain text** otherwise: every non-blank line is one prompt, taken verbatim (a
 //!   trailing `\r` removed). Lines cannot hold newlines; use JSONL for those.
 //!
 //! Blank (whitespace-only) lines are skipped in both; a UTF-8 BOM is ignored. Prompts are
 //! tokenized with special tokens (BOS), shuffled with the seed, and repeated in that
-//! order if the file has fewer than `count`. Lines without `max_tokens` get the spec's
+//! order if the file has fewer than `count`. Lines without `output_len` get the spec's
 //! `output_len`.
 
 use super::{
@@ -34,14 +34,15 @@ pub struct PromptEntry {
     /// 1-based line number in the file.
     pub line: usize,
     pub text: String,
-    pub max_tokens: Option<u32>,
+    pub output_len: Option<u32>,
 }
 
 #[derive(Deserialize)]
 struct JsonLine {
     prompt: String,
-    #[serde(default)]
-    max_tokens: Option<u32>,
+    /// The request's token budget; `max_tokens`, the OpenAI name, is read as well.
+    #[serde(default, alias = "max_tokens")]
+    output_len: Option<u32>,
 }
 
 /// Reads and parses a prompt file (no tokenization).
@@ -78,7 +79,7 @@ pub fn read_prompt_file(path: &Path) -> Result<(PromptFormat, Vec<PromptEntry>),
             PromptFormat::Text => PromptEntry {
                 line,
                 text: l.to_string(),
-                max_tokens: None,
+                output_len: None,
             },
             PromptFormat::Jsonl => {
                 let bad = |reason: String| WorkloadError::PromptLine {
@@ -88,16 +89,16 @@ pub fn read_prompt_file(path: &Path) -> Result<(PromptFormat, Vec<PromptEntry>),
                 };
                 let j: JsonLine = serde_json::from_str(l).map_err(|e| {
                     bad(format!(
-                        "invalid JSON at column {} ({}); expected {{\"prompt\": \"...\", \"max_tokens\": N}}",
+                        "invalid JSON at column {} ({}); expected {{\"prompt\": \"...\", \"output_len\": N}}",
                         e.column(),
                         serde_reason(&e)
                     ))
                 })?;
-                match j.max_tokens {
-                    Some(0) => return Err(bad("max_tokens is 0; it must be at least 1".into())),
+                match j.output_len {
+                    Some(0) => return Err(bad("output_len is 0; it must be at least 1".into())),
                     Some(n) if n > MAX_LEN => {
                         return Err(bad(format!(
-                            "max_tokens {n} is above the limit of {MAX_LEN} tokens"
+                            "output_len {n} is above the limit of {MAX_LEN} tokens"
                         )))
                     }
                     _ => {}
@@ -108,7 +109,7 @@ pub fn read_prompt_file(path: &Path) -> Result<(PromptFormat, Vec<PromptEntry>),
                 PromptEntry {
                     line,
                     text: j.prompt,
-                    max_tokens: j.max_tokens,
+                    output_len: j.output_len,
                 }
             }
         };
@@ -170,14 +171,14 @@ pub(crate) fn build(
         }
         distinct.push(WorkItem {
             prompt: Arc::from(ids),
-            output_len: e.max_tokens.unwrap_or(default_output_len),
+            output_len: e.output_len.unwrap_or(default_output_len),
         });
     }
     let (items, cycled) = cycle_to(distinct, count);
-    let overridden = entries.iter().filter(|e| e.max_tokens.is_some()).count();
+    let overridden = entries.iter().filter(|e| e.output_len.is_some()).count();
     let mut description = format!(
         "prompts: {count} requests from {} ({}, {n} prompts, shuffled with seed {seed}), tokenized with {}, \
-         output = max_tokens where given ({overridden} of {} used) else {default_output_len}",
+         output = output_len where given ({overridden} of {} used) else {default_output_len}",
         path.display(),
         match format {
             PromptFormat::Jsonl => "JSONL",
@@ -290,7 +291,7 @@ mod tests {
             PromptEntry {
                 line: 2,
                 text: "x".into(),
-                max_tokens: Some(3)
+                output_len: Some(3)
             }
         );
     }
@@ -312,7 +313,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("expected {\"prompt\": \"...\", \"max_tokens\": N}"),
+            e.contains("expected {\"prompt\": \"...\", \"output_len\": N}"),
             "{e}"
         );
         assert!(e.ends_with("fix the line or use a plain-text file (one prompt per line, not named .jsonl/.json)"), "{e}");
@@ -329,7 +330,7 @@ mod tests {
             ),
             (
                 "{\"prompt\": \"a\", \"max_tokens\": 0}\n",
-                "line 1: max_tokens is 0",
+                "line 1: output_len is 0",
             ),
             (
                 "{\"prompt\": \"a\", \"max_tokens\": -3}\n",

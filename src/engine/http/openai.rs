@@ -418,10 +418,10 @@ impl Client {
                 .unwrap_or(&[]);
             let text = tok.decode(ids).map_err(|e| e.to_string())?;
             b["messages"] = json!([{"role": "user", "content": text}]);
-            b["max_completion_tokens"] = json!(req.max_tokens);
+            b["max_completion_tokens"] = json!(req.output_len);
         } else {
             b["prompt"] = json!(&*req.prompt);
-            b["max_tokens"] = json!(req.max_tokens);
+            b["max_tokens"] = json!(req.output_len);
         }
         if let Some(so) = self.usage.stream_options() {
             b["stream_options"] = so;

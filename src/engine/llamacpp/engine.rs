@@ -7,7 +7,7 @@
 //! llama.cpp's perf counters are recorded beside them.
 //!
 //! A request fails alone (a finish with reason `error`) when it cannot run: an empty
-//! prompt, a token id outside the model's vocabulary, prompt + max_tokens beyond its
+//! prompt, a token id outside the model's vocabulary, prompt + output_len beyond its
 //! slot's context, or a decode that found no KV room. A decode error that llama.h calls
 //! invalid or fatal fails the engine. Ctrl-C stops a long decode through llama.cpp's
 //! abort callback.
@@ -352,8 +352,8 @@ impl LlamaCppEngine {
         if req.prompt.is_empty() {
             return Some("empty prompt: llama.cpp needs at least one prompt token".into());
         }
-        if req.max_tokens == 0 {
-            return Some("max_tokens must be at least 1".into());
+        if req.output_len == 0 {
+            return Some("output_len must be at least 1".into());
         }
         if let Some(&t) = req.prompt.iter().find(|&&t| t >= self.n_vocab) {
             return Some(format!(
@@ -361,12 +361,12 @@ impl LlamaCppEngine {
                 self.n_vocab
             ));
         }
-        let need = req.prompt.len() as u64 + u64::from(req.max_tokens);
+        let need = req.prompt.len() as u64 + u64::from(req.output_len);
         if need > u64::from(self.n_ctx_seq) {
             return Some(format!(
-                "prompt ({} tokens) + max_tokens ({}) = {need} tokens exceeds the slot's context of {} tokens (n_ctx / n_parallel); raise --engine-arg n_ctx",
+                "prompt ({} tokens) + output_len ({}) = {need} tokens exceeds the slot's context of {} tokens (n_ctx / n_parallel); raise --engine-arg n_ctx",
                 req.prompt.len(),
-                req.max_tokens,
+                req.output_len,
                 self.n_ctx_seq
             ));
         }

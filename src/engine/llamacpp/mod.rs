@@ -40,9 +40,9 @@ pub const SCHEDULER_DIFFERS: &[&str] = &[
     "a waiting request takes the lowest free slot (llama-server picks by prompt similarity, then least recently used)",
     "no prompt caching: a slot's KV cells are removed when its request ends (llama-server's cache_prompt reuses a common prefix)",
     "no context shift, no speculative decoding, no n_batch halving when the KV cache is full",
-    "a request whose prompt + max_tokens exceeds its slot's context fails at once (llama-server rejects only prompts that do not fit)",
+    "a request whose prompt + output_len exceeds its slot's context fails at once (llama-server rejects only prompts that do not fit)",
     "ignore_eos: end-of-generation tokens are generated and do not end the request, as vLLM does (llama-server biases them to -inf)",
-    "with kv_unified, a request waits until prompt + max_tokens cells are free instead of failing a decode",
+    "with kv_unified, a request waits until prompt + output_len cells are free instead of failing a decode",
 ];
 
 pub static SPEC: EngineSpec = EngineSpec::new(

@@ -21,10 +21,10 @@
 //! server picks by prompt similarity, then least recently used) and never reuses a
 //! previous prompt's KV cells (the server's `cache_prompt`); there is no context
 //! shift, no speculative decoding and no n_batch halving on a full KV cache; a request
-//! whose prompt plus `max_tokens` does not fit its slot's context fails at once (the
+//! whose prompt plus `output_len` does not fit its slot's context fails at once (the
 //! server rejects only prompts that do not fit and stops generation at the limit).
 //! With a unified KV cache (`kv_unified`), a request waits until the cells it can
-//! need are free (prompt + max_tokens, reserved at admission), instead of failing the
+//! need are free (prompt + output_len, reserved at admission), instead of failing the
 //! decode.
 
 use crate::core::clock::MonoNs;
@@ -56,7 +56,7 @@ pub struct Slot {
     /// Per generated token: top-1 minus top-2 logit, kept with the ids.
     pub margins: Option<Vec<f32>>,
     pub stamps: EngineStamps,
-    /// KV cells this request can need (prompt + max_tokens).
+    /// KV cells this request can need (prompt + output_len).
     reserved: u64,
 }
 
@@ -68,7 +68,7 @@ impl Slot {
 
 /// Why a sampled token ended its request, if it did.
 pub fn finish_after(slot: &Slot, is_eog: bool) -> Option<FinishReason> {
-    if slot.generated >= slot.req.max_tokens {
+    if slot.generated >= slot.req.output_len {
         Some(FinishReason::Length)
     } else if is_eog && !slot.req.ignore_eos && slot.generated >= slot.req.min_tokens {
         Some(FinishReason::Stop)
@@ -136,7 +136,7 @@ impl Scheduler {
             let Some(free) = self.slots.iter().position(Option::is_none) else {
                 break;
             };
-            let reserve = req.prompt.len() as u64 + u64::from(req.max_tokens);
+            let reserve = req.prompt.len() as u64 + u64::from(req.output_len);
             if self.reserved.saturating_add(reserve) > self.kv_budget {
                 break;
             }
@@ -278,14 +278,14 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn req(id: RequestId, prompt_len: usize, max_tokens: u32) -> GenRequest {
+    fn req(id: RequestId, prompt_len: usize, output_len: u32) -> GenRequest {
         GenRequest {
             id,
             prompt: (0..prompt_len as u32)
                 .map(|t| 100 + t)
                 .collect::<Vec<_>>()
                 .into(),
-            max_tokens,
+            output_len,
             min_tokens: 0,
             ignore_eos: false,
             temperature: 0.0,

@@ -475,7 +475,7 @@ impl Engine for PythonEngine {
                 (
                     req.id,
                     prompt,
-                    req.max_tokens,
+                    req.output_len,
                     req.min_tokens,
                     req.ignore_eos,
                     req.temperature,

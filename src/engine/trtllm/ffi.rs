@@ -244,7 +244,7 @@ pub(crate) fn request_params(req: &GenRequest, o: &Options) -> bridge::RequestPa
     let end_id = if req.ignore_eos { Some(-1) } else { o.end_id };
     bridge::RequestParams {
         client_id: req.id,
-        max_tokens: clamp(req.max_tokens),
+        max_tokens: clamp(req.output_len),
         min_tokens: clamp(req.min_tokens),
         streaming: true,
         has_end_id: end_id.is_some(),
