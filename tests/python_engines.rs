@@ -596,9 +596,9 @@ fn parity_runs_each_engine_in_its_own_process_and_env() {
         Some(venv.to_str().unwrap()),
         "{child}"
     );
-    assert_eq!(child["config"]["python-env"], venv.to_str().unwrap());
+    assert_eq!(child["config"]["python_env"], venv.to_str().unwrap());
     let calib = json(&out.join("calibration/run.json"));
-    assert!(calib["config"]["python-env"].is_null());
+    assert!(calib["config"]["python_env"].is_null());
 
     let o = calibration_vs_python_test()
         .args(["--engine-arg", "python-test:token_offset=1"])

@@ -365,14 +365,7 @@ fn point_line(p: &PointResult, run: &PointRun) -> String {
         ));
     }
     if let Some(end) = &run.end {
-        let why = match end.ended_by.as_str() {
-            "floors" => "floors met",
-            "max-duration" => "--max-duration reached",
-            "num-requests" => "--num-requests done",
-            "duration" => "--duration over",
-            "engine-failed" => "the engine failed",
-            other => other,
-        };
+        let why = end.ended_by.describe();
         line.push_str(&format!("; stopped: {why}"));
     }
     for w in p.measures.warnings() {

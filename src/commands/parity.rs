@@ -106,39 +106,48 @@ pub fn run(a: ParityArgs) -> Result<i32> {
     let registry = Registry::builtin();
     let names: Vec<&str> = a.engines.split(',').map(str::trim).collect();
     if names.len() != 2 || names[0].is_empty() || names[1].is_empty() {
-        return Err(ConfigError(format!(
-            "--engines {}: give exactly two engines, e.g. vllm,hf",
-            a.engines
-        ))
+        return Err(ConfigError::new(
+            "engines",
+            format!(
+                "--engines {}: give exactly two engines, e.g. vllm,hf",
+                a.engines
+            ),
+        )
         .into());
     }
     if !(0.0..=1.0).contains(&a.threshold) {
-        return Err(ConfigError(format!(
-            "--threshold {}: must be between 0 and 1",
-            a.threshold
-        ))
+        return Err(ConfigError::new(
+            "threshold",
+            format!("--threshold {}: must be between 0 and 1", a.threshold),
+        )
         .into());
     }
     if !(1..=MAX_OUTPUT_LEN).contains(&a.output_len) {
-        return Err(ConfigError(format!(
-            "--output-len {}: must be from 1 to {MAX_OUTPUT_LEN}",
-            a.output_len
-        ))
+        return Err(ConfigError::new(
+            "output-len",
+            format!(
+                "--output-len {}: must be from 1 to {MAX_OUTPUT_LEN}",
+                a.output_len
+            ),
+        )
         .into());
     }
     let args = per_engine(&a.engine_arg, &names);
     let envs = per_engine(&a.python_env, &names);
     let mut sides = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        let spec = registry.lookup(n).map_err(ConfigError)?;
+        let spec = registry
+            .lookup(n)
+            .map_err(|e| ConfigError::new("engines", e))?;
         parse_engine_args(&args[i])?;
         let python_env = match envs[i].as_slice() {
             [] => None,
             [one] => Some(PathBuf::from(one)),
             _ => {
-                return Err(ConfigError(format!(
-                    "--python-env: more than one for {n}; give one DIR, or {n}:DIR"
-                ))
+                return Err(ConfigError::new(
+                    "python-env",
+                    format!("--python-env: more than one for {n}; give one DIR, or {n}:DIR"),
+                )
                 .into())
             }
         };
@@ -156,11 +165,14 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         }
         None => {
             if let Some(s) = sides.iter().find(|s| s.spec.model.needed()) {
-                return Err(ConfigError(format!(
-                    "--model is required ({} needs one); pass {}",
-                    s.spec.name,
-                    s.spec.model.describe()
-                ))
+                return Err(ConfigError::new(
+                    "model",
+                    format!(
+                        "--model is required ({} needs one); pass {}",
+                        s.spec.name,
+                        s.spec.model.describe()
+                    ),
+                )
                 .into());
             }
         }
@@ -175,8 +187,7 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         })
         .filter(|t| t.is_file());
     if a.prompts.is_some() && tokenizer_path.is_none() {
-        return Err(ConfigError(
-            "--prompts needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE".into(),
+        return Err(ConfigError::new("prompts", "--prompts needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE",
         )
         .into());
     }

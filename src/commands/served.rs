@@ -334,13 +334,17 @@ pub fn report(runs: &[(RunResult, Vec<RequestTrace>); 2]) -> Report {
 /// The flags both children run with, written as their `--config` file.
 fn child_args(a: RunArgs) -> Result<RunArgs, ConfigError> {
     if let Some(e) = &a.engine {
-        return Err(ConfigError(format!(
-            "--engine {e}: served-vs-inproc runs vllm and vllm-server itself; drop --engine"
-        )));
+        return Err(ConfigError::new(
+            "engine",
+            format!(
+                "--engine {e}: served-vs-inproc runs vllm and vllm-server itself; drop --engine"
+            ),
+        ));
     }
     if a.temperature.is_some_and(|t| t != 0.0) {
-        return Err(ConfigError(
-            "--temperature: served-vs-inproc compares greedy runs (temperature 0); drop it".into(),
+        return Err(ConfigError::new(
+            "temperature",
+            "--temperature: served-vs-inproc compares greedy runs (temperature 0); drop it",
         ));
     }
     Ok(RunArgs {
@@ -359,9 +363,11 @@ const MAX_REPEAT: u32 = 20;
 pub fn run(args: ServedArgs) -> Result<i32> {
     let repeat = args.repeat;
     if !(1..=MAX_REPEAT).contains(&repeat) {
-        return Err(
-            ConfigError(format!("--repeat {repeat}: must be from 1 to {MAX_REPEAT}")).into(),
-        );
+        return Err(ConfigError::new(
+            "repeat",
+            format!("--repeat {repeat}: must be from 1 to {MAX_REPEAT}"),
+        )
+        .into());
     }
     let merged = config::merge(args.run)?;
     let out = merged.out.clone().unwrap_or_else(|| {
@@ -688,13 +694,15 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(e.0.contains("drop --engine"));
+        assert_eq!(e.flag, "engine");
+        assert!(e.message.contains("drop --engine"));
         let e = child_args(RunArgs {
             temperature: Some(0.7),
             ..Default::default()
         })
         .unwrap_err();
-        assert!(e.0.contains("greedy"));
+        assert_eq!(e.flag, "temperature");
+        assert!(e.message.contains("greedy"));
         let c = child_args(RunArgs::default()).unwrap();
         assert_eq!((c.temperature, c.save_token_ids), (Some(0.0), Some(true)));
     }

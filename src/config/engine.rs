@@ -17,18 +17,26 @@ const MAX_ENGINE_ARGS: usize = 256;
 
 pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigError> {
     let Some(name) = a.engine.as_deref() else {
-        return err(format!(
-            "--engine is required; one of: {} (see `harness engines`)",
-            registry.names()
-        ));
+        return err(
+            "engine",
+            format!(
+                "--engine is required; one of: {} (see `harness engines`)",
+                registry.names()
+            ),
+        );
     };
-    let spec = registry.lookup(name).map_err(ConfigError)?;
+    let spec = registry
+        .lookup(name)
+        .map_err(|e| ConfigError::new("engine", e))?;
     match &a.model {
         None if spec.model.needed() => {
-            return err(format!(
+            return err(
+                "model",
+                format!(
                 "--model is required for --engine {name}; pass {} (scripts/setup.sh builds one)",
                 spec.model.describe()
-            ))
+            ),
+            )
         }
         None => {}
         Some(m) => check_model(spec, m)?,
@@ -36,12 +44,15 @@ pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigEr
     let engine_args = parse_engine_args(&a.engine_arg)?;
     if let Some(env) = &a.python_env {
         if spec.python_env.is_none() {
-            return err(format!(
-                "--python-env applies to Python engines; {name} is not one (drop --python-env)"
-            ));
+            return err(
+                "python-env",
+                format!(
+                    "--python-env applies to Python engines; {name} is not one (drop --python-env)"
+                ),
+            );
         }
         if !env.join("bin").is_dir() {
-            return err(format!("--python-env {}: not a Python venv (no bin/); pass a venv made by scripts/setup.sh", env.display()));
+            return err("python-env", format!("--python-env {}: not a Python venv (no bin/); pass a venv made by scripts/setup.sh", env.display()));
         }
     }
     let config = EngineConfig {
@@ -53,7 +64,7 @@ pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigEr
     // An engine that cannot run here (no env, a build without its feature) is refused
     // before anything is created, with the engine's own reason and fix.
     if let Some(why) = (spec.availability)(&config).problem {
-        return err(format!("--engine {name} cannot run here: {why}"));
+        return err("engine", format!("--engine {name} cannot run here: {why}"));
     }
     Ok(EngineSection { spec, config })
 }
@@ -61,26 +72,32 @@ pub fn parse(a: &RunArgs, registry: &Registry) -> Result<EngineSection, ConfigEr
 /// `KEY=VALUE` pairs, in order, keys trimmed.
 pub fn parse_engine_args(args: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
     if args.len() > MAX_ENGINE_ARGS {
-        return err(format!(
-            "{} --engine-arg flags: more than {MAX_ENGINE_ARGS}; give each option once",
-            args.len()
-        ));
+        return err(
+            "engine-arg",
+            format!(
+                "{} --engine-arg flags: more than {MAX_ENGINE_ARGS}; give each option once",
+                args.len()
+            ),
+        );
     }
     args.iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
                 Ok((k.trim().to_string(), v.trim().to_string()))
             }
-            _ => err(format!(
-                "--engine-arg '{kv}': expected KEY=VALUE (e.g. max_num_seqs=64)"
-            )),
+            _ => err(
+                "engine-arg",
+                format!("--engine-arg '{kv}': expected KEY=VALUE (e.g. max_num_seqs=64)"),
+            ),
         })
         .collect()
 }
 
 /// `--model` must be what the engine takes ([`ModelInput`]) before it is asked to load it.
 pub fn check_model(spec: &EngineSpec, model: &Path) -> Result<(), ConfigError> {
-    spec.model.check(model).map_err(ConfigError)
+    spec.model
+        .check(model)
+        .map_err(|e| ConfigError::new("model", e))
 }
 
 /// The directory a model lives in (a GGUF file's directory), where its tokenizer.json is.
@@ -97,16 +114,23 @@ mod tests {
     use super::*;
     use crate::config::tests::with;
 
-    fn fails(a: RunArgs, needle: &str) {
-        let e = parse(&a, &Registry::builtin()).unwrap_err().0;
-        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    /// The error names `flag` and says `needle`.
+    fn fails(a: RunArgs, flag: &str, needle: &str) {
+        let e = parse(&a, &Registry::builtin()).unwrap_err();
+        assert_eq!(e.flag, flag, "{e}");
+        assert!(e.message.contains(needle), "expected \'{needle}\' in: {e}");
     }
 
     #[test]
     fn engine_is_required_and_known() {
-        fails(with(|_| {}), "--engine is required; one of: calibration");
+        fails(
+            with(|_| {}),
+            "engine",
+            "--engine is required; one of: calibration",
+        );
         fails(
             with(|a| a.engine = Some("nope".into())),
+            "engine",
             "unknown engine 'nope'; known engines: calibration",
         );
         let ok = parse(
@@ -123,13 +147,13 @@ mod tests {
         assert_eq!(kv, [("b".into(), "2".into()), ("a".into(), "x=y".into())]);
         assert!(parse_engine_args(&["=1".into()])
             .unwrap_err()
-            .0
+            .message
             .contains("KEY=VALUE"));
         assert!(parse_engine_args(&["nokey".into()]).is_err());
         let many = vec!["a=1".to_string(); MAX_ENGINE_ARGS + 1];
         assert!(parse_engine_args(&many)
             .unwrap_err()
-            .0
+            .message
             .contains("more than"));
     }
 
@@ -141,6 +165,7 @@ mod tests {
                 a.engine = Some("calibration".into());
                 a.model = Some(d.path().join("x"));
             }),
+            "model",
             "no such file or directory",
         );
         // A GGUF file's tokenizer.json is beside it.
@@ -157,6 +182,7 @@ mod tests {
                 a.engine = Some("calibration".into());
                 a.python_env = Some("/tmp".into());
             }),
+            "python-env",
             "--python-env applies to Python engines",
         );
     }

@@ -41,12 +41,18 @@ impl Instruments {
 pub fn parse(a: &RunArgs, points: &[LoadPoint]) -> Result<Instruments, ConfigError> {
     let on = a.profile.unwrap_or(false);
     if !on && (a.profile_points.is_some() || a.profile_steps.is_some()) {
-        return err("--profile-points and --profile-steps need --profile");
+        return err(
+            "profile-points",
+            "--profile-points and --profile-steps need --profile",
+        );
     }
     let profile_steps = match a.profile_steps {
-        Some(0) => return err("--profile-steps 0: must be at least 1"),
+        Some(0) => return err("profile-steps", "--profile-steps 0: must be at least 1"),
         Some(n) if n > MAX_PROFILE_STEPS => {
-            return err(format!("--profile-steps {n}: at most {MAX_PROFILE_STEPS}"))
+            return err(
+                "profile-steps",
+                format!("--profile-steps {n}: at most {MAX_PROFILE_STEPS}"),
+            )
         }
         n => n.unwrap_or(DEFAULT_PROFILE_STEPS),
     };
@@ -62,7 +68,7 @@ pub fn parse(a: &RunArgs, points: &[LoadPoint]) -> Result<Instruments, ConfigErr
                         .position(|p| p.label() == item)
                         .or_else(|| item.parse::<usize>().ok().filter(|&i| i < points.len()))
                         .ok_or_else(|| {
-                            ConfigError(format!(
+                            ConfigError::new("profile-points", format!(
                                 "--profile-points: '{item}' is none of this run's points ({}) nor an index below {}",
                                 points.iter().map(|p| p.label()).collect::<Vec<_>>().join(", "),
                                 points.len()
@@ -74,10 +80,13 @@ pub fn parse(a: &RunArgs, points: &[LoadPoint]) -> Result<Instruments, ConfigErr
         .transpose()?;
     let ms = a.gpu_sample_ms.unwrap_or(DEFAULT_SAMPLE_MS);
     if !(SAMPLE_MS.0..=SAMPLE_MS.1).contains(&ms) {
-        return err(format!(
-            "--gpu-sample-ms {ms}: give {} to {} ms",
-            SAMPLE_MS.0, SAMPLE_MS.1
-        ));
+        return err(
+            "gpu-sample-ms",
+            format!(
+                "--gpu-sample-ms {ms}: give {} to {} ms",
+                SAMPLE_MS.0, SAMPLE_MS.1
+            ),
+        );
     }
     Ok(Instruments {
         profile,
@@ -134,7 +143,7 @@ mod tests {
             &points(),
         )
         .unwrap_err()
-        .0;
+        .message;
         assert!(
             e.contains("'batch=4' is none of this run's points (batch=1, batch=8, batch=32)"),
             "{e}"
@@ -145,7 +154,7 @@ mod tests {
     fn bounds_and_dependencies() {
         assert!(parse(&with(|a| a.profile_steps = Some(3)), &points())
             .unwrap_err()
-            .0
+            .message
             .contains("need --profile"));
         for steps in [0, u64::MAX] {
             let e = parse(

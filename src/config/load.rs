@@ -18,7 +18,7 @@ pub const BURSTINESS: (f64, f64) = (0.01, 1000.0);
 pub const MAX_POINTS: usize = 1024;
 
 pub fn parse(a: &RunArgs, sweep: bool) -> Result<Vec<LoadPoint>, ConfigError> {
-    let given: Vec<&str> = [
+    let given: Vec<&'static str> = [
         ("batch", &a.batch),
         ("concurrency", &a.concurrency),
         ("rate", &a.rate),
@@ -28,22 +28,31 @@ pub fn parse(a: &RunArgs, sweep: bool) -> Result<Vec<LoadPoint>, ConfigError> {
     .map(|(n, _)| *n)
     .collect();
     if given.len() > 1 {
-        return err(format!(
-            "--{} and --{} conflict: give one load mode",
-            given[0], given[1]
-        ));
+        return err(
+            given[1],
+            format!(
+                "--{} and --{} conflict: give one load mode",
+                given[0], given[1]
+            ),
+        );
     }
     if a.burstiness.is_some() && a.rate.is_none() {
-        return err("--burstiness applies only to --rate; add --rate R or drop --burstiness");
+        return err(
+            "burstiness",
+            "--burstiness applies only to --rate; add --rate R or drop --burstiness",
+        );
     }
     let burstiness = match a.burstiness {
         None => 1.0,
         Some(b) if b.is_finite() && (BURSTINESS.0..=BURSTINESS.1).contains(&b) => b,
         Some(b) => {
-            return err(format!(
-                "--burstiness {b}: must be between {} and {} (1 = Poisson)",
-                BURSTINESS.0, BURSTINESS.1
-            ))
+            return err(
+                "burstiness",
+                format!(
+                    "--burstiness {b}: must be between {} and {} (1 = Poisson)",
+                    BURSTINESS.0, BURSTINESS.1
+                ),
+            )
         }
     };
     let points: Vec<LoadPoint> = if let Some(s) = &a.batch {
@@ -63,46 +72,70 @@ pub fn parse(a: &RunArgs, sweep: bool) -> Result<Vec<LoadPoint>, ConfigError> {
             .collect()
     } else if sweep {
         return err(
+            "batch",
             "harness sweep needs a list: --batch 1,2,4 or --concurrency LIST or --rate LIST",
         );
     } else {
         vec![LoadPoint::Batch { batch: 1 }]
     };
     if !sweep && points.len() > 1 {
-        return err(format!(
-            "harness run takes one load point, got {}; use `harness sweep` for lists",
-            points.len()
-        ));
+        return err(
+            mode_flag(a),
+            format!(
+                "harness run takes one load point, got {}; use `harness sweep` for lists",
+                points.len()
+            ),
+        );
     }
     Ok(points)
 }
 
-fn items<'a>(flag: &str, s: &'a Spec) -> Result<Vec<&'a str>, ConfigError> {
+/// The load flag given (for an error about its values).
+fn mode_flag(a: &RunArgs) -> &'static str {
+    if a.concurrency.is_some() {
+        "concurrency"
+    } else if a.rate.is_some() {
+        "rate"
+    } else {
+        "batch"
+    }
+}
+
+fn items<'a>(flag: &'static str, s: &'a Spec) -> Result<Vec<&'a str>, ConfigError> {
     let v: Vec<&str> = s.0.split(',').map(str::trim).collect();
     if v.len() > MAX_POINTS {
-        return err(format!(
-            "--{flag}: {} values, more than {MAX_POINTS} points in one sweep",
-            v.len()
-        ));
+        return err(
+            flag,
+            format!(
+                "--{flag}: {} values, more than {MAX_POINTS} points in one sweep",
+                v.len()
+            ),
+        );
     }
     Ok(v)
 }
 
 /// `1,2,4` → [1, 2, 4], each an integer in 1..=MAX_PARALLEL.
-fn int_list(flag: &str, s: &Spec) -> Result<Vec<u32>, ConfigError> {
+fn int_list(flag: &'static str, s: &Spec) -> Result<Vec<u32>, ConfigError> {
     items(flag, s)?
         .into_iter()
         .map(|v| match v.parse::<u64>() {
             Ok(n) if (1..=u64::from(MAX_PARALLEL)).contains(&n) => Ok(n as u32),
-            Ok(n) => err(format!(
-                "--{flag} {}: {n} is {}; give a value from 1 to {MAX_PARALLEL}",
-                s.0,
-                if n == 0 { "zero" } else { "too large" }
-            )),
-            _ => err(format!(
-                "--{flag} {}: '{v}' is not a positive integer; give N or a list N,N,..",
-                s.0
-            )),
+            Ok(n) => err(
+                flag,
+                format!(
+                    "--{flag} {}: {n} is {}; give a value from 1 to {MAX_PARALLEL}",
+                    s.0,
+                    if n == 0 { "zero" } else { "too large" }
+                ),
+            ),
+            _ => err(
+                flag,
+                format!(
+                    "--{flag} {}: '{v}' is not a positive integer; give N or a list N,N,..",
+                    s.0
+                ),
+            ),
         })
         .collect()
 }
@@ -113,10 +146,13 @@ fn rate_list(s: &Spec) -> Result<Vec<f64>, ConfigError> {
         .map(|v| match v.parse::<f64>() {
             Ok(r) if r.is_infinite() && r > 0.0 => Ok(r),
             Ok(r) if r > 0.0 && r <= MAX_RATE => Ok(r),
-            _ => err(format!(
-                "--rate {}: '{v}' is not a number of requests/s in (0, {MAX_RATE}] (or inf)",
-                s.0
-            )),
+            _ => err(
+                "rate",
+                format!(
+                    "--rate {}: '{v}' is not a number of requests/s in (0, {MAX_RATE}] (or inf)",
+                    s.0
+                ),
+            ),
         })
         .collect()
 }
@@ -140,9 +176,9 @@ mod tests {
         assert_eq!(s[1], LoadPoint::Concurrency { concurrency: 4 });
         let e = parse(&with(|a| a.batch = spec("1,2")), false)
             .unwrap_err()
-            .0;
+            .message;
         assert!(e.contains("use `harness sweep`"), "{e}");
-        let e = parse(&with(|_| {}), true).unwrap_err().0;
+        let e = parse(&with(|_| {}), true).unwrap_err().message;
         assert!(e.contains("needs a list"), "{e}");
         let e = parse(
             &with(|a| {
@@ -152,7 +188,7 @@ mod tests {
             false,
         )
         .unwrap_err()
-        .0;
+        .message;
         assert!(e.contains("--batch and --rate conflict"), "{e}");
     }
 
@@ -165,7 +201,9 @@ mod tests {
             ("-1", "not a positive integer"),
             ("1.5", "not a positive integer"),
         ] {
-            let e = parse(&with(|a| a.batch = spec(b)), false).unwrap_err().0;
+            let e = parse(&with(|a| a.batch = spec(b)), false)
+                .unwrap_err()
+                .message;
             assert!(e.contains(needle), "{b}: {e}");
         }
         assert!(parse(&with(|a| a.batch = spec("4096")), false).is_ok());
@@ -179,7 +217,7 @@ mod tests {
         let long = vec!["1"; MAX_POINTS + 1].join(",");
         assert!(parse(&with(|a| a.batch = spec(&long)), true)
             .unwrap_err()
-            .0
+            .message
             .contains("more than"));
     }
 
@@ -187,7 +225,7 @@ mod tests {
     fn burstiness_needs_rate_and_a_sane_shape() {
         let e = parse(&with(|a| a.burstiness = Some(0.5)), false)
             .unwrap_err()
-            .0;
+            .message;
         assert!(e.contains("applies only to --rate"), "{e}");
         for b in [0.0, 1e-9, f64::NAN, f64::INFINITY, 1e9] {
             let e = parse(

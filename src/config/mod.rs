@@ -20,12 +20,26 @@ use crate::metrics::Slo;
 use crate::workload::{LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// Bad input in the flags or the config file: one line naming the flag and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// The flag to fix, as typed after `--` (`input-len`; `config` for the file itself).
+    pub flag: &'static str,
+    pub message: String,
+}
 
-pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
+impl ConfigError {
+    pub fn new(flag: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            flag,
+            message: message.into(),
+        }
+    }
+}
+
+pub(crate) fn err<T>(flag: &'static str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::new(flag, message))
 }
 
 /// Most workload items built for one run; past it the driver cycles (and says so).
@@ -114,10 +128,13 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         return Ok(cli);
     };
     let text = std::fs::read_to_string(&path).or_else(|e| {
-        err(format!(
-            "--config {}: {e}; pass an existing TOML file",
-            path.display()
-        ))
+        err(
+            "config",
+            format!(
+                "--config {}: {e}; pass an existing TOML file",
+                path.display()
+            ),
+        )
     })?;
     let file: RunArgs = toml::from_str(&text).or_else(|e| {
         let msg = e.message().replace('\n', " ");
@@ -125,7 +142,7 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
             .span()
             .and_then(|s| text.get(..s.start))
             .map(|before| before.matches('\n').count() + 1);
-        err(match line {
+        err("config", match line {
             Some(l) => format!("--config {} line {l}: {msg}; keys are the flag names (e.g. engine, batch, input_len or input-len)", path.display()),
             None => format!("--config {}: {msg}", path.display()),
         })
@@ -224,7 +241,7 @@ fn check_workload_memory(cfg: &RunConfig) -> Result<(), ConfigError> {
     let items = cfg.workload_size();
     let tokens = longest * items as f64;
     if tokens > MAX_WORKLOAD_TOKENS as f64 {
-        return err(format!(
+        return err("input-len", format!(
             "--input-len {input_len} for {items} requests is {tokens:.0} prompt tokens, above the limit of {MAX_WORKLOAD_TOKENS} per run; lower --input-len or the number of requests"
         ));
     }
@@ -303,7 +320,7 @@ pub(crate) mod tests {
             &Registry::builtin(),
         )
         .unwrap_err()
-        .0;
+        .message;
         assert!(e.contains("above the limit"), "{e}");
     }
 
@@ -330,7 +347,7 @@ pub(crate) mod tests {
             ..Default::default()
         })
         .unwrap_err()
-        .0;
+        .message;
         assert!(e.contains("line 3") && e.contains("bogus"), "{e}");
     }
 }

@@ -35,19 +35,22 @@ pub fn parse(a: &RunArgs, engine: &str) -> Result<OutputSection, ConfigError> {
 /// The result directory must be creatable and must not hold another run's results.
 fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
     if out.as_os_str().is_empty() {
-        return err("--out is empty; pass a directory");
+        return err("out", "--out is empty; pass a directory");
     }
     if out.join(crate::trace::REQUESTS_FILE).exists() {
-        return err(format!(
-            "--out {}: already holds results; choose another --out or remove it",
-            out.display()
-        ));
+        return err(
+            "out",
+            format!(
+                "--out {}: already holds results; choose another --out or remove it",
+                out.display()
+            ),
+        );
     }
     if out.exists() && !out.is_dir() {
-        return err(format!(
-            "--out {}: exists and is not a directory",
-            out.display()
-        ));
+        return err(
+            "out",
+            format!("--out {}: exists and is not a directory", out.display()),
+        );
     }
     // The nearest existing ancestor must be a writable directory, or nothing can be saved.
     let mut probe = out;
@@ -61,11 +64,14 @@ fn check_out_dir(out: &Path) -> Result<(), ConfigError> {
         }
     }
     if !probe.is_dir() || !access_w(probe) {
-        return err(format!(
-            "--out {}: {} is not a writable directory; choose another --out",
-            out.display(),
-            probe.display()
-        ));
+        return err(
+            "out",
+            format!(
+                "--out {}: {} is not a writable directory; choose another --out",
+                out.display(),
+                probe.display()
+            ),
+        );
     }
     Ok(())
 }
@@ -104,21 +110,21 @@ mod tests {
         std::fs::write(d.path().join("requests.jsonl"), "").unwrap();
         assert!(parse(&out(d.path()), "x")
             .unwrap_err()
-            .0
+            .message
             .contains("already holds results"));
         let f = d.path().join("file");
         std::fs::write(&f, "").unwrap();
         assert!(parse(&out(&f), "x")
             .unwrap_err()
-            .0
+            .message
             .contains("not a directory"));
         assert!(parse(&out(&f.join("sub")), "x")
             .unwrap_err()
-            .0
+            .message
             .contains("not a writable directory"));
         assert!(parse(&out(Path::new("")), "x")
             .unwrap_err()
-            .0
+            .message
             .contains("empty"));
         parse(&out(&d.path().join("new/deeper")), "x").unwrap();
     }

@@ -6,7 +6,7 @@ use crate::metrics::{parse_slo, Slo};
 
 pub fn parse(a: &RunArgs) -> Result<Slo, ConfigError> {
     match &a.slo {
-        Some(s) => parse_slo(s).or_else(|e| err(format!("--slo {s}: {e}"))),
+        Some(s) => parse_slo(s).or_else(|e| err("slo", format!("--slo {s}: {e}"))),
         None => Ok(Slo::default()),
     }
 }
@@ -31,7 +31,7 @@ mod tests {
             slo: Some("ttft=abc".into()),
             ..Default::default()
         };
-        let e = parse(&a).unwrap_err().0;
+        let e = parse(&a).unwrap_err().message;
         assert!(e.starts_with("--slo ttft=abc:"), "{e}");
     }
 }

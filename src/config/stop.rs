@@ -33,7 +33,10 @@ pub struct StopSection {
 
 pub fn parse(a: &RunArgs) -> Result<StopSection, ConfigError> {
     if a.num_requests.is_some() && a.duration.is_some() {
-        return err("--num-requests and --duration conflict: give one stop condition");
+        return err(
+            "num-requests",
+            "--num-requests and --duration conflict: give one stop condition",
+        );
     }
     let exact = a.num_requests.is_some() || a.duration.is_some();
     for (flag, given) in [
@@ -47,26 +50,38 @@ pub fn parse(a: &RunArgs) -> Result<StopSection, ConfigError> {
             } else {
                 "duration"
             };
-            return err(format!(
-                "--{flag} and --{other} conflict: --{other} runs exactly that much; drop one"
-            ));
+            return err(
+                flag,
+                format!(
+                    "--{flag} and --{other} conflict: --{other} runs exactly that much; drop one"
+                ),
+            );
         }
     }
     let num_requests = match a.num_requests {
-        Some(0) => return err("--num-requests 0: must be at least 1"),
+        Some(0) => return err("num-requests", "--num-requests 0: must be at least 1"),
         Some(n) if n > MAX_REQUESTS => {
-            return err(format!(
-                "--num-requests {n}: at most {MAX_REQUESTS} per point"
-            ))
+            return err(
+                "num-requests",
+                format!("--num-requests {n}: at most {MAX_REQUESTS} per point"),
+            )
         }
         n => n,
     };
     if let Some(w) = a.warmup.filter(|&w| w > MAX_REQUESTS) {
-        return err(format!("--warmup {w}: at most {MAX_REQUESTS} requests"));
+        return err(
+            "warmup",
+            format!("--warmup {w}: at most {MAX_REQUESTS} requests"),
+        );
     }
     let min_rounds = match a.min_rounds {
-        Some(0) => return err("--min-rounds 0: must be at least 1"),
-        Some(n) if n > MAX_ROUNDS => return err(format!("--min-rounds {n}: at most {MAX_ROUNDS}")),
+        Some(0) => return err("min-rounds", "--min-rounds 0: must be at least 1"),
+        Some(n) if n > MAX_ROUNDS => {
+            return err(
+                "min-rounds",
+                format!("--min-rounds {n}: at most {MAX_ROUNDS}"),
+            )
+        }
         n => n.unwrap_or(DEFAULT_MIN_ROUNDS),
     };
     let duration = seconds("duration", a.duration, None)?;
@@ -75,11 +90,14 @@ pub fn parse(a: &RunArgs) -> Result<StopSection, ConfigError> {
     let max_duration = seconds("max-duration", a.max_duration, None)?
         .unwrap_or(Duration::from_secs_f64(DEFAULT_MAX_DURATION_S));
     if max_duration < min_duration {
-        return err(format!(
-            "--max-duration {} s is below --min-duration {} s; raise --max-duration",
-            max_duration.as_secs_f64(),
-            min_duration.as_secs_f64()
-        ));
+        return err(
+            "max-duration",
+            format!(
+                "--max-duration {} s is below --min-duration {} s; raise --max-duration",
+                max_duration.as_secs_f64(),
+                min_duration.as_secs_f64()
+            ),
+        );
     }
     let request_timeout = seconds("request-timeout", a.request_timeout, None)?
         .unwrap_or(Duration::from_secs_f64(DEFAULT_REQUEST_TIMEOUT_S));
@@ -98,7 +116,7 @@ pub fn parse(a: &RunArgs) -> Result<StopSection, ConfigError> {
 
 /// A time flag in seconds: finite, above `zero_ok` (0 allowed when `Some`), at most a day.
 fn seconds(
-    flag: &str,
+    flag: &'static str,
     v: Option<f64>,
     zero_ok: Option<f64>,
 ) -> Result<Option<Duration>, ConfigError> {
@@ -110,9 +128,12 @@ fn seconds(
         } else {
             "above 0"
         };
-        return err(format!(
-            "--{flag} {x}: must be a number of seconds {low} up to {MAX_SECONDS} (one day)"
-        ));
+        return err(
+            flag,
+            format!(
+                "--{flag} {x}: must be a number of seconds {low} up to {MAX_SECONDS} (one day)"
+            ),
+        );
     }
     Ok(Some(Duration::from_secs_f64(x)))
 }
@@ -132,9 +153,11 @@ mod tests {
     use super::*;
     use crate::config::tests::with;
 
-    fn fails(a: RunArgs, needle: &str) {
-        let e = parse(&a).unwrap_err().0;
-        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    /// The error names `flag` and says `needle`.
+    fn fails(a: RunArgs, flag: &str, needle: &str) {
+        let e = parse(&a).unwrap_err();
+        assert_eq!(e.flag, flag, "{e}");
+        assert!(e.message.contains(needle), "expected \'{needle}\' in: {e}");
     }
 
     #[test]
@@ -156,6 +179,7 @@ mod tests {
                 a.num_requests = Some(4);
                 a.duration = Some(2.0);
             }),
+            "num-requests",
             "conflict",
         );
         fails(
@@ -163,6 +187,7 @@ mod tests {
                 a.num_requests = Some(4);
                 a.min_rounds = Some(2);
             }),
+            "min-rounds",
             "--min-rounds and --num-requests conflict",
         );
         fails(
@@ -170,6 +195,7 @@ mod tests {
                 a.duration = Some(4.0);
                 a.max_duration = Some(2.0);
             }),
+            "max-duration",
             "--max-duration and --duration conflict",
         );
         let s = parse(&with(|a| a.num_requests = Some(7))).unwrap();
@@ -178,23 +204,52 @@ mod tests {
 
     #[test]
     fn every_number_is_bounded() {
-        fails(with(|a| a.num_requests = Some(0)), "--num-requests 0");
-        fails(with(|a| a.num_requests = Some(usize::MAX)), "at most");
-        fails(with(|a| a.warmup = Some(usize::MAX)), "--warmup");
-        fails(with(|a| a.min_rounds = Some(0)), "--min-rounds 0");
-        fails(with(|a| a.min_rounds = Some(u32::MAX)), "at most");
+        fails(
+            with(|a| a.num_requests = Some(0)),
+            "num-requests",
+            "--num-requests 0",
+        );
+        fails(
+            with(|a| a.num_requests = Some(usize::MAX)),
+            "num-requests",
+            "at most",
+        );
+        fails(with(|a| a.warmup = Some(usize::MAX)), "warmup", "--warmup");
+        fails(
+            with(|a| a.min_rounds = Some(0)),
+            "min-rounds",
+            "--min-rounds 0",
+        );
+        fails(
+            with(|a| a.min_rounds = Some(u32::MAX)),
+            "min-rounds",
+            "at most",
+        );
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
-            fails(with(|a| a.duration = Some(bad)), "--duration");
-            fails(with(|a| a.request_timeout = Some(bad)), "--request-timeout");
-            fails(with(|a| a.max_duration = Some(bad)), "--max-duration");
+            fails(with(|a| a.duration = Some(bad)), "duration", "--duration");
+            fails(
+                with(|a| a.request_timeout = Some(bad)),
+                "request-timeout",
+                "--request-timeout",
+            );
+            fails(
+                with(|a| a.max_duration = Some(bad)),
+                "max-duration",
+                "--max-duration",
+            );
         }
-        fails(with(|a| a.min_duration = Some(-1.0)), "--min-duration");
+        fails(
+            with(|a| a.min_duration = Some(-1.0)),
+            "min-duration",
+            "--min-duration",
+        );
         assert!(parse(&with(|a| a.min_duration = Some(0.0))).is_ok());
         fails(
             with(|a| {
                 a.min_duration = Some(20.0);
                 a.max_duration = Some(10.0);
             }),
+            "max-duration",
             "below --min-duration",
         );
     }

@@ -24,12 +24,16 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
     let dataset = a.dataset.as_deref().unwrap_or("synthetic");
     let need_path = |what: &str| -> Result<PathBuf, ConfigError> {
         let Some(p) = &a.dataset_path else {
-            return err(format!(
-                "--dataset {dataset} needs --dataset-path FILE ({what})"
-            ));
+            return err(
+                "dataset-path",
+                format!("--dataset {dataset} needs --dataset-path FILE ({what})"),
+            );
         };
         if !p.is_file() {
-            return err(format!("--dataset-path {}: no such file", p.display()));
+            return err(
+                "dataset-path",
+                format!("--dataset-path {}: no such file", p.display()),
+            );
         }
         Ok(p.clone())
     };
@@ -42,14 +46,15 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         {
             None => Ok(None),
             Some(LengthDist::Fixed { len }) => Ok(Some(len)),
-            Some(_) => err(format!(
-                "--output-len for {what} must be a fixed number of tokens"
-            )),
+            Some(_) => err(
+                "output-len",
+                format!("--output-len for {what} must be a fixed number of tokens"),
+            ),
         }
     };
     let no_input_len = |what: &str| {
         if a.input_len.is_some() {
-            return err(format!(
+            return err("input-len", format!(
                 "--input-len does not apply to --dataset {dataset} (prompt lengths come from the {what})"
             ));
         }
@@ -85,35 +90,43 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
             }
         }
         other => {
-            return err(format!(
-                "unknown --dataset '{other}'; use synthetic, sharegpt or prompts"
-            ))
+            return err(
+                "dataset",
+                format!("unknown --dataset '{other}'; use synthetic, sharegpt or prompts"),
+            )
         }
     };
     let tokenizer = match (&a.tokenizer, &a.model) {
         (Some(t), _) if !t.is_file() => {
-            return err(format!("--tokenizer {}: no such file", t.display()))
+            return err(
+                "tokenizer",
+                format!("--tokenizer {}: no such file", t.display()),
+            )
         }
         (Some(t), _) => Some(t.clone()),
         (None, Some(m)) if super::model_dir(m).join("tokenizer.json").is_file() => {
             Some(super::model_dir(m).join("tokenizer.json"))
         }
         (None, Some(m)) if engine.model.needed() => {
-            return err(format!(
-                "--model {}: no tokenizer.json beside the model; pass --tokenizer FILE",
-                m.display()
-            ))
+            return err(
+                "model",
+                format!(
+                    "--model {}: no tokenizer.json beside the model; pass --tokenizer FILE",
+                    m.display()
+                ),
+            )
         }
         _ => None,
     };
     if tokenizer.is_none() && dataset != "synthetic" {
-        return err(format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
+        return err("dataset", format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
     }
     let temperature = a.temperature.unwrap_or(0.0);
     if !(temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&temperature)) {
-        return err(format!(
-            "--temperature {temperature}: must be from 0 (greedy) to {MAX_TEMPERATURE}"
-        ));
+        return err(
+            "temperature",
+            format!("--temperature {temperature}: must be from 0 (greedy) to {MAX_TEMPERATURE}"),
+        );
     }
     let seed = a.seed.unwrap_or(0);
     Ok(WorkloadSection {
@@ -129,8 +142,8 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
     })
 }
 
-fn length(flag: &str, s: &Spec) -> Result<LengthDist, ConfigError> {
-    parse_length(&s.0).or_else(|e| err(format!("--{flag} {}: {e}", s.0)))
+fn length(flag: &'static str, s: &Spec) -> Result<LengthDist, ConfigError> {
+    parse_length(&s.0).or_else(|e| err(flag, format!("--{flag} {}: {e}", s.0)))
 }
 
 #[cfg(test)]
@@ -139,9 +152,11 @@ mod tests {
     use crate::config::tests::with;
     use crate::engine::calibration::SPEC;
 
-    fn fails(a: RunArgs, needle: &str) {
-        let e = parse(&a, &SPEC).unwrap_err().0;
-        assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    /// The error names `flag` and says `needle`.
+    fn fails(a: RunArgs, flag: &str, needle: &str) {
+        let e = parse(&a, &SPEC).unwrap_err();
+        assert_eq!(e.flag, flag, "{e}");
+        assert!(e.message.contains(needle), "expected \'{needle}\' in: {e}");
     }
 
     #[test]
@@ -160,14 +175,17 @@ mod tests {
         );
         fails(
             with(|a| a.input_len = Some(Spec("abc".into()))),
+            "input-len",
             "--input-len abc",
         );
         fails(
             with(|a| a.output_len = Some(Spec("0".into()))),
+            "output-len",
             "--output-len 0",
         );
         fails(
             with(|a| a.output_len = Some(Spec("99999999999".into()))),
+            "output-len",
             "--output-len 99999999999",
         );
     }
@@ -176,10 +194,12 @@ mod tests {
     fn datasets_need_a_path_and_a_tokenizer() {
         fails(
             with(|a| a.dataset = Some("sharegpt".into())),
+            "dataset-path",
             "--dataset-path",
         );
         fails(
             with(|a| a.dataset = Some("nope".into())),
+            "dataset",
             "unknown --dataset 'nope'",
         );
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -188,6 +208,7 @@ mod tests {
                 a.dataset = Some("prompts".into());
                 a.dataset_path = Some(f.path().into());
             }),
+            "dataset",
             "needs a tokenizer",
         );
         fails(
@@ -196,6 +217,7 @@ mod tests {
                 a.dataset_path = Some(f.path().into());
                 a.input_len = Some(Spec("5".into()));
             }),
+            "input-len",
             "--input-len does not apply",
         );
         fails(
@@ -204,6 +226,7 @@ mod tests {
                 a.dataset_path = Some(f.path().into());
                 a.output_len = Some(Spec("uniform:1:2".into()));
             }),
+            "output-len",
             "must be a fixed number",
         );
     }
@@ -211,7 +234,11 @@ mod tests {
     #[test]
     fn temperature_is_bounded() {
         for t in [-0.1, f32::NAN, f32::INFINITY, 1000.0] {
-            fails(with(|a| a.temperature = Some(t)), "--temperature");
+            fails(
+                with(|a| a.temperature = Some(t)),
+                "temperature",
+                "--temperature",
+            );
         }
         let w = parse(&with(|a| a.temperature = Some(0.7)), &SPEC).unwrap();
         assert_eq!(w.sampling.temperature, 0.7);

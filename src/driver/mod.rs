@@ -161,6 +161,42 @@ pub struct PointRun {
     pub measures: Measures,
 }
 
+/// What stopped a point submitting.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// `--num-requests` were submitted.
+    #[serde(alias = "num-requests")]
+    NumRequests,
+    /// `--duration` was over.
+    Duration,
+    /// `--min-rounds` and `--min-duration` were both met.
+    #[default]
+    Floors,
+    /// `--max-duration` was reached, floors met or not.
+    #[serde(alias = "max-duration")]
+    MaxDuration,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The engine failed as a whole.
+    #[serde(alias = "engine-failed")]
+    EngineFailed,
+}
+
+impl EndedBy {
+    /// How a point line says it: `--max-duration reached`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndedBy::NumRequests => "--num-requests done",
+            EndedBy::Duration => "--duration over",
+            EndedBy::Floors => "floors met",
+            EndedBy::MaxDuration => "--max-duration reached",
+            EndedBy::Interrupted => "interrupted",
+            EndedBy::EngineFailed => "the engine failed",
+        }
+    }
+}
+
 /// Why and when a point stopped submitting, and how much of the workload it reused.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PointEnd {
@@ -169,9 +205,7 @@ pub struct PointEnd {
     pub requests: u64,
     /// Seconds from the first submit to the last.
     pub submit_s: f64,
-    /// `num-requests`, `duration`, `floors` (min rounds and duration met),
-    /// `max-duration`, `interrupted` or `engine-failed`.
-    pub ended_by: String,
+    pub ended_by: EndedBy,
     pub min_rounds: u32,
     /// Requests that reused a prompt already sent in this run (the workload ran out).
     pub reused_prompts: u64,
@@ -196,7 +230,7 @@ impl Measure for PointEnd {
 
     fn warning(&self) -> Option<String> {
         let mut w = Vec::new();
-        if self.ended_by == "max-duration" && self.rounds < u64::from(self.min_rounds) {
+        if self.ended_by == EndedBy::MaxDuration && self.rounds < u64::from(self.min_rounds) {
             w.push(format!(
                 "only {} of {} rounds before --max-duration",
                 self.rounds, self.min_rounds
@@ -381,23 +415,22 @@ impl<'a> Driver<'a> {
 
     /// Whether the phase starts another round (or, in the open and closed loops,
     /// submits another request) at `now`, and if not, why.
-    fn keep_going(
-        phase: &Phase,
-        p: &Progression,
-        t0: MonoNs,
-        now: MonoNs,
-    ) -> Result<(), &'static str> {
+    fn keep_going(phase: &Phase, p: &Progression, t0: MonoNs, now: MonoNs) -> Result<(), EndedBy> {
         let s = &phase.stop;
         let elapsed = Duration::from_nanos(now.since(t0));
         if let Some(n) = s.num_requests {
             return if p.submitted < n {
                 Ok(())
             } else {
-                Err("num-requests")
+                Err(EndedBy::NumRequests)
             };
         }
         if let Some(d) = s.duration {
-            return if elapsed < d { Ok(()) } else { Err("duration") };
+            return if elapsed < d {
+                Ok(())
+            } else {
+                Err(EndedBy::Duration)
+            };
         }
         // A closed loop reaches its concurrency only after one full wave.
         let min_rounds = match phase.point {
@@ -405,9 +438,9 @@ impl<'a> Driver<'a> {
             _ => u64::from(s.min_rounds),
         };
         if p.rounds >= min_rounds && elapsed >= s.min_duration {
-            Err("floors")
+            Err(EndedBy::Floors)
         } else if elapsed >= s.max_duration {
-            Err("max-duration")
+            Err(EndedBy::MaxDuration)
         } else {
             Ok(())
         }
@@ -443,7 +476,7 @@ impl<'a> Driver<'a> {
             last_submit: t0,
             reused: 0,
         };
-        let mut ended_by: Option<&'static str> = None;
+        let mut ended_by: Option<EndedBy> = None;
         let mut last_timeout_check = t0;
         let mut measures = Measures::default();
         if let Some(o) = self.observer.as_deref_mut() {
@@ -459,7 +492,7 @@ impl<'a> Driver<'a> {
                     // Best effort: the engine is about to be shut down anyway.
                     let _ = self.engine.abort(id);
                 }
-                ended_by.get_or_insert("interrupted");
+                ended_by.get_or_insert(EndedBy::Interrupted);
                 break Outcome::Interrupted;
             }
             let now = clock::now();
@@ -517,7 +550,7 @@ impl<'a> Driver<'a> {
                                 if let Err(e) = submitted {
                                     let msg = e.detail();
                                     book.finish_all(FinishReason::Error, &msg);
-                                    ended_by = Some("engine-failed");
+                                    ended_by = Some(EndedBy::EngineFailed);
                                     break 'phase Outcome::EngineFailed(msg);
                                 }
                             }
@@ -583,7 +616,7 @@ impl<'a> Driver<'a> {
             if let Err(e) = polled {
                 let msg = e.detail();
                 book.finish_all(FinishReason::Error, &msg);
-                ended_by = Some("engine-failed");
+                ended_by = Some(EndedBy::EngineFailed);
                 break Outcome::EngineFailed(msg);
             }
             if stamp.since(last_timeout_check) > MAX_POLL.as_nanos() as u64 {
@@ -615,7 +648,7 @@ impl<'a> Driver<'a> {
                 rounds: p.rounds,
                 requests: p.submitted as u64,
                 submit_s: p.last_submit.since(t0) as f64 / 1e9,
-                ended_by: ended_by.unwrap_or("floors").to_string(),
+                ended_by: ended_by.unwrap_or_default(),
                 min_rounds: phase.stop.min_rounds,
                 reused_prompts: p.reused,
             }),

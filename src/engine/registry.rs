@@ -152,7 +152,7 @@ mod tests {
         // This build's own registry does not know it.
         let e = crate::config::validate(args, false, &Registry::builtin())
             .unwrap_err()
-            .0;
+            .message;
         assert!(e.contains("unknown engine 'test-only'"), "{e}");
     }
 
