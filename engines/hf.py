@@ -32,7 +32,7 @@ import harness_bridge as hb
 # Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
 REQUIRES = ("torch", "transformers")
 
-_OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int}
+_OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int, "max_model_len": int}
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -86,6 +86,13 @@ class HfAdapter:
         self.eos = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
         pad = gen.pad_token_id if gen.pad_token_id is not None else getattr(cfg, "pad_token_id", None)
         self.pad = pad if pad is not None else (min(self.eos) if self.eos else 0)
+        # A request whose prompt plus output does not fit fails alone at submit, as in
+        # vLLM: the model's own position limit unless --engine-arg max_model_len is less.
+        limit = getattr(cfg, "max_position_embeddings", None)
+        self.max_model_len = o.get("max_model_len", limit)
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise hb.UsageError("--engine-arg max_model_len must be at least 1")
+        self.rejected = []  # (rid, reason) refused at submit, reported by the next step()
         self.model_path = model
         self.pending = collections.deque()
         self.batch = None  # list of _Seq while a batch runs
@@ -106,6 +113,7 @@ class HfAdapter:
                 "batching": "static batching (left padding), no continuous batching",
                 "decode_loop": "own loop over the KV cache (prefill, then one forward per step), not generate()",
                 "max_batch": self.max_batch,
+                "max_model_len": self.max_model_len,
                 "transformers": importlib.metadata.version("transformers"),
                 "torch": self.torch.__version__,
                 "threads": self.torch.get_num_threads(),  # on the calling thread, the one that runs step()
@@ -123,6 +131,7 @@ class HfAdapter:
             },
             "cuda": hb.cuda_placement(self.torch),
             "compute": {"threads": self.torch.get_num_threads()},
+            "scheduler": {"max_running": self.max_batch},
         }
 
     def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
@@ -133,6 +142,11 @@ class HfAdapter:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
+        need = len(prompt_token_ids) + max_tokens
+        if self.max_model_len is not None and need > self.max_model_len:
+            self.rejected.append((rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({max_tokens}) = {need} "
+                                       f"tokens exceeds max_model_len {self.max_model_len}"))
+            return
         self.pending.append(_Seq(rid, list(prompt_token_ids), max_tokens, min_tokens, ignore_eos,
                                  float(temperature), generator, return_token_ids))
 
@@ -181,6 +195,13 @@ class HfAdapter:
         self.state = (out.past_key_values, mask, pos + 1, tokens)
 
     def step(self, timeout_s):
+        if self.rejected:
+            buf = hb.EventBuffer()
+            for rid, why in self.rejected:
+                buf.add(rid, 0, hb.ERROR)
+                buf.finish_info(rid, error=why)
+            self.rejected = []
+            return buf.take()
         if self.batch is None:
             if not self.pending:
                 if timeout_s > 0:
@@ -215,9 +236,10 @@ class HfAdapter:
 
     def in_flight(self):
         running = sum(not s.done for s in self.batch) if self.batch else 0
-        return len(self.pending) + running
+        return len(self.pending) + running + len(self.rejected)
 
     def abort(self, rid):
+        self.rejected = [(r, why) for r, why in self.rejected if r != rid]
         self.pending = collections.deque(s for s in self.pending if s.rid != rid)
         for s in self.batch or ():
             if s.rid == rid:

@@ -4,7 +4,8 @@
 # ${LLM_HARNESS_CACHE:-~/.cache/llm-harness} is warm), runs every test once, then the
 # real-engine tests that a plain `cargo test` reports as ignored (they need the venvs
 # and the models: vLLM and HF in python_engines.rs, SGLang in sglang.rs, in its own
-# venv), then the llama.cpp build (`--features llamacpp`: its unit tests and the
+# venv, and the engine contract of every real engine in tests/contract), then the
+# llama.cpp build (`--features llamacpp`: its unit tests and the
 # real llama.cpp tests). Tests that need a GPU skip with a printed reason. Then
 # TensorRT-LLM's bridge end to end against its test stand-in (tests/trtllm_standin.rs),
 # when the Executor headers are there (TRTLLM_INCLUDE_DIR, default
@@ -18,15 +19,17 @@ scripts/setup.sh sglang --venv-only
 . scripts/llamacpp-env.sh
 export LLM_HARNESS_REQUIRE_ENGINES=1
 cargo test --locked --all-targets "$@"
-cargo test --locked --test python_engines --test sglang "$@" -- --ignored
+# The real-engine tests, the engine contract's real engines (tests/contract) among them.
+cargo test --locked --test python_engines --test sglang --test contract "$@" -- --ignored
 cargo test --locked --features llamacpp --lib --test llamacpp "$@" -- --include-ignored
+cargo test --locked --features llamacpp --test contract "$@" -- --ignored --exact llamacpp
 
 headers="${TRTLLM_INCLUDE_DIR:-../shared/trtllm-1.2/include}"
 if [ -f "$headers/tensorrt_llm/executor/executor.h" ]; then
   CUDA_HOME="$(scripts/cuda_headers.sh | tail -n1)"
   TRTLLM_ROOT="$(scripts/trtllm_standin.sh | tail -n1)"
   CUDA_HOME="$CUDA_HOME" TRTLLM_ROOT="$TRTLLM_ROOT" \
-    cargo test --locked --no-default-features --features trtllm-standin --test trtllm_standin "$@"
+    cargo test --locked --no-default-features --features trtllm-standin --test trtllm_standin --test contract "$@"
 elif [ "${CI:-}" = true ]; then
   echo "scripts/test.sh: no TensorRT-LLM Executor headers at $headers (set TRTLLM_INCLUDE_DIR); CI runs the stand-in tests" >&2
   exit 1

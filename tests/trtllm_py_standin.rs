@@ -12,47 +12,12 @@ mod common;
 use common::{
     assert_no_process_left, error_line, harness, json, new_tag, output_tokens, records, TAG_VAR,
 };
-use std::path::{Path, PathBuf};
-
-/// A venv of this interpreter whose only package is the stand-in `tensorrt_llm`
-/// (a symlink into tests/), and a checkpoint directory for `--model` (the stand-in
-/// reads nothing from it; the harness reads its tokenizer for the workload).
-fn stand_in_env(dir: &Path) -> (PathBuf, PathBuf) {
-    let v = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}'); print(sys.executable)",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(v.stdout).unwrap();
-    let mut lines = text.lines();
-    let (pydir, exe) = (lines.next().unwrap(), lines.next().unwrap());
-    let venv = dir.join("venv");
-    let sp = venv.join("lib").join(pydir).join("site-packages");
-    std::fs::create_dir_all(venv.join("bin")).unwrap();
-    std::fs::create_dir_all(&sp).unwrap();
-    std::os::unix::fs::symlink(exe, venv.join("bin/python")).unwrap();
-    let standin =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/trtllm_py_standin/tensorrt_llm");
-    std::os::unix::fs::symlink(standin, sp.join("tensorrt_llm")).unwrap();
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    std::fs::write(model.join("config.json"), "{}").unwrap();
-    std::fs::write(model.join("model.safetensors"), "").unwrap();
-    // A word-level tokenizer, enough for synthetic prompts of exact token counts.
-    std::fs::write(
-        model.join("tokenizer.json"),
-        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"hello":3,"world":4,"the":5},"unk_token":"[UNK]"}}"#,
-    )
-    .unwrap();
-    (venv, model)
-}
+use std::path::Path;
 
 /// `harness run --engine trtllm-py` on the stand-in, writing to `out`; callers add the
 /// workload and assert.
 fn standin_run(dir: &Path, out: &Path) -> assert_cmd::Command {
-    let (venv, model) = stand_in_env(dir);
+    let (venv, model) = common::trtllm_py_standin_env(dir);
     let mut c = harness();
     c.args(["run", "--engine", "trtllm-py", "--model"])
         .arg(&model)

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod sse;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -13,14 +15,20 @@ pub fn cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-harness"))
 }
 
+/// LLM_HARNESS_REQUIRE_ENGINES=1 (scripts/test.sh sets it): an engine test that
+/// cannot run fails instead of skipping, so CI never skips silently.
+pub fn require_engines() -> bool {
+    std::env::var("LLM_HARNESS_REQUIRE_ENGINES").is_ok_and(|v| v == "1")
+}
+
 /// `path` when it exists, else None after printing why (or a panic under
-/// LLM_HARNESS_REQUIRE_ENGINES=1, as scripts/test.sh sets, so CI never skips silently).
+/// [`require_engines`]).
 pub fn need(path: PathBuf, setup: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
     let why = format!("{} missing: run {setup}", path.display());
-    if std::env::var("LLM_HARNESS_REQUIRE_ENGINES").is_ok_and(|v| v == "1") {
+    if require_engines() {
         panic!("{why} (LLM_HARNESS_REQUIRE_ENGINES=1)");
     }
     eprintln!("skipped: {why}");
@@ -141,4 +149,40 @@ pub fn assert_no_process_left(tag: &str, what: &str) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A venv of this interpreter whose only package is the TensorRT-LLM Python stand-in
+/// (tests/trtllm_py_standin/tensorrt_llm, linked), and a checkpoint directory for
+/// `--model` (the stand-in reads nothing from it; the harness reads its tokenizer for
+/// the workload): `(venv, model)`.
+pub fn trtllm_py_standin_env(dir: &Path) -> (PathBuf, PathBuf) {
+    let v = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}'); print(sys.executable)",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(v.stdout).unwrap();
+    let mut lines = text.lines();
+    let (pydir, exe) = (lines.next().unwrap(), lines.next().unwrap());
+    let venv = dir.join("venv");
+    let sp = venv.join("lib").join(pydir).join("site-packages");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::create_dir_all(&sp).unwrap();
+    std::os::unix::fs::symlink(exe, venv.join("bin/python")).unwrap();
+    let standin =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/trtllm_py_standin/tensorrt_llm");
+    std::os::unix::fs::symlink(standin, sp.join("tensorrt_llm")).unwrap();
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    std::fs::write(model.join("model.safetensors"), "").unwrap();
+    // A word-level tokenizer, enough for synthetic prompts of exact token counts.
+    std::fs::write(
+        model.join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"hello":3,"world":4,"the":5},"unk_token":"[UNK]"}}"#,
+    )
+    .unwrap();
+    (venv, model)
 }

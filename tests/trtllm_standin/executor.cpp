@@ -18,6 +18,7 @@
 //
 // Faults, keyed on a request's first prompt token:
 //   error_token        the request gets an error Response at its first token's time
+//   error_client       likewise the request whose client id (the harness's request id) is this
 //   hang_token         the request never produces a token (until cancelled)
 //   throw_token        enqueueRequest throws TensorRT-LLM's TllmException
 //   throw_other_token  enqueueRequest throws an int (not a std::exception)
@@ -324,6 +325,7 @@ struct Schedule {
     double prefill_ms = 20.0;
     double decode_ms = 10.0;
     long error_token = -1, hang_token = -1, throw_token = -1, throw_other_token = -1, await_throw_token = -1;
+    long error_client = -1;
     int eos_at = 0;
     std::map<std::string, double> expect;
 };
@@ -346,6 +348,7 @@ Schedule read_schedule(std::filesystem::path const& dir) {
         if (k == "prefill_ms") s.prefill_ms = v;
         else if (k == "decode_ms") s.decode_ms = v;
         else if (k == "error_token") s.error_token = static_cast<long>(v);
+        else if (k == "error_client") s.error_client = static_cast<long>(v);
         else if (k == "hang_token") s.hang_token = static_cast<long>(v);
         else if (k == "throw_token") s.throw_token = static_cast<long>(v);
         else if (k == "throw_other_token") s.throw_other_token = static_cast<long>(v);
@@ -527,7 +530,9 @@ private:
             }
             auto const& req = a;
             bool final = false;
-            if (first == schedule_.error_token) {
+            bool error_client = schedule_.error_client >= 0 && req.clientId &&
+                                static_cast<long>(*req.clientId) == schedule_.error_client;
+            if (first == schedule_.error_token || error_client) {
                 out.emplace_back(a.id, std::string("stand-in: the request failed (error_token)"), req.clientId);
                 final = true;
             } else {
