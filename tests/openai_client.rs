@@ -6,11 +6,12 @@
 
 #![cfg(feature = "openai")]
 
-use assert_cmd::Command;
+mod common;
+
+use common::sse::{self, chunk, event, sse_head};
+use common::{harness, records};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,165 +30,67 @@ struct Seen {
 /// Gap between the chunks of a good stream.
 const GAP_MS: u64 = 40;
 
-fn chunk(w: &mut TcpStream, data: &str) -> std::io::Result<()> {
-    write!(w, "{:x}\r\n{data}\r\n", data.len())?;
-    w.flush()
-}
-
-fn event(json: Value) -> String {
-    format!("data: {json}\n\n")
-}
-
-fn sse_head(w: &mut TcpStream) -> std::io::Result<()> {
-    w.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )?;
-    w.flush()
-}
-
-fn json_reply(w: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    w.flush()
-}
-
-/// A good stream: `chunks` chunks of `per` tokens each, usage on every chunk.
-fn good(w: &mut TcpStream, chunks: u64, per: u64) -> std::io::Result<()> {
-    sse_head(w)?;
-    for i in 1..=chunks {
-        std::thread::sleep(Duration::from_millis(GAP_MS));
-        let fin = if i == chunks {
-            Value::from("length")
-        } else {
-            Value::Null
-        };
-        chunk(
-            w,
-            &event(serde_json::json!({
-                "choices": [{"index": 0, "text": "ab", "finish_reason": fin}],
-                "usage": {"prompt_tokens": 4, "completion_tokens": i * per, "total_tokens": 4 + i * per},
-            })),
-        )?;
+/// Request 1 gets an HTTP 500, 2 a malformed chunk, 3 a stream cut short, 4 hangs;
+/// every other streams 3 chunks of 2 tokens, 40 ms apart.
+fn handle(req: &sse::Request, s: &mut std::net::TcpStream, seen: &Seen) -> sse::Served {
+    if let Some(served) = sse::discovery(req, s) {
+        return served;
     }
-    chunk(w, "data: [DONE]\n\n")?;
-    chunk(w, "")
-}
-
-/// Serves one connection's requests (keep-alive) until it closes.
-fn connection(mut s: TcpStream, seen: Arc<Seen>) -> std::io::Result<()> {
-    let mut r = BufReader::new(s.try_clone()?);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(());
+    seen.auth.lock().unwrap().push(req.authorization.clone());
+    let gap = Duration::from_millis(GAP_MS);
+    if req.request_id == "harness-probe" {
+        sse::stream_tokens(s, 2, 1, gap)?;
+        return Ok(true);
+    }
+    seen.bodies.lock().unwrap().push(req.json());
+    match req.harness_id().unwrap_or(0) {
+        1 => sse::json_reply(
+            s,
+            "500 Internal Server Error",
+            r#"{"error":{"message":"injected failure"}}"#,
+        )?,
+        2 => {
+            sse_head(s)?;
+            chunk(s, "data: {not json\n\n")?;
+            chunk(s, "")?;
         }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let (mut len, mut rid, mut auth) = (0usize, String::new(), String::new());
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
+        3 => {
+            sse_head(s)?;
+            for i in 1..=2u64 {
+                chunk(
+                    s,
+                    &event(serde_json::json!({
+                        "choices": [{"index": 0, "text": "x", "finish_reason": null}],
+                        "usage": {"completion_tokens": i},
+                    })),
+                )?;
             }
-            let (k, v) = h.split_once(':').unwrap_or((h, ""));
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                "x-request-id" => rid = v.trim().to_string(),
-                "authorization" => auth = v.trim().to_string(),
-                _ => {}
-            }
+            // Cut short: no finish_reason, no end of the chunked body.
+            return Ok(false);
         }
-        let mut body = vec![0u8; len];
-        r.read_exact(&mut body)?;
-        match path.as_str() {
-            "/v1/models" => json_reply(&mut s, "200 OK", r#"{"data":[{"id":"stand-in"}]}"#)?,
-            "/version" => json_reply(&mut s, "200 OK", r#"{"version":"stand-in-1"}"#)?,
-            "/v1/completions" => {
-                seen.auth.lock().unwrap().push(auth);
-                if rid == "harness-probe" {
-                    good(&mut s, 2, 1)?;
-                    continue;
-                }
-                seen.bodies
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                let n: u64 = rid.trim_start_matches("harness-").parse().unwrap_or(0);
-                match n {
-                    1 => json_reply(
-                        &mut s,
-                        "500 Internal Server Error",
-                        r#"{"error":{"message":"injected failure"}}"#,
-                    )?,
-                    2 => {
-                        sse_head(&mut s)?;
-                        chunk(&mut s, "data: {not json\n\n")?;
-                        chunk(&mut s, "")?;
-                    }
-                    3 => {
-                        sse_head(&mut s)?;
-                        for i in 1..=2u64 {
-                            chunk(
-                                &mut s,
-                                &event(serde_json::json!({
-                                    "choices": [{"index": 0, "text": "x", "finish_reason": null}],
-                                    "usage": {"completion_tokens": i},
-                                })),
-                            )?;
-                        }
-                        // Cut short: no finish_reason, no end of the chunked body.
-                        return Ok(());
-                    }
-                    4 => {
-                        sse_head(&mut s)?;
-                        // Hang: SSE comments (no tokens) until the client goes away.
-                        let t = Instant::now();
-                        while t.elapsed() < Duration::from_secs(30) {
-                            std::thread::sleep(Duration::from_millis(100));
-                            if chunk(&mut s, ": still thinking\n\n").is_err() {
-                                seen.hang_disconnected.fetch_add(1, Ordering::SeqCst);
-                                return Ok(());
-                            }
-                        }
-                        return Ok(());
-                    }
-                    _ => good(&mut s, 3, 2)?,
+        4 => {
+            sse_head(s)?;
+            // Hang: SSE comments (no tokens) until the client goes away.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(100));
+                if chunk(s, ": still thinking\n\n").is_err() {
+                    seen.hang_disconnected.fetch_add(1, Ordering::SeqCst);
+                    return Ok(false);
                 }
             }
-            _ => json_reply(&mut s, "404 Not Found", "{}")?,
+            return Ok(false);
         }
+        _ => sse::stream_tokens(s, 6, 2, gap)?,
     }
+    Ok(true)
 }
 
 /// Starts the stand-in on 127.0.0.1 and a free port.
 fn stand_in() -> (u16, Arc<Seen>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            let s = s.clone();
-            std::thread::spawn(move || connection(c, s));
-        }
-    });
-    (port, seen)
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn harness() -> Command {
-    Command::cargo_bin("harness").unwrap()
+    (sse::serve(move |req, w| handle(req, w, &s)), seen)
 }
 
 #[test]
