@@ -209,6 +209,94 @@ impl std::fmt::Debug for Metric {
 }
 
 impl Metric {
+    /// A metric with one value per point; what only some metrics have is added with
+    /// the builder methods below, so a new optional field edits no entry.
+    pub const fn scalar(
+        name: &'static str,
+        label: &'static str,
+        unit: Unit,
+        definition: &'static str,
+        value: fn(&Summary) -> Option<f64>,
+    ) -> Metric {
+        Metric::new(name, label, unit, definition, Reading::Scalar(value))
+    }
+
+    /// A metric distributed over requests (or gaps).
+    pub const fn distribution(
+        name: &'static str,
+        label: &'static str,
+        unit: Unit,
+        definition: &'static str,
+        value: fn(&Summary) -> Option<&Distribution>,
+    ) -> Metric {
+        Metric::new(name, label, unit, definition, Reading::Distribution(value))
+    }
+
+    const fn new(
+        name: &'static str,
+        label: &'static str,
+        unit: Unit,
+        definition: &'static str,
+        reading: Reading,
+    ) -> Metric {
+        Metric {
+            name,
+            label,
+            unit,
+            definition,
+            reading,
+            per_request: None,
+            rounds: None,
+            compare: None,
+            columns: &[],
+            plot: false,
+            only_when_present: false,
+        }
+    }
+
+    /// Its value for one request, a column of `requests.csv`.
+    pub const fn per_request(mut self, f: fn(&RequestMetrics) -> Option<f64>) -> Metric {
+        self.per_request = Some(f);
+        self
+    }
+
+    /// Its mean over rounds with the 95 % interval; `definition` says how rounds
+    /// sample it.
+    pub const fn rounds(
+        mut self,
+        estimate: fn(&Summary) -> &Estimate,
+        definition: &'static str,
+    ) -> Metric {
+        self.rounds = Some(RoundsOf {
+            estimate,
+            definition,
+        });
+        self
+    }
+
+    /// `harness compare` compares its rounds estimate, `better` being the good way.
+    pub const fn compare(mut self, better: Better) -> Metric {
+        self.compare = Some(better);
+        self
+    }
+
+    pub const fn columns(mut self, columns: &'static [Column]) -> Metric {
+        self.columns = columns;
+        self
+    }
+
+    /// A p50/p99 panel of the latency plots.
+    pub const fn plot(mut self) -> Metric {
+        self.plot = true;
+        self
+    }
+
+    /// Keys only where a point has it.
+    pub const fn only_when_present(mut self) -> Metric {
+        self.only_when_present = true;
+        self
+    }
+
     /// The metric's flat keys with their values in `s`, in output order.
     pub fn values(&self, s: &Summary) -> Vec<(String, Option<f64>)> {
         let mut out = Vec::new();
@@ -327,284 +415,193 @@ use View::{Brief as B, Wide as W};
 
 /// Every summary metric, in output order.
 pub static CATALOG: &[Metric] = &[
-    Metric {
-        name: "duration",
-        label: "duration",
-        unit: Unit::Seconds,
-        definition: "throughput window: last finish - first submit over all requests of \
-            the point that finished, failed ones included (s)",
-        reading: Reading::Scalar(|s| s.duration),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "completed",
-        label: "ok",
-        unit: Unit::Count,
-        definition: "requests that ended with length or stop",
-        reading: Reading::Scalar(|s| Some(s.completed as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "failed",
-        label: "failed",
-        unit: Unit::Count,
-        definition: "requests that ended any other way (error, timeout, abort) or never \
-            finished; counted by reason and listed, excluded from latencies and token totals",
-        reading: Reading::Scalar(|s| Some(s.failed as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "total_input_tokens",
-        label: "input tokens",
-        unit: Unit::Count,
-        definition: "prompt tokens (input_len) of completed requests",
-        reading: Reading::Scalar(|s| Some(s.total_input_tokens as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "total_output_tokens",
-        label: "output tokens",
-        unit: Unit::Count,
-        definition: "output tokens of completed requests",
-        reading: Reading::Scalar(|s| Some(s.total_output_tokens as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "request_throughput",
-        label: "req/s",
-        unit: Unit::ReqPerS,
-        definition: "completed / duration (req/s); null when duration is 0 or unknown",
-        reading: Reading::Scalar(|s| s.request_throughput),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[col(V, W)],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "request_goodput",
-        label: "goodput req/s",
-        unit: Unit::ReqPerS,
-        definition: "completed requests meeting every given SLO (ttft <=, tpot <=, e2el <=) \
-            / duration (req/s); a 1-token request has no tpot and passes the tpot SLO; \
-            null without --slo",
-        reading: Reading::Scalar(|s| s.request_goodput),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[col(V, B)],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "good_requests",
-        label: "good",
-        unit: Unit::Count,
-        definition: "completed requests meeting every given SLO; null without --slo",
-        reading: Reading::Scalar(|s| s.good_requests.map(|n| n as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "output_throughput",
-        label: "out tok/s",
-        unit: Unit::TokPerS,
-        definition: "output tokens of completed requests / duration (tok/s)",
-        reading: Reading::Scalar(|s| s.output_throughput),
-        per_request: None,
-        rounds: Some(RoundsOf {
-            estimate: |s| &s.rounds.output_throughput,
-            definition: "mean output throughput over rounds with its interval (see \
-                intervals); batch mode: per batch, its output tokens / (its last finish - \
-                its first submit); other modes: per equal time window of the point's span \
-                (W = floor(sqrt(completed)) windows, 2 to 30), output tokens stamped in the \
-                window / window length, so the mean equals output_throughput",
-        }),
-        compare: Some(Better::Higher),
-        columns: &[col(R, B)],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "total_token_throughput",
-        label: "total tok/s",
-        unit: Unit::TokPerS,
-        definition: "(prompt + output tokens) of completed requests / duration (tok/s)",
-        reading: Reading::Scalar(|s| s.total_token_throughput),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[col(V, W)],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "rounds",
-        label: "rounds",
-        unit: Unit::Count,
-        definition: "the samples of a point with a completed request: in batch mode each \
-            batch is a round, in the other modes each request; a point runs until \
-            --min-rounds and --min-duration are both met (or --max-duration), unless \
-            --num-requests or --duration fix it",
-        reading: Reading::Scalar(|s| Some(s.rounds.count as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        // The table's own column, beside the point (as ok/failed).
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "throughput_windows",
-        label: "windows",
-        unit: Unit::Count,
-        definition: "equal time windows the output throughput's rounds were sampled over \
-            (null in batch mode, where each batch is a sample)",
-        reading: Reading::Scalar(|s| s.rounds.throughput_windows.map(|n| n as f64)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "ttft",
-        label: "TTFT",
-        unit: Unit::Ms,
-        definition: "time to first token: first token event - submit, per successful \
-            request (ms)",
-        reading: Reading::Distribution(|s| Some(&s.ttft)),
-        per_request: Some(|m| m.ttft_ms),
-        rounds: Some(RoundsOf {
-            estimate: |s| &s.rounds.mean_ttft_ms,
-            definition: "mean TTFT over rounds with its interval (see intervals): batch \
-                mode, each batch's mean TTFT; other modes, each request's TTFT (ms)",
-        }),
-        compare: Some(Better::Lower),
-        columns: &[
-            col(S(Stat::Median), B),
-            col(S(Stat::P99), B),
-            col(S(Stat::Mean), W),
-        ],
-        plot: true,
-        only_when_present: false,
-    },
-    Metric {
-        name: "tpot",
-        label: "TPOT",
-        unit: Unit::Ms,
-        definition: "time per output token: (e2el - ttft) / (output_tokens - 1), per \
-            request with >= 2 output tokens; 1-token requests are excluded, as in vLLM; \
-            equal to AIPerf/GenAI-Perf's ITL ((last - first token event) / (output_tokens \
-            - 1)) because e2el ends at the last token event (ms)",
-        reading: Reading::Distribution(|s| Some(&s.tpot)),
-        per_request: Some(|m| m.tpot_ms),
-        rounds: Some(RoundsOf {
-            estimate: |s| &s.rounds.mean_tpot_ms,
-            definition: "mean TPOT over rounds with its interval (see intervals): batch \
-                mode, each batch's mean TPOT; other modes, each request's TPOT (ms)",
-        }),
-        compare: Some(Better::Lower),
-        columns: &[
-            col(S(Stat::Median), B),
-            col(S(Stat::P99), B),
-            col(S(Stat::Mean), W),
-        ],
-        plot: true,
-        only_when_present: false,
-    },
-    Metric {
-        name: "itl",
-        label: "ITL",
-        unit: Unit::Ms,
-        definition: "inter-token latency: every gap between consecutive token events, \
-            pooled over successful requests (vLLM/SGLang ITL); one gap per event, so an \
-            event carrying k > 1 tokens counts as one chunk, as vLLM counts streamed \
-            chunks (ms)",
-        reading: Reading::Distribution(|s| Some(&s.itl)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[col(S(Stat::P99), W)],
-        plot: true,
-        only_when_present: false,
-    },
-    Metric {
-        name: "e2el",
-        label: "E2EL",
-        unit: Unit::Ms,
-        definition: "end-to-end latency: last token event - submit, per successful \
-            request (ms); a later finish-only event carries no token and is not counted",
-        reading: Reading::Distribution(|s| Some(&s.e2el)),
-        per_request: Some(|m| m.e2el_ms),
-        rounds: None,
-        compare: None,
-        columns: &[col(S(Stat::P99), W)],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "per_user_output_throughput",
-        label: "per-user tok/s",
-        unit: Unit::TokPerS,
-        definition: "1 / tpot per request, in output tokens/s as one user sees them; \
-            requests without tpot or with tpot = 0 (all tokens in one event) are excluded \
-            (tok/s)",
-        reading: Reading::Distribution(|s| Some(&s.per_user_output_throughput)),
-        per_request: None,
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: false,
-    },
-    Metric {
-        name: "engine_ttft_delta",
-        label: "engine TTFT Δ",
-        unit: Unit::Ms,
-        definition: "harness first token stamp - engine's own first token stamp, per \
-            successful request that carries one (ms); measures the harness's stamping \
-            lag, target p99 <= 1 ms",
-        reading: Reading::Distribution(|s| s.engine_ttft_delta.as_ref()),
-        per_request: Some(|m| m.ttft_ms.zip(m.engine_ttft_ms).map(|(h, e)| h - e)),
-        rounds: None,
-        compare: None,
-        columns: &[],
-        plot: false,
-        only_when_present: true,
-    },
+    Metric::scalar(
+        "duration",
+        "duration",
+        Unit::Seconds,
+        "throughput window: last finish - first submit over all requests of the point that \
+         finished, failed ones included (s)",
+        |s| s.duration,
+    ),
+    Metric::scalar(
+        "completed",
+        "ok",
+        Unit::Count,
+        "requests that ended with length or stop",
+        |s| Some(s.completed as f64),
+    ),
+    Metric::scalar(
+        "failed",
+        "failed",
+        Unit::Count,
+        "requests that ended any other way (error, timeout, abort) or never finished; \
+         counted by reason and listed, excluded from latencies and token totals",
+        |s| Some(s.failed as f64),
+    ),
+    Metric::scalar(
+        "total_input_tokens",
+        "input tokens",
+        Unit::Count,
+        "prompt tokens (input_len) of completed requests",
+        |s| Some(s.total_input_tokens as f64),
+    ),
+    Metric::scalar(
+        "total_output_tokens",
+        "output tokens",
+        Unit::Count,
+        "output tokens of completed requests",
+        |s| Some(s.total_output_tokens as f64),
+    ),
+    Metric::scalar(
+        "request_throughput",
+        "req/s",
+        Unit::ReqPerS,
+        "completed / duration (req/s); null when duration is 0 or unknown",
+        |s| s.request_throughput,
+    )
+    .columns(&[col(V, W)]),
+    Metric::scalar(
+        "request_goodput",
+        "goodput req/s",
+        Unit::ReqPerS,
+        "completed requests meeting every given SLO (ttft <=, tpot <=, e2el <=) / duration \
+         (req/s); a 1-token request has no tpot and passes the tpot SLO; null without --slo",
+        |s| s.request_goodput,
+    )
+    .columns(&[col(V, B)]),
+    Metric::scalar(
+        "good_requests",
+        "good",
+        Unit::Count,
+        "completed requests meeting every given SLO; null without --slo",
+        |s| s.good_requests.map(|n| n as f64),
+    ),
+    Metric::scalar(
+        "output_throughput",
+        "out tok/s",
+        Unit::TokPerS,
+        "output tokens of completed requests / duration (tok/s)",
+        |s| s.output_throughput,
+    )
+    .rounds(
+        |s| &s.rounds.output_throughput,
+        "mean output throughput over rounds with its interval (see intervals); batch mode: \
+         per batch, its output tokens / (its last finish - its first submit); other modes: \
+         per equal time window of the point's span (W = floor(sqrt(completed)) windows, 2 to \
+         30), output tokens stamped in the window / window length, so the mean equals \
+         output_throughput",
+    )
+    .compare(Better::Higher)
+    .columns(&[col(R, B)]),
+    Metric::scalar(
+        "total_token_throughput",
+        "total tok/s",
+        Unit::TokPerS,
+        "(prompt + output tokens) of completed requests / duration (tok/s)",
+        |s| s.total_token_throughput,
+    )
+    .columns(&[col(V, W)]),
+    // The table shows rounds in a column of its own, beside the point (as ok/failed).
+    Metric::scalar(
+        "rounds",
+        "rounds",
+        Unit::Count,
+        "the samples of a point with a completed request: in batch mode each batch is a \
+         round, in the other modes each request; a point runs until --min-rounds and \
+         --min-duration are both met (or --max-duration), unless --num-requests or \
+         --duration fix it",
+        |s| Some(s.rounds.count as f64),
+    ),
+    Metric::scalar(
+        "throughput_windows",
+        "windows",
+        Unit::Count,
+        "equal time windows the output throughput's rounds were sampled over (null in batch \
+         mode, where each batch is a sample)",
+        |s| s.rounds.throughput_windows.map(|n| n as f64),
+    ),
+    Metric::distribution(
+        "ttft",
+        "TTFT",
+        Unit::Ms,
+        "time to first token: first token event - submit, per successful request (ms)",
+        |s| Some(&s.ttft),
+    )
+    .per_request(|m| m.ttft_ms)
+    .rounds(
+        |s| &s.rounds.mean_ttft_ms,
+        "mean TTFT over rounds with its interval (see intervals): batch mode, each batch's \
+         mean TTFT; other modes, each request's TTFT (ms)",
+    )
+    .compare(Better::Lower)
+    .columns(&[
+        col(S(Stat::Median), B),
+        col(S(Stat::P99), B),
+        col(S(Stat::Mean), W),
+    ])
+    .plot(),
+    Metric::distribution(
+        "tpot",
+        "TPOT",
+        Unit::Ms,
+        "time per output token: (e2el - ttft) / (output_tokens - 1), per request with >= 2 \
+         output tokens; 1-token requests are excluded, as in vLLM; equal to \
+         AIPerf/GenAI-Perf's ITL ((last - first token event) / (output_tokens - 1)) because \
+         e2el ends at the last token event (ms)",
+        |s| Some(&s.tpot),
+    )
+    .per_request(|m| m.tpot_ms)
+    .rounds(
+        |s| &s.rounds.mean_tpot_ms,
+        "mean TPOT over rounds with its interval (see intervals): batch mode, each batch's \
+         mean TPOT; other modes, each request's TPOT (ms)",
+    )
+    .compare(Better::Lower)
+    .columns(&[
+        col(S(Stat::Median), B),
+        col(S(Stat::P99), B),
+        col(S(Stat::Mean), W),
+    ])
+    .plot(),
+    Metric::distribution(
+        "itl",
+        "ITL",
+        Unit::Ms,
+        "inter-token latency: every gap between consecutive token events, pooled over \
+         successful requests (vLLM/SGLang ITL); one gap per event, so an event carrying k > 1 \
+         tokens counts as one chunk, as vLLM counts streamed chunks (ms)",
+        |s| Some(&s.itl),
+    )
+    .columns(&[col(S(Stat::P99), W)])
+    .plot(),
+    Metric::distribution(
+        "e2el",
+        "E2EL",
+        Unit::Ms,
+        "end-to-end latency: last token event - submit, per successful request (ms); a later \
+         finish-only event carries no token and is not counted",
+        |s| Some(&s.e2el),
+    )
+    .per_request(|m| m.e2el_ms)
+    .columns(&[col(S(Stat::P99), W)]),
+    Metric::distribution(
+        "per_user_output_throughput",
+        "per-user tok/s",
+        Unit::TokPerS,
+        "1 / tpot per request, in output tokens/s as one user sees them; requests without \
+         tpot or with tpot = 0 (all tokens in one event) are excluded (tok/s)",
+        |s| Some(&s.per_user_output_throughput),
+    ),
+    Metric::distribution(
+        "engine_ttft_delta",
+        "engine TTFT Δ",
+        Unit::Ms,
+        "harness first token stamp - engine's own first token stamp, per successful request \
+         that carries one (ms); measures the harness's stamping lag, target p99 <= 1 ms",
+        |s| s.engine_ttft_delta.as_ref(),
+    )
+    .per_request(|m| m.ttft_ms.zip(m.engine_ttft_ms).map(|(h, e)| h - e))
+    .only_when_present(),
 ];
 
 /// Every definition of `catalog` and the shared methods, as `(name, definition)`.

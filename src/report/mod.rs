@@ -504,26 +504,21 @@ pub(crate) mod tests {
     /// the JSON, the CSV, requests.csv, the table, the HTML report and `compare`.
     #[test]
     fn a_metric_added_in_one_place_appears_in_every_output() {
-        use crate::metrics::catalog::{Better, Column, Reading, RoundsOf, Shown, View};
-        let spread = Metric {
-            name: "ttft_spread",
-            label: "TTFT spread",
-            unit: crate::metrics::catalog::Unit::Ms,
-            definition: "max - min TTFT over the point's successful requests (ms)",
-            reading: Reading::Scalar(|s| s.ttft.max.zip(s.ttft.min).map(|(a, b)| a - b)),
-            per_request: Some(|m| m.ttft_ms.map(|t| t * 2.0)),
-            rounds: Some(RoundsOf {
-                estimate: |s| &s.rounds.mean_ttft_ms,
-                definition: "as ttft_rounds",
-            }),
-            compare: Some(Better::Lower),
-            columns: &[Column {
-                shown: Shown::Value,
-                view: View::Brief,
-            }],
-            plot: false,
-            only_when_present: false,
-        };
+        use crate::metrics::catalog::{Better, Column, Shown, View};
+        let spread = Metric::scalar(
+            "ttft_spread",
+            "TTFT spread",
+            Unit::Ms,
+            "max - min TTFT over the point's successful requests (ms)",
+            |s| s.ttft.max.zip(s.ttft.min).map(|(a, b)| a - b),
+        )
+        .per_request(|m| m.ttft_ms.map(|t| t * 2.0))
+        .rounds(|s| &s.rounds.mean_ttft_ms, "as ttft_rounds")
+        .compare(Better::Lower)
+        .columns(&[Column {
+            shown: Shown::Value,
+            view: View::Brief,
+        }]);
         let mut all = CATALOG.to_vec();
         all.push(spread);
         let all: &'static [Metric] = Box::leak(all.into_boxed_slice());
