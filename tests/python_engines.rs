@@ -543,19 +543,7 @@ fn ctrl_c_while_the_engine_loads_ends_at_once_and_leaves_nothing() {
 
 /// A venv for the stdlib-only test adapter: this interpreter, no packages.
 fn stdlib_venv(dir: &Path) -> PathBuf {
-    let v = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}'); print(sys.executable)",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(v.stdout).unwrap();
-    let mut lines = text.lines();
-    let (pydir, exe) = (lines.next().unwrap(), lines.next().unwrap());
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    std::fs::create_dir_all(dir.join("lib").join(pydir).join("site-packages")).unwrap();
-    std::os::unix::fs::symlink(exe, dir.join("bin/python")).unwrap();
+    common::bare_venv(dir);
     dir.to_path_buf()
 }
 

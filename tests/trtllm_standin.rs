@@ -32,29 +32,14 @@ const THROW_TOKEN: u32 = 9;
 const THROW_OTHER_TOKEN: u32 = 10;
 const AWAIT_THROW_TOKEN: u32 = 11;
 
-/// An engine directory as trtllm-build writes one (config.json, rank0.engine), plus the
-/// stand-in's schedule.
+/// An engine directory as trtllm-build writes one, with the stand-in's schedule and the
+/// faults above.
 fn engine_dir(schedule: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::write(
-        d.path().join("config.json"),
-        r#"{"version": "stand-in", "pretrained_config": {"architecture": "StandInForTests",
-            "dtype": "float16", "vocab_size": 32000, "mapping": {"world_size": 1}},
-            "build_config": {"max_batch_size": 64, "max_input_len": 1024, "max_seq_len": 2048,
-            "max_num_tokens": 8192}}"#,
-    )
-    .unwrap();
-    std::fs::write(d.path().join("rank0.engine"), "").unwrap();
     let faults = format!(
         "error_token={ERROR_TOKEN}\nhang_token={HANG_TOKEN}\nthrow_token={THROW_TOKEN}\n\
          throw_other_token={THROW_OTHER_TOKEN}\nawait_throw_token={AWAIT_THROW_TOKEN}\n"
     );
-    std::fs::write(
-        d.path().join("standin.cfg"),
-        format!("{schedule}\n{faults}"),
-    )
-    .unwrap();
-    d
+    common::trtllm_standin_engine_dir(&format!("{schedule}\n{faults}"))
 }
 
 fn load(dir: &Path, args: &[(&str, &str)]) -> Result<TrtllmEngine, EngineError> {

@@ -413,6 +413,13 @@ pub const METHODS: &[(&str, &str)] = &[
 use Shown::{Rounds as R, Stat as S, Value as V};
 use View::{Brief as B, Wide as W};
 
+/// The columns of TTFT and TPOT: p50 and p99 in the brief table, the mean in the wide.
+const LATENCY: &[Column] = &[
+    col(S(Stat::Median), B),
+    col(S(Stat::P99), B),
+    col(S(Stat::Mean), W),
+];
+
 /// Every summary metric, in output order.
 pub static CATALOG: &[Metric] = &[
     Metric::scalar(
@@ -534,11 +541,7 @@ pub static CATALOG: &[Metric] = &[
          mean TTFT; other modes, each request's TTFT (ms)",
     )
     .compare(Better::Lower)
-    .columns(&[
-        col(S(Stat::Median), B),
-        col(S(Stat::P99), B),
-        col(S(Stat::Mean), W),
-    ])
+    .columns(LATENCY)
     .plot(),
     Metric::distribution(
         "tpot",
@@ -557,11 +560,7 @@ pub static CATALOG: &[Metric] = &[
          mean TPOT; other modes, each request's TPOT (ms)",
     )
     .compare(Better::Lower)
-    .columns(&[
-        col(S(Stat::Median), B),
-        col(S(Stat::P99), B),
-        col(S(Stat::Mean), W),
-    ])
+    .columns(LATENCY)
     .plot(),
     Metric::distribution(
         "itl",

@@ -151,11 +151,9 @@ pub fn assert_no_process_left(tag: &str, what: &str) {
     }
 }
 
-/// A venv of this interpreter whose only package is the TensorRT-LLM Python stand-in
-/// (tests/trtllm_py_standin/tensorrt_llm, linked), and a checkpoint directory for
-/// `--model` (the stand-in reads nothing from it; the harness reads its tokenizer for
-/// the workload): `(venv, model)`.
-pub fn trtllm_py_standin_env(dir: &Path) -> (PathBuf, PathBuf) {
+/// A venv at `dir` of this interpreter with no packages (bin/python and an empty
+/// site-packages); returns its site-packages.
+pub fn bare_venv(dir: &Path) -> PathBuf {
     let v = std::process::Command::new("python3")
         .args([
             "-c",
@@ -166,11 +164,20 @@ pub fn trtllm_py_standin_env(dir: &Path) -> (PathBuf, PathBuf) {
     let text = String::from_utf8(v.stdout).unwrap();
     let mut lines = text.lines();
     let (pydir, exe) = (lines.next().unwrap(), lines.next().unwrap());
-    let venv = dir.join("venv");
-    let sp = venv.join("lib").join(pydir).join("site-packages");
-    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    let sp = dir.join("lib").join(pydir).join("site-packages");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::create_dir_all(&sp).unwrap();
-    std::os::unix::fs::symlink(exe, venv.join("bin/python")).unwrap();
+    std::os::unix::fs::symlink(exe, dir.join("bin/python")).unwrap();
+    sp
+}
+
+/// A venv of this interpreter whose only package is the TensorRT-LLM Python stand-in
+/// (tests/trtllm_py_standin/tensorrt_llm, linked), and a checkpoint directory for
+/// `--model` (the stand-in reads nothing from it; the harness reads its tokenizer for
+/// the workload): `(venv, model)`.
+pub fn trtllm_py_standin_env(dir: &Path) -> (PathBuf, PathBuf) {
+    let venv = dir.join("venv");
+    let sp = bare_venv(&venv);
     let standin =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/trtllm_py_standin/tensorrt_llm");
     std::os::unix::fs::symlink(standin, sp.join("tensorrt_llm")).unwrap();
@@ -185,4 +192,22 @@ pub fn trtllm_py_standin_env(dir: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     (venv, model)
+}
+
+/// An engine directory for the TensorRT-LLM C++ stand-in (tests/trtllm_standin), as
+/// trtllm-build writes one (config.json, rank0.engine), with `standin_cfg` as the
+/// stand-in's schedule and faults (standin.cfg).
+pub fn trtllm_standin_engine_dir(standin_cfg: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        r#"{"version": "stand-in", "pretrained_config": {"architecture": "StandInForTests",
+            "dtype": "float16", "vocab_size": 32000, "mapping": {"world_size": 1}},
+            "build_config": {"max_batch_size": 64, "max_input_len": 1024, "max_seq_len": 2048,
+            "max_num_tokens": 8192}}"#,
+    )
+    .unwrap();
+    std::fs::write(d.path().join("rank0.engine"), "").unwrap();
+    std::fs::write(d.path().join("standin.cfg"), standin_cfg).unwrap();
+    d
 }

@@ -137,7 +137,6 @@ fn tokenize(model: &Path, text: &str) -> Vec<u32> {
 /// prompt file one line of which does not fit it, and `one_slot`.
 fn with_model(
     model: PathBuf,
-    python_env: Option<PathBuf>,
     context: &[(&str, &str)],
     one_slot: &[(&str, &str)],
     load_timeout_s: u64,
@@ -146,9 +145,6 @@ fn with_model(
     let prompts = prompt_file(tmp.path());
     let engine_args = kv(context);
     let mut args = path_flag("--model", &model);
-    if let Some(env) = &python_env {
-        args.extend(path_flag("--python-env", env));
-    }
     args.extend(engine_arg_flags(&engine_args));
     let mut fail_args = vec!["--dataset".to_string(), "prompts".to_string()];
     fail_args.extend(path_flag("--dataset-path", &prompts));
@@ -163,10 +159,10 @@ fn with_model(
         child: ChildConfig {
             model: Some(model),
             engine_args,
-            python_env,
             one_slot: kv(one_slot),
             prompt,
             long_output_len: 200,
+            ..Default::default()
         },
         _keep: vec![Box::new(tmp)],
     }
@@ -230,7 +226,6 @@ pub fn setup(engine: &str) -> Result<Setup, Skip> {
             vllm_env()?;
             with_model(
                 tiny()?,
-                None,
                 &[("max_model_len", "256")],
                 &[("max_num_seqs", "1")],
                 300,
@@ -240,7 +235,6 @@ pub fn setup(engine: &str) -> Result<Setup, Skip> {
             vllm_env()?;
             with_model(
                 tiny()?,
-                None,
                 &[("max_model_len", "256")],
                 &[("max_num_seqs", "1")],
                 400,
@@ -250,7 +244,6 @@ pub fn setup(engine: &str) -> Result<Setup, Skip> {
             vllm_env()?;
             with_model(
                 tiny()?,
-                None,
                 &[("max_model_len", "256")],
                 &[("max_batch", "1")],
                 300,
@@ -260,7 +253,6 @@ pub fn setup(engine: &str) -> Result<Setup, Skip> {
             need(cache.join("venvs/sglang"), "scripts/setup.sh sglang")?;
             let mut s = with_model(
                 tiny()?,
-                None,
                 &[("context_length", "256")],
                 &[("max_running_requests", "1")],
                 600,
@@ -275,7 +267,6 @@ pub fn setup(engine: &str) -> Result<Setup, Skip> {
             // 512 cells over 2 slots: 256 tokens a request.
             with_model(
                 dir,
-                None,
                 &[("n_ctx", "512"), ("n_parallel", "2")],
                 &[("n_parallel", "1")],
                 120,
@@ -336,21 +327,9 @@ fn openai_standin() -> Setup {
 /// TensorRT-LLM's C++ Executor on the test stand-in (a `--features trtllm-standin`
 /// build): an engine directory whose standin.cfg fails request FAIL_ID.
 fn trtllm_standin() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.json"),
-        r#"{"version": "stand-in", "pretrained_config": {"architecture": "StandInForTests",
-            "dtype": "float16", "vocab_size": 32000, "mapping": {"world_size": 1}},
-            "build_config": {"max_batch_size": 64, "max_input_len": 1024, "max_seq_len": 4096,
-            "max_num_tokens": 8192}}"#,
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("rank0.engine"), "").unwrap();
-    std::fs::write(
-        dir.path().join("standin.cfg"),
-        format!("prefill_ms=5\ndecode_ms=5\nerror_client={FAIL_ID}\n"),
-    )
-    .unwrap();
+    let dir = common::trtllm_standin_engine_dir(&format!(
+        "prefill_ms=5\ndecode_ms=5\nerror_client={FAIL_ID}\n"
+    ));
     let mut s = without_model(&[], &[], &[("max_batch_size", "1")]);
     s.args = path_flag("--model", dir.path());
     s.child.model = Some(dir.path().to_path_buf());
