@@ -242,12 +242,17 @@ mod tests {
         assert_eq!(process_ticks("garbage", false), None);
     }
 
+    /// A shell loop of `n` iterations with no process of its own (arithmetic only).
+    fn spin(n: u64) -> String {
+        format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done")
+    }
+
     #[test]
     fn a_busy_child_counts_as_own_and_a_stranger_as_other() {
-        // Our own spinning child is ours: the share of others stays low.
+        // Our own spinning child is ours.
         let start = CpuSample::now();
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .args(["-c", &spin(300_000)])
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -256,7 +261,41 @@ mod tests {
         let load = start.until(&mid);
         assert!(load.wall_s >= 0.29, "{load:?}");
         assert!(load.own_cpu_s > 0.1, "the child's CPU is ours: {load:?}");
-        assert!(load.other_share <= 1.0 && load.other_share >= 0.0);
         assert!(load.loadavg_1m_end.is_some());
+
+        // A process outside our tree (its shell exits at once, so it is re-parented
+        // away), spinning meanwhile: others' CPU. Other tests of this binary run in its
+        // threads, so `own` is not asserted small.
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("( {} ) > /dev/null 2>&1 & echo $!", spin(50_000_000)),
+            ])
+            .output()
+            .unwrap();
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let ticks = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| process_ticks(&s, false))
+                .map_or(0, |(_, t)| t)
+        };
+        let (start, t0) = (CpuSample::now(), ticks());
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let (end, t1) = (CpuSample::now(), ticks());
+        // SAFETY: kill has no memory effects; the pid is the stranger just started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let load = start.until(&end);
+        let stranger_s = t1.saturating_sub(t0) as f64 / ticks_per_s();
+        assert!(stranger_s > 0.1, "the stranger did not run: {stranger_s} s");
+        assert!(
+            load.other_cpu_s >= stranger_s - 0.05,
+            "the stranger's {stranger_s} s are not in others' CPU: {load:?}"
+        );
+        let share = load.other_cpu_s / (load.wall_s * load.cpus as f64);
+        assert!(
+            (load.other_share - share.min(1.0)).abs() < 1e-12,
+            "{load:?}"
+        );
     }
 }

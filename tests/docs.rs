@@ -30,7 +30,10 @@ fn every_catalogue_definition_has_a_heading_in_docs_metrics() {
 fn the_readme_is_a_front_door() {
     let readme = read("README.md");
     let lines = readme.lines().count();
-    assert!(lines <= 150, "README.md is {lines} lines; manuals go in docs/");
+    assert!(
+        lines <= 150,
+        "README.md is {lines} lines; manuals go in docs/"
+    );
     // The two commands come first.
     let first_block = readme.split("```").nth(1).unwrap_or_default();
     assert!(
@@ -62,7 +65,9 @@ fn relative_links_resolve() {
         let text = std::fs::read_to_string(&file).unwrap();
         // `](target)` of inline links; targets with a scheme or only an anchor are skipped.
         for part in text.split("](").skip(1) {
-            let Some(target) = part.split(')').next() else { continue };
+            let Some(target) = part.split(')').next() else {
+                continue;
+            };
             let path = target.split('#').next().unwrap_or("");
             if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
                 continue;
