@@ -611,14 +611,6 @@ pub fn definitions(catalog: &[Metric]) -> Vec<(String, &'static str)> {
     out
 }
 
-/// The definition of `name` in [`CATALOG`] or [`METHODS`].
-pub fn definition(name: &str) -> Option<&'static str> {
-    definitions(CATALOG)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, d)| d)
-}
-
 /// The metric named `name` in [`CATALOG`].
 pub fn metric(name: &str) -> Option<&'static Metric> {
     CATALOG.iter().find(|m| m.name == name)

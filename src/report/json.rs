@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(v["slo"]["ttft_ms"], 150.0);
         assert_eq!(
             v["definitions"]["tpot"].as_str(),
-            crate::metrics::catalog::definition("tpot")
+            crate::metrics::catalog::metric("tpot").map(|m| m.definition)
         );
         // Two points: no flat keys at the top level.
         assert!(v.get("output_throughput").is_none());
