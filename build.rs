@@ -52,7 +52,7 @@ fn main() {
 ///   `TRTLLM_LIB_DIR` (a `:`-separated list: a source build keeps the plugin library
 ///   in its own directory), each overriding `TRTLLM_ROOT`'s;
 /// - `CUDA_HOME` (default `/usr/local/cuda`): `include/cuda_fp16.h` and
-///   `lib64/` or `lib/` with `libcudart.so` (`scripts/cuda_headers.sh` installs both
+///   `lib64/` or `lib/` with `libcudart.so` (`scripts/setup.d/cuda_headers.sh` installs both
 ///   from PyPI);
 /// - `TRTLLM_CXX11_ABI` (0 or 1) overrides the libstdc++ ABI, otherwise read from
 ///   `libtensorrt_llm.so` (new-ABI symbols name `__cxx11`): std::string crosses the
@@ -65,7 +65,7 @@ mod trtllm {
     use std::env;
     use std::path::{Path, PathBuf};
 
-    /// Marks a TRTLLM_ROOT-shaped tree made by scripts/trtllm_standin.sh.
+    /// Marks a TRTLLM_ROOT-shaped tree made by scripts/setup.d/trtllm_standin.sh.
     const STANDIN_MARK: &str = "LLM_HARNESS_STANDIN";
 
     fn fail(msg: &str) -> ! {
@@ -155,7 +155,7 @@ mod trtllm {
         let standin = trt_dir.join(STANDIN_MARK).is_file();
         if env::var_os("CARGO_FEATURE_TRTLLM_STANDIN").is_some() && !standin {
             fail(&format!(
-                "the trtllm-standin feature runs the tests against the stand-in Executor, but {} is not the stand-in tree; set TRTLLM_ROOT=\"$(scripts/trtllm_standin.sh | tail -n1)\"",
+                "the trtllm-standin feature runs the tests against the stand-in Executor, but {} is not the stand-in tree; set TRTLLM_ROOT=\"$(scripts/setup.d/trtllm_standin.sh | tail -n1)\"",
                 trt_dir.display()
             ));
         }
@@ -170,7 +170,7 @@ mod trtllm {
         let cuda_include = cuda.join("include");
         if !cuda_include.join("cuda_fp16.h").is_file() {
             fail(&format!(
-                "{} not found: set CUDA_HOME to a CUDA 13.x toolkit (or CUDA_HOME=\"$(scripts/cuda_headers.sh | tail -n1)\", the headers from PyPI)",
+                "{} not found: set CUDA_HOME to a CUDA 13.x toolkit (or CUDA_HOME=\"$(scripts/setup.d/cuda_headers.sh | tail -n1)\", the headers from PyPI)",
                 cuda_include.join("cuda_fp16.h").display()
             ));
         }
@@ -179,7 +179,7 @@ mod trtllm {
             .find(|d| d.join("libcudart.so").is_file())
             .unwrap_or_else(|| {
                 fail(&format!(
-                    "libcudart.so not found in {0}/lib64 or {0}/lib; set CUDA_HOME to a CUDA 13.x toolkit (or run scripts/cuda_headers.sh)",
+                    "libcudart.so not found in {0}/lib64 or {0}/lib; set CUDA_HOME to a CUDA 13.x toolkit (or run scripts/setup.d/cuda_headers.sh)",
                     cuda.display()
                 ))
             });

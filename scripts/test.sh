@@ -23,8 +23,8 @@ cargo test --locked --features llamacpp --lib --test llamacpp "$@" -- --include-
 
 headers="${TRTLLM_INCLUDE_DIR:-../shared/trtllm-1.2/include}"
 if [ -f "$headers/tensorrt_llm/executor/executor.h" ]; then
-  CUDA_HOME="$(scripts/cuda_headers.sh | tail -n1)"
-  TRTLLM_ROOT="$(scripts/trtllm_standin.sh | tail -n1)"
+  CUDA_HOME="$(scripts/setup.d/cuda_headers.sh | tail -n1)"
+  TRTLLM_ROOT="$(scripts/setup.d/trtllm_standin.sh | tail -n1)"
   CUDA_HOME="$CUDA_HOME" TRTLLM_ROOT="$TRTLLM_ROOT" \
     cargo test --locked --no-default-features --features trtllm-standin --test trtllm_standin "$@"
 elif [ "${CI:-}" = true ]; then

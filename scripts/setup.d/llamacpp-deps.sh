@@ -37,16 +37,16 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $PACKAGES >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $PACKAGES >/dev/null; } \
-    || { echo "scripts/llamacpp-deps.sh: apt-get could not install $PACKAGES; install cmake and libclang yourself (LIBCLANG_PATH=DIR if it is not found)" >&2; exit 1; }
+    || { echo "scripts/setup.d/llamacpp-deps.sh: apt-get could not install $PACKAGES; install cmake and libclang yourself (LIBCLANG_PATH=DIR if it is not found)" >&2; exit 1; }
   m="$(missing)"
   if [ -n "$m" ]; then
-    echo "scripts/llamacpp-deps.sh: still missing after apt-get:$m" >&2
+    echo "scripts/setup.d/llamacpp-deps.sh: still missing after apt-get:$m" >&2
     exit 1
   fi
   log "llama.cpp build tools installed in $(( $(date +%s) - t )) s"
   exit 0
 fi
-echo "scripts/llamacpp-deps.sh: --features llamacpp needs:$m. Install them with:" >&2
+echo "scripts/setup.d/llamacpp-deps.sh: --features llamacpp needs:$m. Install them with:" >&2
 echo "  sudo apt-get install -y $PACKAGES" >&2
 echo "(elsewhere: cmake, and libclang with its headers; LIBCLANG_PATH=DIR if it is not found)" >&2
 exit 1
