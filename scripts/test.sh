@@ -13,9 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --llamacpp
 scripts/setup.sh sglang --venv-only
-# The same llama.cpp SIMD flags for every build of this target directory (a change
-# rebuilds llama.cpp).
-. scripts/llamacpp-env.sh
 export LLM_HARNESS_REQUIRE_ENGINES=1
 cargo test --locked --all-targets "$@"
 cargo test --locked --test python_engines --test sglang "$@" -- --ignored

@@ -61,8 +61,9 @@ fn default_threads(cpus: usize, other_busy_cores: f64) -> (u32, String) {
     )
 }
 
-/// CPU features this CPU has that the llama.cpp build does not use (it was built for
-/// less than the host: see scripts/llamacpp-env.sh), by llama.cpp's names.
+/// CPU features this CPU has that the llama.cpp build does not use (it was configured
+/// for less than this CPU: on another machine, or with GGML_* overrides; see
+/// ffi/llamacpp/host-cpu.cmake), by llama.cpp's names.
 fn features_missing(built: &[String]) -> Vec<&'static str> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -315,7 +316,7 @@ impl LlamaCppEngine {
         if !missing.is_empty() {
             // stderr is engine.log during the run: the warning sits with llama.cpp's lines.
             eprintln!(
-                "llm-harness: llama.cpp was built without {} that this CPU has; `. scripts/llamacpp-env.sh` before building",
+                "llm-harness: llama.cpp was built without {} that this CPU has; llama-cpp-sys-2 configures llama.cpp once per target directory, so rebuild it here: `cargo clean -p llama-cpp-sys-2` (with `--release` for a release build), then build again",
                 missing.join(", ")
             );
         }
