@@ -4,14 +4,16 @@
 //!
 //! This module owns the engine's parts: [`options`] (its `--engine-arg`s), [`slots`]
 //! (the request scheduler, modelled on llama-server's slots, since `libllama` has
-//! none), `ffi` (the thin safe layer over the C API) and `engine` (the [`Engine`]
-//! that joins them). The options and the scheduler are plain Rust and are compiled
-//! and tested in every build; the parts that call llama.cpp only with the feature.
+//! none), [`cpu`] (this CPU's SIMD against the build's), `ffi` (the thin safe layer
+//! over the C API) and `engine` (the [`Engine`] that joins them). The options, the
+//! scheduler and the CPU check are plain Rust and are compiled and tested in every
+//! build; the parts that call llama.cpp only with the feature.
 //! Without it, `harness engines` lists llamacpp as not built, with the command that
 //! builds it, and `--engine llamacpp` is a usage error saying the same.
 //!
 //! [`Engine`]: crate::engine::Engine
 
+pub mod cpu;
 pub mod options;
 pub mod slots;
 
@@ -58,6 +60,10 @@ pub static SPEC: EngineSpec = EngineSpec {
 
 #[cfg(feature = "llamacpp")]
 fn availability(_: &EngineConfig) -> Availability {
+    // Checked before llama.cpp runs any code: code for features this CPU lacks faults.
+    if let Some(problem) = cpu::problem() {
+        return Availability::unusable(format!("linked in ({BINDINGS})"), problem);
+    }
     Availability::usable(
         format!("linked in ({BINDINGS})"),
         Some(format!("ggml {}", ffi::system_info().ggml_version)),
