@@ -4,6 +4,8 @@
 # stdbool.h). Checks them; when one is missing and this runs as root with apt-get, it
 # installs them (non-interactive); otherwise it prints the exact command and fails.
 # scripts/setup.sh --llamacpp and .ci/run call it. Debian/Ubuntu package names.
+# With --check it only checks: exit 0 when all are there, else 1 with what is missing
+# (scripts/quickstart.sh builds llama.cpp in when they are there).
 set -euo pipefail
 PACKAGES="cmake libclang1-14 libclang-common-14-dev"
 log() { echo "[setup] $*"; }
@@ -25,6 +27,10 @@ missing() {
 }
 
 m="$(missing)"
+if [ "${1:-}" = --check ]; then
+  [ -z "$m" ] || { echo "llama.cpp build tools missing:$m"; exit 1; }
+  exit 0
+fi
 if [ -z "$m" ]; then
   log "llama.cpp build tools present (cmake $(cmake --version | head -1 | awk '{print $3}'), libclang)"
   exit 0

@@ -29,7 +29,8 @@ pub const BINDINGS: &str = "llama-cpp-sys-2 0.1.161";
 
 /// How to get an engine that is not in this build.
 pub const HOW_TO_BUILD: &str = "rebuild with `cargo build --release --features llamacpp` \
-    (needs cmake and libclang: scripts/setup.sh --llamacpp installs or checks them)";
+    (llama.cpp for this CPU's SIMD; needs cmake and libclang: scripts/setup.sh --llamacpp \
+    installs or checks them, and scripts/quickstart.sh then builds it in)";
 
 /// What the scheduler is, said in run.json and at load.
 pub const SCHEDULER_NOTE: &str = "the scheduler is the harness's, modelled on llama-server's \
