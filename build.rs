@@ -2,7 +2,8 @@
 //! and an rpath to libpython so the binary runs from any directory without
 //! LD_LIBRARY_PATH. With the `trtllm` feature, the cxx bridge and its C++ shim
 //! (`ffi/trtllm/`), compiled against an installed TensorRT-LLM 1.2.x and linked to it
-//! with an rpath (see [`trtllm`]).
+//! with an rpath (see [`trtllm`]). With `llamacpp`, the CPU switches llama.cpp was
+//! configured with (see [`llamacpp_switches`]).
 
 use std::process::Command;
 
@@ -39,6 +40,56 @@ fn main() {
 
     #[cfg(feature = "trtllm")]
     trtllm::build();
+
+    #[cfg(feature = "llamacpp")]
+    llamacpp_switches();
+}
+
+/// The ggml switches llama.cpp was configured with (`GGML_AVX512:BOOL=ON` ...), read
+/// from llama-cpp-sys-2's CMakeCache.txt into `HARNESS_LLAMACPP_SWITCHES` (the ON ones
+/// without `GGML_`, comma-separated; `native` for GGML_NATIVE): the engine compares them with the CPU it
+/// runs on before llama.cpp runs (src/engine/llamacpp/cpu.rs). llama-cpp-sys-2 says
+/// where its cmake package is (`DEP_LLAMA_GGML_CMAKE_DIR`, OUT_DIR/lib/cmake), and the
+/// build tree is OUT_DIR/build. Nothing is set when the cache is not found there.
+#[cfg(feature = "llamacpp")]
+fn llamacpp_switches() {
+    use std::path::Path;
+    let Some(cmake_dir) = std::env::var_os("DEP_LLAMA_GGML_CMAKE_DIR") else {
+        println!("cargo:warning=llama-cpp-sys-2 did not say where it built llama.cpp (DEP_LLAMA_GGML_CMAKE_DIR): the engine cannot check this CPU against the build");
+        return;
+    };
+    let Some(cache) = Path::new(&cmake_dir)
+        .ancestors()
+        .nth(2)
+        .map(|out| out.join("build").join("CMakeCache.txt"))
+    else {
+        return;
+    };
+    println!("cargo:rerun-if-changed={}", cache.display());
+    let Ok(text) = std::fs::read_to_string(&cache) else {
+        println!(
+            "cargo:warning=no {}: the engine cannot check this CPU against the llama.cpp build",
+            cache.display()
+        );
+        return;
+    };
+    // `GGML_NAME:TYPE=VALUE` lines with CMake's true values; the engine picks the x86
+    // switches among them.
+    let on: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let name = k.split_once(':')?.0.strip_prefix("GGML_")?;
+            let v = v.trim().to_ascii_uppercase();
+            matches!(v.as_str(), "ON" | "1" | "TRUE" | "YES" | "Y").then_some(name)
+        })
+        .collect();
+    let value = if on.contains(&"NATIVE") {
+        "native".to_string()
+    } else {
+        on.join(",")
+    };
+    println!("cargo:rustc-env=HARNESS_LLAMACPP_SWITCHES={value}");
 }
 
 /// Compiles `ffi/trtllm/shim.cpp` and the bridge in `src/engine/trtllm/ffi.rs` against
@@ -52,7 +103,7 @@ fn main() {
 ///   `TRTLLM_LIB_DIR` (a `:`-separated list: a source build keeps the plugin library
 ///   in its own directory), each overriding `TRTLLM_ROOT`'s;
 /// - `CUDA_HOME` (default `/usr/local/cuda`): `include/cuda_fp16.h` and
-///   `lib64/` or `lib/` with `libcudart.so` (`scripts/cuda_headers.sh` installs both
+///   `lib64/` or `lib/` with `libcudart.so` (`scripts/setup.d/cuda_headers.sh` installs both
 ///   from PyPI);
 /// - `TRTLLM_CXX11_ABI` (0 or 1) overrides the libstdc++ ABI, otherwise read from
 ///   `libtensorrt_llm.so` (new-ABI symbols name `__cxx11`): std::string crosses the
@@ -65,7 +116,7 @@ mod trtllm {
     use std::env;
     use std::path::{Path, PathBuf};
 
-    /// Marks a TRTLLM_ROOT-shaped tree made by scripts/trtllm_standin.sh.
+    /// Marks a TRTLLM_ROOT-shaped tree made by scripts/setup.d/trtllm_standin.sh.
     const STANDIN_MARK: &str = "LLM_HARNESS_STANDIN";
 
     fn fail(msg: &str) -> ! {
@@ -155,7 +206,7 @@ mod trtllm {
         let standin = trt_dir.join(STANDIN_MARK).is_file();
         if env::var_os("CARGO_FEATURE_TRTLLM_STANDIN").is_some() && !standin {
             fail(&format!(
-                "the trtllm-standin feature runs the tests against the stand-in Executor, but {} is not the stand-in tree; set TRTLLM_ROOT=\"$(scripts/trtllm_standin.sh | tail -n1)\"",
+                "the trtllm-standin feature runs the tests against the stand-in Executor, but {} is not the stand-in tree; set TRTLLM_ROOT=\"$(scripts/setup.d/trtllm_standin.sh | tail -n1)\"",
                 trt_dir.display()
             ));
         }
@@ -170,7 +221,7 @@ mod trtllm {
         let cuda_include = cuda.join("include");
         if !cuda_include.join("cuda_fp16.h").is_file() {
             fail(&format!(
-                "{} not found: set CUDA_HOME to a CUDA 13.x toolkit (or CUDA_HOME=\"$(scripts/cuda_headers.sh | tail -n1)\", the headers from PyPI)",
+                "{} not found: set CUDA_HOME to a CUDA 13.x toolkit (or CUDA_HOME=\"$(scripts/setup.d/cuda_headers.sh | tail -n1)\", the headers from PyPI)",
                 cuda_include.join("cuda_fp16.h").display()
             ));
         }
@@ -179,7 +230,7 @@ mod trtllm {
             .find(|d| d.join("libcudart.so").is_file())
             .unwrap_or_else(|| {
                 fail(&format!(
-                    "libcudart.so not found in {0}/lib64 or {0}/lib; set CUDA_HOME to a CUDA 13.x toolkit (or run scripts/cuda_headers.sh)",
+                    "libcudart.so not found in {0}/lib64 or {0}/lib; set CUDA_HOME to a CUDA 13.x toolkit (or run scripts/setup.d/cuda_headers.sh)",
                     cuda.display()
                 ))
             });

@@ -11,10 +11,9 @@
 //! hits both alike; the figure is the per-round ratio harness/loop of output tokens per
 //! second (first submit to last token), reported as its median with min and max.
 //!
-//! `cargo bench --features llamacpp --bench llamacpp_vs_loop` (after
-//! `. scripts/llamacpp-env.sh`); rounds: LLAMACPP_BENCH_ROUNDS (default 5); threads:
-//! LLAMACPP_BENCH_THREADS (default: the CPUs this process may use). Needs the GGUF
-//! from scripts/setup.sh.
+//! `cargo bench --features llamacpp --bench llamacpp_vs_loop`; rounds:
+//! LLAMACPP_BENCH_ROUNDS (default 5); threads: LLAMACPP_BENCH_THREADS (default: the
+//! CPUs this process may use). Needs the GGUF from scripts/setup.sh.
 
 use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Sampling, Stop};
 use llm_harness::engine::llamacpp::ffi::{

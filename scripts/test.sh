@@ -14,9 +14,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --llamacpp
 scripts/setup.sh sglang --venv-only
-# The same llama.cpp SIMD flags for every build of this target directory (a change
-# rebuilds llama.cpp).
-. scripts/llamacpp-env.sh
 export LLM_HARNESS_REQUIRE_ENGINES=1
 cargo test --locked --all-targets "$@"
 # The real-engine tests, the engine contract's real engines (tests/contract) among them.
@@ -26,8 +23,8 @@ cargo test --locked --features llamacpp --test contract "$@" -- --ignored --exac
 
 headers="${TRTLLM_INCLUDE_DIR:-../shared/trtllm-1.2/include}"
 if [ -f "$headers/tensorrt_llm/executor/executor.h" ]; then
-  CUDA_HOME="$(scripts/cuda_headers.sh | tail -n1)"
-  TRTLLM_ROOT="$(scripts/trtllm_standin.sh | tail -n1)"
+  CUDA_HOME="$(scripts/setup.d/cuda_headers.sh | tail -n1)"
+  TRTLLM_ROOT="$(scripts/setup.d/trtllm_standin.sh | tail -n1)"
   CUDA_HOME="$CUDA_HOME" TRTLLM_ROOT="$TRTLLM_ROOT" \
     cargo test --locked --no-default-features --features trtllm-standin --test trtllm_standin --test contract "$@"
 elif [ "${CI:-}" = true ]; then

@@ -1,12 +1,12 @@
 //! `--engine trtllm` end to end against the TEST STAND-IN of TensorRT-LLM's C++
-//! Executor (tests/trtllm_standin/, built by scripts/trtllm_standin.sh): the real cxx
+//! Executor (tests/trtllm_standin/, built by scripts/setup.d/trtllm_standin.sh): the real cxx
 //! bridge, the real shim compiled against TensorRT-LLM 1.2's headers, and the real
 //! engine and driver. The stand-in is not TensorRT-LLM and these figures are no
 //! benchmark: it plays a token schedule, so the harness's measurements have a known
 //! answer (the calibration engine's tolerance: medians within 1 ms + 2 %).
 //!
-//! Run with `TRTLLM_ROOT=$(scripts/trtllm_standin.sh | tail -n1)
-//! CUDA_HOME=$(scripts/cuda_headers.sh | tail -n1) cargo test --features trtllm-standin
+//! Run with `TRTLLM_ROOT=$(scripts/setup.d/trtllm_standin.sh | tail -n1)
+//! CUDA_HOME=$(scripts/setup.d/cuda_headers.sh | tail -n1) cargo test --features trtllm-standin
 //! --test trtllm_standin` (scripts/test.sh does).
 #![cfg(feature = "trtllm-standin")]
 

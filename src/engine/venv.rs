@@ -1,7 +1,7 @@
 //! Python environments, one per engine, found and checked without starting Python.
 //!
 //! `scripts/setup.sh ENV` makes `venvs/ENV` under the cache directory from
-//! `scripts/pins/ENV.lock`. An engine's spec names its env; `--python-env DIR`
+//! `scripts/setup.d/pins/ENV.lock`. An engine's spec names its env; `--python-env DIR`
 //! overrides it. vLLM and SGLang pin different torch versions, so they can never share
 //! one, and one process hosts only one interpreter: engines in different envs meet
 //! only across processes (`harness parity` runs each in a child).

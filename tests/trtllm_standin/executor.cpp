@@ -3,7 +3,7 @@
 // Defines the subset of tensorrt_llm::executor that ffi/trtllm/shim.cpp uses, against
 // the same Executor headers the shim is compiled with (TensorRT-LLM 1.2's), so the
 // shim, the cxx bridge and the Rust engine run unchanged on a machine without a GPU.
-// scripts/trtllm_standin.sh builds it into a TRTLLM_ROOT-shaped tree as
+// scripts/setup.d/trtllm_standin.sh builds it into a TRTLLM_ROOT-shaped tree as
 // lib/libtensorrt_llm.so; tests/trtllm_standin.rs drives it. Its version() says
 // "llm-harness stand-in", and the harness labels every run on it as an instrument.
 //

@@ -12,6 +12,7 @@
 //! invalid or fatal fails the engine. Ctrl-C stops a long decode through llama.cpp's
 //! abort callback.
 
+use super::cpu;
 use super::ffi::{
     self, Batch, Context, ContextParams, DecodeError, Model, ModelParams, Sampler, SamplerConfig,
 };
@@ -62,31 +63,17 @@ fn default_threads(cpus: usize, other_busy_cores: f64) -> (u32, String) {
     )
 }
 
-/// CPU features this CPU has that the llama.cpp build does not use (it was built for
-/// less than the host: see scripts/llamacpp-env.sh), by llama.cpp's names.
-fn features_missing(built: &[String]) -> Vec<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let host: [(&str, bool); 9] = [
-            ("AVX", std::is_x86_feature_detected!("avx")),
-            ("AVX2", std::is_x86_feature_detected!("avx2")),
-            ("FMA", std::is_x86_feature_detected!("fma")),
-            ("F16C", std::is_x86_feature_detected!("f16c")),
-            ("BMI2", std::is_x86_feature_detected!("bmi2")),
-            ("AVX512", std::is_x86_feature_detected!("avx512f")),
-            ("AVX512_VNNI", std::is_x86_feature_detected!("avx512vnni")),
-            ("AVX512_VBMI", std::is_x86_feature_detected!("avx512vbmi")),
-            ("AVX512_BF16", std::is_x86_feature_detected!("avx512bf16")),
-        ];
-        host.iter()
-            .filter(|(name, has)| *has && !built.iter().any(|b| b == name))
-            .map(|(name, _)| *name)
-            .collect()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = built;
-        Vec::new()
+/// ggml switches this CPU supports that the llama.cpp build does not use (it was
+/// configured for less than this CPU: on another machine, or with GGML_* overrides), by
+/// llama.cpp's names. `reported` is what `llama_print_system_info` says the build uses,
+/// for a GGML_NATIVE build whose switches build.rs cannot read.
+fn features_missing(reported: &[String]) -> Vec<&'static str> {
+    let Some(host) = cpu::host() else {
+        return Vec::new();
+    };
+    match cpu::Build::this() {
+        cpu::Build::Switches(built) => cpu::unused(&built, &host, false),
+        cpu::Build::Native | cpu::Build::Unknown => cpu::unused(reported, &host, true),
     }
 }
 
@@ -146,6 +133,10 @@ impl LlamaCppEngine {
             ));
         };
         let path = find_gguf(model_arg).map_err(EngineError::Usage)?;
+        // Before any llama.cpp code runs: code for features this CPU lacks would fault.
+        if let Some(problem) = cpu::problem() {
+            return Err(EngineError::Usage(problem));
+        }
         let sys_info = ffi::system_info();
         if opts.n_gpu_layers > 0 && !sys_info.gpu_offload {
             return Err(EngineError::Usage(format!(
@@ -325,8 +316,9 @@ impl LlamaCppEngine {
         if !missing.is_empty() {
             // stderr is engine.log during the run: the warning sits with llama.cpp's lines.
             eprintln!(
-                "llm-harness: llama.cpp was built without {} that this CPU has; `. scripts/llamacpp-env.sh` before building",
-                missing.join(", ")
+                "llm-harness: llama.cpp was built without {} that this CPU has; {}",
+                missing.join(", "),
+                cpu::HOW_TO_REBUILD
             );
         }
         Ok(LlamaCppEngine {

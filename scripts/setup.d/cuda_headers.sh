@@ -6,7 +6,7 @@
 # built on; only the headers matter for compiling the shim, and no GPU is needed.
 # A second run checks the stamp and takes milliseconds.
 #
-# Usage: CUDA_HOME="$(scripts/cuda_headers.sh | tail -n1)"
+# Usage: CUDA_HOME="$(scripts/setup.d/cuda_headers.sh | tail -n1)"
 # Environment: LLM_HARNESS_CACHE (cache dir), PYTHON (interpreter with pip; default python3).
 set -euo pipefail
 CACHE="${LLM_HARNESS_CACHE:-$HOME/.cache/llm-harness}"

@@ -21,7 +21,7 @@ the prompt lengths are the same. Both stamp chunks as they arrive and compute
 TTFT = first chunk - send, TPOT = (last - first) / (tokens - 1), throughput = output
 tokens / benchmark duration.
 
-  ~/.cache/llm-harness/venvs/vllm/bin/python scripts/vllm_serve_compare.py \\
+  ~/.cache/llm-harness/venvs/vllm/bin/python scripts/crosscheck/vllm_serve_compare.py \\
       --harness target/release/harness --model ~/.cache/llm-harness/models/gemma-3-270m
 """
 

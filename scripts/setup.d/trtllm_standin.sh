@@ -9,23 +9,23 @@
 # TensorRT-LLM 1.2's own headers, so `cargo test --features trtllm-standin` runs the real
 # shim, bridge and engine on a machine without TensorRT-LLM or a GPU.
 #
-# Usage: TRTLLM_ROOT="$(scripts/trtllm_standin.sh | tail -n1)"
+# Usage: TRTLLM_ROOT="$(scripts/setup.d/trtllm_standin.sh | tail -n1)"
 # Environment:
 #   TRTLLM_INCLUDE_DIR  the Executor headers (default: ../shared/trtllm-1.2/include
 #                       beside the repository)
-#   CUDA_HOME           CUDA headers (default: what scripts/cuda_headers.sh installs)
+#   CUDA_HOME           CUDA headers (default: what scripts/setup.d/cuda_headers.sh installs)
 #   CXX                 the C++ compiler (default c++)
 set -euo pipefail
-repo="$(cd "$(dirname "$0")/.." && pwd)"
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${LLM_HARNESS_CACHE:-$HOME/.cache/llm-harness}"
 OUT="$CACHE/trtllm-standin"
 headers="${TRTLLM_INCLUDE_DIR:-$repo/../shared/trtllm-1.2/include}"
 if [ ! -f "$headers/tensorrt_llm/executor/executor.h" ]; then
-  echo "scripts/trtllm_standin.sh: no tensorrt_llm/executor/executor.h under $headers; set TRTLLM_INCLUDE_DIR to TensorRT-LLM 1.2's cpp/include" >&2
+  echo "scripts/setup.d/trtllm_standin.sh: no tensorrt_llm/executor/executor.h under $headers; set TRTLLM_INCLUDE_DIR to TensorRT-LLM 1.2's cpp/include" >&2
   exit 2
 fi
 headers="$(cd "$headers" && pwd)"
-cuda="${CUDA_HOME:-$("$repo/scripts/cuda_headers.sh" | tail -n1)}"
+cuda="${CUDA_HOME:-$("$repo/scripts/setup.d/cuda_headers.sh" | tail -n1)}"
 CXX="${CXX:-c++}"
 src="$repo/tests/trtllm_standin"
 

