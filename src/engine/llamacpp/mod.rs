@@ -61,7 +61,10 @@ pub static SPEC: EngineSpec = EngineSpec::new(
 fn availability(_: &EngineConfig) -> Availability {
     // Checked before llama.cpp runs any code: code for features this CPU lacks faults.
     if let Some(problem) = cpu::problem() {
-        return Availability::unusable(format!("linked in ({BINDINGS})"), problem);
+        return Availability::unusable(
+            format!("linked in ({BINDINGS})"),
+            super::Unavailable::Host(problem),
+        );
     }
     Availability::usable(
         format!("linked in ({BINDINGS})"),
