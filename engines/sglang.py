@@ -35,11 +35,11 @@ inherit the mask), so Ctrl-C reaches the harness, which stops the run and then s
 SGLang down. ``shutdown()`` runs SGLang's own ``Engine.shutdown()`` with its
 process-tree kill narrowed to the processes SGLang started (it would kill every child
 of the host), then reaps them. A scheduler or detokenizer that dies mid-run is noticed
-within half a second and fails the run with the process named.
+within half a second and fails the run with the process named. How those processes are
+found, watched and ended lives in ``sglang_procs`` (engines/common/sglang_procs.py).
 """
 
 import asyncio
-import atexit
 import importlib.metadata
 import os
 import sys
@@ -52,6 +52,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import harness_bridge as hb
+import sglang_procs
 
 # Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
 REQUIRES = ("torch", "sglang")
@@ -75,8 +76,6 @@ COMMON_KEYS = ("mem_fraction_static", "max_running_requests", "chunked_prefill_s
 # prefix of one another.
 RID = "harness-{:020d}"
 WATCH_S = 0.5
-# SIGTERM to SIGKILL for SGLang's processes at shutdown (SGLang itself waits up to 60 s).
-KILL_GRACE_S = 5
 
 
 def _version(dist):
@@ -201,19 +200,19 @@ class SglangAdapter:
         self.live = {}  # rid -> _Req, submitted and not finished or aborted
         self.dead = None  # why SGLang's processes can no longer serve, once they cannot
         self.engine = None
-        self._before = set(self._children())
+        self._before = set(sglang_procs.children())
         t0 = time.monotonic()
         try:
             # Built on the loop's thread: SGLang binds to that loop, installs no signal
             # handler there, and its children inherit that thread's blocked SIGINT.
             self.lt = hb.LoopThread("sglang-loop", init=self._build)
         except BaseException:
-            self._reap_new_children()
+            sglang_procs.reap_new_children(self._before)
             raise
         self.load_s = time.monotonic() - t0
         self.engine, self.server_info = self.lt.value
         self.child_pids = list(self.engine.get_all_child_pids())
-        self.helpers = sorted(set(self._children()) - self._before - set(self.child_pids))
+        self.helpers = sorted(set(sglang_procs.children()) - self._before - set(self.child_pids))
         if self.engine.loop is not self.lt.loop:
             self.shutdown()
             raise RuntimeError("SGLang's Engine is bound to an event loop the adapter does not run")
@@ -230,25 +229,10 @@ class SglangAdapter:
 
     async def _watch(self):
         """Marks the engine dead when one of SGLang's processes has exited."""
-        import psutil
-
         names = dict(zip(self.child_pids, ("scheduler", "detokenizer")))
         while self.dead is None:
             await asyncio.sleep(WATCH_S)
-            for pid in self.child_pids:
-                try:
-                    gone = psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-                except psutil.NoSuchProcess:
-                    gone = True
-                if gone:
-                    title = names.get(pid, "child")
-                    try:
-                        title = psutil.Process(pid).name() or title
-                    except psutil.Error:
-                        pass
-                    self.dead = (f"SGLang's {names.get(pid, 'child')} process (pid {pid}, {title}) exited while the "
-                                 "engine was serving; its traceback, if it wrote one, is in engine.log")
-                    return
+            self.dead = sglang_procs.exited(self.child_pids, names)
 
     async def _generate(self, req, prompt, sp):
         try:
@@ -414,92 +398,11 @@ class SglangAdapter:
                 req.future.cancel()
         if getattr(self, "_watch_future", None) is not None:
             self._watch_future.cancel()
-        import psutil
-        import sglang.srt.entrypoints.engine as engine_module
-
-        # multiprocessing's resource tracker ignores SIGTERM (it would hold up the kill
-        # for SGLang's whole wait); it is stopped the way it expects in _reap_new_children.
-        own = (set(self.child_pids) | set(self.helpers)) - {_resource_tracker_pid()}
-        for pid in list(own):
-            try:
-                own.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-            except psutil.Error:
-                pass
-        sglang_kill = engine_module.kill_process_tree
-
-        def scoped_kill(parent_pid, include_parent=True, skip_pid=None, wait_timeout=None):
-            # Engine.shutdown() kills every child of this process; kill SGLang's only.
-            if parent_pid == os.getpid() and not include_parent:
-                _kill(own, min(wait_timeout or KILL_GRACE_S, KILL_GRACE_S))
-            else:
-                sglang_kill(parent_pid, include_parent=include_parent, skip_pid=skip_pid, wait_timeout=wait_timeout)
-
-        engine_module.kill_process_tree = scoped_kill
         try:
-            engine.shutdown()
+            sglang_procs.shutdown(engine, set(self.child_pids) | set(self.helpers))
         finally:
-            engine_module.kill_process_tree = sglang_kill
-            atexit.unregister(engine.shutdown)
             self.lt.stop()
-            self._reap_new_children()
-
-    # ---------------------------------------------------------------------------- processes
-    @staticmethod
-    def _children():
-        try:
-            import psutil
-
-            return [c.pid for c in psutil.Process().children()]
-        except Exception:
-            return []
-
-    def _reap_new_children(self):
-        """Ends and reaps whatever child this adapter's load started (SGLang's processes,
-        multiprocessing's resource tracker), so none is left as a zombie."""
-        import multiprocessing
-
-        new = set(self._children()) - self._before
-        tracker = _resource_tracker_pid()
-        if tracker in new:
-            try:
-                from multiprocessing import resource_tracker
-
-                resource_tracker._resource_tracker._stop()  # it exits when its pipe closes; _stop reaps it
-            except Exception:
-                pass
-        _kill(set(self._children()) - self._before, KILL_GRACE_S)
-        multiprocessing.active_children()  # joins (reaps) finished multiprocessing children
-
-
-def _resource_tracker_pid():
-    """The pid of multiprocessing's resource tracker in this process (None: not started)."""
-    try:
-        from multiprocessing import resource_tracker
-
-        return getattr(resource_tracker._resource_tracker, "_pid", None)
-    except Exception:
-        return None
-
-
-def _kill(pids, wait_s):
-    """SIGTERM, then SIGKILL after ``wait_s``, to ``pids``; reaps those that are our children."""
-    import psutil
-
-    procs = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            p.terminate()
-            procs.append(p)
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=wait_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+            sglang_procs.reap_new_children(self._before)
 
 
 def _margins(tops):
