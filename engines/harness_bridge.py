@@ -23,7 +23,8 @@ are not installed). An adapter is ``engines/STEM.py``, loaded as the module
 ``step`` returns a compact record: 4 little-endian int64 per event
 ``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object, plus a
 list of ``(rid, dict)`` finish details (``token_ids``; ``top2_margins``: each
-generated token's top-1 minus top-2 logit, where the engine can tell; ``error``;
+generated token's top-1 minus top-2 logit, where the engine can tell: see
+``top2_margins``; ``error``;
 ``engine``: stamps in CLOCK_MONOTONIC ns ``queued_ns``/``scheduled_ns``/
 ``first_token_ns``/``last_token_ns`` and an optional ``meta`` dict of the engine's own
 per-request figures). ``at_ns == 0`` asks the Rust driver to stamp the
@@ -304,6 +305,57 @@ def cuda_placement(torch):
         return {"device": torch.cuda.current_device(), "stream": int(torch.cuda.current_stream().cuda_stream)}
     except Exception:
         return None
+
+
+def _logprob(v) -> float:
+    """One candidate's log-probability (or logit): a number, an object with
+    ``.logprob`` (vLLM's and TensorRT-LLM's ``Logprob``) or a tuple whose first item is
+    it (SGLang's ``(logprob, token_id, text)``)."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    lp = getattr(v, "logprob", None)
+    if lp is not None:
+        return float(lp)
+    if isinstance(v, (tuple, list)) and v:
+        return _logprob(v[0])
+    raise TypeError(f"not a log-probability: {v!r}")
+
+
+def top2_margins(per_token, tokens: int) -> typing.Optional[typing.List[float]]:
+    """Each generated token's top-1 minus top-2 log-probability (the same as the logit
+    difference: softmax shifts both by the same amount), from what the engine gives per
+    generated token: its top candidates as a dict (``{token_id: Logprob}``, vLLM,
+    TensorRT-LLM; the sampled token may be among them) or a sequence (SGLang's
+    ``[(logprob, token_id, text), ...]``, or plain numbers), in any order.
+
+    One rule for every engine: a margin list, when there is one, has exactly one entry
+    per generated token (``tokens``). None when the engine gave no log-probabilities
+    for some token, or one without a runner-up, or a count that differs."""
+    per_token = [] if per_token is None else list(per_token)
+    if len(per_token) != tokens:
+        return None
+    out = []
+    for t in per_token:
+        if t is None:
+            return None
+        try:
+            vals = sorted((_logprob(v) for v in (t.values() if isinstance(t, dict) else t)), reverse=True)
+        except (TypeError, ValueError):
+            return None
+        if len(vals) < 2:
+            return None
+        out.append(vals[0] - vals[1])
+    return out
+
+
+def extend_margins(margins: typing.Optional[list], per_token, tokens: int) -> typing.Optional[list]:
+    """``margins`` (a request's so far, or None once one token had none) extended by a
+    delta's: for engines that hand over a few tokens at a time."""
+    more = None if margins is None else top2_margins(per_token, tokens)
+    if more is None:
+        return None
+    margins.extend(more)
+    return margins
 
 
 class Profiler:

@@ -38,14 +38,14 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 class _Seq:
     __slots__ = ("rid", "prompt", "max_tokens", "min_tokens", "ignore_eos", "temperature", "generator",
-                 "want_ids", "ids", "margins", "done")
+                 "want_ids", "ids", "tops", "done")
 
     def __init__(self, rid, prompt, max_tokens, min_tokens, ignore_eos, temperature, generator, want_ids):
         self.rid, self.prompt, self.max_tokens = rid, prompt, max_tokens
         self.min_tokens, self.ignore_eos, self.want_ids = min_tokens, ignore_eos, want_ids
         self.temperature, self.generator = temperature, generator
         self.ids = []
-        self.margins = []
+        self.tops = []  # per generated token, its top-2 logits
         self.done = False
 
 
@@ -155,11 +155,10 @@ class HfAdapter:
         torch = self.torch
         greedy = logits.argmax(dim=-1).tolist()
         if any(s.want_ids for s in self.batch):
-            top = logits.float().topk(2, dim=-1).values
-            margins = (top[:, 0] - top[:, 1]).tolist()
-            for s, m in zip(self.batch, margins):
+            tops = logits.float().topk(2, dim=-1).values.tolist()
+            for s, t in zip(self.batch, tops):
                 if s.want_ids and not s.done:
-                    s.margins.append(m)
+                    s.tops.append(t)
         for i, s in enumerate(self.batch):
             if s.temperature > 0 and not s.done:
                 probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
@@ -229,7 +228,7 @@ class HfAdapter:
             s.done = True
             buf.add(s.rid, 1, code)
             if s.want_ids:
-                buf.finish_info(s.rid, token_ids=s.ids, top2_margins=s.margins)
+                buf.finish_info(s.rid, token_ids=s.ids, top2_margins=hb.top2_margins(s.tops, len(s.ids)))
         if all(s.done for s in self.batch):
             self.batch, self.state = None, None  # frees the KV cache
         return buf.take()

@@ -155,13 +155,13 @@ def _finish_code(reason):
 
 
 class _Req:
-    __slots__ = ("rid", "want_ids", "seen", "ids", "margins", "future")
+    __slots__ = ("rid", "want_ids", "seen", "ids", "tops", "future")
 
     def __init__(self, rid, want_ids):
         self.rid, self.want_ids = rid, want_ids
         self.seen = 0
         self.ids = []
-        self.margins = []
+        self.tops = []  # SGLang's output_top_logprobs, one entry per output token
         self.future = None
 
 
@@ -249,10 +249,10 @@ class SglangAdapter:
                     tops = meta.get("output_top_logprobs") or []
                     if self.incremental:
                         req.ids.extend(ids)
-                        req.margins.extend(_margins(tops))
+                        req.tops.extend(tops)
                     else:
                         req.ids = list(ids)
-                        req.margins = _margins(tops)
+                        req.tops = list(tops)
                 reason = meta.get("finish_reason")
                 if reason is None:
                     if n > 0:
@@ -262,7 +262,7 @@ class SglangAdapter:
                 extra = {"engine": self._engine_stamps(meta), "error": error}
                 if req.want_ids:
                     extra["token_ids"] = req.ids
-                    extra["top2_margins"] = req.margins if len(req.margins) == len(req.ids) else None
+                    extra["top2_margins"] = hb.top2_margins(req.tops, len(req.ids))
                 self._finish(req, n, code, extra, at)
                 return
             self._finish(req, 0, hb.ERROR, {"error": "SGLang's stream ended without a finish reason"}, time.monotonic_ns())
@@ -403,18 +403,6 @@ class SglangAdapter:
         finally:
             self.lt.stop()
             sglang_procs.reap_new_children(self._before)
-
-
-def _margins(tops):
-    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities)
-    from SGLang's ``output_top_logprobs``
-    (each a list of ``(logprob, token_id, text)``, best first)."""
-    out = []
-    for t in tops:
-        if t is None or len(t) < 2:
-            return []
-        out.append(float(t[0][0]) - float(t[1][0]))
-    return out
 
 
 def _jsonable(v):

@@ -62,19 +62,6 @@ def _td_ns(td):
     return int(round(s * 1e9)) if s > 0 else None
 
 
-def _margins(logprobs):
-    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities)
-    from ``outputs[0].logprobs`` (per
-    token a ``{token_id: Logprob(logprob, rank)}`` dict)."""
-    out = []
-    for d in logprobs or []:
-        if not isinstance(d, dict) or len(d) < 2:
-            return None
-        vals = sorted((float(getattr(v, "logprob", v)) for v in d.values()), reverse=True)
-        out.append(vals[0] - vals[1])
-    return out
-
-
 class _Req:
     __slots__ = ("rid", "want_ids", "seen", "handle", "future")
 
@@ -205,7 +192,7 @@ class TrtllmLlmApiAdapter:
                     extra["error"] = f"TensorRT-LLM ended the request: finish_reason={reason}"
                 if req.want_ids:
                     extra["token_ids"] = list(c.token_ids)
-                    extra["top2_margins"] = _margins(getattr(c, "logprobs", None))
+                    extra["top2_margins"] = hb.top2_margins(getattr(c, "logprobs", None), len(c.token_ids))
                 self._finish(req, n, code, extra, at)
                 return
             self._finish(req, 0, hb.ERROR, {"error": "TensorRT-LLM's stream ended unfinished"}, time.monotonic_ns())

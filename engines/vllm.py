@@ -83,7 +83,7 @@ class VllmAdapter:
         self.load_s = time.monotonic() - t0
         self.live = set()  # rids submitted and not finished or aborted
         self.token_ids = {}  # rid -> ids so far (return_token_ids only)
-        self.margins = {}  # rid -> top-1 minus top-2 logit per token so far (likewise)
+        self.margins = {}  # rid -> top-1 minus top-2 per token so far, None once a token had none (likewise)
         self.rejected = []  # (rid, error text) for requests vLLM refused at submit
 
     # ----------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class VllmAdapter:
             ids = self.token_ids.get(rid)
             if ids is not None:
                 ids.extend(c.token_ids)
-                self.margins[rid].extend(_margins(c.logprobs))
+                self.margins[rid] = hb.extend_margins(self.margins[rid], c.logprobs, n)
             if not o.finished:
                 buf.add(rid, n)
                 continue
@@ -218,7 +218,7 @@ class VllmAdapter:
             buf.finish_info(
                 rid,
                 token_ids=self.token_ids.pop(rid, None),
-                top2_margins=_whole(self.margins.pop(rid, None), ids),
+                top2_margins=self.margins.pop(rid, None),
                 error=f"vLLM finished the request with reason {c.finish_reason}" if code == hb.ERROR else None,
                 engine=_engine_stamps(o.metrics),
             )
@@ -256,21 +256,3 @@ class VllmAdapter:
 def create(model, options):
     return VllmAdapter(model, options)
 
-
-def _margins(logprobs):
-    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities:
-    softmax shifts both by the same amount) from a completion's ``logprobs``
-    (per token a ``{token_id: Logprob}`` of the top-2 plus the sampled one). A token
-    without two entries adds none, and a request whose margins are then fewer than its
-    tokens reports none (see ``_whole``)."""
-    out = []
-    for d in logprobs or []:
-        vals = sorted((float(v.logprob) for v in d.values()), reverse=True)
-        if len(vals) > 1:
-            out.append(vals[0] - vals[1])
-    return out
-
-
-def _whole(margins, ids):
-    """``margins`` when there is one per token, else None."""
-    return margins if margins is not None and ids is not None and len(margins) == len(ids) else None
