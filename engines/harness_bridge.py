@@ -29,7 +29,9 @@ generated token's top-1 minus top-2 logit, where the engine can tell: see
 ``first_token_ns``/``last_token_ns`` and an optional ``meta`` dict of the engine's own
 per-request figures). ``at_ns == 0`` asks the Rust driver to stamp the
 event when ``step`` returns (step engines); stream engines stamp each arrival
-with ``time.monotonic_ns()`` on the thread that saw it.
+with ``time.monotonic_ns()`` on the thread that saw it (``StreamQueue``; the
+adapters whose engine streams each request on an asyncio loop share
+``StreamAdapter``).
 """
 
 import array
@@ -39,6 +41,7 @@ import enum
 import os
 import queue
 import sys
+import threading
 import time
 import traceback
 import types
@@ -473,3 +476,146 @@ class LoopThread:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=timeout_s)
+
+
+class StreamRequest:
+    """One live request of a :class:`StreamAdapter`: its id, whether its ids were asked
+    for, how many tokens it has reported so far, and the future of its task on the
+    loop. Adapters subclass it for what else they keep per request."""
+
+    __slots__ = ("rid", "want_ids", "seen", "future")
+
+    def __init__(self, rid: int, want_ids: bool):
+        self.rid, self.want_ids = rid, bool(want_ids)
+        self.seen = 0
+        self.future = None
+
+
+class StreamAdapter:
+    """The base of adapters whose engine streams each request's updates to an asyncio
+    loop (SGLang's ``async_generate``, TensorRT-LLM's ``generate_async``).
+
+    It keeps the live-request table and its lock, the :class:`StreamQueue`, ``step``,
+    ``in_flight``, ``abort``, ``shutdown`` and the finish bookkeeping: a request
+    finishes once, unless it was aborted first, and its events go out in arrival
+    order. Each request is one task on ``self.lt`` (a :class:`LoopThread` the adapter
+    makes); every update is stamped with ``time.monotonic_ns()`` on that thread the
+    moment it arrives, before anything else is done with it.
+
+    An adapter supplies what is its engine's own:
+
+    - ``submit`` builds the engine's request parameters and calls
+      ``self._launch(req, *args)`` with a :class:`StreamRequest`;
+    - ``async _open(req, *args)``, on the loop's thread: starts the request and returns
+      its async iterable of updates;
+    - ``_update(req, update) -> (tokens, finish)``: ``tokens`` is the request's output
+      tokens so far (cumulative: the base reports the growth); ``finish`` is None until
+      the last update, then ``(finish_code, FinishExtras)`` (None values are dropped);
+    - ``_cancel(req)``: tells the engine to stop an aborted request;
+    - ``_close_engine()``: the engine's own shutdown; ``_after_close()``: what follows
+      once the loop has stopped (reaping processes);
+    - ``ENDED``: the error of a stream that ends without a finish, ``FAILED``: the
+      prefix of the error of a request whose stream raised.
+
+    ``self.dead``, once set to a reason, fails every later ``step``: the engine can no
+    longer serve (a process of it has died).
+    """
+
+    ENDED = "the engine's stream ended without a finish"
+    FAILED = ""
+
+    def __init__(self):
+        self.stream = StreamQueue()
+        self.lock = threading.Lock()
+        self.live = {}  # rid -> StreamRequest, submitted and not finished or aborted
+        self.lt = None  # the LoopThread the requests run on
+        self.dead = None
+        self._shut_down = False
+
+    # -------------------------------------------------------------------------- hooks
+    async def _open(self, req, *args):
+        raise NotImplementedError
+
+    def _update(self, req, update):
+        raise NotImplementedError
+
+    def _cancel(self, req):
+        pass
+
+    def _close_engine(self):
+        pass
+
+    def _after_close(self):
+        pass
+
+    # -------------------------------------------------------------------------- requests
+    def _launch(self, req: StreamRequest, *args):
+        """Makes ``req`` live and starts its task on the loop."""
+        with self.lock:
+            self.live[req.rid] = req
+        req.future = self.lt.run(self._serve(req, *args))
+
+    async def _serve(self, req, *args):
+        import asyncio
+
+        try:
+            updates = await self._open(req, *args)
+            async for update in updates:
+                at = time.monotonic_ns()
+                tokens, finish = self._update(req, update)
+                n = tokens - req.seen
+                req.seen += n
+                if finish is None:
+                    if n > 0:
+                        self.stream.push(req.rid, n, at_ns=at)
+                    continue
+                code, extra = finish
+                self._finish(req, n, code, extra, at)
+                return
+            self._finish(req, 0, ERROR, {"error": self.ENDED}, time.monotonic_ns())
+        except asyncio.CancelledError:
+            raise  # aborted: nothing to report
+        except Exception as e:  # a request the engine refuses or fails ends alone
+            self._finish(req, 0, ERROR, {"error": self.FAILED + format_exception(e)}, time.monotonic_ns())
+
+    def _finish(self, req, n, code, extra, at):
+        with self.lock:
+            if self.live.pop(req.rid, None) is None:
+                return  # aborted meanwhile
+        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
+
+    # -------------------------------------------------------------------------- interface
+    def step(self, timeout_s: float):
+        if self.dead is not None:
+            raise RuntimeError(self.dead)
+        return self.stream.step(timeout_s)
+
+    def in_flight(self) -> int:
+        return len(self.live)
+
+    def abort(self, rid: int) -> None:
+        with self.lock:
+            req = self.live.pop(rid, None)
+        if req is None:
+            return
+        self._cancel(req)
+        if req.future is not None:
+            req.future.cancel()
+
+    def shutdown(self) -> None:
+        """Once: cancels every live request's task, runs ``_close_engine()``, stops the
+        loop, then ``_after_close()``."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        with self.lock:
+            live, self.live = list(self.live.values()), {}
+        for req in live:
+            if req.future is not None:
+                req.future.cancel()
+        try:
+            self._close_engine()
+        finally:
+            if self.lt is not None:
+                self.lt.stop()
+            self._after_close()

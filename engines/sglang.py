@@ -36,14 +36,14 @@ SGLang down. ``shutdown()`` runs SGLang's own ``Engine.shutdown()`` with its
 process-tree kill narrowed to the processes SGLang started (it would kill every child
 of the host), then reaps them. A scheduler or detokenizer that dies mid-run is noticed
 within half a second and fails the run with the process named. How those processes are
-found, watched and ended lives in ``sglang_procs`` (engines/common/sglang_procs.py).
+found, watched and ended lives in ``sglang_procs`` (engines/common/sglang_procs.py); the
+request table, the stream and the finish bookkeeping in ``harness_bridge.StreamAdapter``.
 """
 
 import asyncio
 import importlib.metadata
 import os
 import sys
-import threading
 import time
 import typing
 
@@ -154,22 +154,24 @@ def _finish_code(reason):
     return hb.ERROR, f"SGLang ended the request: {reason}"
 
 
-class _Req:
-    __slots__ = ("rid", "want_ids", "seen", "ids", "tops", "future")
+class _Req(hb.StreamRequest):
+    __slots__ = ("ids", "tops")
 
     def __init__(self, rid, want_ids):
-        self.rid, self.want_ids = rid, want_ids
-        self.seen = 0
+        super().__init__(rid, want_ids)
         self.ids = []
         self.tops = []  # SGLang's output_top_logprobs, one entry per output token
-        self.future = None
 
 
-class SglangAdapter:
+class SglangAdapter(hb.StreamAdapter):
+    ENDED = "SGLang's stream ended without a finish reason"
+    FAILED = "SGLang refused or failed the request: "
+
     def __init__(self, model, options):
         hb.require_model_dir("sglang", model)
         import torch
 
+        super().__init__()
         self.torch = torch
         self.on_gpu = torch.cuda.is_available()
         if not self.on_gpu:
@@ -195,11 +197,8 @@ class SglangAdapter:
         else:
             self._clock_ok = True
 
-        self.stream = hb.StreamQueue()
-        self.lock = threading.Lock()
-        self.live = {}  # rid -> _Req, submitted and not finished or aborted
-        self.dead = None  # why SGLang's processes can no longer serve, once they cannot
         self.engine = None
+        self._watch_future = None
         self._before = set(sglang_procs.children())
         t0 = time.monotonic()
         try:
@@ -234,49 +233,38 @@ class SglangAdapter:
             await asyncio.sleep(WATCH_S)
             self.dead = sglang_procs.exited(self.child_pids, names)
 
-    async def _generate(self, req, prompt, sp):
-        try:
-            gen = await self.engine.async_generate(
-                input_ids=prompt, sampling_params=sp, stream=True, rid=RID.format(req.rid),
-                return_logprob=req.want_ids, top_logprobs_num=2 if req.want_ids else None)
-            async for chunk in gen:
-                at = time.monotonic_ns()
-                meta = chunk["meta_info"]
-                n = int(meta["completion_tokens"]) - req.seen
-                req.seen += n
-                if req.want_ids:
-                    ids = chunk.get("output_ids") or []
-                    tops = meta.get("output_top_logprobs") or []
-                    if self.incremental:
-                        req.ids.extend(ids)
-                        req.tops.extend(tops)
-                    else:
-                        req.ids = list(ids)
-                        req.tops = list(tops)
-                reason = meta.get("finish_reason")
-                if reason is None:
-                    if n > 0:
-                        self.stream.push(req.rid, n, at_ns=at)
-                    continue
-                code, error = _finish_code(reason)
-                extra = {"engine": self._engine_stamps(meta), "error": error}
-                if req.want_ids:
-                    extra["token_ids"] = req.ids
-                    extra["top2_margins"] = hb.top2_margins(req.tops, len(req.ids))
-                self._finish(req, n, code, extra, at)
-                return
-            self._finish(req, 0, hb.ERROR, {"error": "SGLang's stream ended without a finish reason"}, time.monotonic_ns())
-        except asyncio.CancelledError:
-            raise  # aborted: nothing to report
-        except Exception as e:  # a request SGLang refuses (too long, bad params) fails alone
-            self._finish(req, 0, hb.ERROR, {"error": f"SGLang refused or failed the request: {hb.format_exception(e)}"},
-                         time.monotonic_ns())
+    async def _open(self, req, prompt, sp):
+        return await self.engine.async_generate(
+            input_ids=prompt, sampling_params=sp, stream=True, rid=RID.format(req.rid),
+            return_logprob=req.want_ids, top_logprobs_num=2 if req.want_ids else None)
 
-    def _finish(self, req, n, code, extra, at):
-        with self.lock:
-            if self.live.pop(req.rid, None) is None:
-                return  # aborted meanwhile
-        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
+    def _update(self, req, chunk):
+        """A streamed chunk: its cumulative ``completion_tokens``; at the finish, the
+        finish code and details."""
+        meta = chunk["meta_info"]
+        if req.want_ids:
+            ids = chunk.get("output_ids") or []
+            tops = meta.get("output_top_logprobs") or []
+            if self.incremental:
+                req.ids.extend(ids)
+                req.tops.extend(tops)
+            else:
+                req.ids = list(ids)
+                req.tops = list(tops)
+        tokens = int(meta["completion_tokens"])
+        reason = meta.get("finish_reason")
+        if reason is None:
+            return tokens, None
+        code, error = _finish_code(reason)
+        extra = {"engine": self._engine_stamps(meta), "error": error}
+        if req.want_ids:
+            extra["token_ids"] = req.ids
+            extra["top2_margins"] = hb.top2_margins(req.tops, len(req.ids))
+        return tokens, (code, extra)
+
+    def _cancel(self, req):
+        # On the loop's thread: SGLang's TokenizerManager is not thread-safe.
+        self.lt.call(self.engine.tokenizer_manager.abort_request, RID.format(req.rid))
 
     def _engine_stamps(self, meta):
         """SGLang's meta_info at finish: stamps on CLOCK_MONOTONIC (converted from its
@@ -364,45 +352,17 @@ class SglangAdapter:
             sp["min_new_tokens"] = min_tokens
         if seed is not None and temperature > 0:
             sp["sampling_seed"] = int(seed)
-        req = _Req(rid, bool(return_token_ids))
-        with self.lock:
-            self.live[rid] = req
-        req.future = self.lt.run(self._generate(req, list(prompt_token_ids), sp))
+        self._launch(_Req(rid, return_token_ids), list(prompt_token_ids), sp)
 
-    def step(self, timeout_s):
-        if self.dead is not None:
-            raise RuntimeError(self.dead)
-        return self.stream.step(timeout_s)
-
-    def in_flight(self):
-        return len(self.live)
-
-    def abort(self, rid):
-        with self.lock:
-            req = self.live.pop(rid, None)
-        if req is None:
-            return
-        # On the loop's thread: SGLang's TokenizerManager is not thread-safe.
-        self.lt.call(self.engine.tokenizer_manager.abort_request, RID.format(rid))
-        if req.future is not None:
-            req.future.cancel()
-
-    def shutdown(self):
+    def _close_engine(self):
         engine, self.engine = self.engine, None
-        if engine is None:
-            return
-        with self.lock:
-            live, self.live = list(self.live.values()), {}
-        for req in live:
-            if req.future is not None:
-                req.future.cancel()
-        if getattr(self, "_watch_future", None) is not None:
+        if self._watch_future is not None:
             self._watch_future.cancel()
-        try:
+        if engine is not None:
             sglang_procs.shutdown(engine, set(self.child_pids) | set(self.helpers))
-        finally:
-            self.lt.stop()
-            sglang_procs.reap_new_children(self._before)
+
+    def _after_close(self):
+        sglang_procs.reap_new_children(self._before)
 
 
 def _jsonable(v):
