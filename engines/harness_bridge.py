@@ -1,37 +1,24 @@
 """Shared helpers for llm-harness's Python engine adapters.
 
-The Rust bridge (src/engine/python.rs) loads this module as ``harness_bridge``
-before any adapter. An adapter module defines ``create(model, options)`` that
-returns an object with::
-
-    info() -> dict              # name, version, model, dtype, device, kind, instrument,
-                                # notes, cuda, compute, scheduler (what the harness acts
-                                # on), metadata (facts for run.json only)
-    submit(rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos,
-           temperature, seed, return_token_ids) -> None
-    step(timeout_s) -> (bytes, list)   # one engine step; see EventBuffer
-    in_flight() -> int
-    abort(rid) -> None
-    shutdown() -> None
-
-and may set ``REQUIRES``, a tuple of the import packages it needs from its venv
-(``("torch", "vllm")``; scripts/check_adapters.py skips an adapter whose packages
-are not installed). An adapter is ``engines/STEM.py``, loaded as the module
-``harness_engine_STEM``. ``create("", {})`` of an engine that needs a model raises
-``UsageError`` (``require_model_dir``) before importing anything heavy.
+The Rust bridge (src/engine/python/mod.rs) loads this module as ``harness_bridge``
+before any adapter (and before the helper modules in engines/common/). An adapter is
+``engines/STEM.py``, loaded as the module ``harness_engine_STEM``; it defines
+``create(model, options)`` returning an object that implements :class:`EngineAdapter`,
+the typed protocol of the interface (``info()`` returns an :class:`EngineInfo`,
+``step()`` a :data:`StepResult` whose finish details are :class:`FinishExtras`).
+``create("", {})`` of an engine that needs a model raises ``UsageError``
+(``require_model_dir``) before importing anything heavy.
 
 ``step`` returns a compact record: 4 little-endian int64 per event
-``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object, plus a
-list of ``(rid, dict)`` finish details (``token_ids``; ``top2_margins``: each
-generated token's top-1 minus top-2 logit, where the engine can tell: see
-``top2_margins``; ``error``;
-``engine``: stamps in CLOCK_MONOTONIC ns ``queued_ns``/``scheduled_ns``/
-``first_token_ns``/``last_token_ns`` and an optional ``meta`` dict of the engine's own
-per-request figures). ``at_ns == 0`` asks the Rust driver to stamp the
-event when ``step`` returns (step engines); stream engines stamp each arrival
-with ``time.monotonic_ns()`` on the thread that saw it (``StreamQueue``; the
-adapters whose engine streams each request on an asyncio loop share
-``StreamAdapter``).
+``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object (see
+:class:`EventBuffer`), plus a list of ``(rid, FinishExtras)``. ``at_ns == 0`` asks the
+Rust driver to stamp the event when ``step`` returns (step engines); stream engines
+stamp each arrival with ``time.monotonic_ns()`` on the thread that saw it
+(:class:`StreamQueue`, :class:`StreamAdapter`).
+
+What is shared: :class:`StreamAdapter`, the base of the adapters whose engine streams
+each request on an asyncio loop (SGLang, TensorRT-LLM's LLM API); ``top2_margins``,
+the one rule for parity margins; ``engine_info``, which builds ``info()``'s value.
 """
 
 import array
@@ -54,6 +41,132 @@ ABORT = 2
 ERROR = 3
 
 _FINISH_BY_NAME = {"length": LENGTH, "stop": STOP, "abort": ABORT, "error": ERROR}
+
+
+# ------------------------------------------------------------------------------ the interface
+# What src/engine/python/mod.rs calls and reads. TypedDicts and a Protocol: documentation
+# a type checker can hold adapters to; nothing here checks at run time.
+
+
+class CudaPlacement(typing.TypedDict):
+    """The CUDA device and stream the engine computes on (the harness's CUDA-event step
+    timing records on that stream)."""
+
+    device: int
+    stream: int
+
+
+class HostCompute(typing.TypedDict, total=False):
+    """How the engine computes on the host: ``threads`` (torch threads on the thread
+    that runs ``step()``), ``cpus`` (the CPUs it binds, as a list like ``"0-3"``),
+    ``reserved_cpus`` (CPUs it keeps for other work)."""
+
+    threads: int
+    cpus: str
+    reserved_cpus: str
+
+
+class SchedulerFacts(typing.TypedDict, total=False):
+    """The engine's own scheduling limits, each only where the engine reports it:
+    ``max_running`` (requests it runs at once; the harness warns when a load point
+    asks for more), ``kv_cache_tokens`` (KV-cache capacity in tokens),
+    ``prefix_caching``, ``chunked_prefill``."""
+
+    max_running: int
+    kv_cache_tokens: int
+    prefix_caching: bool
+    chunked_prefill: bool
+
+
+class _EngineInfoRequired(typing.TypedDict):
+    name: str
+    version: str
+    model: str
+    dtype: str
+    device: str
+    kind: typing.Literal["step", "stream"]
+    metadata: dict
+
+
+class EngineInfo(_EngineInfoRequired, total=False):
+    """``info()``'s value (build it with :func:`engine_info`). ``kind``: ``step`` (the
+    driver stamps events when ``step()`` returns) or ``stream`` (the adapter stamps
+    them). ``instrument``: the adapter runs against a stand-in of its engine, so its
+    figures measure the harness. ``notes``: what a user must know about this run
+    (printed after loading, kept in run.json). ``metadata``: every other fact, for
+    run.json only; nothing reads it back."""
+
+    instrument: bool
+    notes: list
+    cuda: CudaPlacement
+    compute: HostCompute
+    scheduler: SchedulerFacts
+
+
+class EngineStamps(typing.TypedDict, total=False):
+    """The engine's own per-request stamps, CLOCK_MONOTONIC ns (None: not known), and
+    ``meta``, its own per-request figures (JSON values)."""
+
+    queued_ns: typing.Optional[int]
+    scheduled_ns: typing.Optional[int]
+    first_token_ns: typing.Optional[int]
+    last_token_ns: typing.Optional[int]
+    meta: typing.Optional[dict]
+
+
+class FinishExtras(typing.TypedDict, total=False):
+    """A finished request's details: ``token_ids`` (with ``return_token_ids``),
+    ``top2_margins`` (one per generated token, see :func:`top2_margins`), ``error``
+    (the reason or traceback of a failed request), ``engine`` (its stamps)."""
+
+    token_ids: list
+    top2_margins: list
+    error: str
+    engine: EngineStamps
+
+
+#: ``step()``'s value: the packed events and the finish details of those that finished.
+StepResult = typing.Tuple[bytes, typing.List[typing.Tuple[int, FinishExtras]]]
+
+
+@typing.runtime_checkable
+class EngineAdapter(typing.Protocol):
+    """The adapter interface: what ``create(model, options)`` returns. Every adapter
+    class names it as a base, so a method it lacks fails loudly, here."""
+
+    def info(self) -> EngineInfo:
+        """What the engine is and how this run of it is set up (called once, after load)."""
+        raise NotImplementedError
+
+    def submit(self, rid: int, prompt_token_ids: typing.List[int], output_len: int, min_tokens: int,
+               ignore_eos: bool, temperature: float, seed: typing.Optional[int], return_token_ids: bool) -> None:
+        """Starts request ``rid``: at most ``output_len`` new tokens (the engine's own
+        max_tokens), at least ``min_tokens`` unless it stops at EOS; ``seed`` is for
+        sampling at ``temperature > 0``; ``return_token_ids`` asks for the ids (and
+        margins) in its finish details."""
+        raise NotImplementedError
+
+    def step(self, timeout_s: float) -> StepResult:
+        """One engine step (a step engine), or what arrived (a stream engine), waiting up
+        to ``timeout_s`` when there is nothing yet."""
+        raise NotImplementedError
+
+    def in_flight(self) -> int:
+        """Requests submitted and not yet finished or aborted."""
+        raise NotImplementedError
+
+    def abort(self, rid: int) -> None:
+        """Stops request ``rid`` (no event follows for it); unknown ids are ignored."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Releases the engine, its threads and child processes; a second call does nothing."""
+        raise NotImplementedError
+
+
+#: An adapter module's ``create(model, options)``: ``options`` are ``--engine-arg``
+#: strings, for :func:`parse_options`.
+Create = typing.Callable[[str, typing.Dict[str, str]], EngineAdapter]
 
 
 class UsageError(Exception):
@@ -90,9 +203,9 @@ def finish_code(reason) -> int:
 
 
 class EventBuffer:
-    """Collects one step's events and packs them for the Rust side: ``take()`` returns
-    ``(bytes, extras)``, the bytes 4 int64 per event ``[rid, new_tokens, finish, at_ns]``
-    (little-endian), extras ``[(rid, {"token_ids", "error", "engine"}), ...]``."""
+    """Collects one step's events and packs them for the Rust side: ``take()`` returns a
+    :data:`StepResult`, ``(bytes, extras)``, the bytes 4 int64 per event ``[rid,
+    new_tokens, finish, at_ns]`` (little-endian), extras ``[(rid, FinishExtras), ...]``."""
 
     __slots__ = ("_flat", "_extras")
 
@@ -135,7 +248,7 @@ EMPTY = (b"", [])
 
 #: Where the Rust bridge wrote the adapters' CPU shims (engines/cpu_shims/...), as a
 #: directory on disk that child processes can import from; None outside the harness
-#: (scripts/check_adapters.py loads adapters from engines/, beside engines/cpu_shims).
+#: (a script that loads an adapter from engines/ finds engines/cpu_shims beside it).
 SHIMS_DIR = None
 
 
@@ -298,16 +411,49 @@ def parse_options(engine: str, options: dict, schema, common=(), see=None) -> di
     return out
 
 
-def cuda_placement(torch):
-    """``{"device", "stream"}`` of the current torch device and stream, for ``info()``'s
-    ``cuda`` (the harness's CUDA-event step timing records its events on the stream the
-    engine computes on); None without CUDA."""
+def cuda_placement(torch) -> typing.Optional[CudaPlacement]:
+    """The current torch device and stream (``info()["cuda"]``), for the harness's
+    CUDA-event step timing (events go on the stream the engine computes on); None
+    without CUDA."""
     try:
         if not torch.cuda.is_available():
             return None
         return {"device": torch.cuda.current_device(), "stream": int(torch.cuda.current_stream().cuda_stream)}
     except Exception:
         return None
+
+
+def engine_info(name: str, version: str, model: str, dtype: str, device: str, kind: str, metadata: dict, *,
+                instrument: bool = False, notes=(), cuda: typing.Optional[CudaPlacement] = None,
+                compute: typing.Optional[dict] = None, scheduler: typing.Optional[dict] = None) -> EngineInfo:
+    """``info()``'s value. The optional parts appear only where known: ``notes`` when
+    there are any, ``cuda`` when given, ``compute`` and ``scheduler`` with their None
+    values dropped (absent, never a guess), ``instrument`` when true."""
+    info = {"name": name, "version": version, "model": model, "dtype": dtype, "device": device, "kind": kind,
+            "metadata": metadata}
+    if instrument:
+        info["instrument"] = True
+    if notes:
+        info["notes"] = [str(n) for n in notes]
+    if cuda:
+        info["cuda"] = dict(cuda)
+    for key, facts in (("compute", compute), ("scheduler", scheduler)):
+        known = {k: v for k, v in (facts or {}).items() if v is not None}
+        if known:
+            info[key] = known
+    return info
+
+
+def jsonable(v):
+    """``v`` with anything that is not a JSON value (enums, paths, dtypes, config
+    objects) as its string, for metadata."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    return str(v)
 
 
 def _logprob(v) -> float:
@@ -491,7 +637,7 @@ class StreamRequest:
         self.future = None
 
 
-class StreamAdapter:
+class StreamAdapter(EngineAdapter):
     """The base of adapters whose engine streams each request's updates to an asyncio
     loop (SGLang's ``async_generate``, TensorRT-LLM's ``generate_async``).
 
@@ -585,7 +731,7 @@ class StreamAdapter:
         self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
 
     # -------------------------------------------------------------------------- interface
-    def step(self, timeout_s: float):
+    def step(self, timeout_s: float) -> StepResult:
         if self.dead is not None:
             raise RuntimeError(self.dead)
         return self.stream.step(timeout_s)

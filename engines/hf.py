@@ -37,11 +37,11 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 class _Seq:
-    __slots__ = ("rid", "prompt", "max_tokens", "min_tokens", "ignore_eos", "temperature", "generator",
+    __slots__ = ("rid", "prompt", "output_len", "min_tokens", "ignore_eos", "temperature", "generator",
                  "want_ids", "ids", "tops", "done")
 
-    def __init__(self, rid, prompt, max_tokens, min_tokens, ignore_eos, temperature, generator, want_ids):
-        self.rid, self.prompt, self.max_tokens = rid, prompt, max_tokens
+    def __init__(self, rid, prompt, output_len, min_tokens, ignore_eos, temperature, generator, want_ids):
+        self.rid, self.prompt, self.output_len = rid, prompt, output_len
         self.min_tokens, self.ignore_eos, self.want_ids = min_tokens, ignore_eos, want_ids
         self.temperature, self.generator = temperature, generator
         self.ids = []
@@ -49,7 +49,7 @@ class _Seq:
         self.done = False
 
 
-class HfAdapter:
+class HfAdapter(hb.EngineAdapter):
     def __init__(self, model, options):
         o = hb.parse_options("hf", options, _OPTIONS, common=tuple(_OPTIONS))
         model_dir, self.gguf_file = hb.require_model_dir("hf", model, allow_gguf=True)
@@ -102,21 +102,15 @@ class HfAdapter:
         cfg = self.model.config
         # What the loaded model holds, not what was asked for.
         dtype = str(self.model.dtype).replace("torch.", "")
-        return {
-            "name": "hf",
-            "version": importlib.metadata.version("transformers"),
-            "model": self.model_path,
-            "dtype": dtype,
-            "device": str(self.model.device),
-            "kind": "step",
-            "metadata": {
+        return hb.engine_info(
+            "hf", importlib.metadata.version("transformers"), self.model_path, dtype, str(self.model.device), "step",
+            {
                 "batching": "static batching (left padding), no continuous batching",
                 "decode_loop": "own loop over the KV cache (prefill, then one forward per step), not generate()",
                 "max_batch": self.max_batch,
                 "max_model_len": self.max_model_len,
                 "transformers": importlib.metadata.version("transformers"),
                 "torch": self.torch.__version__,
-                "threads": self.torch.get_num_threads(),  # on the calling thread, the one that runs step()
                 "dtype": dtype,
                 "dtype_requested": self.dtype_name,
                 "weights": (f"GGUF {self.gguf_file}, dequantized to {dtype} by Transformers on load"
@@ -129,12 +123,14 @@ class HfAdapter:
                 "vocab_size": getattr(cfg, "vocab_size", None),
                 "load_s": round(self.load_s, 3),
             },
-            "cuda": hb.cuda_placement(self.torch),
-            "compute": {"threads": self.torch.get_num_threads()},
-            "scheduler": {"max_running": self.max_batch},
-        }
+            cuda=hb.cuda_placement(self.torch) if self.device.startswith("cuda") else None,
+            # On the calling thread, the one that runs step().
+            compute={"threads": self.torch.get_num_threads()},
+            # A static batch: at most max_batch sequences at once.
+            scheduler={"max_running": self.max_batch},
+        )
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
         generator = None
         if temperature > 0:
             generator = self.torch.Generator(device=self.device)
@@ -142,12 +138,12 @@ class HfAdapter:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        need = len(prompt_token_ids) + max_tokens
+        need = len(prompt_token_ids) + output_len
         if self.max_model_len is not None and need > self.max_model_len:
-            self.rejected.append((rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({max_tokens}) = {need} "
+            self.rejected.append((rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({output_len}) = {need} "
                                        f"tokens exceeds max_model_len {self.max_model_len}"))
             return
-        self.pending.append(_Seq(rid, list(prompt_token_ids), max_tokens, min_tokens, ignore_eos,
+        self.pending.append(_Seq(rid, list(prompt_token_ids), output_len, min_tokens, ignore_eos,
                                  float(temperature), generator, return_token_ids))
 
     def _sample(self, logits):
@@ -218,7 +214,7 @@ class HfAdapter:
                 continue
             s.ids.append(t)
             n = len(s.ids)
-            if n >= s.max_tokens:
+            if n >= s.output_len:
                 code = hb.LENGTH
             elif not s.ignore_eos and n >= s.min_tokens and t in self.eos:
                 code = hb.STOP

@@ -296,8 +296,12 @@ class SglangAdapter(hb.StreamAdapter):
     def info(self):
         sa = self.engine.server_args
         si = self.server_info or {}
+
+        def resolved(k):
+            return hb.jsonable(si.get(k, getattr(sa, k, None)))
+
         meta = {
-            "engine_args": {k: _jsonable(v) for k, v in self.args.items()},
+            "engine_args": {k: hb.jsonable(v) for k, v in self.args.items()},
             "engine_args_from_user": self.overridden,
             "processes": {
                 "front_end": "sglang.Engine in this process: TokenizerManager on the adapter's asyncio thread",
@@ -310,7 +314,7 @@ class SglangAdapter(hb.StreamAdapter):
             "kv_cache": {"max_total_num_tokens": si.get("max_total_num_tokens"),
                          "max_req_input_len": si.get("max_req_input_len"),
                          "page_size": getattr(sa, "page_size", None)},
-            "scheduler": {k: _jsonable(si.get(k, getattr(sa, k, None))) for k in (
+            "scheduler": {k: resolved(k) for k in (
                 "max_running_requests", "chunked_prefill_size", "max_prefill_tokens", "schedule_policy",
                 "disable_radix_cache", "disable_overlap_schedule", "stream_interval", "attention_backend",
                 "mem_fraction_static", "tp_size")},
@@ -327,25 +331,29 @@ class SglangAdapter(hb.StreamAdapter):
             "env": {k: os.environ.get(k) for k in ("SGLANG_USE_CPU_ENGINE", "OMP_NUM_THREADS",
                                                    "SGLANG_CPU_OMP_THREADS_BIND") if k in os.environ},
         }
-        notes = ([f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
-                      f"(pids {', '.join(map(str, self.child_pids))}) by SGLang's design; tokens are stamped "
-                      "where the streamed chunks reach this process"]
-                 + ([self.kernels["statement"]] if self.kernels.get("stand_in") else []))
+        notes = [f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
+                 f"(pids {', '.join(map(str, self.child_pids))}) by SGLang's design; tokens are stamped "
+                 "where the streamed chunks reach this process"]
+        if self.kernels.get("stand_in"):
+            notes.append(self.kernels["statement"])
+        chunk = _int(resolved("chunked_prefill_size"))
+        radix_off = resolved("disable_radix_cache")
         dtype = str(si.get("dtype") or getattr(sa, "dtype", "")).replace("torch.", "")
-        return {
-            "name": "sglang",
-            "version": _version("sglang") or "unknown",
-            "model": str(sa.model_path),
-            "dtype": dtype,
-            "device": str(getattr(sa, "device", "") or ("cuda" if self.on_gpu else "cpu")),
-            "kind": "stream",
-            "notes": notes,
-            "cuda": hb.cuda_placement(self.torch),
-            "metadata": meta,
-        }
+        return hb.engine_info(
+            "sglang", _version("sglang") or "unknown", str(sa.model_path), dtype,
+            str(getattr(sa, "device", "") or ("cuda" if self.on_gpu else "cpu")), "stream", meta,
+            notes=notes,
+            cuda=hb.cuda_placement(self.torch),
+            scheduler={
+                "max_running": _int(resolved("max_running_requests")),
+                "kv_cache_tokens": _int(si.get("max_total_num_tokens")),
+                "prefix_caching": None if radix_off is None else not radix_off,
+                # -1 (or 0) turns chunked prefill off.
+                "chunked_prefill": None if chunk is None else chunk > 0,
+            })
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
-        sp = {"max_new_tokens": max_tokens, "ignore_eos": bool(ignore_eos), "temperature": float(temperature)}
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        sp = {"max_new_tokens": output_len, "ignore_eos": bool(ignore_eos), "temperature": float(temperature)}
         # With ignore_eos nothing ends a request before max_new_tokens: a minimum adds
         # nothing (and SGLang refuses one without its tokenizer).
         if min_tokens and not ignore_eos:
@@ -365,14 +373,12 @@ class SglangAdapter(hb.StreamAdapter):
         sglang_procs.reap_new_children(self._before)
 
 
-def _jsonable(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return str(v)
+def _int(v):
+    """``v`` as an int, None when it is not one (SGLang leaves some limits unset)."""
+    try:
+        return None if v is None or isinstance(v, bool) else int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def create(model, options):

@@ -142,22 +142,22 @@ class TrtllmLlmApiAdapter(hb.StreamAdapter):
         }
         notes = []
         if self.stand_in:
-            notes = [f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
-                             "not TensorRT-LLM; its figures measure the harness, never TensorRT-LLM"]
-        return {
-            "name": "trtllm-py",
-            "version": f"{version or 'unknown'}" + (" (stand-in)" if self.stand_in else ""),
-            "model": self.model,
-            "dtype": str(self.args.get("dtype", "auto")),
-            "device": "stand-in" if self.stand_in else "cuda",
-            "kind": "stream",
-            "instrument": self.stand_in,
-            "notes": notes,
-            "metadata": meta,
-        }
+            notes.append(f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
+                         "not TensorRT-LLM; its figures measure the harness, never TensorRT-LLM")
+        # The LLM's resolved args (its defaults filled in), where this version keeps them.
+        resolved = getattr(self.llm, "args", None)
+        return hb.engine_info(
+            "trtllm-py", f"{version or 'unknown'}" + (" (stand-in)" if self.stand_in else ""), self.model,
+            str(self.args.get("dtype", "auto")), "stand-in" if self.stand_in else "cuda", "stream", meta,
+            instrument=self.stand_in, notes=notes,
+            scheduler={
+                "max_running": getattr(resolved, "max_batch_size", None),
+                "chunked_prefill": getattr(resolved, "enable_chunked_prefill", None),
+                "prefix_caching": getattr(getattr(resolved, "kv_cache_config", None), "enable_block_reuse", None),
+            })
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
-        kw = {"max_tokens": max_tokens, "temperature": float(temperature)}
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        kw = {"max_tokens": output_len, "temperature": float(temperature)}
         optional = {"min_tokens": min_tokens, "ignore_eos": bool(ignore_eos), "detokenize": False,
                     "return_perf_metrics": True if self.perf_metrics else None,
                     "seed": seed if temperature > 0 else None, "logprobs": 2 if return_token_ids else None}

