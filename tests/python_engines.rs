@@ -30,6 +30,23 @@ fn alive(pid: i32) -> bool {
 }
 
 #[test]
+fn bridge_helpers_and_every_adapters_protocol_in_plain_python() {
+    // tests/python/check_bridge.py, stdlib only: the margins rule, the event packing,
+    // the stream-adapter base with a fake producer, info()'s shape, each adapter's
+    // methods against the EngineAdapter protocol, and the TensorRT-LLM adapter on its
+    // stand-in. The machine's python3, as the test adapter's venv uses.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_bridge.py");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "check_bridge.py failed:\n{text}");
+    assert!(stdout.trim_end().ends_with("check_bridge: ok"), "{text}");
+}
+
+#[test]
 fn bridge_step_mode_and_failures_through_the_test_adapter() {
     let tmp = tempfile::tempdir().unwrap();
     // A Python exception in step 6 of the second batch: the first batch is kept.
