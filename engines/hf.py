@@ -29,9 +29,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import harness_bridge as hb
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("torch", "transformers")
-
 _OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int, "max_model_len": int}
 _DTYPES = ("float32", "bfloat16", "float16")
 

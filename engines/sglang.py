@@ -54,9 +54,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import harness_bridge as hb
 import sglang_procs
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("torch", "sglang")
-
 # Known to work on a CPU-only host (shared CPU_ENGINES.md). mem_fraction_static is a
 # fraction of system RAM on CPU (0.05 is below the minimum for fp32 Gemma 3 270M).
 # sleep_on_idle: an idle scheduler otherwise polls its sockets in a busy loop, taking a

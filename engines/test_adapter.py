@@ -28,9 +28,6 @@ import time
 
 import harness_bridge as hb
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ()
-
 _OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": int, "spawn_child": bool, "noop": bool,
             "load_s": float, "token_offset": int, "sigquit_at_load": bool}
 

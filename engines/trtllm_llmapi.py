@@ -29,9 +29,6 @@ import typing
 
 import harness_bridge as hb
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("tensorrt_llm",)
-
 COMMON_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config", "scheduler_config", "dtype",
                "tensor_parallel_size", "enable_chunked_prefill", "backend")
 

@@ -30,9 +30,6 @@ import harness_bridge as hb
 import vllm_args
 import vllm_kv
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("torch", "vllm")
-
 # Scheduling: vLLM's own default on a GPU, where it overlaps scheduling with the GPU
 # step (turning that off would understate vLLM as its users run it): a step's tokens
 # then come back from the next step() call, and the harness stamps them there, when
