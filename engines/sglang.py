@@ -335,6 +335,11 @@ class SglangAdapter(hb.StreamAdapter):
             notes.append(self.kernels["statement"])
         chunk = _int(resolved("chunked_prefill_size"))
         radix_off = resolved("disable_radix_cache")
+        # The scheduler's own limit (it sizes one when the args leave it unset), per
+        # data-parallel rank.
+        states = si.get("internal_states") or [{}]
+        state = states[0] if isinstance(states, list) and isinstance(states[0], dict) else {}
+        per_dp = _int(state.get("effective_max_running_requests_per_dp")) or _int(resolved("max_running_requests"))
         dtype = str(si.get("dtype") or getattr(sa, "dtype", "")).replace("torch.", "")
         return hb.engine_info(
             "sglang", _version("sglang") or "unknown", str(sa.model_path), dtype,
@@ -342,7 +347,7 @@ class SglangAdapter(hb.StreamAdapter):
             notes=notes,
             cuda=hb.cuda_placement(self.torch),
             scheduler={
-                "max_running": _int(resolved("max_running_requests")),
+                "max_running": per_dp * (_int(resolved("dp_size")) or 1) if per_dp else None,
                 "kv_cache_tokens": _int(si.get("max_total_num_tokens")),
                 "prefix_caching": None if radix_off is None else not radix_off,
                 # -1 (or 0) turns chunked prefill off.
