@@ -44,8 +44,9 @@ _FINISH_BY_NAME = {"length": LENGTH, "stop": STOP, "abort": ABORT, "error": ERRO
 
 
 # ------------------------------------------------------------------------------ the interface
-# What src/engine/python/mod.rs calls and reads. TypedDicts and a Protocol: documentation
-# a type checker can hold adapters to; nothing here checks at run time.
+# What src/engine/python/mod.rs calls and reads: TypedDicts and a Protocol a type checker
+# can hold adapters to. Nothing checks the dicts' shapes at run time (tests/python/
+# check_bridge.py does, in every cargo test).
 
 
 class CudaPlacement(typing.TypedDict):
@@ -58,8 +59,8 @@ class CudaPlacement(typing.TypedDict):
 
 class HostCompute(typing.TypedDict, total=False):
     """How the engine computes on the host: ``threads`` (torch threads on the thread
-    that runs ``step()``), ``cpus`` (the CPUs it binds, as a list like ``"0-3"``),
-    ``reserved_cpus`` (CPUs it keeps for other work)."""
+    that runs ``step()``), ``cpus`` (the CPUs it binds its threads to, a CPU list such
+    as ``"0-3"``), ``reserved_cpus`` (CPUs it keeps for other work)."""
 
     threads: int
     cpus: str
@@ -152,7 +153,8 @@ class EngineAdapter(typing.Protocol):
         raise NotImplementedError
 
     def in_flight(self) -> int:
-        """Requests submitted and not yet finished or aborted."""
+        """Requests submitted and not yet finished or aborted (the Rust side keeps its
+        own count; this is the adapter's, for tests and the adapter itself)."""
         raise NotImplementedError
 
     def abort(self, rid: int) -> None:
