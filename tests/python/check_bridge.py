@@ -304,6 +304,33 @@ for f in sorted(os.listdir(ENGINES)):
         adapters[stem] = m
 assert {"vllm", "sglang", "hf", "trtllm_llmapi", "test_adapter"} <= set(adapters), sorted(adapters)
 
+
+def usage_error(fn, *args):
+    try:
+        fn(*args)
+    except hb.UsageError as e:
+        assert "\n" not in str(e), repr(e)  # one line, for the harness's error line
+        return str(e)
+    raise AssertionError(f"{fn.__qualname__}{args} did not raise UsageError")
+
+
+# An engine that needs a model says so before it imports anything heavy (here, with
+# none of its packages installed); so does one given a directory that is no checkpoint.
+with tempfile.TemporaryDirectory() as empty:
+    for stem in ("vllm", "sglang", "hf", "trtllm_llmapi"):
+        assert "--model" in usage_error(adapters[stem].create, "", {}), stem
+        assert "not a checkpoint directory" in usage_error(adapters[stem].create, empty, {}), stem
+# --engine-arg values, typed (the test adapter's options): each mistake one usage error.
+t = adapters["test_adapter"]
+for options, want in (({"nope": "1"}, "unknown --engine-arg 'nope'"), ({"step_ms": "x"}, "expected a number"),
+                      ({"fail_at_step": "four"}, "expected an integer"), ({"noop": "maybe"}, "expected true or false"),
+                      ({"mode": "batch"}, "expected step or stream"), ({"step-ms": "1"}, None)):
+    if want is None:
+        t.create("", options).shutdown()  # - and _ both spell a key
+    else:
+        assert want in usage_error(t.create, "", options), (options, want)
+assert "did you mean step_ms" in usage_error(t.create, "", {"step_mss": "1"})
+
 # The test adapter, both modes.
 for mode in ("step", "stream"):
     t = adapters["test_adapter"].create("", {"mode": mode, "step_ms": "1", "spawn_child": "true"})
