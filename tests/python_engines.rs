@@ -542,6 +542,58 @@ fn vllm_facts_match_its_log(engine: &Value, log: &str) {
 }
 
 #[test]
+#[ignore = "needs the vllm venv and the tiny model: scripts/test.sh sets them up and runs it"]
+fn hf_seeded_sampling_repeats_and_is_not_greedy() {
+    let (Some(tiny), Some(_)) = (need("tiny-gemma3"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    // The ids each request generated with the run's seed (the same prompts each time;
+    // at T > 0 each request's generator is seeded from it).
+    let generated = |temperature: &str, name: &str| -> Vec<Value> {
+        let out = tmp.path().join(name);
+        harness()
+            .args(["run", "--engine", "hf", "--model"])
+            .arg(&tiny)
+            .args(["--batch", "2", "--num-requests", "2", "--input-len", "8"])
+            .args([
+                "--output-len",
+                "8",
+                "--ignore-eos",
+                "--temperature",
+                temperature,
+            ])
+            .args(["--seed", "7", "--save-token-ids", "--warmup", "0"])
+            .args(["--no-progress", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        let mut recs = records(&out);
+        recs.sort_by_key(|r| r["id"].as_u64());
+        recs.iter().map(|r| r["token_ids"].clone()).collect()
+    };
+    let sampled = generated("0.8", "a");
+    assert!(
+        sampled
+            .iter()
+            .all(|ids| ids.as_array().map(Vec::len) == Some(8)),
+        "{sampled:?}"
+    );
+    assert_eq!(
+        sampled,
+        generated("0.8", "b"),
+        "the same seed sampled other tokens"
+    );
+    // Random weights spread the distribution thin: sampling cannot follow the argmax.
+    assert_ne!(
+        sampled,
+        generated("0", "greedy"),
+        "T = 0.8 gave the greedy tokens"
+    );
+}
+
+#[test]
 #[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
 fn hf_real_model_exact_counts_and_parity_with_vllm() {
     let (Some(model), Some(_)) = (need("gemma-3-270m"), need("venv")) else {
