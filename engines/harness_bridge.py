@@ -248,6 +248,37 @@ class EventBuffer:
 
 EMPTY = (b"", [])
 
+
+class Refusals:
+    """Requests an engine refused at submit (a prompt too long for its context, bad
+    parameters): each fails alone, with its reason, at the next ``step()``, rather than
+    failing the run. A step engine keeps one, counts it in ``in_flight()``, drops an
+    aborted request from it, and returns ``take()`` first from ``step()`` while it is
+    not empty."""
+
+    __slots__ = ("_refused",)
+
+    def __init__(self):
+        self._refused = []  # (rid, reason)
+
+    def add(self, rid: int, reason: str):
+        self._refused.append((rid, reason))
+
+    def drop(self, rid: int):
+        self._refused = [r for r in self._refused if r[0] != rid]
+
+    def __len__(self):
+        return len(self._refused)
+
+    def take(self) -> StepResult:
+        """An ERROR finish with its reason for each refused request, then empty."""
+        buf = EventBuffer()
+        for rid, reason in self._refused:
+            buf.add(rid, 0, ERROR)
+            buf.finish_info(rid, error=reason)
+        self._refused = []
+        return buf.take()
+
 #: Where the Rust bridge wrote the adapters' CPU shims (engines/cpu_shims/...), as a
 #: directory on disk that child processes can import from; None outside the harness
 #: (a script that loads an adapter from engines/ finds engines/cpu_shims beside it).

@@ -89,7 +89,7 @@ class HfAdapter(hb.EngineAdapter):
         self.max_model_len = o.get("max_model_len", limit)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise hb.UsageError("--engine-arg max_model_len must be at least 1")
-        self.rejected = []  # (rid, reason) refused at submit, reported by the next step()
+        self.refused = hb.Refusals()  # too long for max_model_len: failed by the next step()
         self.model_path = model
         self.pending = collections.deque()
         self.batch = None  # list of _Seq while a batch runs
@@ -137,8 +137,8 @@ class HfAdapter(hb.EngineAdapter):
                 generator.manual_seed(seed)
         need = len(prompt_token_ids) + output_len
         if self.max_model_len is not None and need > self.max_model_len:
-            self.rejected.append((rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({output_len}) = {need} "
-                                       f"tokens exceeds max_model_len {self.max_model_len}"))
+            self.refused.add(rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({output_len}) = {need} "
+                                  f"tokens exceeds max_model_len {self.max_model_len}")
             return
         self.pending.append(_Seq(rid, list(prompt_token_ids), output_len, min_tokens, ignore_eos,
                                  float(temperature), generator, return_token_ids))
@@ -187,13 +187,8 @@ class HfAdapter(hb.EngineAdapter):
         self.state = (out.past_key_values, mask, pos + 1, tokens)
 
     def step(self, timeout_s):
-        if self.rejected:
-            buf = hb.EventBuffer()
-            for rid, why in self.rejected:
-                buf.add(rid, 0, hb.ERROR)
-                buf.finish_info(rid, error=why)
-            self.rejected = []
-            return buf.take()
+        if self.refused:
+            return self.refused.take()
         if self.batch is None:
             if not self.pending:
                 if timeout_s > 0:
@@ -228,10 +223,10 @@ class HfAdapter(hb.EngineAdapter):
 
     def in_flight(self):
         running = sum(not s.done for s in self.batch) if self.batch else 0
-        return len(self.pending) + running + len(self.rejected)
+        return len(self.pending) + running + len(self.refused)
 
     def abort(self, rid):
-        self.rejected = [(r, why) for r, why in self.rejected if r != rid]
+        self.refused.drop(rid)
         self.pending = collections.deque(s for s in self.pending if s.rid != rid)
         for s in self.batch or ():
             if s.rid == rid:

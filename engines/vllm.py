@@ -77,9 +77,9 @@ class VllmAdapter(hb.EngineAdapter):
         try:
             from vllm.exceptions import VLLMClientError
 
-            self._refused = (ValueError, TypeError, VLLMClientError)
+            self._refusal_errors = (ValueError, TypeError, VLLMClientError)
         except ImportError:
-            self._refused = (ValueError, TypeError)
+            self._refusal_errors = (ValueError, TypeError)
         engine_args = vllm_args.build(self.args)
         t0 = time.monotonic()
         self.engine = LLMEngine.from_engine_args(engine_args)
@@ -87,7 +87,7 @@ class VllmAdapter(hb.EngineAdapter):
         self.live = set()  # rids submitted and not finished or aborted
         self.token_ids = {}  # rid -> ids so far (return_token_ids only)
         self.margins = {}  # rid -> top-1 minus top-2 per token so far, None once a token had none (likewise)
-        self.rejected = []  # (rid, error text) for requests vLLM refused at submit
+        self.refused = hb.Refusals()  # requests vLLM refused at submit
 
     # ----------------------------------------------------------------------------
     def info(self):
@@ -175,10 +175,10 @@ class VllmAdapter(hb.EngineAdapter):
                 logprobs=2 if return_token_ids else None,
             )
             self.engine.add_request(str(rid), self._TokensPrompt(prompt_token_ids=list(prompt_token_ids)), sp)
-        except self._refused as e:
+        except self._refusal_errors as e:
             # A request vLLM refuses (prompt longer than max_model_len, bad params)
             # fails alone, at the next step, with vLLM's message.
-            self.rejected.append((rid, f"vLLM refused the request: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            self.refused.add(rid, f"vLLM refused the request: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return
         self.live.add(rid)
         if return_token_ids:
@@ -186,13 +186,8 @@ class VllmAdapter(hb.EngineAdapter):
             self.margins[rid] = []
 
     def step(self, timeout_s):
-        if self.rejected:
-            buf = hb.EventBuffer()
-            for rid, err in self.rejected:
-                buf.add(rid, 0, hb.ERROR)
-                buf.finish_info(rid, error=err)
-            self.rejected = []
-            return buf.take()
+        if self.refused:
+            return self.refused.take()
         if not self.live:
             if timeout_s > 0:
                 time.sleep(timeout_s)  # idle: wait for the next arrival, GIL released
@@ -225,10 +220,10 @@ class VllmAdapter(hb.EngineAdapter):
         return buf.take()
 
     def in_flight(self):
-        return len(self.live) + len(self.rejected)
+        return len(self.live) + len(self.refused)
 
     def abort(self, rid):
-        self.rejected = [r for r in self.rejected if r[0] != rid]
+        self.refused.drop(rid)
         if rid in self.live:
             self.live.discard(rid)
             self.token_ids.pop(rid, None)

@@ -1,6 +1,6 @@
 """The Python bridge's own helpers, checked in plain Python (stdlib only, no engine):
-the margins rule, the event packing, the stream-adapter base driven by a fake
-producer, ``engine_info``'s shape and its TypedDicts against the Rust types
+the margins rule, the event packing, refusals at submit, the stream-adapter base
+driven by a fake producer, ``engine_info``'s shape and its TypedDicts against the Rust types
 src/engine/python/mod.rs parses ``info()`` into, and every adapter's methods against
 the ``EngineAdapter`` protocol. The TensorRT-LLM adapter also runs here end to end on
 its test stand-in (tests/trtllm_py_standin).
@@ -97,6 +97,17 @@ assert extras == {2: {"token_ids": [4, 5], "top2_margins": [1.0, 2.0], "engine":
 assert all(type(m) is float for m in extras[2]["top2_margins"])
 assert buf.take() is hb.EMPTY  # taken: empty again
 assert [hb.finish_code(r) for r in (None, "length", "STOP", "abort", "error", "eos")] == [-1, 0, 1, 2, 3, 1]
+
+# Refusals: requests refused at submit fail alone, with their reason, at the next step.
+refused = hb.Refusals()
+assert not refused and refused.take() is hb.EMPTY
+refused.add(4, "too long")
+refused.add(5, "bad parameters")
+refused.drop(5)  # aborted before its step
+refused.drop(99)
+assert len(refused) == 1
+assert unpack(refused.take()) == ([(4, 0, hb.ERROR, 0)], {4: {"error": "too long"}})
+assert not refused and refused.take() is hb.EMPTY
 
 # StreamQueue: stamped where pushed, drained in order, EMPTY after a timeout.
 q = hb.StreamQueue()
