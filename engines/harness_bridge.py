@@ -1,34 +1,24 @@
 """Shared helpers for llm-harness's Python engine adapters.
 
-The Rust bridge (src/engine/python.rs) loads this module as ``harness_bridge``
-before any adapter. An adapter module defines ``create(model, options)`` that
-returns an object with::
-
-    info() -> dict              # name, version, model, dtype, device, kind, instrument,
-                                # notes, cuda, compute, scheduler (what the harness acts
-                                # on), metadata (facts for run.json only)
-    submit(rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos,
-           temperature, seed, return_token_ids) -> None
-    step(timeout_s) -> (bytes, list)   # one engine step; see EventBuffer
-    in_flight() -> int
-    abort(rid) -> None
-    shutdown() -> None
-
-and may set ``REQUIRES``, a tuple of the import packages it needs from its venv
-(``("torch", "vllm")``; scripts/check_adapters.py skips an adapter whose packages
-are not installed). An adapter is ``engines/STEM.py``, loaded as the module
-``harness_engine_STEM``. ``create("", {})`` of an engine that needs a model raises
-``UsageError`` (``require_model_dir``) before importing anything heavy.
+The Rust bridge (src/engine/python/mod.rs) loads this module as ``harness_bridge``
+before any adapter (and before the helper modules in engines/common/). An adapter is
+``engines/STEM.py``, loaded as the module ``harness_engine_STEM``; it defines
+``create(model, options)`` returning an object that implements :class:`EngineAdapter`,
+the typed protocol of the interface (``info()`` returns an :class:`EngineInfo`,
+``step()`` a :data:`StepResult` whose finish details are :class:`FinishExtras`).
+``create("", {})`` of an engine that needs a model raises ``UsageError``
+(``require_model_dir``) before importing anything heavy.
 
 ``step`` returns a compact record: 4 little-endian int64 per event
-``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object, plus a
-list of ``(rid, dict)`` finish details (``token_ids``; ``top2_margins``: each
-generated token's top-1 minus top-2 logit, where the engine can tell; ``error``;
-``engine``: stamps in CLOCK_MONOTONIC ns ``queued_ns``/``scheduled_ns``/
-``first_token_ns``/``last_token_ns`` and an optional ``meta`` dict of the engine's own
-per-request figures). ``at_ns == 0`` asks the Rust driver to stamp the
-event when ``step`` returns (step engines); stream engines stamp each arrival
-with ``time.monotonic_ns()`` on the thread that saw it.
+``[rid, new_tokens, finish_code, at_ns]`` packed in one bytes object (see
+:class:`EventBuffer`), plus a list of ``(rid, FinishExtras)``. ``at_ns == 0`` asks the
+Rust driver to stamp the event when ``step`` returns (step engines); stream engines
+stamp each arrival with ``time.monotonic_ns()`` on the thread that saw it
+(:class:`StreamQueue`, :class:`StreamAdapter`).
+
+What is shared: :class:`StreamAdapter`, the base of the adapters whose engine streams
+each request on an asyncio loop (SGLang, TensorRT-LLM's LLM API); ``top2_margins``,
+the one rule for parity margins; ``engine_info``, which builds ``info()``'s value.
 """
 
 import array
@@ -38,6 +28,7 @@ import enum
 import os
 import queue
 import sys
+import threading
 import time
 import traceback
 import types
@@ -50,6 +41,134 @@ ABORT = 2
 ERROR = 3
 
 _FINISH_BY_NAME = {"length": LENGTH, "stop": STOP, "abort": ABORT, "error": ERROR}
+
+
+# ------------------------------------------------------------------------------ the interface
+# What src/engine/python/mod.rs calls and reads: TypedDicts and a Protocol a type checker
+# can hold adapters to. Nothing checks the dicts' shapes at run time (tests/python/
+# check_bridge.py does, in every cargo test).
+
+
+class CudaPlacement(typing.TypedDict):
+    """The CUDA device and stream the engine computes on (the harness's CUDA-event step
+    timing records on that stream)."""
+
+    device: int
+    stream: int
+
+
+class HostCompute(typing.TypedDict, total=False):
+    """How the engine computes on the host: ``threads`` (torch threads on the thread
+    that runs ``step()``), ``cpus`` (the CPUs it binds its threads to, a CPU list such
+    as ``"0-3"``), ``reserved_cpus`` (CPUs it keeps for other work)."""
+
+    threads: int
+    cpus: str
+    reserved_cpus: str
+
+
+class SchedulerFacts(typing.TypedDict, total=False):
+    """The engine's own scheduling limits, each only where the engine reports it:
+    ``max_running`` (requests it runs at once; the harness warns when a load point
+    asks for more), ``kv_cache_tokens`` (KV-cache capacity in tokens),
+    ``prefix_caching``, ``chunked_prefill``."""
+
+    max_running: int
+    kv_cache_tokens: int
+    prefix_caching: bool
+    chunked_prefill: bool
+
+
+class _EngineInfoRequired(typing.TypedDict):
+    name: str
+    version: str
+    model: str
+    dtype: str
+    device: str
+    kind: typing.Literal["step", "stream"]
+    metadata: dict
+
+
+class EngineInfo(_EngineInfoRequired, total=False):
+    """``info()``'s value (build it with :func:`engine_info`). ``kind``: ``step`` (the
+    driver stamps events when ``step()`` returns) or ``stream`` (the adapter stamps
+    them). ``instrument``: the adapter runs against a stand-in of its engine, so its
+    figures measure the harness. ``notes``: what a user must know about this run
+    (printed after loading, kept in run.json). ``metadata``: every other fact, for
+    run.json only; nothing reads it back."""
+
+    instrument: bool
+    notes: list
+    cuda: CudaPlacement
+    compute: HostCompute
+    scheduler: SchedulerFacts
+
+
+class EngineStamps(typing.TypedDict, total=False):
+    """The engine's own per-request stamps, CLOCK_MONOTONIC ns (None: not known), and
+    ``meta``, its own per-request figures (JSON values)."""
+
+    queued_ns: typing.Optional[int]
+    scheduled_ns: typing.Optional[int]
+    first_token_ns: typing.Optional[int]
+    last_token_ns: typing.Optional[int]
+    meta: typing.Optional[dict]
+
+
+class FinishExtras(typing.TypedDict, total=False):
+    """A finished request's details: ``token_ids`` (with ``return_token_ids``),
+    ``top2_margins`` (one per generated token, see :func:`top2_margins`), ``error``
+    (the reason or traceback of a failed request), ``engine`` (its stamps)."""
+
+    token_ids: list
+    top2_margins: list
+    error: str
+    engine: EngineStamps
+
+
+#: ``step()``'s value: the packed events and the finish details of those that finished.
+StepResult = typing.Tuple[bytes, typing.List[typing.Tuple[int, FinishExtras]]]
+
+
+@typing.runtime_checkable
+class EngineAdapter(typing.Protocol):
+    """The adapter interface: what ``create(model, options)`` returns. Every adapter
+    class names it as a base, so a method it lacks fails loudly, here."""
+
+    def info(self) -> EngineInfo:
+        """What the engine is and how this run of it is set up (called once, after load)."""
+        raise NotImplementedError
+
+    def submit(self, rid: int, prompt_token_ids: typing.List[int], output_len: int, min_tokens: int,
+               ignore_eos: bool, temperature: float, seed: typing.Optional[int], return_token_ids: bool) -> None:
+        """Starts request ``rid``: at most ``output_len`` new tokens (the engine's own
+        max_tokens), at least ``min_tokens`` unless it stops at EOS; ``seed`` is for
+        sampling at ``temperature > 0``; ``return_token_ids`` asks for the ids (and
+        margins) in its finish details."""
+        raise NotImplementedError
+
+    def step(self, timeout_s: float) -> StepResult:
+        """One engine step (a step engine), or what arrived (a stream engine), waiting up
+        to ``timeout_s`` when there is nothing yet."""
+        raise NotImplementedError
+
+    def in_flight(self) -> int:
+        """Requests submitted and not yet finished or aborted (the Rust side keeps its
+        own count; this is the adapter's, for tests and the adapter itself)."""
+        raise NotImplementedError
+
+    def abort(self, rid: int) -> None:
+        """Stops request ``rid`` (no event follows for it); unknown ids are ignored."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Releases the engine, its threads and child processes; a second call does nothing."""
+        raise NotImplementedError
+
+
+#: An adapter module's ``create(model, options)``: ``options`` are ``--engine-arg``
+#: strings, for :func:`parse_options`.
+Create = typing.Callable[[str, typing.Dict[str, str]], EngineAdapter]
 
 
 class UsageError(Exception):
@@ -86,9 +205,9 @@ def finish_code(reason) -> int:
 
 
 class EventBuffer:
-    """Collects one step's events and packs them for the Rust side: ``take()`` returns
-    ``(bytes, extras)``, the bytes 4 int64 per event ``[rid, new_tokens, finish, at_ns]``
-    (little-endian), extras ``[(rid, {"token_ids", "error", "engine"}), ...]``."""
+    """Collects one step's events and packs them for the Rust side: ``take()`` returns a
+    :data:`StepResult`, ``(bytes, extras)``, the bytes 4 int64 per event ``[rid,
+    new_tokens, finish, at_ns]`` (little-endian), extras ``[(rid, FinishExtras), ...]``."""
 
     __slots__ = ("_flat", "_extras")
 
@@ -129,9 +248,40 @@ class EventBuffer:
 
 EMPTY = (b"", [])
 
+
+class Refusals:
+    """Requests an engine refused at submit (a prompt too long for its context, bad
+    parameters): each fails alone, with its reason, at the next ``step()``, rather than
+    failing the run. A step engine keeps one, counts it in ``in_flight()``, drops an
+    aborted request from it, and returns ``take()`` first from ``step()`` while it is
+    not empty."""
+
+    __slots__ = ("_refused",)
+
+    def __init__(self):
+        self._refused = []  # (rid, reason)
+
+    def add(self, rid: int, reason: str):
+        self._refused.append((rid, reason))
+
+    def drop(self, rid: int):
+        self._refused = [r for r in self._refused if r[0] != rid]
+
+    def __len__(self):
+        return len(self._refused)
+
+    def take(self) -> StepResult:
+        """An ERROR finish with its reason for each refused request, then empty."""
+        buf = EventBuffer()
+        for rid, reason in self._refused:
+            buf.add(rid, 0, ERROR)
+            buf.finish_info(rid, error=reason)
+        self._refused = []
+        return buf.take()
+
 #: Where the Rust bridge wrote the adapters' CPU shims (engines/cpu_shims/...), as a
 #: directory on disk that child processes can import from; None outside the harness
-#: (scripts/check_adapters.py loads adapters from engines/, beside engines/cpu_shims).
+#: (a script that loads an adapter from engines/ finds engines/cpu_shims beside it).
 SHIMS_DIR = None
 
 
@@ -294,16 +444,100 @@ def parse_options(engine: str, options: dict, schema, common=(), see=None) -> di
     return out
 
 
-def cuda_placement(torch):
-    """``{"device", "stream"}`` of the current torch device and stream, for ``info()``'s
-    ``cuda`` (the harness's CUDA-event step timing records its events on the stream the
-    engine computes on); None without CUDA."""
+def cuda_placement(torch) -> typing.Optional[CudaPlacement]:
+    """The current torch device and stream (``info()["cuda"]``), for the harness's
+    CUDA-event step timing (events go on the stream the engine computes on); None
+    without CUDA."""
     try:
         if not torch.cuda.is_available():
             return None
         return {"device": torch.cuda.current_device(), "stream": int(torch.cuda.current_stream().cuda_stream)}
     except Exception:
         return None
+
+
+def engine_info(name: str, version: str, model: str, dtype: str, device: str, kind: str, metadata: dict, *,
+                instrument: bool = False, notes=(), cuda: typing.Optional[CudaPlacement] = None,
+                compute: typing.Optional[dict] = None, scheduler: typing.Optional[dict] = None) -> EngineInfo:
+    """``info()``'s value. The optional parts appear only where known: ``notes`` when
+    there are any, ``cuda`` when given, ``compute`` and ``scheduler`` with their None
+    values dropped (absent, never a guess), ``instrument`` when true."""
+    info = {"name": name, "version": version, "model": model, "dtype": dtype, "device": device, "kind": kind,
+            "metadata": metadata}
+    if instrument:
+        info["instrument"] = True
+    if notes:
+        info["notes"] = [str(n) for n in notes]
+    if cuda:
+        info["cuda"] = dict(cuda)
+    for key, facts in (("compute", compute), ("scheduler", scheduler)):
+        known = {k: v for k, v in (facts or {}).items() if v is not None}
+        if known:
+            info[key] = known
+    return info
+
+
+def jsonable(v):
+    """``v`` with anything that is not a JSON value (enums, paths, dtypes, config
+    objects) as its string, for metadata."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+def _logprob(v) -> float:
+    """One candidate's log-probability (or logit): a number, an object with
+    ``.logprob`` (vLLM's and TensorRT-LLM's ``Logprob``) or a tuple whose first item is
+    it (SGLang's ``(logprob, token_id, text)``)."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    lp = getattr(v, "logprob", None)
+    if lp is not None:
+        return float(lp)
+    if isinstance(v, (tuple, list)) and v:
+        return _logprob(v[0])
+    raise TypeError(f"not a log-probability: {v!r}")
+
+
+def top2_margins(per_token, tokens: int) -> typing.Optional[typing.List[float]]:
+    """Each generated token's top-1 minus top-2 log-probability (the same as the logit
+    difference: softmax shifts both by the same amount), from what the engine gives per
+    generated token: its top candidates as a dict (``{token_id: Logprob}``, vLLM,
+    TensorRT-LLM; the sampled token may be among them) or a sequence (SGLang's
+    ``[(logprob, token_id, text), ...]``, or plain numbers), in any order.
+
+    One rule for every engine: a margin list, when there is one, has exactly one entry
+    per generated token (``tokens``). None when the engine gave no log-probabilities
+    for some token, or one without a runner-up, or a count that differs."""
+    per_token = [] if per_token is None else list(per_token)
+    if len(per_token) != tokens:
+        return None
+    out = []
+    for t in per_token:
+        if t is None:
+            return None
+        try:
+            vals = sorted((_logprob(v) for v in (t.values() if isinstance(t, dict) else t)), reverse=True)
+        except (TypeError, ValueError):
+            return None
+        if len(vals) < 2:
+            return None
+        out.append(vals[0] - vals[1])
+    return out
+
+
+def extend_margins(margins: typing.Optional[list], per_token, tokens: int) -> typing.Optional[list]:
+    """``margins`` (a request's so far, or None once one token had none) extended by a
+    delta's: for engines that hand over a few tokens at a time."""
+    more = None if margins is None else top2_margins(per_token, tokens)
+    if more is None:
+        return None
+    margins.extend(more)
+    return margins
 
 
 class Profiler:
@@ -421,3 +655,146 @@ class LoopThread:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=timeout_s)
+
+
+class StreamRequest:
+    """One live request of a :class:`StreamAdapter`: its id, whether its ids were asked
+    for, how many tokens it has reported so far, and the future of its task on the
+    loop. Adapters subclass it for what else they keep per request."""
+
+    __slots__ = ("rid", "want_ids", "seen", "future")
+
+    def __init__(self, rid: int, want_ids: bool):
+        self.rid, self.want_ids = rid, bool(want_ids)
+        self.seen = 0
+        self.future = None
+
+
+class StreamAdapter(EngineAdapter):
+    """The base of adapters whose engine streams each request's updates to an asyncio
+    loop (SGLang's ``async_generate``, TensorRT-LLM's ``generate_async``).
+
+    It keeps the live-request table and its lock, the :class:`StreamQueue`, ``step``,
+    ``in_flight``, ``abort``, ``shutdown`` and the finish bookkeeping: a request
+    finishes once, unless it was aborted first, and its events go out in arrival
+    order. Each request is one task on ``self.lt`` (a :class:`LoopThread` the adapter
+    makes); every update is stamped with ``time.monotonic_ns()`` on that thread the
+    moment it arrives, before anything else is done with it.
+
+    An adapter supplies what is its engine's own:
+
+    - ``submit`` builds the engine's request parameters and calls
+      ``self._launch(req, *args)`` with a :class:`StreamRequest`;
+    - ``async _open(req, *args)``, on the loop's thread: starts the request and returns
+      its async iterable of updates;
+    - ``_update(req, update) -> (tokens, finish)``: ``tokens`` is the request's output
+      tokens so far (cumulative: the base reports the growth); ``finish`` is None until
+      the last update, then ``(finish_code, FinishExtras)`` (None values are dropped);
+    - ``_cancel(req)``: tells the engine to stop an aborted request;
+    - ``_close_engine()``: the engine's own shutdown; ``_after_close()``: what follows
+      once the loop has stopped (reaping processes);
+    - ``ENDED``: the error of a stream that ends without a finish, ``FAILED``: the
+      prefix of the error of a request whose stream raised.
+
+    ``self.dead``, once set to a reason, fails every later ``step``: the engine can no
+    longer serve (a process of it has died).
+    """
+
+    ENDED = "the engine's stream ended without a finish"
+    FAILED = ""
+
+    def __init__(self):
+        self.stream = StreamQueue()
+        self.lock = threading.Lock()
+        self.live = {}  # rid -> StreamRequest, submitted and not finished or aborted
+        self.lt = None  # the LoopThread the requests run on
+        self.dead = None
+        self._shut_down = False
+
+    # -------------------------------------------------------------------------- hooks
+    async def _open(self, req, *args):
+        raise NotImplementedError
+
+    def _update(self, req, update):
+        raise NotImplementedError
+
+    def _cancel(self, req):
+        pass
+
+    def _close_engine(self):
+        pass
+
+    def _after_close(self):
+        pass
+
+    # -------------------------------------------------------------------------- requests
+    def _launch(self, req: StreamRequest, *args):
+        """Makes ``req`` live and starts its task on the loop."""
+        with self.lock:
+            self.live[req.rid] = req
+        req.future = self.lt.run(self._serve(req, *args))
+
+    async def _serve(self, req, *args):
+        import asyncio
+
+        try:
+            updates = await self._open(req, *args)
+            async for update in updates:
+                at = time.monotonic_ns()
+                tokens, finish = self._update(req, update)
+                n = tokens - req.seen
+                req.seen += n
+                if finish is None:
+                    if n > 0:
+                        self.stream.push(req.rid, n, at_ns=at)
+                    continue
+                code, extra = finish
+                self._finish(req, n, code, extra, at)
+                return
+            self._finish(req, 0, ERROR, {"error": self.ENDED}, time.monotonic_ns())
+        except asyncio.CancelledError:
+            raise  # aborted: nothing to report
+        except Exception as e:  # a request the engine refuses or fails ends alone
+            self._finish(req, 0, ERROR, {"error": self.FAILED + format_exception(e)}, time.monotonic_ns())
+
+    def _finish(self, req, n, code, extra, at):
+        with self.lock:
+            if self.live.pop(req.rid, None) is None:
+                return  # aborted meanwhile
+        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
+
+    # -------------------------------------------------------------------------- interface
+    def step(self, timeout_s: float) -> StepResult:
+        if self.dead is not None:
+            raise RuntimeError(self.dead)
+        return self.stream.step(timeout_s)
+
+    def in_flight(self) -> int:
+        return len(self.live)
+
+    def abort(self, rid: int) -> None:
+        with self.lock:
+            req = self.live.pop(rid, None)
+        if req is None:
+            return
+        self._cancel(req)
+        if req.future is not None:
+            req.future.cancel()
+
+    def shutdown(self) -> None:
+        """Once: cancels every live request's task, runs ``_close_engine()``, stops the
+        loop, then ``_after_close()``."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        with self.lock:
+            live, self.live = list(self.live.values()), {}
+        for req in live:
+            if req.future is not None:
+                req.future.cancel()
+        try:
+            self._close_engine()
+        finally:
+            if self.lt is not None:
+                self.lt.stop()
+            self._after_close()

@@ -29,27 +29,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import harness_bridge as hb
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("torch", "transformers")
-
 _OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int, "max_model_len": int}
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
 class _Seq:
-    __slots__ = ("rid", "prompt", "max_tokens", "min_tokens", "ignore_eos", "temperature", "generator",
-                 "want_ids", "ids", "margins", "done")
+    __slots__ = ("rid", "prompt", "output_len", "min_tokens", "ignore_eos", "temperature", "generator",
+                 "want_ids", "ids", "tops", "done")
 
-    def __init__(self, rid, prompt, max_tokens, min_tokens, ignore_eos, temperature, generator, want_ids):
-        self.rid, self.prompt, self.max_tokens = rid, prompt, max_tokens
+    def __init__(self, rid, prompt, output_len, min_tokens, ignore_eos, temperature, generator, want_ids):
+        self.rid, self.prompt, self.output_len = rid, prompt, output_len
         self.min_tokens, self.ignore_eos, self.want_ids = min_tokens, ignore_eos, want_ids
         self.temperature, self.generator = temperature, generator
         self.ids = []
-        self.margins = []
+        self.tops = []  # per generated token, its top-2 logits
         self.done = False
 
 
-class HfAdapter:
+class HfAdapter(hb.EngineAdapter):
     def __init__(self, model, options):
         o = hb.parse_options("hf", options, _OPTIONS, common=tuple(_OPTIONS))
         model_dir, self.gguf_file = hb.require_model_dir("hf", model, allow_gguf=True)
@@ -92,7 +89,7 @@ class HfAdapter:
         self.max_model_len = o.get("max_model_len", limit)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise hb.UsageError("--engine-arg max_model_len must be at least 1")
-        self.rejected = []  # (rid, reason) refused at submit, reported by the next step()
+        self.refused = hb.Refusals()  # too long for max_model_len: failed by the next step()
         self.model_path = model
         self.pending = collections.deque()
         self.batch = None  # list of _Seq while a batch runs
@@ -102,21 +99,15 @@ class HfAdapter:
         cfg = self.model.config
         # What the loaded model holds, not what was asked for.
         dtype = str(self.model.dtype).replace("torch.", "")
-        return {
-            "name": "hf",
-            "version": importlib.metadata.version("transformers"),
-            "model": self.model_path,
-            "dtype": dtype,
-            "device": str(self.model.device),
-            "kind": "step",
-            "metadata": {
+        return hb.engine_info(
+            "hf", importlib.metadata.version("transformers"), self.model_path, dtype, str(self.model.device), "step",
+            {
                 "batching": "static batching (left padding), no continuous batching",
                 "decode_loop": "own loop over the KV cache (prefill, then one forward per step), not generate()",
                 "max_batch": self.max_batch,
                 "max_model_len": self.max_model_len,
                 "transformers": importlib.metadata.version("transformers"),
                 "torch": self.torch.__version__,
-                "threads": self.torch.get_num_threads(),  # on the calling thread, the one that runs step()
                 "dtype": dtype,
                 "dtype_requested": self.dtype_name,
                 "weights": (f"GGUF {self.gguf_file}, dequantized to {dtype} by Transformers on load"
@@ -129,12 +120,14 @@ class HfAdapter:
                 "vocab_size": getattr(cfg, "vocab_size", None),
                 "load_s": round(self.load_s, 3),
             },
-            "cuda": hb.cuda_placement(self.torch),
-            "compute": {"threads": self.torch.get_num_threads()},
-            "scheduler": {"max_running": self.max_batch},
-        }
+            cuda=hb.cuda_placement(self.torch) if self.device.startswith("cuda") else None,
+            # On the calling thread, the one that runs step().
+            compute={"threads": self.torch.get_num_threads()},
+            # A static batch: at most max_batch sequences at once.
+            scheduler={"max_running": self.max_batch},
+        )
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
         generator = None
         if temperature > 0:
             generator = self.torch.Generator(device=self.device)
@@ -142,12 +135,12 @@ class HfAdapter:
                 generator.seed()
             else:
                 generator.manual_seed(seed)
-        need = len(prompt_token_ids) + max_tokens
+        need = len(prompt_token_ids) + output_len
         if self.max_model_len is not None and need > self.max_model_len:
-            self.rejected.append((rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({max_tokens}) = {need} "
-                                       f"tokens exceeds max_model_len {self.max_model_len}"))
+            self.refused.add(rid, f"prompt ({len(prompt_token_ids)} tokens) + output ({output_len}) = {need} "
+                                  f"tokens exceeds max_model_len {self.max_model_len}")
             return
-        self.pending.append(_Seq(rid, list(prompt_token_ids), max_tokens, min_tokens, ignore_eos,
+        self.pending.append(_Seq(rid, list(prompt_token_ids), output_len, min_tokens, ignore_eos,
                                  float(temperature), generator, return_token_ids))
 
     def _sample(self, logits):
@@ -155,11 +148,10 @@ class HfAdapter:
         torch = self.torch
         greedy = logits.argmax(dim=-1).tolist()
         if any(s.want_ids for s in self.batch):
-            top = logits.float().topk(2, dim=-1).values
-            margins = (top[:, 0] - top[:, 1]).tolist()
-            for s, m in zip(self.batch, margins):
+            tops = logits.float().topk(2, dim=-1).values.tolist()
+            for s, t in zip(self.batch, tops):
                 if s.want_ids and not s.done:
-                    s.margins.append(m)
+                    s.tops.append(t)
         for i, s in enumerate(self.batch):
             if s.temperature > 0 and not s.done:
                 probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
@@ -195,13 +187,8 @@ class HfAdapter:
         self.state = (out.past_key_values, mask, pos + 1, tokens)
 
     def step(self, timeout_s):
-        if self.rejected:
-            buf = hb.EventBuffer()
-            for rid, why in self.rejected:
-                buf.add(rid, 0, hb.ERROR)
-                buf.finish_info(rid, error=why)
-            self.rejected = []
-            return buf.take()
+        if self.refused:
+            return self.refused.take()
         if self.batch is None:
             if not self.pending:
                 if timeout_s > 0:
@@ -219,7 +206,7 @@ class HfAdapter:
                 continue
             s.ids.append(t)
             n = len(s.ids)
-            if n >= s.max_tokens:
+            if n >= s.output_len:
                 code = hb.LENGTH
             elif not s.ignore_eos and n >= s.min_tokens and t in self.eos:
                 code = hb.STOP
@@ -229,17 +216,17 @@ class HfAdapter:
             s.done = True
             buf.add(s.rid, 1, code)
             if s.want_ids:
-                buf.finish_info(s.rid, token_ids=s.ids, top2_margins=s.margins)
+                buf.finish_info(s.rid, token_ids=s.ids, top2_margins=hb.top2_margins(s.tops, len(s.ids)))
         if all(s.done for s in self.batch):
             self.batch, self.state = None, None  # frees the KV cache
         return buf.take()
 
     def in_flight(self):
         running = sum(not s.done for s in self.batch) if self.batch else 0
-        return len(self.pending) + running + len(self.rejected)
+        return len(self.pending) + running + len(self.refused)
 
     def abort(self, rid):
-        self.rejected = [(r, why) for r, why in self.rejected if r != rid]
+        self.refused.drop(rid)
         self.pending = collections.deque(s for s in self.pending if s.rid != rid)
         for s in self.batch or ():
             if s.rid == rid:

@@ -35,15 +35,15 @@ inherit the mask), so Ctrl-C reaches the harness, which stops the run and then s
 SGLang down. ``shutdown()`` runs SGLang's own ``Engine.shutdown()`` with its
 process-tree kill narrowed to the processes SGLang started (it would kill every child
 of the host), then reaps them. A scheduler or detokenizer that dies mid-run is noticed
-within half a second and fails the run with the process named.
+within half a second and fails the run with the process named. How those processes are
+found, watched and ended lives in ``sglang_procs`` (engines/common/sglang_procs.py); the
+request table, the stream and the finish bookkeeping in ``harness_bridge.StreamAdapter``.
 """
 
 import asyncio
-import atexit
 import importlib.metadata
 import os
 import sys
-import threading
 import time
 import typing
 
@@ -52,9 +52,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import harness_bridge as hb
-
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("torch", "sglang")
+import sglang_procs
 
 # Known to work on a CPU-only host (shared CPU_ENGINES.md). mem_fraction_static is a
 # fraction of system RAM on CPU (0.05 is below the minimum for fp32 Gemma 3 270M).
@@ -75,8 +73,6 @@ COMMON_KEYS = ("mem_fraction_static", "max_running_requests", "chunked_prefill_s
 # prefix of one another.
 RID = "harness-{:020d}"
 WATCH_S = 0.5
-# SIGTERM to SIGKILL for SGLang's processes at shutdown (SGLang itself waits up to 60 s).
-KILL_GRACE_S = 5
 
 
 def _version(dist):
@@ -155,22 +151,24 @@ def _finish_code(reason):
     return hb.ERROR, f"SGLang ended the request: {reason}"
 
 
-class _Req:
-    __slots__ = ("rid", "want_ids", "seen", "ids", "margins", "future")
+class _Req(hb.StreamRequest):
+    __slots__ = ("ids", "tops")
 
     def __init__(self, rid, want_ids):
-        self.rid, self.want_ids = rid, want_ids
-        self.seen = 0
+        super().__init__(rid, want_ids)
         self.ids = []
-        self.margins = []
-        self.future = None
+        self.tops = []  # SGLang's output_top_logprobs, one entry per output token
 
 
-class SglangAdapter:
+class SglangAdapter(hb.StreamAdapter):
+    ENDED = "SGLang's stream ended without a finish reason"
+    FAILED = "SGLang refused or failed the request: "
+
     def __init__(self, model, options):
         hb.require_model_dir("sglang", model)
         import torch
 
+        super().__init__()
         self.torch = torch
         self.on_gpu = torch.cuda.is_available()
         if not self.on_gpu:
@@ -196,24 +194,21 @@ class SglangAdapter:
         else:
             self._clock_ok = True
 
-        self.stream = hb.StreamQueue()
-        self.lock = threading.Lock()
-        self.live = {}  # rid -> _Req, submitted and not finished or aborted
-        self.dead = None  # why SGLang's processes can no longer serve, once they cannot
         self.engine = None
-        self._before = set(self._children())
+        self._watch_future = None
+        self._before = set(sglang_procs.children())
         t0 = time.monotonic()
         try:
             # Built on the loop's thread: SGLang binds to that loop, installs no signal
             # handler there, and its children inherit that thread's blocked SIGINT.
             self.lt = hb.LoopThread("sglang-loop", init=self._build)
         except BaseException:
-            self._reap_new_children()
+            sglang_procs.reap_new_children(self._before)
             raise
         self.load_s = time.monotonic() - t0
         self.engine, self.server_info = self.lt.value
         self.child_pids = list(self.engine.get_all_child_pids())
-        self.helpers = sorted(set(self._children()) - self._before - set(self.child_pids))
+        self.helpers = sorted(set(sglang_procs.children()) - self._before - set(self.child_pids))
         if self.engine.loop is not self.lt.loop:
             self.shutdown()
             raise RuntimeError("SGLang's Engine is bound to an event loop the adapter does not run")
@@ -230,69 +225,43 @@ class SglangAdapter:
 
     async def _watch(self):
         """Marks the engine dead when one of SGLang's processes has exited."""
-        import psutil
-
         names = dict(zip(self.child_pids, ("scheduler", "detokenizer")))
         while self.dead is None:
             await asyncio.sleep(WATCH_S)
-            for pid in self.child_pids:
-                try:
-                    gone = psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-                except psutil.NoSuchProcess:
-                    gone = True
-                if gone:
-                    title = names.get(pid, "child")
-                    try:
-                        title = psutil.Process(pid).name() or title
-                    except psutil.Error:
-                        pass
-                    self.dead = (f"SGLang's {names.get(pid, 'child')} process (pid {pid}, {title}) exited while the "
-                                 "engine was serving; its traceback, if it wrote one, is in engine.log")
-                    return
+            self.dead = sglang_procs.exited(self.child_pids, names)
 
-    async def _generate(self, req, prompt, sp):
-        try:
-            gen = await self.engine.async_generate(
-                input_ids=prompt, sampling_params=sp, stream=True, rid=RID.format(req.rid),
-                return_logprob=req.want_ids, top_logprobs_num=2 if req.want_ids else None)
-            async for chunk in gen:
-                at = time.monotonic_ns()
-                meta = chunk["meta_info"]
-                n = int(meta["completion_tokens"]) - req.seen
-                req.seen += n
-                if req.want_ids:
-                    ids = chunk.get("output_ids") or []
-                    tops = meta.get("output_top_logprobs") or []
-                    if self.incremental:
-                        req.ids.extend(ids)
-                        req.margins.extend(_margins(tops))
-                    else:
-                        req.ids = list(ids)
-                        req.margins = _margins(tops)
-                reason = meta.get("finish_reason")
-                if reason is None:
-                    if n > 0:
-                        self.stream.push(req.rid, n, at_ns=at)
-                    continue
-                code, error = _finish_code(reason)
-                extra = {"engine": self._engine_stamps(meta), "error": error}
-                if req.want_ids:
-                    extra["token_ids"] = req.ids
-                    extra["top2_margins"] = req.margins if len(req.margins) == len(req.ids) else None
-                self._finish(req, n, code, extra, at)
-                return
-            self._finish(req, 0, hb.ERROR, {"error": "SGLang's stream ended without a finish reason"}, time.monotonic_ns())
-        except asyncio.CancelledError:
-            raise  # aborted: nothing to report
-        except Exception as e:  # a request SGLang refuses (too long, bad params) fails alone
-            self._finish(req, 0, hb.ERROR, {"error": f"SGLang refused or failed the request: {hb.format_exception(e)}"},
-                         time.monotonic_ns())
+    async def _open(self, req, prompt, sp):
+        return await self.engine.async_generate(
+            input_ids=prompt, sampling_params=sp, stream=True, rid=RID.format(req.rid),
+            return_logprob=req.want_ids, top_logprobs_num=2 if req.want_ids else None)
 
-    def _finish(self, req, n, code, extra, at):
-        with self.lock:
-            if self.live.pop(req.rid, None) is None:
-                return  # aborted meanwhile
-        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
+    def _update(self, req, chunk):
+        """A streamed chunk: its cumulative ``completion_tokens``; at the finish, the
+        finish code and details."""
+        meta = chunk["meta_info"]
+        if req.want_ids:
+            ids = chunk.get("output_ids") or []
+            tops = meta.get("output_top_logprobs") or []
+            if self.incremental:
+                req.ids.extend(ids)
+                req.tops.extend(tops)
+            else:
+                req.ids = list(ids)
+                req.tops = list(tops)
+        tokens = int(meta["completion_tokens"])
+        reason = meta.get("finish_reason")
+        if reason is None:
+            return tokens, None
+        code, error = _finish_code(reason)
+        extra = {"engine": self._engine_stamps(meta), "error": error}
+        if req.want_ids:
+            extra["token_ids"] = req.ids
+            extra["top2_margins"] = hb.top2_margins(req.tops, len(req.ids))
+        return tokens, (code, extra)
+
+    def _cancel(self, req):
+        # On the loop's thread: SGLang's TokenizerManager is not thread-safe.
+        self.lt.call(self.engine.tokenizer_manager.abort_request, RID.format(req.rid))
 
     def _engine_stamps(self, meta):
         """SGLang's meta_info at finish: stamps on CLOCK_MONOTONIC (converted from its
@@ -324,8 +293,12 @@ class SglangAdapter:
     def info(self):
         sa = self.engine.server_args
         si = self.server_info or {}
+
+        def resolved(k):
+            return hb.jsonable(si.get(k, getattr(sa, k, None)))
+
         meta = {
-            "engine_args": {k: _jsonable(v) for k, v in self.args.items()},
+            "engine_args": {k: hb.jsonable(v) for k, v in self.args.items()},
             "engine_args_from_user": self.overridden,
             "processes": {
                 "front_end": "sglang.Engine in this process: TokenizerManager on the adapter's asyncio thread",
@@ -338,7 +311,7 @@ class SglangAdapter:
             "kv_cache": {"max_total_num_tokens": si.get("max_total_num_tokens"),
                          "max_req_input_len": si.get("max_req_input_len"),
                          "page_size": getattr(sa, "page_size", None)},
-            "scheduler": {k: _jsonable(si.get(k, getattr(sa, k, None))) for k in (
+            "scheduler": {k: resolved(k) for k in (
                 "max_running_requests", "chunked_prefill_size", "max_prefill_tokens", "schedule_policy",
                 "disable_radix_cache", "disable_overlap_schedule", "stream_interval", "attention_backend",
                 "mem_fraction_static", "tp_size")},
@@ -355,173 +328,59 @@ class SglangAdapter:
             "env": {k: os.environ.get(k) for k in ("SGLANG_USE_CPU_ENGINE", "OMP_NUM_THREADS",
                                                    "SGLANG_CPU_OMP_THREADS_BIND") if k in os.environ},
         }
-        notes = ([f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
-                      f"(pids {', '.join(map(str, self.child_pids))}) by SGLang's design; tokens are stamped "
-                      "where the streamed chunks reach this process"]
-                 + ([self.kernels["statement"]] if self.kernels.get("stand_in") else []))
+        notes = [f"SGLang {_version('sglang')}: scheduler and detokenizer run in child processes "
+                 f"(pids {', '.join(map(str, self.child_pids))}) by SGLang's design; tokens are stamped "
+                 "where the streamed chunks reach this process"]
+        if self.kernels.get("stand_in"):
+            notes.append(self.kernels["statement"])
+        chunk = _int(resolved("chunked_prefill_size"))
+        radix_off = resolved("disable_radix_cache")
+        # The scheduler's own limit (it sizes one when the args leave it unset), per
+        # data-parallel rank.
+        states = si.get("internal_states") or [{}]
+        state = states[0] if isinstance(states, list) and isinstance(states[0], dict) else {}
+        per_dp = _int(state.get("effective_max_running_requests_per_dp")) or _int(resolved("max_running_requests"))
         dtype = str(si.get("dtype") or getattr(sa, "dtype", "")).replace("torch.", "")
-        return {
-            "name": "sglang",
-            "version": _version("sglang") or "unknown",
-            "model": str(sa.model_path),
-            "dtype": dtype,
-            "device": str(getattr(sa, "device", "") or ("cuda" if self.on_gpu else "cpu")),
-            "kind": "stream",
-            "notes": notes,
-            "cuda": hb.cuda_placement(self.torch),
-            "metadata": meta,
-        }
+        return hb.engine_info(
+            "sglang", _version("sglang") or "unknown", str(sa.model_path), dtype,
+            str(getattr(sa, "device", "") or ("cuda" if self.on_gpu else "cpu")), "stream", meta,
+            notes=notes,
+            cuda=hb.cuda_placement(self.torch),
+            scheduler={
+                "max_running": per_dp * (_int(resolved("dp_size")) or 1) if per_dp else None,
+                "kv_cache_tokens": _int(si.get("max_total_num_tokens")),
+                "prefix_caching": None if radix_off is None else not radix_off,
+                # -1 (or 0) turns chunked prefill off.
+                "chunked_prefill": None if chunk is None else chunk > 0,
+            })
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
-        sp = {"max_new_tokens": max_tokens, "ignore_eos": bool(ignore_eos), "temperature": float(temperature)}
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        sp = {"max_new_tokens": output_len, "ignore_eos": bool(ignore_eos), "temperature": float(temperature)}
         # With ignore_eos nothing ends a request before max_new_tokens: a minimum adds
         # nothing (and SGLang refuses one without its tokenizer).
         if min_tokens and not ignore_eos:
             sp["min_new_tokens"] = min_tokens
         if seed is not None and temperature > 0:
             sp["sampling_seed"] = int(seed)
-        req = _Req(rid, bool(return_token_ids))
-        with self.lock:
-            self.live[rid] = req
-        req.future = self.lt.run(self._generate(req, list(prompt_token_ids), sp))
+        self._launch(_Req(rid, return_token_ids), list(prompt_token_ids), sp)
 
-    def step(self, timeout_s):
-        if self.dead is not None:
-            raise RuntimeError(self.dead)
-        return self.stream.step(timeout_s)
-
-    def in_flight(self):
-        return len(self.live)
-
-    def abort(self, rid):
-        with self.lock:
-            req = self.live.pop(rid, None)
-        if req is None:
-            return
-        # On the loop's thread: SGLang's TokenizerManager is not thread-safe.
-        self.lt.call(self.engine.tokenizer_manager.abort_request, RID.format(rid))
-        if req.future is not None:
-            req.future.cancel()
-
-    def shutdown(self):
+    def _close_engine(self):
         engine, self.engine = self.engine, None
-        if engine is None:
-            return
-        with self.lock:
-            live, self.live = list(self.live.values()), {}
-        for req in live:
-            if req.future is not None:
-                req.future.cancel()
-        if getattr(self, "_watch_future", None) is not None:
+        if self._watch_future is not None:
             self._watch_future.cancel()
-        import psutil
-        import sglang.srt.entrypoints.engine as engine_module
+        if engine is not None:
+            sglang_procs.shutdown(engine, set(self.child_pids) | set(self.helpers))
 
-        # multiprocessing's resource tracker ignores SIGTERM (it would hold up the kill
-        # for SGLang's whole wait); it is stopped the way it expects in _reap_new_children.
-        own = (set(self.child_pids) | set(self.helpers)) - {_resource_tracker_pid()}
-        for pid in list(own):
-            try:
-                own.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-            except psutil.Error:
-                pass
-        sglang_kill = engine_module.kill_process_tree
-
-        def scoped_kill(parent_pid, include_parent=True, skip_pid=None, wait_timeout=None):
-            # Engine.shutdown() kills every child of this process; kill SGLang's only.
-            if parent_pid == os.getpid() and not include_parent:
-                _kill(own, min(wait_timeout or KILL_GRACE_S, KILL_GRACE_S))
-            else:
-                sglang_kill(parent_pid, include_parent=include_parent, skip_pid=skip_pid, wait_timeout=wait_timeout)
-
-        engine_module.kill_process_tree = scoped_kill
-        try:
-            engine.shutdown()
-        finally:
-            engine_module.kill_process_tree = sglang_kill
-            atexit.unregister(engine.shutdown)
-            self.lt.stop()
-            self._reap_new_children()
-
-    # ---------------------------------------------------------------------------- processes
-    @staticmethod
-    def _children():
-        try:
-            import psutil
-
-            return [c.pid for c in psutil.Process().children()]
-        except Exception:
-            return []
-
-    def _reap_new_children(self):
-        """Ends and reaps whatever child this adapter's load started (SGLang's processes,
-        multiprocessing's resource tracker), so none is left as a zombie."""
-        import multiprocessing
-
-        new = set(self._children()) - self._before
-        tracker = _resource_tracker_pid()
-        if tracker in new:
-            try:
-                from multiprocessing import resource_tracker
-
-                resource_tracker._resource_tracker._stop()  # it exits when its pipe closes; _stop reaps it
-            except Exception:
-                pass
-        _kill(set(self._children()) - self._before, KILL_GRACE_S)
-        multiprocessing.active_children()  # joins (reaps) finished multiprocessing children
+    def _after_close(self):
+        sglang_procs.reap_new_children(self._before)
 
 
-def _resource_tracker_pid():
-    """The pid of multiprocessing's resource tracker in this process (None: not started)."""
+def _int(v):
+    """``v`` as an int, None when it is not one (SGLang leaves some limits unset)."""
     try:
-        from multiprocessing import resource_tracker
-
-        return getattr(resource_tracker._resource_tracker, "_pid", None)
-    except Exception:
+        return None if v is None or isinstance(v, bool) else int(v)
+    except (TypeError, ValueError):
         return None
-
-
-def _kill(pids, wait_s):
-    """SIGTERM, then SIGKILL after ``wait_s``, to ``pids``; reaps those that are our children."""
-    import psutil
-
-    procs = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            p.terminate()
-            procs.append(p)
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=wait_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-
-
-def _margins(tops):
-    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities)
-    from SGLang's ``output_top_logprobs``
-    (each a list of ``(logprob, token_id, text)``, best first)."""
-    out = []
-    for t in tops:
-        if t is None or len(t) < 2:
-            return []
-        out.append(float(t[0][0]) - float(t[1][0]))
-    return out
-
-
-def _jsonable(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return str(v)
 
 
 def create(model, options):

@@ -28,22 +28,19 @@ import time
 
 import harness_bridge as hb
 
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ()
-
 _OPTIONS = {"mode": str, "step_ms": float, "fail_at_step": int, "fail_request": int, "spawn_child": bool, "noop": bool,
             "load_s": float, "token_offset": int, "sigquit_at_load": bool}
 
 
 class _Req:
-    __slots__ = ("rid", "max_tokens", "generated", "want_ids", "prompt")
+    __slots__ = ("rid", "output_len", "generated", "want_ids", "prompt")
 
-    def __init__(self, rid, max_tokens, want_ids, prompt):
-        self.rid, self.max_tokens, self.generated, self.want_ids = rid, max_tokens, 0, want_ids
+    def __init__(self, rid, output_len, want_ids, prompt):
+        self.rid, self.output_len, self.generated, self.want_ids = rid, output_len, 0, want_ids
         self.prompt = list(prompt) if want_ids else None
 
 
-class TestAdapter:
+class TestAdapter(hb.EngineAdapter):
     def __init__(self, model, options):
         o = hb.parse_options("python-test", options, _OPTIONS)
         self.mode = o.get("mode", "step")
@@ -78,20 +75,17 @@ class TestAdapter:
             self.thread.start()
 
     def info(self):
-        return {
-            "name": "python-test",
-            "version": "1",
-            "model": "none",
-            "dtype": "-",
-            "device": "host",
-            "kind": self.mode,
-            "metadata": {"mode": self.mode, "step_ms": self.step_s * 1e3, "child_pid": self.child.pid if self.child else None,
-                         "venv": os.environ.get("VIRTUAL_ENV"), "python": sys.executable},
-        }
+        return hb.engine_info(
+            "python-test", "1", "none", "-", "host", self.mode,
+            {"mode": self.mode, "step_ms": self.step_s * 1e3, "child_pid": self.child.pid if self.child else None,
+             "venv": os.environ.get("VIRTUAL_ENV"), "python": sys.executable},
+            notes=[f"python-test: a child process (pid {self.child.pid}) runs beside the adapter until shutdown"]
+            if self.child else [],
+        )
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
         with self.lock:
-            self.reqs[rid] = _Req(rid, max_tokens, return_token_ids, prompt_token_ids)
+            self.reqs[rid] = _Req(rid, output_len, return_token_ids, prompt_token_ids)
 
     def _advance(self, emit):
         """One step: a token for every in-flight request. ``emit(rid, n, fin, extra)``."""
@@ -110,7 +104,7 @@ class TestAdapter:
                     self.reqs.pop(r.rid, None)
                 continue
             r.generated += 1
-            if r.generated >= r.max_tokens:
+            if r.generated >= r.output_len:
                 # Token k echoes prompt[k % len], as the calibration engine does.
                 ids = ([r.prompt[k % len(r.prompt)] + self.token_offset for k in range(r.generated)]
                        if r.want_ids and r.prompt else None)

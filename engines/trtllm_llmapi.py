@@ -24,14 +24,10 @@ never as a TensorRT-LLM result.
 
 import importlib.metadata
 import os
-import threading
 import time
 import typing
 
 import harness_bridge as hb
-
-# Import packages this adapter needs in its venv (scripts/check_adapters.py skips it without them).
-REQUIRES = ("tensorrt_llm",)
 
 COMMON_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config", "scheduler_config", "dtype",
                "tensor_parallel_size", "enable_chunked_prefill", "backend")
@@ -62,34 +58,23 @@ def _td_ns(td):
     return int(round(s * 1e9)) if s > 0 else None
 
 
-def _margins(logprobs):
-    """Per token, top-1 minus top-2 logit (the difference of their log-probabilities)
-    from ``outputs[0].logprobs`` (per
-    token a ``{token_id: Logprob(logprob, rank)}`` dict)."""
-    out = []
-    for d in logprobs or []:
-        if not isinstance(d, dict) or len(d) < 2:
-            return None
-        vals = sorted((float(getattr(v, "logprob", v)) for v in d.values()), reverse=True)
-        out.append(vals[0] - vals[1])
-    return out
-
-
-class _Req:
-    __slots__ = ("rid", "want_ids", "seen", "handle", "future")
+class _Req(hb.StreamRequest):
+    __slots__ = ("handle",)
 
     def __init__(self, rid, want_ids):
-        self.rid, self.want_ids, self.seen = rid, want_ids, 0
+        super().__init__(rid, want_ids)
         self.handle = None
-        self.future = None
 
 
-class TrtllmLlmApiAdapter:
+class TrtllmLlmApiAdapter(hb.StreamAdapter):
+    ENDED = "TensorRT-LLM's stream ended unfinished"
+
     def __init__(self, model, options):
         hb.require_model_dir("trtllm-py", model)
         import tensorrt_llm
         from tensorrt_llm.llmapi import llm_args
 
+        super().__init__()
         self.trt = tensorrt_llm
         self.stand_in = bool(getattr(tensorrt_llm, "HARNESS_STAND_IN", False))
         self.backend = "tensorrt engine dir" if _is_engine_dir(model) else "pytorch"
@@ -115,9 +100,6 @@ class TrtllmLlmApiAdapter:
         sp_fields = self._fields(self._SamplingParams)
         self.perf_metrics = "return_perf_metrics" in sp_fields
         self.sp_fields = sp_fields
-        self.lock = threading.Lock()
-        self.live = {}
-        self.stream = hb.StreamQueue()
         t0 = time.monotonic()
         try:
             self.llm = LLM(model=model, **opts)
@@ -157,62 +139,52 @@ class TrtllmLlmApiAdapter:
         }
         notes = []
         if self.stand_in:
-            notes = [f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
-                             "not TensorRT-LLM; its figures measure the harness, never TensorRT-LLM"]
-        return {
-            "name": "trtllm-py",
-            "version": f"{version or 'unknown'}" + (" (stand-in)" if self.stand_in else ""),
-            "model": self.model,
-            "dtype": str(self.args.get("dtype", "auto")),
-            "device": "stand-in" if self.stand_in else "cuda",
-            "kind": "stream",
-            "instrument": self.stand_in,
-            "notes": notes,
-            "metadata": meta,
-        }
+            notes.append(f"STAND-IN: tensorrt_llm is the test stand-in from {os.path.dirname(self.trt.__file__)}, "
+                         "not TensorRT-LLM; its figures measure the harness, never TensorRT-LLM")
+        # The LLM's resolved args (its defaults filled in), where this version keeps them.
+        resolved = getattr(self.llm, "args", None)
+        return hb.engine_info(
+            "trtllm-py", f"{version or 'unknown'}" + (" (stand-in)" if self.stand_in else ""), self.model,
+            str(self.args.get("dtype", "auto")), "stand-in" if self.stand_in else "cuda", "stream", meta,
+            instrument=self.stand_in, notes=notes,
+            scheduler={
+                "max_running": getattr(resolved, "max_batch_size", None),
+                "chunked_prefill": getattr(resolved, "enable_chunked_prefill", None),
+                "prefix_caching": getattr(getattr(resolved, "kv_cache_config", None), "enable_block_reuse", None),
+            })
 
-    def submit(self, rid, prompt_token_ids, max_tokens, min_tokens, ignore_eos, temperature, seed, return_token_ids):
-        kw = {"max_tokens": max_tokens, "temperature": float(temperature)}
+    def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
+        kw = {"max_tokens": output_len, "temperature": float(temperature)}
         optional = {"min_tokens": min_tokens, "ignore_eos": bool(ignore_eos), "detokenize": False,
                     "return_perf_metrics": True if self.perf_metrics else None,
                     "seed": seed if temperature > 0 else None, "logprobs": 2 if return_token_ids else None}
         kw.update({k: v for k, v in optional.items() if v is not None and k in self.sp_fields})
-        req = _Req(rid, bool(return_token_ids))
-        with self.lock:
-            self.live[rid] = req
-        req.future = self.lt.run(self._generate(req, list(prompt_token_ids), self._SamplingParams(**kw)))
+        self._launch(_Req(rid, return_token_ids), list(prompt_token_ids), self._SamplingParams(**kw))
 
-    async def _generate(self, req, prompt, sp):
-        import asyncio
+    async def _open(self, req, prompt, sp):
+        req.handle = self.llm.generate_async({"prompt_token_ids": prompt}, sampling_params=sp, streaming=True)
+        return req.handle
 
-        try:
-            handle = self.llm.generate_async({"prompt_token_ids": prompt}, sampling_params=sp, streaming=True)
-            req.handle = handle
-            async for out in handle:
-                at = time.monotonic_ns()
-                c = out.outputs[0]
-                n = len(c.token_ids) - req.seen
-                req.seen += n
-                if not out.finished:
-                    if n > 0:
-                        self.stream.push(req.rid, n, at_ns=at)
-                    continue
-                reason = getattr(c, "finish_reason", None)
-                extra = {"engine": self._stamps(c)}
-                code = {"length": hb.LENGTH, "stop": hb.STOP}.get(str(reason).lower())
-                if code is None:  # cancelled, timed out, or no reason at all
-                    code = hb.ERROR
-                    extra["error"] = f"TensorRT-LLM ended the request: finish_reason={reason}"
-                if req.want_ids:
-                    extra["token_ids"] = list(c.token_ids)
-                    extra["top2_margins"] = _margins(getattr(c, "logprobs", None))
-                self._finish(req, n, code, extra, at)
-                return
-            self._finish(req, 0, hb.ERROR, {"error": "TensorRT-LLM's stream ended unfinished"}, time.monotonic_ns())
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # RequestError mid-stream, or a refused request: this request fails alone
-            self._finish(req, 0, hb.ERROR, {"error": hb.format_exception(e)}, time.monotonic_ns())
+    def _update(self, req, out):
+        """An update: its cumulative ``outputs[0].token_ids``; at the finish, the finish
+        code and details."""
+        c = out.outputs[0]
+        if not out.finished:
+            return len(c.token_ids), None
+        reason = getattr(c, "finish_reason", None)
+        extra = {"engine": self._stamps(c)}
+        code = {"length": hb.LENGTH, "stop": hb.STOP}.get(str(reason).lower())
+        if code is None:  # cancelled, timed out, or no reason at all
+            code = hb.ERROR
+            extra["error"] = f"TensorRT-LLM ended the request: finish_reason={reason}"
+        if req.want_ids:
+            extra["token_ids"] = list(c.token_ids)
+            extra["top2_margins"] = hb.top2_margins(getattr(c, "logprobs", None), len(c.token_ids))
+        return len(c.token_ids), (code, extra)
+
+    def _cancel(self, req):
+        if req.handle is not None and hasattr(req.handle, "abort"):
+            self.lt.call(req.handle.abort)
 
     def _stamps(self, c):
         pm = getattr(c, "request_perf_metrics", None)
@@ -238,41 +210,10 @@ class TrtllmLlmApiAdapter:
             "meta": meta or None,
         }
 
-    def _finish(self, req, n, code, extra, at):
-        with self.lock:
-            if self.live.pop(req.rid, None) is None:
-                return
-        self.stream.push(req.rid, n, code, {k: v for k, v in extra.items() if v is not None}, at_ns=at)
-
-    def step(self, timeout_s):
-        return self.stream.step(timeout_s)
-
-    def in_flight(self):
-        return len(self.live)
-
-    def abort(self, rid):
-        with self.lock:
-            req = self.live.pop(rid, None)
-        if req is None:
-            return
-        if req.handle is not None and hasattr(req.handle, "abort"):
-            self.lt.call(req.handle.abort)
-        if req.future is not None:
-            req.future.cancel()
-
-    def shutdown(self):
+    def _close_engine(self):
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is None:
-            return
-        with self.lock:
-            live, self.live = list(self.live.values()), {}
-        for req in live:
-            if req.future is not None:
-                req.future.cancel()
-        try:
+        if llm is not None:
             llm.shutdown()
-        finally:
-            self.lt.stop()
 
 
 def create(model, options):

@@ -188,6 +188,26 @@ fn sglang_real_model_sweep_exact_counts_meta_info_and_no_process_left() {
         2,
         "{m}"
     );
+    // The scheduling facts the harness acts on, as SGLang reports them: its scheduler's
+    // own running limit (it sizes one when the args leave it unset), the KV cache its
+    // memory fraction bought, the radix cache (prefix caching) and chunked prefill on
+    // by default.
+    let sched = &run["engine"]["scheduler"];
+    assert!(sched["max_running"].as_u64().unwrap() > 0, "{sched}");
+    assert_eq!(
+        sched["kv_cache_tokens"], m["kv_cache"]["max_total_num_tokens"],
+        "{sched}"
+    );
+    assert_eq!(sched["prefix_caching"], true, "{sched}");
+    assert_eq!(sched["chunked_prefill"], true, "{sched}");
+    let notes = run["engine"]["notes"].as_array().unwrap();
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .contains("scheduler and detokenizer run in child processes"),
+        "{notes:?}"
+    );
     // SGLang's log went to engine.log, not the terminal.
     assert!(!terminal.contains("UserWarning"), "{terminal}");
 }

@@ -135,8 +135,8 @@ def main():
     hook = install_stamps(a.stamps)
     info = {
         "command": [sys.executable, "-m", MODULE, *argv],
-        "not_on_command_line": {k: vllm_args.jsonable(args[k]) for k in missing},
-        "engine_args": {k: vllm_args.jsonable(v) for k, v in args.items()},
+        "not_on_command_line": {k: hb.jsonable(args[k]) for k in missing},
+        "engine_args": {k: hb.jsonable(v) for k, v in args.items()},
         "engine_args_from_user": from_user,
         "version": vllm_args.version(),
         "gpu": gpu,

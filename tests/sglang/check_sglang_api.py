@@ -1,9 +1,9 @@
-"""Conformance of engines/sglang.py with the installed SGLang: every callable, argument
-name and field the adapter uses, checked against this version's signatures, dataclass
-and msgspec fields, so an upstream rename fails here, loudly, rather than as a strange
-run. Run by tests/python_engines.rs with the sglang env's python; exits non-zero with
-every failed check listed. (The meta_info keys the adapter reads are also checked on a
-real run there: engine.meta in requests.jsonl.)
+"""Conformance of engines/sglang.py and engines/common/sglang_procs.py with the installed
+SGLang: every callable, argument name and field they use, checked against this
+version's signatures, dataclass and msgspec fields, so an upstream rename fails here,
+loudly, rather than as a strange run. Run by tests/sglang.rs with the sglang env's
+python; exits non-zero with every failed check listed. (The meta_info keys the adapter
+reads are also checked on a real run there: engine.meta in requests.jsonl.)
 """
 
 import inspect
@@ -41,7 +41,8 @@ def load(name, path):
 
 
 ENGINES = os.path.join(HERE, "..", "..", "engines")
-load("harness_bridge", os.path.join(ENGINES, "harness_bridge.py"))  # the adapter imports it
+load("harness_bridge", os.path.join(ENGINES, "harness_bridge.py"))  # the adapter imports them
+procs = load("sglang_procs", os.path.join(ENGINES, "common", "sglang_procs.py"))
 adapter = load("harness_engine_sglang", os.path.join(ENGINES, "sglang.py"))
 
 
@@ -70,10 +71,15 @@ want = {"input_ids", "sampling_params", "stream", "rid", "return_logprob", "top_
 check(want <= params(Engine.async_generate), f"Engine.async_generate takes {sorted(want - params(Engine.async_generate))}")
 check(callable(getattr(TokenizerManager, "abort_request", None)) and "rid" in params(TokenizerManager.abort_request),
       "TokenizerManager.abort_request(rid=...)")
-# Engine.shutdown() kills the host's children through this name, which the adapter narrows.
+# Engine.shutdown() kills the host's children through this name, which sglang_procs.shutdown narrows.
 check({"parent_pid", "include_parent", "skip_pid", "wait_timeout"} <= params(engine_module.kill_process_tree),
       "engine.kill_process_tree(parent_pid, include_parent, skip_pid, wait_timeout)")
 check("kill_process_tree" in inspect.getsource(Engine.shutdown), "Engine.shutdown calls kill_process_tree")
+# sglang_procs stops multiprocessing's resource tracker through its private API.
+from multiprocessing import resource_tracker  # noqa: E402
+
+check(callable(getattr(resource_tracker._resource_tracker, "_stop", None)) and procs.resource_tracker_pid() is None,
+      "multiprocessing.resource_tracker._resource_tracker._stop() and ._pid (None before it starts)")
 
 # ServerArgs: every field the adapter sets or reads, and the schema it builds from them.
 schema = adapter._server_args_schema(ServerArgs)

@@ -46,7 +46,7 @@ pub struct Adapter {
     pub engine: &'static str,
     /// `engines/FILE.py`, compiled in with `include_str!`.
     pub source: &'static str,
-    /// The module name, `harness_engine_<file stem>` (the rule scripts/check_adapters.py uses).
+    /// The module name, `harness_engine_<file stem>` (the name harness_bridge.py documents).
     pub module: &'static str,
     pub requires: Requirement,
     /// Modules the adapter imports besides `harness_bridge`, as `(module name, source)`,

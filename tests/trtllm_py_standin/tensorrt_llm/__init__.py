@@ -117,13 +117,14 @@ class RequestOutput:
 
 class LLM:
     def __init__(self, model, **kwargs):
+        from .llmapi import llm_args
         from .llmapi.llm_args import TorchLlmArgs
 
         unknown = sorted(set(kwargs) - set(TorchLlmArgs.model_fields))
         if unknown:
             raise TypeError(f"LLM got unexpected arguments {unknown}")
         self.model = model
-        self.args = kwargs
+        self.args = llm_args.ResolvedArgs(model, **kwargs)
         self.per_update = int(kwargs.get("standin_tokens_per_update", 1))
         self.step_s = float(kwargs.get("standin_step_ms", 5.0)) / 1e3
         self.fail_request = kwargs.get("standin_fail_request")

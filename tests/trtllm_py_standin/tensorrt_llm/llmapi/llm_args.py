@@ -17,6 +17,8 @@ class KvCacheConfig:
         if unknown:
             raise ValueError(f"KvCacheConfig: unknown fields {sorted(unknown)}")
         self.__dict__.update(kw)
+        # TensorRT-LLM's default: KV-cache block reuse (prefix caching) on.
+        self.__dict__.setdefault("enable_block_reuse", True)
 
     def __repr__(self):
         return f"KvCacheConfig({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
@@ -29,6 +31,7 @@ class TorchLlmArgs:
         "dtype": _Field(str),
         "max_batch_size": _Field(Optional[int]),
         "max_num_tokens": _Field(Optional[int]),
+        "enable_chunked_prefill": _Field(bool),
         "tensor_parallel_size": _Field(int),
         "kv_cache_config": _Field(Optional[KvCacheConfig]),
         # Stand-in knobs (not TensorRT-LLM's):
@@ -41,3 +44,17 @@ class TorchLlmArgs:
 
 class TrtLlmArgs(TorchLlmArgs):
     pass
+
+
+class ResolvedArgs:
+    """What ``LLM.args`` holds in TensorRT-LLM: the args with its defaults filled in
+    (max_batch_size 2048, chunked prefill off, a default KvCacheConfig)."""
+
+    DEFAULTS = {"max_batch_size": 2048, "max_num_tokens": 8192, "enable_chunked_prefill": False}
+
+    def __init__(self, model, **kw):
+        self.model = model
+        self.__dict__.update(self.DEFAULTS)
+        self.__dict__.update(kw)
+        if getattr(self, "kv_cache_config", None) is None:
+            self.kv_cache_config = KvCacheConfig()
