@@ -6,19 +6,16 @@ use super::Adapter;
 use crate::engine::venv::Requirement;
 use crate::engine::{EngineKind, EngineSpec};
 
-const ADAPTER: Adapter = Adapter {
-    engine: "hf",
-    source: include_str!("../../../engines/hf.py"),
-    module: "harness_engine_hf",
-    requires: Requirement {
+const ADAPTER: Adapter = Adapter::new(
+    "hf",
+    include_str!("../../../engines/hf.py"),
+    "harness_engine_hf",
+    Requirement {
         env: "vllm",
         package: Some("transformers"),
         distributions: &["transformers"],
     },
-    helpers: &[],
-    shims: &[],
-    env_optional: false,
-};
+);
 
 pub static SPEC: EngineSpec = EngineSpec::new(
     ADAPTER.engine,

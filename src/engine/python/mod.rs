@@ -132,6 +132,41 @@ fn materialize_shims_in(
 }
 
 impl Adapter {
+    /// An adapter with no helper modules and no shims that needs its env: what an
+    /// engine's file starts from; the methods below add the rest.
+    pub const fn new(
+        engine: &'static str,
+        source: &'static str,
+        module: &'static str,
+        requires: Requirement,
+    ) -> Self {
+        Self {
+            engine,
+            source,
+            module,
+            requires,
+            helpers: &[],
+            env_optional: false,
+            shims: &[],
+        }
+    }
+
+    pub const fn helpers(mut self, helpers: &'static [(&'static str, &'static str)]) -> Self {
+        self.helpers = helpers;
+        self
+    }
+
+    pub const fn shims(mut self, shims: &'static [Shim]) -> Self {
+        self.shims = shims;
+        self
+    }
+
+    /// Runs on the embedded interpreter when its env is absent.
+    pub const fn env_optional(mut self) -> Self {
+        self.env_optional = true;
+        self
+    }
+
     /// `--python-env`, else the engine's own env.
     fn env_root(&self, config: &EngineConfig) -> PathBuf {
         config

@@ -15,22 +15,21 @@ const SGLANG_PROCS: &str = include_str!("../../../engines/common/sglang_procs.py
 /// The CPU stand-in for `sgl_kernel`.
 const SGL_KERNEL_SHIM: &str = include_str!("../../../engines/cpu_shims/sgl_kernel/__init__.py");
 
-const ADAPTER: Adapter = Adapter {
-    engine: "sglang",
-    source: include_str!("../../../engines/sglang.py"),
-    module: "harness_engine_sglang",
-    requires: Requirement {
+const ADAPTER: Adapter = Adapter::new(
+    "sglang",
+    include_str!("../../../engines/sglang.py"),
+    "harness_engine_sglang",
+    Requirement {
         env: "sglang",
         package: Some("sglang"),
         distributions: &["sglang"],
     },
-    helpers: &[("sglang_procs", SGLANG_PROCS)],
-    shims: &[Shim {
-        path: "sgl_kernel/__init__.py",
-        source: SGL_KERNEL_SHIM,
-    }],
-    env_optional: false,
-};
+)
+.helpers(&[("sglang_procs", SGLANG_PROCS)])
+.shims(&[Shim {
+    path: "sgl_kernel/__init__.py",
+    source: SGL_KERNEL_SHIM,
+}]);
 
 /// The ops the stand-in implements, from its `IMPLEMENTED = (...)` line.
 pub fn shim_ops() -> Vec<&'static str> {

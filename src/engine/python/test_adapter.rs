@@ -5,19 +5,17 @@ use super::Adapter;
 use crate::engine::venv::Requirement;
 use crate::engine::{EngineKind, EngineSpec};
 
-const ADAPTER: Adapter = Adapter {
-    engine: "python-test",
-    source: include_str!("../../../engines/test_adapter.py"),
-    module: "harness_engine_test_adapter",
-    requires: Requirement {
+const ADAPTER: Adapter = Adapter::new(
+    "python-test",
+    include_str!("../../../engines/test_adapter.py"),
+    "harness_engine_test_adapter",
+    Requirement {
         env: "python-test",
         package: None,
         distributions: &[],
     },
-    helpers: &[],
-    shims: &[],
-    env_optional: true,
-};
+)
+.env_optional();
 
 pub static SPEC: EngineSpec = EngineSpec::new(
     ADAPTER.engine,

