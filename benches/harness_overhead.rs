@@ -10,7 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llm_harness::core::request::{FinishReason, RequestId};
-use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Sampling, Stop};
+use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint};
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
 use llm_harness::engine::{
     Engine, EngineError, EngineInfo, EngineKind, Finish, GenRequest, TokenEvent,
@@ -94,17 +94,8 @@ fn workload(n: usize, input: usize, output: u32) -> Workload {
 
 fn options(n: usize) -> DriverOptions {
     DriverOptions {
-        warmup: 0,
-        stop: Stop::requests(n),
         request_timeout: Duration::from_secs(60),
-        sampling: Sampling {
-            ignore_eos: true,
-            temperature: 0.0,
-            seed: Some(0),
-            return_token_ids: false,
-        },
-        seed: 0,
-        profile: None,
+        ..DriverOptions::requests(n)
     }
 }
 

@@ -123,17 +123,11 @@ fn harness(engine: &mut dyn Engine, prompts: &[Vec<u32>], ids: bool) -> (f64, Ve
         description: "bench".into(),
     };
     let o = DriverOptions {
-        warmup: 0,
-        stop: Stop::requests(b),
-        request_timeout: Duration::from_secs(600),
         sampling: Sampling {
-            ignore_eos: true,
-            temperature: 0.0,
-            seed: Some(0),
             return_token_ids: ids,
+            ..Sampling::EXACT_GREEDY
         },
-        seed: 0,
-        profile: None,
+        ..DriverOptions::requests(b)
     };
     let dir = tempfile::tempdir().unwrap();
     let mut writer = TraceWriter::create(dir.path()).unwrap();

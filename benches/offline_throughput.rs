@@ -29,7 +29,7 @@
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Sampling, Stop};
+use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint};
 use llm_harness::engine::{venv::cache_dir, Engine, EngineConfig, Registry};
 use llm_harness::metrics::{summarize, Slo};
 use llm_harness::terminal::Capture;
@@ -215,19 +215,7 @@ fn offline_throughput(c: &mut Criterion) {
     {
         let mut driver = Driver::new(engine.as_mut(), &cancel);
         for &b in &s.batches {
-            let opts = DriverOptions {
-                warmup: 0,
-                stop: Stop::requests(b as usize),
-                request_timeout: Duration::from_secs(600),
-                sampling: Sampling {
-                    ignore_eos: true,
-                    temperature: 0.0,
-                    seed: Some(0),
-                    return_token_ids: false,
-                },
-                seed: 0,
-                profile: None,
-            };
+            let opts = DriverOptions::requests(b as usize);
             // One round: (the harness's duration of it, its output tokens).
             let mut round = |driver: &mut Driver| -> Option<(Duration, u64)> {
                 let run = driver

@@ -118,6 +118,17 @@ pub struct Sampling {
     pub return_token_ids: bool,
 }
 
+impl Sampling {
+    /// Greedy, every request to its exact output_len (EOS ignored), seed 0, no token
+    /// ids kept: the sampling of known-answer runs and benchmarks.
+    pub const EXACT_GREEDY: Sampling = Sampling {
+        ignore_eos: true,
+        temperature: 0.0,
+        seed: Some(0),
+        return_token_ids: false,
+    };
+}
+
 /// A profiler window over the first `steps` engine steps of a point's measured phase.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProfilePlan {
@@ -138,6 +149,21 @@ pub struct DriverOptions {
     pub seed: u64,
     /// A profiler window on this point (`--profile`).
     pub profile: Option<ProfilePlan>,
+}
+
+impl DriverOptions {
+    /// `n` requests, no warmup, [`Sampling::EXACT_GREEDY`], a 600 s request timeout:
+    /// a point as benchmarks and tests drive it, changed field by field from here.
+    pub fn requests(n: usize) -> Self {
+        Self {
+            warmup: 0,
+            stop: Stop::requests(n),
+            request_timeout: Duration::from_secs(600),
+            sampling: Sampling::EXACT_GREEDY,
+            seed: 0,
+            profile: None,
+        }
+    }
 }
 
 /// How a point ended.

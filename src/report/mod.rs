@@ -423,12 +423,7 @@ pub(crate) mod tests {
                 min_duration_s: None,
                 max_duration_s: None,
                 request_timeout_s: 600.0,
-                sampling: Sampling {
-                    ignore_eos: true,
-                    temperature: 0.0,
-                    seed: Some(0),
-                    return_token_ids: false,
-                },
+                sampling: Sampling::EXACT_GREEDY,
                 seed: 0,
                 clock: meta::CLOCK.into(),
             },

@@ -70,19 +70,11 @@ pub fn error_line(stderr: &str) -> &str {
 /// Driver options of the known-answer runs: `num` requests after `warmup`, greedy,
 /// ignoring EOS, seeded.
 pub fn driver_opts(num: usize, warmup: usize) -> llm_harness::driver::DriverOptions {
-    use llm_harness::driver::{DriverOptions, Sampling, Stop};
-    DriverOptions {
+    llm_harness::driver::DriverOptions {
         warmup,
-        stop: Stop::requests(num),
         request_timeout: std::time::Duration::from_secs(5),
-        sampling: Sampling {
-            ignore_eos: true,
-            temperature: 0.0,
-            seed: Some(0),
-            return_token_ids: false,
-        },
         seed: 7,
-        profile: None,
+        ..llm_harness::driver::DriverOptions::requests(num)
     }
 }
 
