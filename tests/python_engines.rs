@@ -300,8 +300,7 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
     // The engine core runs in the harness's process: nothing of vLLM's outlives it.
     assert_no_process_left(&tag, "a vLLM sweep");
     // The terminal shows the harness's lines and the table, not vLLM's log.
-    let terminal =
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let terminal = common::terminal(&o);
     assert!(
         terminal.contains("loaded vllm") && terminal.contains("batch=64"),
         "{terminal}"
@@ -753,7 +752,7 @@ fn engine_output_goes_to_engine_log_not_the_terminal() {
             c.arg("--verbose");
         }
         let o = c.assert().success().get_output().clone();
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+        common::terminal(&o)
     };
     let quiet = tmp.path().join("quiet");
     let terminal = run(&quiet, false);

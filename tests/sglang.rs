@@ -13,9 +13,8 @@ use common::{
     assert_no_process_left, cache, error_line, harness, json, need, new_tag, output_tokens,
     records, serial, TAG_VAR,
 };
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SETUP: &str = "scripts/setup.sh sglang";
 
@@ -38,7 +37,7 @@ fn run_check(py: &Path, script: &str) -> String {
         )
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let text = common::terminal(&o);
     assert!(o.status.success(), "{script} failed:\n{text}");
     text
 }
@@ -111,8 +110,7 @@ fn sglang_real_model_sweep_exact_counts_meta_info_and_no_process_left() {
         t.elapsed().as_secs_f64()
     );
     assert_no_process_left(&tag, "a successful SGLang sweep");
-    let terminal =
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let terminal = common::terminal(&o);
     // The load output says where the model runs and which kernels stand in.
     assert!(terminal.contains("loaded sglang 0.5.23"), "{terminal}");
     assert!(
@@ -227,7 +225,7 @@ fn parity_agrees(engines: &str) {
         .assert()
         .get_output()
         .clone();
-    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let text = common::terminal(&o);
     eprintln!("{text}");
     assert_no_process_left(&tag, engines);
     assert!(o.status.success(), "{text}");
@@ -282,60 +280,4 @@ fn a_failing_sglang_start_up_exits_1_with_its_results_dir_and_no_process_left() 
         "the results directory went: {err}"
     );
     assert!(err.contains("results:"), "{err}");
-}
-
-#[test]
-#[ignore = "needs the sglang venv and the real model: scripts/test.sh sets them up and runs it"]
-fn ctrl_c_mid_run_keeps_what_was_measured_and_leaves_no_process() {
-    let (Some(model), Some(_)) = (model(), sglang_python()) else {
-        return;
-    };
-    let _serial = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("int");
-    let tag = new_tag("sglang-int");
-    // A process group of its own, signalled as a whole below, as a terminal's Ctrl-C
-    // signals the foreground group: SGLang's children receive it too unless they
-    // block it.
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("harness"))
-        .process_group(0)
-        .env(TAG_VAR, &tag)
-        .args(["run", "--engine", "sglang", "--model"])
-        .arg(&model)
-        .args([
-            "--batch",
-            "1",
-            "--num-requests",
-            "1000",
-            "--input-len",
-            "16",
-            "--output-len",
-            "16",
-        ])
-        .args(["--ignore-eos", "--warmup", "0", "--no-progress", "--out"])
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Mid-run once a request has finished (requests.jsonl gains a line).
-    let t = Instant::now();
-    while std::fs::read_to_string(out.join("requests.jsonl")).map_or(0, |s| s.lines().count()) < 2 {
-        assert!(
-            t.elapsed() < Duration::from_secs(600),
-            "no request finished in 10 minutes"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the harness ended before Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // SAFETY: signalling our own child's process group.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    assert_no_process_left(&tag, "Ctrl-C mid-run");
-    assert!(records(&out).len() >= 2);
-    assert!(out.join("summary.json").is_file());
 }

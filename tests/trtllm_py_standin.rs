@@ -65,8 +65,7 @@ fn multi_token_chunks_are_counted_and_stamped_exactly() {
         .get_output()
         .clone();
     assert_no_process_left(&tag, "a stand-in run");
-    let terminal =
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let terminal = common::terminal(&o);
     assert!(terminal.contains("STAND-IN"), "{terminal}");
     // Updates of 3, 3, 3 and 1 tokens (10 = 3 + 3 + 3 + 1), one stamp each, one
     // executor step (20 ms) apart, on the harness's clock (after submit).

@@ -46,6 +46,11 @@ pub fn harness() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("harness").unwrap()
 }
 
+/// What a command printed, stdout then stderr, as one text (what a terminal shows).
+pub fn terminal(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
 pub fn json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()

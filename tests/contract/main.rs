@@ -6,9 +6,9 @@
 //!
 //! 1. `harness run --batch 4 --duration 600 --ignore-eos`, one request in eight made
 //!    to fail (an engine's fault injection, or a prompt longer than the context it is
-//!    given),
-//!    interrupted with SIGINT once two batches have finished: it exits 130 with
-//!    run.json, summary.json and every finished request kept; every completed request
+//!    given), interrupted once two batches have finished by a SIGINT to its whole
+//!    process group, as a terminal's Ctrl-C is: it exits 130 with run.json,
+//!    summary.json and every finished request kept; every completed request
 //!    has exactly its output_len tokens, stamped after its submit and in order; the
 //!    failing request fails alone, with its reason; the engine's own stamps are in
 //!    order and never before submit; no line the engine printed (engine.log) reaches
@@ -35,6 +35,7 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use llm_harness::core::request::FinishReason;
 use llm_harness::engine::{Engine, EngineConfig, GenRequest, Registry, TokenEvent};
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,7 +123,11 @@ fn binary_run(engine: &str, setup: &Setup) -> Result<(), Failed> {
     let out = tmp.path().join("run");
     let tag = new_tag(&format!("contract-{engine}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.args(["run", "--engine", engine])
+    // A process group of its own, signalled as a whole, as a terminal signals the
+    // foreground group: an engine's children (SGLang's scheduler, a managed server)
+    // get the SIGINT too, unless they block it, and the harness must still end well.
+    cmd.process_group(0)
+        .args(["run", "--engine", engine])
         .args(&setup.args)
         .args(&setup.fail_args)
         .args([
@@ -157,8 +162,8 @@ fn binary_run(engine: &str, setup: &Setup) -> Result<(), Failed> {
     let limit = Duration::from_secs(setup.load_timeout_s + 300);
     while written(&out) < 8 {
         if t.elapsed() > limit {
-            // SAFETY: kill has no memory effects; the pid is our child's.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: kill has no memory effects; the group is our child's.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
             let o = child.wait_with_output()?;
             return Err(format!(
                 "{engine}: no two batches written within {} s:\n{}",
@@ -170,10 +175,9 @@ fn binary_run(engine: &str, setup: &Setup) -> Result<(), Failed> {
         std::thread::sleep(Duration::from_millis(100));
     }
     // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    unsafe { libc::kill(-pid, libc::SIGINT) };
     let o = wait_with_limit(child, Duration::from_secs(120))?;
-    let terminal =
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let terminal = common::terminal(&o);
     ensure!(
         o.status.code() == Some(130),
         "{engine}: exit {:?} after Ctrl-C, expected 130:\n{terminal}",
@@ -343,7 +347,7 @@ fn abort_in_a_child(engine: &str, setup: &Setup) -> Result<(), Failed> {
     }
     let o = cmd.output()?;
     assert_no_process_left(&tag, &format!("{engine}'s abort check"));
-    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let text = common::terminal(&o);
     ensure!(
         o.status.success(),
         "{engine}: the abort check failed:\n{text}"
