@@ -15,7 +15,7 @@
 //! LLAMACPP_BENCH_ROUNDS (default 5); threads: LLAMACPP_BENCH_THREADS (default: the
 //! CPUs this process may use). Needs the GGUF from scripts/setup.sh.
 
-use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Sampling, Stop};
+use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Sampling};
 use llm_harness::engine::llamacpp::ffi::{
     Batch, Context, ContextParams, Model, ModelParams, Sampler, SamplerConfig,
 };
@@ -25,7 +25,7 @@ use llm_harness::workload::{WorkItem, Workload};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const BATCHES: [usize; 3] = [1, 8, 32];
 const PROMPT: usize = 32;

@@ -1,15 +1,11 @@
 //! The command line: every bad input gives exit code 2, one clear line and nothing
 //! written; interruptions and engine failures keep what was measured on disk.
 
+mod common;
 use assert_cmd::Command;
+use common::{harness, succeeds};
 use predicates::prelude::*;
 use std::path::Path;
-
-fn harness() -> Command {
-    let mut c = Command::cargo_bin("harness").unwrap();
-    c.env("NO_COLOR", "1");
-    c
-}
 
 /// A run of the calibration engine that takes a few hundred ms.
 fn calib(out: &Path) -> Command {
@@ -468,13 +464,7 @@ fn report_of_a_non_result_dir_is_a_usage_error() {
 
 #[test]
 fn engines_lists_the_calibration_engine() {
-    let out = harness()
-        .arg("engines")
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = succeeds(harness().arg("engines"));
     let first = text.lines().next().unwrap_or_default();
     let cells: Vec<&str> = first.split_whitespace().collect();
     assert_eq!(&cells[..2], ["calibration", "ready"], "{text}");
@@ -524,13 +514,7 @@ fn trtllm_without_the_feature_says_how_to_build_it() {
 #[cfg(not(feature = "llamacpp"))]
 #[test]
 fn llamacpp_says_how_to_enable_it() {
-    let out = harness()
-        .arg("engines")
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = succeeds(harness().arg("engines"));
     let at = text
         .lines()
         .position(|l| l.starts_with("llamacpp "))
@@ -657,14 +641,7 @@ fn a_result_directory_from_before_typed_results_still_renders() {
     ] {
         std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
     }
-    let o = harness()
-        .arg("report")
-        .arg(&dir)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let table = String::from_utf8_lossy(&o.stdout);
+    let table = succeeds(harness().arg("report").arg(&dir));
     for label in ["batch=1", "batch=2", "CALIBRATION INSTRUMENT"] {
         assert!(table.contains(label), "{table}");
     }
@@ -730,13 +707,7 @@ fn without_a_gpu_one_line_says_so_and_the_files_are_the_same() {
         ]
     );
     // `harness engines` says why GPU timing is off.
-    let o = harness()
-        .arg("engines")
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = succeeds(harness().arg("engines"));
     assert!(
         text.contains("CUDA driver: none (libcuda.so not found): GPU step timing off"),
         "{text}"

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::driver_opts;
+use common::{close, driver_opts, sorted_ttfts_ms};
 use llm_harness::core::clock::MonoNs;
 use llm_harness::core::request::FinishReason;
 use llm_harness::driver::{
@@ -80,16 +80,6 @@ fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-#[track_caller]
-fn close(what: &str, measured: Option<f64>, truth: f64) {
-    let m = measured.unwrap_or(f64::NAN);
-    let tol = 1.0 + 0.02 * truth;
-    assert!(
-        (m - truth).abs() <= tol,
-        "{what}: measured {m:.3}, truth {truth:.3} (tolerance ±{tol:.3})"
-    );
 }
 
 #[test]
@@ -163,12 +153,7 @@ fn max_batch_queues_the_rest() {
         &workload(input, output, 8),
         &driver_opts(8, 0),
     );
-    let mut ttfts: Vec<f64> = m
-        .records
-        .iter()
-        .map(|r| r.token_ns[0] as f64 / 1e6)
-        .collect();
-    ttfts.sort_by(f64::total_cmp);
+    let ttfts = sorted_ttfts_ms(&m.records);
     let first = ms(s.prefill(4, 4 * input as u64));
     let second = first + (output - 1) as f64 * ms(s.decode(4)) + ms(s.prefill(4, 4 * input as u64));
     close("first wave ttft", Some(ttfts[1]), first);

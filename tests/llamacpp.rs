@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{cache, harness, json, records, serial};
+use common::{cache, fails, harness, json, output_tokens, records, serial, succeeds};
 use llm_harness::core::request::FinishReason;
 use llm_harness::engine::{Engine, EngineConfig, GenRequest, TokenEvent};
 use serde_json::Value;
@@ -35,13 +35,6 @@ fn ids(r: &Value) -> Vec<u64> {
         .collect()
 }
 
-fn output_tokens(r: &Value) -> usize {
-    match r["token_counts"].as_array() {
-        Some(c) => c.iter().map(|n| n.as_u64().unwrap() as usize).sum(),
-        None => r["token_ns"].as_array().unwrap().len(),
-    }
-}
-
 fn prompts_file(dir: &Path, prompts: &[&str]) -> PathBuf {
     let f = dir.join("prompts.jsonl");
     let lines: Vec<String> = prompts
@@ -52,16 +45,14 @@ fn prompts_file(dir: &Path, prompts: &[&str]) -> PathBuf {
     f
 }
 
-const PROMPTS: [&str; 8] = [
-    "The capital of France is",
-    "Water boils at a temperature of",
-    "The three primary colors are",
-    "In computer science, a hash table is",
-    "Once upon a time, in a small village,",
-    "The largest planet in our solar system is",
-    "A good breakfast usually includes",
-    "The first step in baking bread is",
-];
+/// parity's plain-completion prompts and two more, so a batch of 8 has 8 texts.
+fn prompts() -> Vec<&'static str> {
+    let more = [
+        "A good breakfast usually includes",
+        "The first step in baking bread is",
+    ];
+    [llm_harness::commands::parity::PROMPTS, &more].concat()
+}
 
 /// Top-2 logit margin under which two runs may pick different greedy tokens through
 /// llama.cpp's batch-size-dependent numerics (measured here: 0.004-0.28 at the partings).
@@ -81,7 +72,7 @@ fn sweep_batch_1_and_8_same_tokens_exact_lengths_quiet_terminal() {
     let Some(model) = gguf_dir() else { return };
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let prompts = prompts_file(tmp.path(), &PROMPTS);
+    let prompts = prompts_file(tmp.path(), &prompts());
     let out = tmp.path().join("sweep");
     // 8 prompts, cycled: the batch-1 point sends each once, the batch-8 point the same
     // eight again, all in one batch.
@@ -392,24 +383,22 @@ fn missing_or_corrupt_gguf_is_bad_input_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = |m: &Path, needle: &str| {
         let out = tmp.path().join("out");
-        let o = harness()
-            .args(["run", "--engine", "llamacpp", "--model"])
-            .arg(m)
-            .args([
-                "--batch",
-                "1",
-                "--num-requests",
-                "1",
-                "--output-len",
-                "2",
-                "--out",
-            ])
-            .arg(&out)
-            .assert()
-            .code(2)
-            .get_output()
-            .clone();
-        let err = String::from_utf8_lossy(&o.stderr);
+        let err = fails(
+            harness()
+                .args(["run", "--engine", "llamacpp", "--model"])
+                .arg(m)
+                .args([
+                    "--batch",
+                    "1",
+                    "--num-requests",
+                    "1",
+                    "--output-len",
+                    "2",
+                    "--out",
+                ])
+                .arg(&out),
+            2,
+        );
         assert!(err.contains(needle), "expected '{needle}' in: {err}");
         assert!(!out.exists(), "{} was written", out.display());
     };
@@ -452,13 +441,7 @@ fn missing_or_corrupt_gguf_is_bad_input_and_writes_nothing() {
 
 #[test]
 fn listed_as_ready_in_this_build() {
-    let o = harness()
-        .arg("engines")
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = succeeds(harness().arg("engines"));
     let line = text.lines().find(|l| l.starts_with("llamacpp ")).unwrap();
     assert!(line.contains("ready"), "{text}");
     assert!(text.contains("llama-cpp-sys-2"), "{text}");
@@ -478,20 +461,17 @@ fn parity_with_transformers_on_the_same_gguf_reports_margins() {
     }
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let prompts = prompts_file(tmp.path(), &PROMPTS[..2]);
+    let prompts = prompts_file(tmp.path(), &prompts()[..2]);
     let out = tmp.path().join("parity");
-    let o = harness()
-        .args(["parity", "--engines", "llamacpp,hf", "--model"])
-        .arg(&model)
-        .arg("--prompts")
-        .arg(&prompts)
-        .args(["--output-len", "8", "--threshold", "0", "--out"])
-        .arg(&out)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = succeeds(
+        harness()
+            .args(["parity", "--engines", "llamacpp,hf", "--model"])
+            .arg(&model)
+            .arg("--prompts")
+            .arg(&prompts)
+            .args(["--output-len", "8", "--threshold", "0", "--out"])
+            .arg(&out),
+    );
     assert!(text.contains("top-2 logit margins there"), "{text}");
     assert!(text.contains("identical leading tokens:"), "{text}");
     // Both sides saved their margins; Transformers loaded the GGUF itself.

@@ -7,8 +7,9 @@
 //! Seeded (proptest's fixed RNG seed below) so CI runs the same cases every time:
 //! CASES each for flags and TOML, DATA_CASES each for the dataset and trace readers.
 
-use assert_cmd::Command;
+mod common;
 use clap::Parser;
+use common::{fails, harness};
 use llm_harness::app::exit_code;
 use llm_harness::cli::{Cli, Command as Sub};
 use llm_harness::config;
@@ -340,10 +341,6 @@ fn huge_max_tokens_in_a_prompt_file_is_refused() {
     );
 }
 
-fn harness() -> Command {
-    Command::cargo_bin("harness").unwrap()
-}
-
 /// Extreme values through the real binary: exit 2, one line, nothing written.
 #[test]
 fn extreme_values_through_the_binary_exit_2_and_write_nothing() {
@@ -369,17 +366,15 @@ fn extreme_values_through_the_binary_exit_2_and_write_nothing() {
         &["--engine-arg", "jitter_pct=100"],
     ];
     for args in cases {
-        let o = harness()
-            .args(["--engine", "calibration"])
-            .args(*args)
-            .arg("--out")
-            .arg(&out)
-            .timeout(std::time::Duration::from_secs(20))
-            .assert()
-            .code(2)
-            .get_output()
-            .clone();
-        let err = String::from_utf8_lossy(&o.stderr);
+        let err = fails(
+            harness()
+                .args(["--engine", "calibration"])
+                .args(*args)
+                .arg("--out")
+                .arg(&out)
+                .timeout(std::time::Duration::from_secs(20)),
+            2,
+        );
         let lines: Vec<&str> = err
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with("loading"))

@@ -9,7 +9,7 @@
 mod common;
 
 use common::sse::{self, chunk, event, sse_head};
-use common::{harness, records};
+use common::{fails, harness, records};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,38 +98,36 @@ fn every_failure_is_a_request_with_its_reason_and_good_streams_are_exact() {
     let (port, seen) = stand_in();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = harness()
-        .args(["run", "--engine", "openai", "--engine-arg"])
-        .arg(format!("base_url=http://127.0.0.1:{port}/v1"))
-        .args([
-            "--concurrency",
-            "6",
-            "--num-requests",
-            "6",
-            "--output-len",
-            "6",
-        ])
-        .args([
-            "--ignore-eos",
-            "--warmup",
-            "0",
-            "--request-timeout",
-            "1.5",
-            "--no-progress",
-        ])
-        .arg("--out")
-        .arg(&out)
-        // A proxy that does not exist: loopback must not go through it.
-        .env("HTTP_PROXY", "http://127.0.0.1:9")
-        .env("http_proxy", "http://127.0.0.1:9")
-        .env("LLM_HARNESS_TEST_KEY", "sekrit-key-123")
-        .args(["--engine-arg", "api_key_env=LLM_HARNESS_TEST_KEY"])
-        .timeout(Duration::from_secs(60))
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(
+        harness()
+            .args(["run", "--engine", "openai", "--engine-arg"])
+            .arg(format!("base_url=http://127.0.0.1:{port}/v1"))
+            .args([
+                "--concurrency",
+                "6",
+                "--num-requests",
+                "6",
+                "--output-len",
+                "6",
+            ])
+            .args([
+                "--ignore-eos",
+                "--warmup",
+                "0",
+                "--request-timeout",
+                "1.5",
+                "--no-progress",
+            ])
+            .arg("--out")
+            .arg(&out)
+            // A proxy that does not exist: loopback must not go through it.
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("http_proxy", "http://127.0.0.1:9")
+            .env("LLM_HARNESS_TEST_KEY", "sekrit-key-123")
+            .args(["--engine-arg", "api_key_env=LLM_HARNESS_TEST_KEY"])
+            .timeout(Duration::from_secs(60)),
+        1,
+    );
     assert!(err.contains("4 of 6 requests failed"), "{err}");
     let recs = records(&out);
     let by = |id: u64| recs.iter().find(|r| r["id"] == id).unwrap();
@@ -228,30 +226,28 @@ fn a_refused_connection_fails_each_request_then_stops_the_run() {
         .port();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("refused");
-    let o = harness()
-        .args(["run", "--engine", "openai", "--engine-arg"])
-        .arg(format!("base_url=http://127.0.0.1:{port}"))
-        .args(["--engine-arg", "probe=false", "--engine-arg", "model=m"])
-        .args(["--engine-arg", "max_connect_failures=4"])
-        .args([
-            "--concurrency",
-            "2",
-            "--num-requests",
-            "50",
-            "--output-len",
-            "4",
-            "--warmup",
-            "0",
-        ])
-        .arg("--no-progress")
-        .arg("--out")
-        .arg(&out)
-        .timeout(Duration::from_secs(60))
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(
+        harness()
+            .args(["run", "--engine", "openai", "--engine-arg"])
+            .arg(format!("base_url=http://127.0.0.1:{port}"))
+            .args(["--engine-arg", "probe=false", "--engine-arg", "model=m"])
+            .args(["--engine-arg", "max_connect_failures=4"])
+            .args([
+                "--concurrency",
+                "2",
+                "--num-requests",
+                "50",
+                "--output-len",
+                "4",
+                "--warmup",
+                "0",
+            ])
+            .arg("--no-progress")
+            .arg("--out")
+            .arg(&out)
+            .timeout(Duration::from_secs(60)),
+        1,
+    );
     assert!(err.contains("requests in a row could not connect"), "{err}");
     let recs = records(&out);
     assert!(
@@ -266,23 +262,21 @@ fn a_refused_connection_fails_each_request_then_stops_the_run() {
     );
 
     // With the probe (the default), the load itself says the server is not there.
-    let o = harness()
-        .args(["run", "--engine", "openai", "--engine-arg"])
-        .arg(format!("base_url=http://127.0.0.1:{port}"))
-        .args([
-            "--num-requests",
-            "1",
-            "--warmup",
-            "0",
-            "--no-progress",
-            "--out",
-        ])
-        .arg(tmp.path().join("load"))
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(
+        harness()
+            .args(["run", "--engine", "openai", "--engine-arg"])
+            .arg(format!("base_url=http://127.0.0.1:{port}"))
+            .args([
+                "--num-requests",
+                "1",
+                "--warmup",
+                "0",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(tmp.path().join("load")),
+        1,
+    );
     assert!(
         err.contains("cannot reach the server") && err.contains("is it running?"),
         "{err}"

@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    assert_no_process_left, cache, error_line, harness, json, new_tag, output_tokens, records,
-    serial, TAG_VAR,
+    assert_no_process_left, cache, error_line, fails, harness, json, new_tag, output_tokens,
+    records, serial, succeeds, TAG_VAR,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -69,33 +69,31 @@ fn bridge_step_mode_and_failures_through_the_test_adapter() {
     let tmp = tempfile::tempdir().unwrap();
     // A Python exception in step 6 of the second batch: the first batch is kept.
     let out = tmp.path().join("fail");
-    let o = harness()
-        .args([
-            "run",
-            "--engine",
-            "python-test",
-            "--batch",
-            "2",
-            "--num-requests",
-            "6",
-            "--output-len",
-            "4",
-        ])
-        .args([
-            "--warmup",
-            "0",
-            "--engine-arg",
-            "fail_at_step=6",
-            "--engine-arg",
-            "spawn_child=true",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(
+        harness()
+            .args([
+                "run",
+                "--engine",
+                "python-test",
+                "--batch",
+                "2",
+                "--num-requests",
+                "6",
+                "--output-len",
+                "4",
+            ])
+            .args([
+                "--warmup",
+                "0",
+                "--engine-arg",
+                "fail_at_step=6",
+                "--engine-arg",
+                "spawn_child=true",
+            ])
+            .arg("--out")
+            .arg(&out),
+        1,
+    );
     assert!(
         err.contains("RuntimeError: injected failure at step 6"),
         "{err}"
@@ -629,15 +627,12 @@ fn hf_real_model_exact_counts_and_parity_with_vllm() {
         .unwrap()
         .contains("no continuous batching"));
 
-    let o = harness()
-        .args(["parity", "--engines", "vllm,hf", "--model"])
-        .arg(&model)
-        .args(["--output-len", "24"])
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = succeeds(
+        harness()
+            .args(["parity", "--engines", "vllm,hf", "--model"])
+            .arg(&model)
+            .args(["--output-len", "24"]),
+    );
     eprintln!("{text}");
     assert!(text.contains("identical leading tokens: 144/144"), "{text}");
 }
@@ -789,21 +784,19 @@ fn a_childs_sigquit_at_start_up_is_an_engine_error_with_the_results_kept() {
     // of its own: the harness contains it and the load fails as an engine error.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let o = harness()
-        .args([
-            "run",
-            "--engine",
-            "python-test",
-            "--engine-arg",
-            "sigquit_at_load=true",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(
+        harness()
+            .args([
+                "run",
+                "--engine",
+                "python-test",
+                "--engine-arg",
+                "sigquit_at_load=true",
+            ])
+            .arg("--out")
+            .arg(&out),
+        1,
+    );
     assert!(err.contains("sent the harness SIGQUIT"), "{err}");
     assert!(
         err.contains("RuntimeError: injected start-up failure after a child's SIGQUIT"),
@@ -867,16 +860,13 @@ fn parity_runs_each_engine_in_its_own_process_and_env() {
     let tmp = tempfile::tempdir().unwrap();
     let venv = stdlib_venv(&tmp.path().join("venv"));
     let out = tmp.path().join("parity");
-    let o = calibration_vs_python_test()
-        .arg("--python-env")
-        .arg(format!("python-test:{}", venv.display()))
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = succeeds(
+        calibration_vs_python_test()
+            .arg("--python-env")
+            .arg(format!("python-test:{}", venv.display()))
+            .arg("--out")
+            .arg(&out),
+    );
     assert!(
         text.contains("identical leading tokens: 30/30 (100.0 %)"),
         "{text}"

@@ -2,12 +2,9 @@
 //! calibration sweep kept in `tests/fixtures/result-sweep` (batch 1, 2, 4, 8; three
 //! rounds each with 20 % seeded jitter) and sweeps made here.
 
-use assert_cmd::Command;
+mod common;
+use common::{fails, harness};
 use std::path::{Path, PathBuf};
-
-fn harness() -> Command {
-    Command::cargo_bin("harness").unwrap()
-}
 
 /// A copy of the fixed sweep in a temporary directory (plots are written beside it).
 fn fixture(tmp: &Path) -> PathBuf {
@@ -189,15 +186,7 @@ fn compare_two_runs_and_refuse_different_workloads() {
 
     // Another input length is another workload: refused, exit 2, one line.
     let other = sweep(tmp.path(), "other", "5", "32");
-    let o = harness()
-        .arg("compare")
-        .arg(&fast)
-        .arg(&other)
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(harness().arg("compare").arg(&fast).arg(&other), 2);
     assert!(
         err.starts_with("Error: other ran another workload than fast")
             && err.contains("--input-len"),

@@ -10,7 +10,7 @@
 mod common;
 
 use common::{
-    assert_no_process_left, cache, error_line, harness, json, need, new_tag, output_tokens,
+    assert_no_process_left, cache, error_line, fails, harness, json, need, new_tag, output_tokens,
     records, serial, TAG_VAR,
 };
 use std::path::{Path, PathBuf};
@@ -256,22 +256,20 @@ fn a_failing_sglang_start_up_exits_1_with_its_results_dir_and_no_process_left() 
     let tag = new_tag("sglang-fail");
     // Far too little memory for the KV cache: SGLang's scheduler fails at start-up and
     // its process sends the host SIGQUIT (which would kill an unprotected harness).
-    let o = harness()
-        .env(TAG_VAR, &tag)
-        .args(["run", "--engine", "sglang", "--model"])
-        .arg(&model)
-        .args([
-            "--engine-arg",
-            "mem_fraction_static=0.0001",
-            "--no-progress",
-            "--out",
-        ])
-        .arg(&out)
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(
+        harness()
+            .env(TAG_VAR, &tag)
+            .args(["run", "--engine", "sglang", "--model"])
+            .arg(&model)
+            .args([
+                "--engine-arg",
+                "mem_fraction_static=0.0001",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(&out),
+        1,
+    );
     assert_no_process_left(&tag, "a failed SGLang start-up");
     let line = error_line(&err);
     assert!(line.contains("engine sglang failed to load"), "{err}");

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::driver_opts;
+use common::{close, driver_opts, sorted_ttfts_ms};
 use llm_harness::core::request::FinishReason;
 use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, Outcome};
 use llm_harness::engine::trtllm::TrtllmEngine;
@@ -97,16 +97,6 @@ fn run(
         run.records
     );
     run
-}
-
-#[track_caller]
-fn close(what: &str, measured: Option<f64>, truth: f64) {
-    let m = measured.unwrap_or(f64::NAN);
-    let tol = 1.0 + 0.02 * truth;
-    assert!(
-        (m - truth).abs() <= tol,
-        "{what}: measured {m:.3} ms, truth {truth:.3} ms (tolerance ±{tol:.3})"
-    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -246,12 +236,7 @@ fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
         &workload(8, output, 4, ordinary),
         &driver_opts(4, 0),
     );
-    let mut ttfts: Vec<f64> = r
-        .records
-        .iter()
-        .map(|t| t.token_ns[0] as f64 / 1e6)
-        .collect();
-    ttfts.sort_by(f64::total_cmp);
+    let ttfts = sorted_ttfts_ms(&r.records);
     let first_wave = prefill;
     let second_wave = prefill + (output - 1) as f64 * decode + prefill;
     close("first wave ttft", Some(ttfts[0]), first_wave);

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// Plain-completion prompts: the Gemma 3 270M base model continues these coherently.
-const PROMPTS: &[&str] = &[
+pub const PROMPTS: &[&str] = &[
     "The capital of France is",
     "Water boils at a temperature of",
     "The three primary colors are",

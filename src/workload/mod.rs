@@ -589,8 +589,26 @@ pub(crate) mod testutil {
             .join(" ")
     }
 
-    /// The real Gemma 3 tokenizer if the setup script has fetched it.
-    pub fn gemma_tokenizer_path() -> Result<PathBuf, String> {
+    /// The real Gemma 3 tokenizer if the setup script has fetched it; else prints why
+    /// the caller's test skips.
+    pub fn gemma_tokenizer() -> Option<Tokenizer> {
+        match gemma_tokenizer_path() {
+            Ok(p) => Some(Tokenizer::from_file(&p).unwrap()),
+            Err(why) => {
+                println!("skipped: {why}");
+                None
+            }
+        }
+    }
+
+    /// Asserts the workload's description says `needle` (the description is what a
+    /// run prints and stores, so its wording is the point).
+    #[track_caller]
+    pub fn assert_described(w: &super::Workload, needle: &str) {
+        assert!(w.description.contains(needle), "{}", w.description);
+    }
+
+    fn gemma_tokenizer_path() -> Result<PathBuf, String> {
         let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
         let p = Path::new(&home).join(".cache/llm-harness/models/gemma-3-270m/tokenizer.json");
         if p.is_file() {

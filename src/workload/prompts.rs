@@ -247,12 +247,8 @@ mod tests {
                 (vec![BOS, 14], 32)
             ]
         );
-        assert!(
-            w.description.contains("JSONL, 3 prompts"),
-            "{}",
-            w.description
-        );
-        assert!(w.description.contains("1 of 3 used"), "{}", w.description);
+        testutil::assert_described(&w, "JSONL, 3 prompts");
+        testutil::assert_described(&w, "1 of 3 used");
     }
 
     #[test]
@@ -273,7 +269,7 @@ mod tests {
             .items
             .iter()
             .all(|it| it.output_len == 16 && it.prompt[0] == BOS));
-        assert!(w.description.contains("plain text"), "{}", w.description);
+        testutil::assert_described(&w, "plain text");
     }
 
     #[test]
@@ -389,11 +385,7 @@ mod tests {
         assert_eq!(w.len(), 45);
         assert_eq!(w.items[..20], a.items[..]);
         assert_eq!(w.items[40..], a.items[..5]);
-        assert!(
-            w.description.contains("only 20 distinct prompts"),
-            "{}",
-            w.description
-        );
+        testutil::assert_described(&w, "only 20 distinct prompts");
     }
 
     #[test]

@@ -259,12 +259,8 @@ mod tests {
         let w = build_workload(&spec(&p, None), Some(&tok), 3, 0).unwrap();
         assert_eq!(lens(&w), vec![(4, 4), (10, 20), (1024, 1024)]);
         assert!(w.items.iter().all(|it| it.prompt[0] == BOS));
-        assert!(
-            w.description.contains("7 of 10 entries with 2+ turns"),
-            "{}",
-            w.description
-        );
-        assert!(w.description.contains("3 kept"), "{}", w.description);
+        testutil::assert_described(&w, "7 of 10 entries with 2+ turns");
+        testutil::assert_described(&w, "3 kept");
         assert!(!w.description.contains("repeated"), "{}", w.description);
         // The fixed prompt tokens are the real tokenization of the first turn.
         let ten = w.items.iter().find(|it| it.prompt.len() == 10).unwrap();
@@ -283,7 +279,7 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct, vec![4, 10, 11]);
         assert!(w.items.iter().all(|it| it.output_len == 1100));
-        assert!(w.description.contains("override"), "{}", w.description);
+        testutil::assert_described(&w, "override");
         let w = build_workload(&spec(&p, Some(4)), Some(&tok), 5, 0).unwrap();
         assert_eq!(
             {
@@ -301,17 +297,13 @@ mod tests {
         let p = fixture(d.path());
         let w = build_workload(&spec(&p, None), Some(&tok), 1, 0).unwrap();
         assert_eq!(w.len(), 1);
-        assert!(w.description.contains("1 kept"), "{}", w.description);
+        testutil::assert_described(&w, "1 kept");
         let w = build_workload(&spec(&p, None), Some(&tok), 8, 0).unwrap();
         assert_eq!(w.len(), 8);
         for i in 3..8 {
             assert_eq!(w.items[i], w.items[i - 3]);
         }
-        assert!(
-            w.description.contains("only 3 distinct prompts"),
-            "{}",
-            w.description
-        );
+        testutil::assert_described(&w, "only 3 distinct prompts");
     }
 
     #[test]

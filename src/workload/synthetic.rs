@@ -148,16 +148,8 @@ mod tests {
         // Decoding and re-encoding gives the same ids: exact count as the model sees it.
         let text = tok.decode(&w.items[0].prompt[1..]).unwrap();
         assert_eq!(tok.encode(&text).unwrap(), w.items[0].prompt.to_vec());
-        assert!(
-            w.description.contains("input fixed 512 tokens"),
-            "{}",
-            w.description
-        );
-        assert!(
-            w.description.contains("4 added/special tokens excluded"),
-            "{}",
-            w.description
-        );
+        testutil::assert_described(&w, "input fixed 512 tokens");
+        testutil::assert_described(&w, "4 added/special tokens excluded");
     }
 
     #[test]
@@ -185,7 +177,7 @@ mod tests {
         assert!(w.items.iter().all(|it| it.output_len >= 1));
         assert!(w.items.iter().any(|it| it.output_len == 1));
         assert!(w.items.iter().all(|it| it.prompt[0] == BOS));
-        assert!(w.description.contains("drawn means"), "{}", w.description);
+        testutil::assert_described(&w, "drawn means");
         // A prompt is at least the BOS.
         let w = build(&spec("normal:1:3", "1"), Some(&tok), 500, 1).unwrap();
         assert!(w
@@ -240,7 +232,7 @@ mod tests {
             .iter()
             .flat_map(|it| it.prompt.iter())
             .any(|&id| id > 16_000));
-        assert!(w.description.contains("0..32000"), "{}", w.description);
+        testutil::assert_described(&w, "0..32000");
         let a = build(&spec("300", "8"), None, 40, 0).unwrap();
         assert_eq!(a.to_jsonl(), w.to_jsonl());
     }
@@ -303,14 +295,9 @@ mod tests {
 
     #[test]
     fn gemma_exact_counts_if_present() {
-        let path = match testutil::gemma_tokenizer_path() {
-            Ok(p) => p,
-            Err(why) => {
-                println!("skipped: {why}");
-                return;
-            }
+        let Some(tok) = testutil::gemma_tokenizer() else {
+            return;
         };
-        let tok = Tokenizer::from_file(&path).unwrap();
         let w = build(&spec("512", "64"), Some(&tok), 8, 0).unwrap();
         for it in &w.items {
             assert_eq!(it.prompt.len(), 512);

@@ -1,6 +1,5 @@
-//! Helpers shared by the real-engine test files (python_engines.rs, llamacpp.rs,
-//! sglang.rs, trtllm_py_standin.rs): the cache, the harness command, results files,
-//! and the process-tree check.
+//! Helpers shared by the test files: the cache, the harness command and its exit,
+//! results files, and the process-tree check.
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -42,8 +41,25 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The harness binary, without colour, so tests read plain text.
 pub fn harness() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("harness").unwrap()
+    let mut c = assert_cmd::Command::cargo_bin("harness").unwrap();
+    c.env("NO_COLOR", "1");
+    c
+}
+
+/// Runs `cmd`, asserts it succeeded, and returns what it wrote to stdout.
+#[track_caller]
+pub fn succeeds(cmd: &mut assert_cmd::Command) -> String {
+    let o = cmd.assert().success().get_output().clone();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `cmd`, asserts its exit code, and returns what it wrote to stderr.
+#[track_caller]
+pub fn fails(cmd: &mut assert_cmd::Command, code: i32) -> String {
+    let o = cmd.assert().code(code).get_output().clone();
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// What a command printed, stdout then stderr, as one text (what a terminal shows).
@@ -74,6 +90,24 @@ pub fn error_line(stderr: &str) -> &str {
 
 /// Driver options of the known-answer runs: `num` requests after `warmup`, greedy,
 /// ignoring EOS, seeded.
+/// Each request's TTFT (first token - submit) in ms, sorted: the waves of a batch.
+pub fn sorted_ttfts_ms(records: &[llm_harness::trace::RequestTrace]) -> Vec<f64> {
+    let mut t: Vec<f64> = records.iter().map(|r| r.token_ns[0] as f64 / 1e6).collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+/// A measured figure against the schedule's truth: within 1 (ms, tokens/s) + 2 %.
+#[track_caller]
+pub fn close(what: &str, measured: Option<f64>, truth: f64) {
+    let m = measured.unwrap_or(f64::NAN);
+    let tol = 1.0 + 0.02 * truth;
+    assert!(
+        (m - truth).abs() <= tol,
+        "{what}: measured {m:.3}, truth {truth:.3} (tolerance ±{tol:.3})"
+    );
+}
+
 pub fn driver_opts(num: usize, warmup: usize) -> llm_harness::driver::DriverOptions {
     llm_harness::driver::DriverOptions {
         warmup,
