@@ -4,6 +4,11 @@
 //!   (poll, stamp, trace, finish, JSONL write) with an engine that answers at once,
 //!   B requests per batch. At B = 1 one poll round carries one event, so that figure
 //!   is also the cost of a poll round.
+//! - `harness_per_step/B`: the driver's own host time per engine step
+//!   (`harness_us_per_step`, as a run reports it) on the calibration engine with 2 ms
+//!   decode steps (+ 0.1 ms per sequence: 8.4 ms at B = 64), about a small model's
+//!   step on a GPU. Criterion's "time" is that figure per step; the share of the
+//!   phase's wall time is printed after each B.
 //! - `calibration_error/batch64`: measured minus true TTFT and TPOT of the calibration
 //!   engine at batch 64 (reported as "time": the error itself, per run).
 //! - `python_bridge/noop_step`: one pyo3 crossing to an adapter step that does no work.
@@ -134,6 +139,56 @@ fn driver_overhead(c: &mut Criterion) {
     g.finish();
 }
 
+fn harness_per_step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("harness_per_step");
+    // Each iteration is a whole point (4 batches of 64 tokens): seconds at B = 64.
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1));
+    let s = Schedule {
+        decode_ms: 2.0,
+        ..Schedule::default()
+    };
+    const ROUNDS: usize = 4;
+    for batch in [1u32, 8, 64] {
+        let n = batch as usize * ROUNDS;
+        let (w, o) = (workload(n, 16, 64), options(n));
+        let share = std::cell::Cell::new((0.0, 0u32));
+        g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            let dir = tempfile::tempdir().unwrap();
+            b.iter_custom(|iters| {
+                let cancel = AtomicBool::new(false);
+                let mut per_step = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut engine = CalibrationEngine::new(s.clone());
+                    let mut writer = TraceWriter::create(dir.path()).unwrap();
+                    let run = Driver::new(&mut engine, &cancel)
+                        .run_point(
+                            0,
+                            LoadPoint::Batch { batch },
+                            &w,
+                            &o,
+                            &mut writer,
+                            &Progress::hidden(),
+                        )
+                        .unwrap();
+                    let cost = run.cost.unwrap();
+                    per_step += Duration::from_secs_f64(cost.harness_s / cost.steps as f64);
+                    let (sum, k) = share.get();
+                    share.set((sum + cost.harness_s / cost.wall_s * 100.0, k + 1));
+                }
+                per_step
+            })
+        });
+        let (sum, k) = share.get();
+        eprintln!(
+            "harness_per_step/{batch}: harness share {:.3} % of wall time (mean of {k} points)",
+            sum / f64::from(k.max(1))
+        );
+    }
+    g.finish();
+}
+
 fn calibration_error(c: &mut Criterion) {
     let mut g = c.benchmark_group("calibration_error");
     g.sample_size(10)
@@ -210,5 +265,11 @@ fn python_bridge(_c: &mut Criterion) {
     eprintln!("skipped python_bridge: built without the `python` feature");
 }
 
-criterion_group!(benches, driver_overhead, calibration_error, python_bridge);
+criterion_group!(
+    benches,
+    driver_overhead,
+    harness_per_step,
+    calibration_error,
+    python_bridge
+);
 criterion_main!(benches);
