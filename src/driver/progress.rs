@@ -56,8 +56,9 @@ impl Progress {
         self.bar.set_message(label.to_string());
     }
 
-    pub fn inc(&self) {
-        self.bar.inc(1);
+    /// `n` more requests of the phase finished.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
     }
 
     pub fn finish(&self) {

@@ -621,7 +621,7 @@ pub(crate) mod tests {
         for r in &recs {
             w.append(r).unwrap();
         }
-        drop(w);
+        w.flush().unwrap();
         let (back, back_recs) = RunResult::load(dir.path(), None).unwrap();
         assert_eq!(back, run);
         assert_eq!(back_recs, recs);
