@@ -285,23 +285,120 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 /// at once; this bounds the pass, the next pass takes the rest).
 const MAX_DUE: usize = 4096;
 
+/// Token events held before they are recorded: the most a phase keeps (2 MiB).
+const MAX_PENDING: usize = 1 << 16;
+
 struct Active {
     trace: RequestTrace,
     /// Last submit or token, for the request timeout.
     last_activity: MonoNs,
 }
 
+/// A token event of a live request, received and not yet recorded in its trace.
+struct Pending {
+    request: RequestId,
+    tokens: u32,
+    /// The event's time (the engine's stamp, else the driver's).
+    at: MonoNs,
+    /// When the driver received it (the request's activity, for its timeout).
+    stamp: MonoNs,
+}
+
+/// Which of a phase's requests are live: one bit per request id from the phase's
+/// first (ids only grow), so checking a batch's events touches one cache line.
+#[derive(Default)]
+struct LiveBits {
+    base: Option<RequestId>,
+    words: Vec<u64>,
+}
+
+impl LiveBits {
+    fn set(&mut self, id: RequestId, live: bool) {
+        let base = *self.base.get_or_insert(id);
+        let Some(i) = id.checked_sub(base).map(|i| i as usize) else {
+            return;
+        };
+        if i / 64 >= self.words.len() {
+            self.words.resize(i / 64 + 1, 0);
+        }
+        if live {
+            self.words[i / 64] |= 1 << (i % 64);
+        } else {
+            self.words[i / 64] &= !(1 << (i % 64));
+        }
+    }
+
+    fn get(&self, id: RequestId) -> bool {
+        let Some(i) = self.base.and_then(|b| id.checked_sub(b)).map(|i| i as usize) else {
+            return false;
+        };
+        self.words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
 /// Requests of one phase: in flight, and finished (written up to `written`).
+///
+/// The engine's step evicts the driver's data from the CPU caches, so what a token
+/// event costs the driver is the cache lines it touches. Events are therefore
+/// appended to `pending`, one sequential log, and recorded into their requests'
+/// traces in one pass ([`Book::record`]) before anything reads a trace: when a
+/// request finishes or times out, or the log is full. In batch mode that is once per
+/// batch, with every trace hot while it is filled. The stamps are the same as
+/// recording each event when it arrives.
 #[derive(Default)]
 struct Book {
-    /// Keyed by the driver's own sequential ids: Fx hashing (one multiply) instead of
-    /// SipHash, which costs more than the rest of a token event's handling.
-    active: FxHashMap<RequestId, Active>,
+    /// Keyed by the driver's own sequential ids (Fx hashing: one multiply); boxed so
+    /// the table itself stays a few cache lines for a whole batch.
+    active: FxHashMap<RequestId, Box<Active>>,
+    /// The keys of `active`, as bits.
+    live: LiveBits,
+    pending: Vec<Pending>,
     done: Vec<RequestTrace>,
     written: usize,
 }
 
 impl Book {
+    /// Logs a live request's token event (false: the request is not live, the event
+    /// of an aborted or expired request that arrived late).
+    fn receive(&mut self, request: RequestId, tokens: u32, at: MonoNs, stamp: MonoNs) -> bool {
+        if !self.live.get(request) {
+            return false;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.record();
+        }
+        self.pending.push(Pending {
+            request,
+            tokens,
+            at,
+            stamp,
+        });
+        true
+    }
+
+    fn admit(&mut self, trace: RequestTrace) {
+        self.live.set(trace.id, true);
+        let last_activity = trace.submit_ns;
+        self.active.insert(
+            trace.id,
+            Box::new(Active {
+                trace,
+                last_activity,
+            }),
+        );
+    }
+
+    /// Records every logged event into its request's trace, in arrival order.
+    fn record(&mut self) {
+        for p in self.pending.drain(..) {
+            // Live when logged, and nothing ends a request before this pass.
+            if let Some(a) = self.active.get_mut(&p.request) {
+                a.trace.record_tokens(p.tokens, p.at);
+                a.last_activity = p.stamp;
+            }
+        }
+    }
+
     fn finish(
         &mut self,
         id: RequestId,
@@ -309,7 +406,9 @@ impl Book {
         reason: FinishReason,
         error: Option<String>,
     ) -> Option<&mut RequestTrace> {
+        self.record();
         let mut t = self.active.remove(&id)?.trace;
+        self.live.set(id, false);
         t.finish_ns = Some(at);
         t.finish_reason = Some(reason);
         t.error = error;
@@ -512,6 +611,11 @@ impl<'a> Driver<'a> {
         };
         let mut ended_by: Option<EndedBy> = None;
         let mut last_timeout_check = t0;
+        // A timeout is noticed within 5 % of it (50 ms at least, 1 s at most): each
+        // check walks every live request, which is not worth doing every step.
+        let check_every = (opts.request_timeout / 20)
+            .clamp(MAX_POLL, Duration::from_secs(1))
+            .as_nanos() as u64;
         let mut measures = Measures::default();
         if let Some(o) = self.observer.as_deref_mut() {
             o.phase_started(&phase.point.label(), phase.measured);
@@ -617,14 +721,11 @@ impl<'a> Driver<'a> {
             cost.engine_call(stamp.since(before), busy);
             let (events, mut tokens) = (self.events.len() as u64, 0u64);
             for ev in self.events.drain(..) {
-                // A missing entry is an aborted or expired request's late event.
-                let Some(a) = book.active.get_mut(&ev.request) else {
-                    continue;
-                };
                 let at = ev.at.unwrap_or(stamp);
-                a.trace.record_tokens(ev.new_tokens, at);
+                if !book.receive(ev.request, ev.new_tokens, at, stamp) {
+                    continue;
+                }
                 tokens += u64::from(ev.new_tokens);
-                a.last_activity = stamp;
                 if let Some(f) = ev.finish {
                     let f = *f;
                     if let Some(t) = book.finish(ev.request, at, f.reason, f.error) {
@@ -653,7 +754,7 @@ impl<'a> Driver<'a> {
                 ended_by = Some(EndedBy::EngineFailed);
                 break Outcome::EngineFailed(msg);
             }
-            if stamp.since(last_timeout_check) > MAX_POLL.as_nanos() as u64 {
+            if stamp.since(last_timeout_check) > check_every {
                 last_timeout_check = stamp;
                 self.expire(&mut book, stamp, opts.request_timeout, &mut cost);
             }
@@ -783,13 +884,7 @@ impl<'a> Driver<'a> {
         trace.intended_ns = slot.intended;
         p.submitted += 1;
         p.last_submit = at;
-        book.active.insert(
-            req.id,
-            Active {
-                trace,
-                last_activity: at,
-            },
-        );
+        book.admit(trace);
         let r = self.engine.submit(&req);
         cost.engine_call(clock::now().since(at), true);
         r
@@ -798,6 +893,7 @@ impl<'a> Driver<'a> {
     /// Aborts and marks `timeout` every request with no token for `timeout`.
     fn expire(&mut self, book: &mut Book, now: MonoNs, timeout: Duration, cost: &mut CostClock) {
         let limit = timeout.as_nanos() as u64;
+        book.record();
         let expired: Vec<RequestId> = book
             .active
             .iter()
@@ -814,5 +910,63 @@ impl<'a> Driver<'a> {
             cost.engine_call(clock::now().since(at), true);
             book.finish(id, now, FinishReason::Timeout, Some(why.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(book: &mut Book, id: RequestId) {
+        book.admit(RequestTrace::new(id, 0, 4, 8, MonoNs(1_000)));
+    }
+
+    #[test]
+    fn logged_events_are_in_the_trace_when_it_finishes_and_late_ones_are_not() {
+        let mut book = Book::default();
+        for id in [3, 4] {
+            admitted(&mut book, id);
+        }
+        assert!(book.receive(3, 1, MonoNs(1_100), MonoNs(1_150)));
+        assert!(book.receive(4, 2, MonoNs(1_200), MonoNs(1_250)));
+        assert!(book.receive(3, 1, MonoNs(1_300), MonoNs(1_350)));
+        let t = book
+            .finish(3, MonoNs(1_300), FinishReason::Length, None)
+            .unwrap();
+        assert_eq!(t.token_ns, vec![100, 300]);
+        assert_eq!(t.token_counts, None);
+        // 3 is gone: its late event is refused; 4 keeps its event and its activity.
+        assert!(!book.receive(3, 1, MonoNs(1_400), MonoNs(1_400)));
+        assert!(!book.receive(99, 1, MonoNs(1_400), MonoNs(1_400)));
+        book.record();
+        assert_eq!(book.active[&4].trace.token_ns, vec![200]);
+        assert_eq!(book.active[&4].trace.token_counts, Some(vec![2]));
+        assert_eq!(book.active[&4].last_activity, MonoNs(1_250));
+        assert!(book.pending.is_empty());
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let mut book = Book::default();
+        admitted(&mut book, 0);
+        for k in 0..(MAX_PENDING as u64 + 10) {
+            book.receive(0, 1, MonoNs(2_000 + k), MonoNs(2_000 + k));
+        }
+        assert!(book.pending.len() <= MAX_PENDING);
+        book.record();
+        assert_eq!(book.active[&0].trace.output_tokens(), MAX_PENDING as u64 + 10);
+    }
+
+    #[test]
+    fn live_bits_follow_ids_from_the_first() {
+        let mut live = LiveBits::default();
+        assert!(!live.get(0));
+        for id in [100, 163, 164, 1_000] {
+            live.set(id, true);
+        }
+        assert!(live.get(100) && live.get(163) && live.get(164) && live.get(1_000));
+        assert!(!live.get(99) && !live.get(101) && !live.get(1_001) && !live.get(u64::MAX));
+        live.set(164, false);
+        assert!(!live.get(164) && live.get(163));
     }
 }
