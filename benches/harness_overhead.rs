@@ -15,7 +15,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llm_harness::core::request::{FinishReason, RequestId};
-use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint};
+use llm_harness::driver::{progress::Progress, Driver, DriverOptions, LoadPoint, PointRun};
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
 use llm_harness::engine::{
     Engine, EngineError, EngineInfo, EngineKind, Finish, GenRequest, TokenEvent,
@@ -97,6 +97,28 @@ fn workload(n: usize, input: usize, output: u32) -> Workload {
     }
 }
 
+/// One batch-mode point of `w` on `engine`, its requests written under `dir`.
+fn batch_point(
+    engine: &mut dyn Engine,
+    batch: u32,
+    w: &Workload,
+    o: &DriverOptions,
+    dir: &std::path::Path,
+) -> PointRun {
+    let cancel = AtomicBool::new(false);
+    let mut writer = TraceWriter::create(dir).unwrap();
+    Driver::new(engine, &cancel)
+        .run_point(
+            0,
+            LoadPoint::Batch { batch },
+            w,
+            o,
+            &mut writer,
+            &Progress::hidden(),
+        )
+        .unwrap()
+}
+
 fn options(n: usize) -> DriverOptions {
     DriverOptions {
         request_timeout: Duration::from_secs(60),
@@ -114,22 +136,11 @@ fn driver_overhead(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             let dir = tempfile::tempdir().unwrap();
             b.iter_custom(|iters| {
-                let cancel = AtomicBool::new(false);
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let mut engine = NullEngine::new();
-                    let mut writer = TraceWriter::create(dir.path()).unwrap();
                     let t = Instant::now();
-                    Driver::new(&mut engine, &cancel)
-                        .run_point(
-                            0,
-                            LoadPoint::Batch { batch },
-                            &w,
-                            &o,
-                            &mut writer,
-                            &Progress::hidden(),
-                        )
-                        .unwrap();
+                    batch_point(&mut engine, batch, &w, &o, dir.path());
                     total += t.elapsed();
                 }
                 total
@@ -157,21 +168,10 @@ fn harness_per_step(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             let dir = tempfile::tempdir().unwrap();
             b.iter_custom(|iters| {
-                let cancel = AtomicBool::new(false);
                 let mut per_step = Duration::ZERO;
                 for _ in 0..iters {
                     let mut engine = CalibrationEngine::new(s.clone());
-                    let mut writer = TraceWriter::create(dir.path()).unwrap();
-                    let run = Driver::new(&mut engine, &cancel)
-                        .run_point(
-                            0,
-                            LoadPoint::Batch { batch },
-                            &w,
-                            &o,
-                            &mut writer,
-                            &Progress::hidden(),
-                        )
-                        .unwrap();
+                    let run = batch_point(&mut engine, batch, &w, &o, dir.path());
                     let cost = run.cost.unwrap();
                     per_step += Duration::from_secs_f64(cost.harness_s / cost.steps as f64);
                     let (sum, k) = share.get();
@@ -204,23 +204,10 @@ fn calibration_error(c: &mut Criterion) {
         g.bench_function(name, |b| {
             let dir = tempfile::tempdir().unwrap();
             b.iter_custom(|iters| {
-                let cancel = AtomicBool::new(false);
                 let mut err_ms = 0.0;
                 for _ in 0..iters {
                     let mut engine = CalibrationEngine::new(s.clone());
-                    let mut writer = TraceWriter::create(dir.path()).unwrap();
-                    let run = Driver::new(&mut engine, &cancel)
-                        .run_point(
-                            0,
-                            LoadPoint::Batch {
-                                batch: batch as u32,
-                            },
-                            &w,
-                            &o,
-                            &mut writer,
-                            &Progress::hidden(),
-                        )
-                        .unwrap();
+                    let run = batch_point(&mut engine, batch as u32, &w, &o, dir.path());
                     let sum = summarize(&run.records, &Slo::default());
                     let (m, t) = if which == 0 {
                         (sum.ttft.median, true_ttft)

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Is the harness transparent? The same engine, driven by the harness and by a plain
+loop over the engine's own API, alone on the machine, interleaved.
+
+Each pair runs ``harness run --engine E`` (batch mode: B requests, wait for all,
+next B) and the reference loop below, each in its own process, in alternating order
+(harness first in even pairs, the loop first in odd ones), so machine noise hits both
+alike. The loop uses what the harness's run used, read from that run's files: the
+engine arguments as the adapter built them (run.json ``engine.metadata``), the
+environment it recorded, and the exact prompts (workload.jsonl, warmup first). Both
+measure output throughput the same way: output tokens of the measured requests /
+(last token - first submit), the loop with ``time.monotonic()`` around its own calls.
+
+Prints every pair (harness tok/s, loop tok/s, ratio harness / loop), the median
+ratio with min..max, and whether 1.00 is within [0.99, 1.01] or within the pairs'
+spread.
+
+  scripts/crosscheck/loop_ratio.py --engine vllm --harness target/release/harness \\
+      --model ~/.cache/llm-harness/models/gemma-3-270m --batch 32 --input-len 128 \\
+      --output-len 64 --pairs 3
+
+Loops (``--engine``): ``vllm`` (v1 ``LLMEngine``, engine core in-process:
+``add_request`` then ``step()`` until the batch is done, as the adapter does);
+``sglang`` (``sglang.Engine``, B concurrent streaming ``async_generate``, as the
+adapter does) and ``sglang-nostream`` (one non-streaming ``async_generate`` of the
+batch: the harness, which must stream to time tokens, against SGLang without
+streaming; the difference is the cost of streaming itself, the engine's). llama.cpp's
+reference loop is the bench ``cargo bench --features llamacpp --bench llamacpp_vs_loop``.
+
+Run with any python 3; the loop runs on the engine's venv python (``--python``,
+default the venv ``scripts/setup.sh ENV`` makes, where the harness looks too).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def harness_run(a, out):
+    cmd = [a.harness, "run", "--engine", HARNESS_ENGINE[a.engine], "--model", a.model,
+           "--batch", str(a.batch), "--num-requests", str(a.num_requests), "--warmup", str(a.warmup),
+           "--input-len", str(a.input_len), "--output-len", str(a.output_len), "--ignore-eos",
+           "--temperature", "0", "--no-progress", "--out", out]
+    for kv in a.engine_arg:
+        cmd += ["--engine-arg", kv]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"harness run failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
+    with open(os.path.join(out, "summary.json")) as f:
+        point = json.load(f)["points"][0]
+    if point.get("failed_requests"):
+        sys.exit(f"the harness run in {out} had failed requests")
+    return point["output_throughput"]
+
+
+def loop_run(a, python, first):
+    cmd = [python, os.path.abspath(__file__), "--loop", first, "--engine", a.engine,
+           "--batch", str(a.batch), "--num-requests", str(a.num_requests), "--warmup", str(a.warmup)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"the {a.engine} loop failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["output_throughput"]
+
+
+# ------------------------------------------------------------------------------ loops
+def read_run(run_dir, batch, num_requests, warmup):
+    """(metadata, warmup batches, measured batches) of the harness's run in run_dir."""
+    with open(os.path.join(run_dir, "run.json")) as f:
+        meta = json.load(f)["engine"]["metadata"]
+    with open(os.path.join(run_dir, "workload.jsonl")) as f:
+        items = [json.loads(line) for line in f]
+    if len(items) < warmup + num_requests:
+        sys.exit(f"{run_dir}/workload.jsonl has {len(items)} items, {warmup + num_requests} needed")
+
+    def batches(xs):
+        return [xs[i:i + batch] for i in range(0, len(xs), batch)]
+
+    return meta, batches(items[:warmup]), batches(items[warmup:warmup + num_requests])
+
+
+def vllm_loop(a):
+    meta, warm, measured = read_run(a.loop, a.batch, a.num_requests, a.warmup)
+    # What the adapter sets before vLLM is imported, and what the run recorded.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.update(meta.get("env") or {})
+    from vllm import EngineArgs, SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    engine = LLMEngine.from_engine_args(EngineArgs(**meta["engine_args"]))
+    rid = 0
+
+    def run_batch(items):
+        nonlocal rid
+        first = time.monotonic()
+        live, tokens, last = set(), 0, first
+        for it in items:
+            n = it["output_len"]
+            sp = SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.0,
+                                detokenize=False, output_kind=RequestOutputKind.DELTA)
+            engine.add_request(str(rid), TokensPrompt(prompt_token_ids=it["prompt_token_ids"]), sp)
+            live.add(str(rid))
+            rid += 1
+        while live:
+            outs = engine.step()
+            now = time.monotonic()
+            for o in outs:
+                k = len(o.outputs[0].token_ids)
+                if k:
+                    tokens += k
+                    last = now
+                if o.finished:
+                    live.discard(o.request_id)
+        return first, last, tokens
+
+    for b in warm:
+        run_batch(b)
+    spans = [run_batch(b) for b in measured]
+    tokens = sum(s[2] for s in spans)
+    duration = spans[-1][1] - spans[0][0]
+    return {"output_tokens": tokens, "duration_s": duration, "output_throughput": tokens / duration}
+
+
+def sglang_engine(meta):
+    """``sglang.Engine`` as the adapter builds it: its arguments, and on a CPU host the
+    project's sgl_kernel stand-in first on the path (the scheduler it spawns inherits
+    it), as the run recorded."""
+    kernels = meta.get("kernels") or {}
+    if kernels.get("stand_in"):
+        os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "engines", "cpu_shims")
+        root = os.path.normpath(root)
+        sys.path.insert(0, root)
+        os.environ["PYTHONPATH"] = os.pathsep.join([root] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import sglang
+
+    return sglang.Engine(**meta["engine_args"])
+
+
+def sglang_loop(a, stream):
+    """Streaming: B concurrent ``async_generate(stream=True)``, each chunk counted as
+    it arrives (what the adapter does); not streaming: one ``async_generate`` of the
+    whole batch, its tokens counted at the end (the engine's own batch call)."""
+    import asyncio
+
+    meta, warm, measured = read_run(a.loop, a.batch, a.num_requests, a.warmup)
+    engine = sglang_engine(meta)
+
+    def params(it):
+        return {"max_new_tokens": it["output_len"], "ignore_eos": True, "temperature": 0.0}
+
+    async def one(it, span):
+        seen = 0
+        gen = await engine.async_generate(input_ids=it["prompt_token_ids"], sampling_params=params(it), stream=True)
+        async for chunk in gen:
+            n = int(chunk["meta_info"]["completion_tokens"])
+            if n > seen:
+                span["last"] = time.monotonic()
+                span["tokens"] += n - seen
+                seen = n
+
+    async def batch(items):
+        span = {"first": time.monotonic(), "tokens": 0}
+        if stream:
+            await asyncio.gather(*(one(it, span) for it in items))
+        else:
+            outs = await engine.async_generate(input_ids=[it["prompt_token_ids"] for it in items],
+                                               sampling_params=[params(it) for it in items])
+            span["last"] = time.monotonic()
+            span["tokens"] = sum(int(o["meta_info"]["completion_tokens"]) for o in outs)
+        return span
+
+    try:
+        for b in warm:
+            engine.loop.run_until_complete(batch(b))
+        spans = [engine.loop.run_until_complete(batch(b)) for b in measured]
+    finally:
+        engine.shutdown()
+    tokens = sum(s["tokens"] for s in spans)
+    duration = spans[-1]["last"] - spans[0]["first"]
+    return {"output_tokens": tokens, "duration_s": duration, "output_throughput": tokens / duration}
+
+
+LOOPS = {
+    "vllm": vllm_loop,
+    "sglang": lambda a: sglang_loop(a, stream=True),
+    "sglang-nostream": lambda a: sglang_loop(a, stream=False),
+}
+# The harness engine each loop is compared with.
+HARNESS_ENGINE = {"vllm": "vllm", "sglang": "sglang", "sglang-nostream": "sglang"}
+
+
+def default_python(env):
+    """The venv scripts/setup.sh ENV makes (where the harness looks by default)."""
+    cache = os.environ.get("LLM_HARNESS_CACHE") or os.path.expanduser("~/.cache/llm-harness")
+    return os.path.join(cache, "venvs", env, "bin", "python")
+
+
+# ------------------------------------------------------------------------------ main
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--engine", choices=sorted(LOOPS), required=True)
+    p.add_argument("--harness", default="target/release/harness")
+    p.add_argument("--model")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--num-requests", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=32)
+    p.add_argument("--input-len", type=int, default=128)
+    p.add_argument("--output-len", type=int, default=64)
+    p.add_argument("--engine-arg", action="append", default=[])
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--python", help="the engine venv's python (default: the venv scripts/setup.sh makes)")
+    p.add_argument("--loop", help=argparse.SUPPRESS)  # internal: run the loop on this harness run's files
+    a = p.parse_args()
+    if a.loop:
+        print(json.dumps(LOOPS[a.engine](a)))
+        return
+    if not a.model:
+        p.error("--model is required")
+    if a.pairs < 3:
+        p.error("--pairs must be at least 3")
+    python = a.python or default_python(HARNESS_ENGINE[a.engine])
+    if not os.path.isfile(python):
+        sys.exit(f"no python at {python}: run scripts/setup.sh {HARNESS_ENGINE[a.engine]}, or pass --python")
+    tmp = tempfile.mkdtemp(prefix="loop-ratio-")
+    rows = []
+    first = None
+    for i in range(a.pairs):
+        order = ("harness", "loop") if i % 2 == 0 else ("loop", "harness")
+        got = {}
+        for side in order:
+            if side == "harness":
+                out = os.path.join(tmp, f"harness-{i}")
+                got[side] = harness_run(a, out)
+                first = first or out
+            else:
+                got[side] = loop_run(a, python, first)
+        rows.append((order[0], got["harness"], got["loop"], got["harness"] / got["loop"]))
+        print(f"pair {i + 1} ({order[0]} first): harness {got['harness']:.2f} tok/s, loop {got['loop']:.2f} tok/s, "
+              f"ratio {rows[-1][3]:.3f}", flush=True)
+    ratios = [r[3] for r in rows]
+    lo, hi, med = min(ratios), max(ratios), statistics.median(ratios)
+    verdict = ("within [0.99, 1.01]" if 0.99 <= med <= 1.01 else
+               "1.00 within the pairs' spread" if lo <= 1.0 <= hi else "NOT transparent: 1.00 outside the spread")
+    print(f"{a.engine}, batch {a.batch}, {a.input_len} -> {a.output_len}: harness / loop = {med:.3f} "
+          f"(median of {len(ratios)} pairs, {lo:.3f}..{hi:.3f}): {verdict}")
+    print(f"runs: {tmp}")
+
+
+if __name__ == "__main__":
+    main()
