@@ -329,10 +329,16 @@ impl LiveBits {
     }
 
     fn get(&self, id: RequestId) -> bool {
-        let Some(i) = self.base.and_then(|b| id.checked_sub(b)).map(|i| i as usize) else {
+        let Some(i) = self
+            .base
+            .and_then(|b| id.checked_sub(b))
+            .map(|i| i as usize)
+        else {
             return false;
         };
-        self.words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 }
 
@@ -954,7 +960,10 @@ mod tests {
         }
         assert!(book.pending.len() <= MAX_PENDING);
         book.record();
-        assert_eq!(book.active[&0].trace.output_tokens(), MAX_PENDING as u64 + 10);
+        assert_eq!(
+            book.active[&0].trace.output_tokens(),
+            MAX_PENDING as u64 + 10
+        );
     }
 
     #[test]
