@@ -83,13 +83,25 @@ def read_run(run_dir, batch, num_requests, warmup):
     return meta, batches(items[:warmup]), batches(items[warmup:warmup + num_requests])
 
 
+def offline_env():
+    """What every adapter sets before its engine is imported: no hub, no tokenizer threads."""
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def throughput(spans):
+    """Output throughput over the measured batches' (first submit, last token, tokens)."""
+    tokens = sum(s[2] for s in spans)
+    duration = spans[-1][1] - spans[0][0]
+    return {"output_tokens": tokens, "duration_s": duration, "output_throughput": tokens / duration}
+
+
 def vllm_loop(a):
     meta, warm, measured = read_run(a.loop, a.batch, a.num_requests, a.warmup)
     # What the adapter sets before vLLM is imported, and what the run recorded.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(k, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    offline_env()
     os.environ.update(meta.get("env") or {})
     from vllm import EngineArgs, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -124,10 +136,7 @@ def vllm_loop(a):
 
     for b in warm:
         run_batch(b)
-    spans = [run_batch(b) for b in measured]
-    tokens = sum(s[2] for s in spans)
-    duration = spans[-1][1] - spans[0][0]
-    return {"output_tokens": tokens, "duration_s": duration, "output_throughput": tokens / duration}
+    return throughput([run_batch(b) for b in measured])
 
 
 def sglang_engine(meta):
@@ -141,9 +150,7 @@ def sglang_engine(meta):
         root = os.path.normpath(root)
         sys.path.insert(0, root)
         os.environ["PYTHONPATH"] = os.pathsep.join([root] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(k, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    offline_env()
     import sglang
 
     return sglang.Engine(**meta["engine_args"])
@@ -180,7 +187,7 @@ def sglang_loop(a, stream):
                                                sampling_params=[params(it) for it in items])
             span["last"] = time.monotonic()
             span["tokens"] = sum(int(o["meta_info"]["completion_tokens"]) for o in outs)
-        return span
+        return span["first"], span["last"], span["tokens"]
 
     try:
         for b in warm:
@@ -188,9 +195,7 @@ def sglang_loop(a, stream):
         spans = [engine.loop.run_until_complete(batch(b)) for b in measured]
     finally:
         engine.shutdown()
-    tokens = sum(s["tokens"] for s in spans)
-    duration = spans[-1]["last"] - spans[0]["first"]
-    return {"output_tokens": tokens, "duration_s": duration, "output_throughput": tokens / duration}
+    return throughput(spans)
 
 
 LOOPS = {
