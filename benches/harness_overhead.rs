@@ -8,7 +8,8 @@
 //!   (`harness_us_per_step`, as a run reports it) on the calibration engine with 2 ms
 //!   decode steps (+ 0.1 ms per sequence: 8.4 ms at B = 64), about a small model's
 //!   step on a GPU. Criterion's "time" is that figure per step; the share of the
-//!   phase's wall time is printed after each B.
+//!   phase's wall time and the trace-writer thread's CPU time per step (the
+//!   serializing and writing it does beside the loop) are printed after each B.
 //! - `calibration_error/batch64`: measured minus true TTFT and TPOT of the calibration
 //!   engine at batch 64 (reported as "time": the error itself, per run).
 //! - `python_bridge/noop_step`: one pyo3 crossing to an adapter step that does no work.
@@ -164,7 +165,8 @@ fn harness_per_step(c: &mut Criterion) {
     for batch in [1u32, 8, 64] {
         let n = batch as usize * ROUNDS;
         let (w, o) = (workload(n, 16, 64), options(n));
-        let share = std::cell::Cell::new((0.0, 0u32));
+        // (sum of shares, sum of the writer thread's µs per step, points)
+        let share = std::cell::Cell::new((0.0, 0.0, 0u32));
         g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             let dir = tempfile::tempdir().unwrap();
             b.iter_custom(|iters| {
@@ -174,16 +176,23 @@ fn harness_per_step(c: &mut Criterion) {
                     let run = batch_point(&mut engine, batch, &w, &o, dir.path());
                     let cost = run.cost.unwrap();
                     per_step += Duration::from_secs_f64(cost.harness_s / cost.steps as f64);
-                    let (sum, k) = share.get();
-                    share.set((sum + cost.harness_s / cost.wall_s * 100.0, k + 1));
+                    let (sum, writer, k) = share.get();
+                    share.set((
+                        sum + cost.harness_s / cost.wall_s * 100.0,
+                        writer + cost.writer_cpu_us_per_step().unwrap_or(f64::NAN),
+                        k + 1,
+                    ));
                 }
                 per_step
             })
         });
-        let (sum, k) = share.get();
+        let (sum, writer, k) = share.get();
+        let k = f64::from(k.max(1));
         eprintln!(
-            "harness_per_step/{batch}: harness share {:.3} % of wall time (mean of {k} points)",
-            sum / f64::from(k.max(1))
+            "harness_per_step/{batch}: harness share {:.3} % of wall time; trace-writer \
+             thread {:.2} us CPU per step beside it (means of {k} points)",
+            sum / k,
+            writer / k
         );
     }
     g.finish();

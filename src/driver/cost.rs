@@ -1,6 +1,7 @@
 //! What a point cost the harness itself, measured in every run: the driver's host
-//! time between engine calls (submitting, stamping, tracing, writing `requests.jsonl`,
-//! checking timeouts) beside the time spent inside the engine. hyperfine calibrates
+//! time between engine calls (submitting, stamping, tracing, handing finished requests
+//! to the writer, checking timeouts) beside the time spent inside the engine, and the
+//! writer thread's CPU time for serializing and writing `requests.jsonl`. hyperfine calibrates
 //! its own overhead once; an in-process instrument can do better and time it for
 //! every step of every point.
 
@@ -24,6 +25,10 @@ pub struct HarnessCost {
     pub idle_s: f64,
     /// Everything else: the harness's own host time (`wall - engine - idle`).
     pub harness_s: f64,
+    /// CPU seconds of the trace-writer thread (serializing and writing the phase's
+    /// requests), off the driver's loop; absent in results from before it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_cpu_s: Option<f64>,
 }
 
 impl HarnessCost {
@@ -38,16 +43,23 @@ impl HarnessCost {
     pub fn engine_ms_per_step(&self) -> Option<f64> {
         (self.steps > 0).then(|| self.engine_s * 1e3 / self.steps as f64)
     }
+
+    pub fn writer_cpu_us_per_step(&self) -> Option<f64> {
+        let cpu = self.writer_cpu_s?;
+        (self.steps > 0).then(|| cpu * 1e6 / self.steps as f64)
+    }
 }
 
 impl Measure for HarnessCost {
     const NAME: &'static str = "harness_cost";
     const DEFINITION: &'static str = "the harness's own host time in the measured phase: \
         wall time - time inside engine calls (submit, poll, abort) - idle waits for \
-        arrivals, i.e. the driver's stamping, tracing, JSONL writing and bookkeeping \
-        between polls; harness_us_per_step = that / engine steps (polls with requests in \
-        flight); harness_ns_per_token = that / output tokens; engine_ms_per_step = time \
-        inside engine calls / steps; harness_share = that / wall time (percent)";
+        arrivals, i.e. the driver's stamping, tracing and bookkeeping between polls; \
+        harness_us_per_step = that / engine steps (polls with requests in flight); \
+        harness_ns_per_token = that / output tokens; engine_ms_per_step = time inside \
+        engine calls / steps; harness_share = that / wall time (percent); \
+        writer_cpu_us_per_step = CPU time of the trace-writer thread, which serializes \
+        and writes requests.jsonl beside the loop, / steps";
 
     fn figures(&self) -> Vec<Figure> {
         vec![
@@ -64,6 +76,11 @@ impl Measure for HarnessCost {
             .column("harness %", 1)
             .brief(),
             Figure::new("engine_steps", Some(self.steps as f64), ""),
+            Figure::new(
+                "writer_cpu_us_per_step",
+                self.writer_cpu_us_per_step(),
+                "us",
+            ),
         ]
     }
 }
@@ -121,5 +138,11 @@ mod tests {
         assert!((cost.harness_ns_per_token().unwrap() - 2e6 / 7.0).abs() < 1e-6);
         assert!((cost.engine_ms_per_step().unwrap() - 3.5).abs() < 1e-12);
         assert_eq!(HarnessCost::default().harness_us_per_step(), None);
+        assert_eq!(cost.writer_cpu_us_per_step(), None);
+        let written = HarnessCost {
+            writer_cpu_s: Some(0.000_5),
+            ..cost
+        };
+        assert!((written.writer_cpu_us_per_step().unwrap() - 250.0).abs() < 1e-9);
     }
 }

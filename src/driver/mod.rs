@@ -3,7 +3,7 @@
 //!
 //! One loop serves every mode ([`LoadPoint`]): it submits what the mode says is due,
 //! polls the engine, stamps the returned events (or keeps the stream engine's own
-//! stamps), and appends every finished request to `requests.jsonl` at once. Modes
+//! stamps), and hands every finished request to the trace writer at once. Modes
 //! differ only in what is due: `batch` submits B requests when none is in flight,
 //! `concurrency` tops up to C in flight, `rate` submits at seeded arrival times. A
 //! point stops by its [`Stop`] rule, checked once per round; the loop also times the
@@ -342,7 +342,9 @@ impl LiveBits {
     }
 }
 
-/// Requests of one phase: in flight, and finished (written up to `written`).
+/// Requests of one phase: in flight, and finished (`done`: in a measured phase, those
+/// not yet handed to the writer; in warmup, all of them; the progress line has
+/// counted the first `counted`).
 ///
 /// The engine's step evicts the driver's data from the CPU caches, so what a token
 /// event costs the driver is the cache lines it touches. Events are therefore
@@ -360,7 +362,7 @@ struct Book {
     live: LiveBits,
     pending: Vec<Pending>,
     done: Vec<RequestTrace>,
-    written: usize,
+    counted: usize,
 }
 
 impl Book {
@@ -432,25 +434,25 @@ impl Book {
         ids
     }
 
-    /// Appends newly finished requests to the trace file (measured phases only), in
-    /// one write.
+    /// Hands newly finished requests to the trace writer (measured phases only), in
+    /// one message, and counts them on the progress line.
     fn flush(
         &mut self,
         writer: &mut Option<&mut TraceWriter>,
         progress: &progress::Progress,
     ) -> Result<(), TraceError> {
-        let new = &self.done[self.written..];
-        if new.is_empty() {
+        let new = self.done.len() - self.counted;
+        if new == 0 {
             return Ok(());
         }
-        if let Some(w) = writer.as_deref_mut() {
-            for t in new {
-                w.append(t)?;
+        progress.inc(new as u64);
+        match writer.as_deref_mut() {
+            Some(w) => {
+                w.append(std::mem::take(&mut self.done))?;
+                self.counted = 0;
             }
-            w.flush()?;
+            None => self.counted = self.done.len(),
         }
-        progress.inc(new.len() as u64);
-        self.written = self.done.len();
         Ok(())
     }
 }
@@ -510,7 +512,7 @@ impl<'a> Driver<'a> {
     }
 
     /// Runs warmup, then the measured requests of one point. Measured requests are
-    /// appended to `writer` as they finish and returned.
+    /// handed to `writer` as they finish and returned.
     ///
     /// Every request of a run, warmup and every point included, takes the next
     /// workload item (request id = item index), so no prompt is sent twice while the
@@ -714,6 +716,9 @@ impl<'a> Driver<'a> {
                     ));
                 }
             }
+            // The last pass's finished requests go to the writer just before the engine
+            // is called, so it writes them while the driver waits in the engine.
+            book.flush(&mut writer, progress)?;
             self.events.clear();
             let busy = !book.active.is_empty();
             if busy {
@@ -764,7 +769,6 @@ impl<'a> Driver<'a> {
                 last_timeout_check = stamp;
                 self.expire(&mut book, stamp, opts.request_timeout, &mut cost);
             }
-            book.flush(&mut writer, progress)?;
         };
         book.flush(&mut writer, progress)?;
         if window.is_some() {
@@ -782,8 +786,16 @@ impl<'a> Driver<'a> {
             }
         }
         let end = clock::now();
+        // After `end`: the writer's last lines are its time, not the loop's.
+        let (records, writer_cpu_s) = match writer {
+            Some(w) => {
+                let synced = w.sync()?;
+                (synced.records, Some(synced.cpu_s))
+            }
+            None => (book.done, None),
+        };
         Ok(PointRun {
-            records: book.done,
+            records,
             outcome,
             end: phase.measured.then(|| PointEnd {
                 rounds: p.rounds,
@@ -793,7 +805,10 @@ impl<'a> Driver<'a> {
                 min_rounds: phase.stop.min_rounds,
                 reused_prompts: p.reused,
             }),
-            cost: phase.measured.then(|| cost.finish(end.since(t0))),
+            cost: phase.measured.then(|| HarnessCost {
+                writer_cpu_s,
+                ..cost.finish(end.since(t0))
+            }),
             host: host_start.map(|h| h.until(&CpuSample::now())),
             measures,
         })

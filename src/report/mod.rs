@@ -443,6 +443,7 @@ pub(crate) mod tests {
             engine_s: 0.4,
             idle_s: 0.0,
             harness_s: 0.0001,
+            writer_cpu_s: Some(0.00002),
         });
         m
     }
@@ -618,10 +619,8 @@ pub(crate) mod tests {
         let (run, recs) = run(false);
         write_meta(dir.path(), &run.meta).unwrap();
         let mut w = crate::trace::TraceWriter::create(dir.path()).unwrap();
-        for r in &recs {
-            w.append(r).unwrap();
-        }
-        w.flush().unwrap();
+        w.append(recs.clone()).unwrap();
+        w.sync().unwrap();
         let (back, back_recs) = RunResult::load(dir.path(), None).unwrap();
         assert_eq!(back, run);
         assert_eq!(back_recs, recs);
