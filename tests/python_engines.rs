@@ -639,6 +639,41 @@ fn hf_real_model_exact_counts_and_parity_with_vllm() {
 
 #[test]
 #[ignore = "needs the vllm venv and the tiny model: scripts/test.sh sets them up and runs it"]
+fn the_transparency_check_runs_harness_and_plain_loop_in_pairs() {
+    // The machinery of scripts/crosscheck/loop_ratio.py on the HF loop and the tiny
+    // model (the ratio itself is timing and is measured alone on the machine): three
+    // interleaved pairs, each side the same requests and output tokens (the script
+    // fails otherwise), and the verdict line.
+    let (Some(tiny), Some(_)) = (need("tiny-gemma3"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let bin = assert_cmd::cargo::cargo_bin("harness");
+    let o = std::process::Command::new("python3")
+        .arg("scripts/crosscheck/loop_ratio.py")
+        .args(["--engine", "hf", "--harness"])
+        .arg(&bin)
+        .arg("--model")
+        .arg(&tiny)
+        .args(["--batch", "2", "--num-requests", "4", "--warmup", "2"])
+        .args(["--input-len", "8", "--output-len", "8", "--pairs", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}\n{err}");
+    let pairs: Vec<&str> = text.lines().filter(|l| l.starts_with("pair ")).collect();
+    assert_eq!(pairs.len(), 3, "{text}");
+    assert!(pairs[0].contains("(harness first)") && pairs[1].contains("(loop first)"));
+    let verdict = text
+        .lines()
+        .find(|l| l.starts_with("hf, batch 2, 8 -> 8: harness / loop = "))
+        .unwrap_or_else(|| panic!("no verdict line in {text}"));
+    assert!(verdict.contains("(median of 3 pairs, "), "{verdict}");
+}
+
+#[test]
+#[ignore = "needs the vllm venv and the tiny model: scripts/test.sh sets them up and runs it"]
 fn vllm_usage_errors_then_too_long_prompts_fail_alone_and_seeded_sampling_runs() {
     let (Some(tiny), Some(_)) = (need("tiny-gemma3"), need("venv")) else {
         return;

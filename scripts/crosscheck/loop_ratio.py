@@ -13,14 +13,17 @@ measure output throughput the same way: output tokens of the measured requests /
 
 Prints every pair (harness tok/s, loop tok/s, ratio harness / loop), the median
 ratio with min..max, and whether 1.00 is within [0.99, 1.01] or within the pairs'
-spread.
+spread. A pair whose two sides did not produce the same number of output tokens is an
+error (exit 1): they did not do the same work.
 
   scripts/crosscheck/loop_ratio.py --engine vllm --harness target/release/harness \\
       --model ~/.cache/llm-harness/models/gemma-3-270m --batch 32 --input-len 128 \\
       --output-len 64 --pairs 3
 
 Loops (``--engine``): ``vllm`` (v1 ``LLMEngine``, engine core in-process:
-``add_request`` then ``step()`` until the batch is done, as the adapter does);
+``add_request`` then ``step()`` until the batch is done, as the adapter does); ``hf``
+(the HF adapter's own decode loop written plainly: a left-padded prefill forward, then
+one forward per token over the KV cache, greedy);
 ``sglang`` (``sglang.Engine``, B concurrent streaming ``async_generate``, as the
 adapter does) and ``sglang-nostream`` (one non-streaming ``async_generate`` of the
 batch: the harness, which must stream to time tokens, against SGLang without
@@ -55,23 +58,28 @@ def harness_run(a, out):
         point = json.load(f)["points"][0]
     if point.get("failed_requests"):
         sys.exit(f"the harness run in {out} had failed requests")
-    return point["output_throughput"]
+    return point["output_throughput"], point["total_output_tokens"]
 
 
 def loop_run(a, python, first):
     cmd = [python, os.path.abspath(__file__), "--loop", first, "--engine", a.engine,
-           "--batch", str(a.batch), "--num-requests", str(a.num_requests), "--warmup", str(a.warmup)]
+           "--batch", str(a.batch), "--num-requests", str(a.num_requests), "--warmup", str(a.warmup),
+           "--front-end", a.front_end]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"the {a.engine} loop failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])["output_throughput"]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    return got["output_throughput"], got["output_tokens"]
 
 
 # ------------------------------------------------------------------------------ loops
 def read_run(run_dir, batch, num_requests, warmup):
-    """(metadata, warmup batches, measured batches) of the harness's run in run_dir."""
+    """(metadata, warmup batches, measured batches) of the harness's run in run_dir;
+    the metadata gains ``model`` (the engine's model path) and ``threads`` (its compute
+    threads, where it reports them)."""
     with open(os.path.join(run_dir, "run.json")) as f:
-        meta = json.load(f)["engine"]["metadata"]
+        engine = json.load(f)["engine"]
+    meta = dict(engine["metadata"], model=engine["model"], threads=(engine.get("compute") or {}).get("threads"))
     with open(os.path.join(run_dir, "workload.jsonl")) as f:
         items = [json.loads(line) for line in f]
     if len(items) < warmup + num_requests:
@@ -139,6 +147,57 @@ def vllm_loop(a):
     return throughput([run_batch(b) for b in measured])
 
 
+def hf_loop(a):
+    """The adapter's decode loop written plainly: per batch, one left-padded prefill
+    forward, then one forward per token over the KV cache, greedy argmax, under
+    ``torch.inference_mode()``; the model loaded as the adapter loads it (its dtype,
+    device and thread count from run.json)."""
+    meta, warm, measured = read_run(a.loop, a.batch, a.num_requests, a.warmup)
+    offline_env()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if meta["threads"]:
+        torch.set_num_threads(meta["threads"])  # what the adapter ran with
+    device = "cpu" if "cpu" in str(meta.get("device", "cpu")) else str(meta.get("device"))
+    model = AutoModelForCausalLM.from_pretrained(meta["model"], dtype=getattr(torch, meta["dtype_requested"]))
+    model = model.to(device).eval()
+    pad = meta["pad_token_id"]
+
+    def run_batch(items):
+        first = time.monotonic()
+        n, width = len(items), max(len(it["prompt_token_ids"]) for it in items)
+        steps = max(it["output_len"] for it in items)
+        with torch.inference_mode():
+            ids = torch.full((n, width), pad, dtype=torch.long)
+            mask = torch.zeros((n, width), dtype=torch.long)
+            for i, it in enumerate(items):
+                p = it["prompt_token_ids"]
+                ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+                mask[i, width - len(p):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            last = out.logits[:, -1, :].argmax(dim=-1).tolist()
+            pos = pos[:, -1:] + 1
+        tokens, stamp = n, time.monotonic()
+        for k in range(1, steps):
+            with torch.inference_mode():
+                mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], dim=-1)
+                x = torch.tensor(last, dtype=torch.long, device=device)[:, None]
+                out = model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
+                            use_cache=True, logits_to_keep=1)
+                last = out.logits[:, -1, :].argmax(dim=-1).tolist()
+                pos = pos + 1
+            tokens += sum(1 for it in items if it["output_len"] > k)
+            stamp = time.monotonic()
+        return first, stamp, tokens
+
+    for b in warm:
+        run_batch(b)
+    return throughput([run_batch(b) for b in measured])
+
+
 def sglang_engine(meta):
     """``sglang.Engine`` as the adapter builds it: its arguments, and on a CPU host the
     project's sgl_kernel stand-in first on the path (the scheduler it spawns inherits
@@ -163,7 +222,14 @@ def sglang_loop(a, stream):
     import asyncio
 
     meta, warm, measured = read_run(a.loop, a.batch, a.num_requests, a.warmup)
-    engine = sglang_engine(meta)
+    if a.front_end == "thread":
+        engine, loop = sglang_on_thread(meta)
+
+        def run(coro):
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    else:
+        engine = sglang_engine(meta)
+        run = engine.loop.run_until_complete
 
     def params(it):
         return {"max_new_tokens": it["output_len"], "ignore_eos": True, "temperature": 0.0}
@@ -191,20 +257,53 @@ def sglang_loop(a, stream):
 
     try:
         for b in warm:
-            engine.loop.run_until_complete(batch(b))
-        spans = [engine.loop.run_until_complete(batch(b)) for b in measured]
+            run(batch(b))
+        spans = [run(batch(b)) for b in measured]
     finally:
         engine.shutdown()
     return throughput(spans)
 
 
+def sglang_on_thread(meta):
+    """``sglang.Engine`` built on, and served by, an asyncio loop on a thread of its
+    own while the main thread waits: the adapter's layout (it must keep SGLang off the
+    harness's main thread). Returns the engine and the loop it is bound to."""
+    import asyncio
+    import threading
+
+    import sglang.srt.entrypoints.engine  # noqa: F401 - sets uvloop's policy first, as the adapter does
+
+    box, ready = {}, threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            box["engine"] = sglang_engine(meta)
+            box["loop"] = asyncio.get_event_loop_policy().get_event_loop()
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+            box["error"] = e
+            return
+        finally:
+            ready.set()
+        box["loop"].run_forever()
+
+    threading.Thread(target=serve, name="sglang-loop", daemon=True).start()
+    ready.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["engine"], box["loop"]
+
+
 LOOPS = {
     "vllm": vllm_loop,
+    "hf": hf_loop,
     "sglang": lambda a: sglang_loop(a, stream=True),
     "sglang-nostream": lambda a: sglang_loop(a, stream=False),
 }
 # The harness engine each loop is compared with.
-HARNESS_ENGINE = {"vllm": "vllm", "sglang": "sglang", "sglang-nostream": "sglang"}
+HARNESS_ENGINE = {"vllm": "vllm", "hf": "hf", "sglang": "sglang", "sglang-nostream": "sglang"}
+# The venv each loop runs in (HF Transformers runs in the vLLM env).
+ENV = {"vllm": "vllm", "hf": "vllm", "sglang": "sglang", "sglang-nostream": "sglang"}
 
 
 def default_python(env):
@@ -226,6 +325,9 @@ def main():
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--engine-arg", action="append", default=[])
     p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--front-end", choices=("main", "thread"), default="main",
+                   help="sglang loops: SGLang's asyncio loop on the main thread (a plain script) or on a "
+                        "thread of its own, as the adapter runs it")
     p.add_argument("--python", help="the engine venv's python (default: the venv scripts/setup.sh makes)")
     p.add_argument("--loop", help=argparse.SUPPRESS)  # internal: run the loop on this harness run's files
     a = p.parse_args()
@@ -236,22 +338,26 @@ def main():
         p.error("--model is required")
     if a.pairs < 3:
         p.error("--pairs must be at least 3")
-    python = a.python or default_python(HARNESS_ENGINE[a.engine])
+    python = a.python or default_python(ENV[a.engine])
     if not os.path.isfile(python):
-        sys.exit(f"no python at {python}: run scripts/setup.sh {HARNESS_ENGINE[a.engine]}, or pass --python")
+        sys.exit(f"no python at {python}: run scripts/setup.sh {ENV[a.engine]}, or pass --python")
     tmp = tempfile.mkdtemp(prefix="loop-ratio-")
     rows = []
     first = None
     for i in range(a.pairs):
         order = ("harness", "loop") if i % 2 == 0 else ("loop", "harness")
-        got = {}
+        got, tokens = {}, {}
         for side in order:
             if side == "harness":
                 out = os.path.join(tmp, f"harness-{i}")
-                got[side] = harness_run(a, out)
+                got[side], tokens[side] = harness_run(a, out)
                 first = first or out
             else:
-                got[side] = loop_run(a, python, first)
+                got[side], tokens[side] = loop_run(a, python, first)
+        if tokens["harness"] != tokens["loop"]:
+            # Different work is no comparison: a loop that miscounts is a broken check.
+            sys.exit(f"pair {i + 1}: the harness measured {tokens['harness']} output tokens, "
+                     f"the loop {tokens['loop']}: they did not run the same requests")
         rows.append((order[0], got["harness"], got["loop"], got["harness"] / got["loop"]))
         print(f"pair {i + 1} ({order[0]} first): harness {got['harness']:.2f} tok/s, loop {got['loop']:.2f} tok/s, "
               f"ratio {rows[-1][3]:.3f}", flush=True)
