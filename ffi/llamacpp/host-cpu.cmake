@@ -7,7 +7,7 @@
 # whatever the CPU. It forwards every CMAKE_* environment variable to cmake, and
 # .cargo/config.toml sets CMAKE_PROJECT_ggml_INCLUDE to this file, so cmake runs it at
 # ggml's project() call, before ggml declares its options: it sets each x86 switch ggml
-# has to ON or OFF by what /proc/cpuinfo says this CPU has. An AVX-512 host gets its
+# has to ON or OFF by what /proc/cpuinfo says this CPU has (AMX: off, below). An AVX-512 host gets its
 # AVX-512 kernels and an older one no instruction it lacks; the compile flags name the
 # features (-mavx512f ...), so a reconfigure for other features recompiles ggml-cpu.
 #
@@ -88,6 +88,13 @@ foreach(_llm_harness_entry IN LISTS _llm_harness_switches)
     continue()
   endif()
   set(_llm_harness_value ON)
+  # AMX stays off unless the environment turns it on (GGML_AMX_TILE=ON ...): on a
+  # Sapphire Rapids VM that lists AMX and grants it (arch_prctl), ggml's AMX kernel
+  # died with SIGILL (tileloadd in tinygemm_kernel_amx) at the first decode
+  # (2026-12-02), while AVX-512 without it ran.
+  if(_llm_harness_switch MATCHES "^AMX_")
+    set(_llm_harness_value OFF)
+  endif()
   foreach(_llm_harness_flag IN LISTS _llm_harness_needs)
     if(NOT _llm_harness_flag IN_LIST _llm_harness_flags)
       set(_llm_harness_value OFF)

@@ -117,6 +117,10 @@ pub fn unsupported<'a>(built: &'a [String], host: &[&str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Switches host-cpu.cmake leaves off whatever the CPU has (the environment can turn
+/// them on).
+pub const OFF_BY_DEFAULT: [&str; 3] = ["AMX_TILE", "AMX_INT8", "AMX_BF16"];
+
 /// Switches the CPU supports that the build does not use. `built` may be the names
 /// `llama_print_system_info` reports (a native build): switches it never reports are
 /// then not counted.
@@ -125,6 +129,9 @@ pub fn unused(built: &[String], host: &[&'static str], reported_only: bool) -> V
     host.iter()
         .copied()
         .filter(|h| !(reported_only && UNREPORTED.contains(h)))
+        // Off by design (ffi/llamacpp/host-cpu.cmake: ggml's AMX kernel faulted on an
+        // AMX host), so not a build to redo.
+        .filter(|h| !OFF_BY_DEFAULT.contains(h))
         .filter(|h| !built.iter().any(|b| b == h))
         .collect()
 }
