@@ -10,7 +10,7 @@
 //! in `requests.jsonl` microseconds later ([`TraceWriter`]), so a crash or Ctrl-C
 //! keeps everything already measured.
 
-use crate::core::clock::MonoNs;
+use crate::core::clock::{thread_cpu_ns, MonoNs};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -338,18 +338,6 @@ fn idle_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
     unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-}
-
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always
-    // supported on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Reads a `requests.jsonl`. A torn last line (the process died mid-write) is skipped;
