@@ -75,11 +75,12 @@ def loop_run(a, python, first):
 # ------------------------------------------------------------------------------ loops
 def read_run(run_dir, batch, num_requests, warmup):
     """(metadata, warmup batches, measured batches) of the harness's run in run_dir;
-    the metadata gains ``model`` (the engine's model path) and ``threads`` (its compute
-    threads, where it reports them)."""
+    the metadata gains ``model`` and ``device`` (the engine's model path and the device
+    it ran on) and ``threads`` (its compute threads, where it reports them)."""
     with open(os.path.join(run_dir, "run.json")) as f:
         engine = json.load(f)["engine"]
-    meta = dict(engine["metadata"], model=engine["model"], threads=(engine.get("compute") or {}).get("threads"))
+    meta = dict(engine["metadata"], model=engine["model"], device=engine["device"],
+                threads=(engine.get("compute") or {}).get("threads"))
     with open(os.path.join(run_dir, "workload.jsonl")) as f:
         items = [json.loads(line) for line in f]
     if len(items) < warmup + num_requests:
@@ -159,7 +160,7 @@ def hf_loop(a):
 
     if meta["threads"]:
         torch.set_num_threads(meta["threads"])  # what the adapter ran with
-    device = "cpu" if "cpu" in str(meta.get("device", "cpu")) else str(meta.get("device"))
+    device = meta["device"]  # where the adapter's model was: "cpu", "cuda:0", ...
     model = AutoModelForCausalLM.from_pretrained(meta["model"], dtype=getattr(torch, meta["dtype_requested"]))
     model = model.to(device).eval()
     pad = meta["pad_token_id"]
