@@ -71,11 +71,14 @@ class SchedulerFacts(typing.TypedDict, total=False):
     """The engine's own scheduling limits, each only where the engine reports it:
     ``max_running`` (requests it runs at once; the harness warns when a load point
     asks for more), ``kv_cache_tokens`` (KV-cache capacity in tokens),
-    ``prefix_caching``, ``chunked_prefill``."""
+    ``prefix_caching``, ``cached_prompt_tokens_source`` (where each request's
+    ``cached_prompt_tokens`` comes from; absent: the engine does not report them),
+    ``chunked_prefill``."""
 
     max_running: int
     kv_cache_tokens: int
     prefix_caching: bool
+    cached_prompt_tokens_source: str
     chunked_prefill: bool
 
 
@@ -118,12 +121,15 @@ class EngineStamps(typing.TypedDict, total=False):
 class FinishExtras(typing.TypedDict, total=False):
     """A finished request's details: ``token_ids`` (with ``return_token_ids``),
     ``top2_margins`` (one per generated token, see :func:`top2_margins`), ``error``
-    (the reason or traceback of a failed request), ``engine`` (its stamps)."""
+    (the reason or traceback of a failed request), ``engine`` (its stamps),
+    ``cached_prompt_tokens`` (prompt tokens served from the engine's prefix cache, as it
+    counts them)."""
 
     token_ids: list
     top2_margins: list
     error: str
     engine: EngineStamps
+    cached_prompt_tokens: int
 
 
 #: ``step()``'s value: the packed events and the finish details of those that finished.
@@ -164,6 +170,11 @@ class EngineAdapter(typing.Protocol):
     def shutdown(self) -> None:
         """Releases the engine, its threads and child processes; a second call does nothing."""
         raise NotImplementedError
+
+    def reset_prefix_cache(self) -> bool:
+        """Empties the engine's prefix cache (``--fresh-cache``), nothing in flight;
+        False: it cannot (the default)."""
+        return False
 
 
 #: An adapter module's ``create(model, options)``: ``options`` are ``--engine-arg``
@@ -221,8 +232,11 @@ class EventBuffer:
     def add(self, rid: int, new_tokens: int, finish: int = NOT_FINISHED, at_ns: int = 0):
         self._flat += (rid, new_tokens, finish, at_ns)
 
-    def finish_info(self, rid: int, token_ids=None, error=None, engine=None, top2_margins=None):
+    def finish_info(self, rid: int, token_ids=None, error=None, engine=None, top2_margins=None,
+                    cached_prompt_tokens=None):
         d = {}
+        if cached_prompt_tokens is not None:
+            d["cached_prompt_tokens"] = int(cached_prompt_tokens)
         if token_ids is not None:
             d["token_ids"] = list(token_ids)
         if top2_margins is not None:

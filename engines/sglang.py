@@ -56,6 +56,8 @@ import sglang_procs
 
 # Known to work on a CPU-only host (shared CPU_ENGINES.md). mem_fraction_static is a
 # fraction of system RAM on CPU (0.05 is below the minimum for fp32 Gemma 3 270M).
+# The longest flush_cache() may take (it waits for the scheduler's reply).
+FLUSH_S = 120
 # sleep_on_idle: an idle scheduler otherwise polls its sockets in a busy loop, taking a
 # whole core from the model's threads and this process on a small CPU host; it sleeps
 # in a poll on the same sockets, so a request still wakes it at once.
@@ -253,7 +255,8 @@ class SglangAdapter(hb.StreamAdapter):
         if reason is None:
             return tokens, None
         code, error = _finish_code(reason)
-        extra = {"engine": self._engine_stamps(meta), "error": error}
+        extra = {"engine": self._engine_stamps(meta), "error": error,
+                 "cached_prompt_tokens": meta.get("cached_tokens")}
         if req.want_ids:
             extra["token_ids"] = req.ids
             extra["top2_margins"] = hb.top2_margins(req.tops, len(req.ids))
@@ -350,6 +353,8 @@ class SglangAdapter(hb.StreamAdapter):
                 "max_running": per_dp * (_int(resolved("dp_size")) or 1) if per_dp else None,
                 "kv_cache_tokens": _int(si.get("max_total_num_tokens")),
                 "prefix_caching": None if radix_off is None else not radix_off,
+                "cached_prompt_tokens_source": "SGLang meta_info.cached_tokens (prompt tokens served by "
+                                               "RadixAttention's prefix cache; 0 with it off)",
                 # -1 (or 0) turns chunked prefill off.
                 "chunked_prefill": None if chunk is None else chunk > 0,
             })
@@ -363,6 +368,11 @@ class SglangAdapter(hb.StreamAdapter):
         if seed is not None and temperature > 0:
             sp["sampling_seed"] = int(seed)
         self._launch(_Req(rid, return_token_ids), list(prompt_token_ids), sp)
+
+    def reset_prefix_cache(self):
+        # TokenizerManager.flush_cache on SGLang's own loop; it refuses while requests run.
+        out = self.lt.run(self.engine.tokenizer_manager.flush_cache()).result(timeout=FLUSH_S)
+        return bool(getattr(out, "success", False))
 
     def _close_engine(self):
         engine, self.engine = self.engine, None

@@ -155,6 +155,8 @@ class VllmAdapter(hb.EngineAdapter):
                 "max_running": sc.max_num_seqs,
                 "kv_cache_tokens": kv.get("tokens"),
                 "prefix_caching": getattr(cc, "enable_prefix_caching", None),
+                "cached_prompt_tokens_source": "vLLM RequestOutput.num_cached_tokens (prompt tokens "
+                                               "served by automatic prefix caching; 0 with it off)",
                 "chunked_prefill": chunked,
             })
 
@@ -215,12 +217,16 @@ class VllmAdapter(hb.EngineAdapter):
                 top2_margins=self.margins.pop(rid, None),
                 error=f"vLLM finished the request with reason {c.finish_reason}" if code == hb.ERROR else None,
                 engine=_engine_stamps(o.metrics),
+                cached_prompt_tokens=getattr(o, "num_cached_tokens", None),
             )
             self.live.discard(rid)
         return buf.take()
 
     def in_flight(self):
         return len(self.live) + len(self.refused)
+
+    def reset_prefix_cache(self):
+        return bool(self.engine.reset_prefix_cache())
 
     def abort(self, rid):
         self.refused.drop(rid)

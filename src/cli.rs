@@ -162,7 +162,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub burstiness: Option<f64>,
 
-    /// synthetic (default), sharegpt or prompts.
+    /// synthetic (default), sharegpt, prompts or shared-prefix.
     #[arg(long)]
     pub dataset: Option<String>,
     /// ShareGPT JSON, or a prompt file (JSONL with "prompt"[, "max_tokens"], or text).
@@ -177,6 +177,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIST")]
     #[serde(alias = "output-len")]
     pub output_len: Option<Spec>,
+    /// shared-prefix: groups of prompts, each sharing its system prompt (default 64).
+    #[arg(long, value_name = "G")]
+    #[serde(alias = "num-groups")]
+    pub num_groups: Option<u32>,
+    /// shared-prefix: prompts per group (default 16).
+    #[arg(long, value_name = "P")]
+    #[serde(alias = "prompts-per-group")]
+    pub prompts_per_group: Option<u32>,
+    /// shared-prefix: tokens of each group's system prompt, BOS included: N, uniform:MIN:MAX or normal:MEAN:STD (default 2048).
+    #[arg(long, value_name = "DIST")]
+    #[serde(alias = "system-prompt-len")]
+    pub system_prompt_len: Option<Spec>,
+    /// shared-prefix: tokens of each prompt's own question after it (default 128).
+    #[arg(long, value_name = "DIST")]
+    #[serde(alias = "question-len")]
+    pub question_len: Option<Spec>,
+    /// shared-prefix: grouped (a group's prompts in a row) or shuffled (default).
+    #[arg(long, value_name = "ORDER")]
+    #[serde(alias = "group-order")]
+    pub group_order: Option<String>,
     /// Seed of the workload, the arrivals and sampling (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -203,6 +223,11 @@ pub struct RunArgs {
     /// Requests run before each point and excluded (default: one round: a batch, C requests, 1 s of arrivals).
     #[arg(long)]
     pub warmup: Option<usize>,
+    /// Empty the engine's prefix cache after each point's warmup, where the engine can,
+    /// so every point starts cold (the run says which points it did).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(alias = "fresh-cache")]
+    pub fresh_cache: Option<bool>,
 
     /// Generate exactly the output length (no early EOS).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]

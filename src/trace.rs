@@ -67,6 +67,10 @@ pub struct RequestTrace {
     /// engines that report it).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub top2_margins: Option<Vec<f32>>,
+    /// Prompt tokens the engine served from its prefix cache, as it reports them;
+    /// absent where it does not (run.json's `engine.scheduler` names the source).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cached_prompt_tokens: Option<u32>,
 }
 
 impl RequestTrace {
@@ -97,6 +101,7 @@ impl RequestTrace {
             engine: None,
             token_ids: None,
             top2_margins: None,
+            cached_prompt_tokens: None,
         }
     }
 

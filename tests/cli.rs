@@ -100,6 +100,27 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
             "--input-len abc",
         ),
         (
+            vec!["--engine", "calibration", "--question-len", "8"],
+            "--question-len applies only to --dataset shared-prefix",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "shared-prefix",
+                "--system-prompt-len",
+                "16000000",
+                "--num-groups",
+                "8",
+            ],
+            "above the limit",
+        ),
+        (
+            vec!["--engine", "calibration", "--engine-arg", "block_size=0"],
+            "block size from 1 to 4096",
+        ),
+        (
             vec!["--engine", "calibration", "--slo", "ttft=abc"],
             "--slo",
         ),
@@ -713,4 +734,81 @@ fn without_a_gpu_one_line_says_so_and_the_files_are_the_same() {
         "{text}"
     );
     assert!(text.contains("NVML: unavailable"), "{text}");
+}
+
+#[test]
+fn shared_prefix_hit_rate_recomputes_from_the_requests_and_names_its_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    harness()
+        .args([
+            "sweep",
+            "--engine",
+            "calibration",
+            "--engine-arg",
+            "prefix_cache_tokens=100000",
+            "--dataset",
+            "shared-prefix",
+            "--num-groups",
+            "2",
+            "--prompts-per-group",
+            "4",
+            "--system-prompt-len",
+            "64",
+            "--question-len",
+            "24",
+            "--output-len",
+            "2",
+            "--group-order",
+            "grouped",
+            "--batch",
+            "1,2",
+            "--num-requests",
+            "8",
+            "--warmup",
+            "0",
+            "--fresh-cache",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let json = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap()
+    };
+    let (run, summary) = (json("run.json"), json("summary.json"));
+    let source = run["engine"]["scheduler"]["cached_prompt_tokens_source"]
+        .as_str()
+        .unwrap();
+    assert!(source.contains("prefix-cache model"), "{source}");
+    // Recomputed from requests.jsonl alone: cached / prompt tokens of completed requests.
+    let mut per_point = [(0u64, 0u64); 2];
+    for line in std::fs::read_to_string(out.join("requests.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["finish_reason"], "length");
+        let p = &mut per_point[r["point"].as_u64().unwrap() as usize];
+        p.0 += r["cached_prompt_tokens"].as_u64().unwrap();
+        p.1 += r["input_len"].as_u64().unwrap();
+    }
+    for (i, p) in summary["points"].as_array().unwrap().iter().enumerate() {
+        let (cached, prompt) = per_point[i];
+        assert_eq!(p["cached_prompt_tokens"].as_u64(), Some(cached));
+        let rate = p["prefix_cache_hit_rate"].as_f64().unwrap();
+        assert!((rate - cached as f64 / prompt as f64).abs() < 1e-12, "{p}");
+        // The second point sends the same 8 prompts; emptied first, it hits only the
+        // system prompts, as the first did.
+        assert_eq!((cached, prompt), (6 * 64, 8 * 88), "point {i}");
+        assert_eq!(p["fresh_cache"].as_f64(), Some(1.0));
+    }
+    // An engine run without a prefix cache reports no hit rate: not 0.
+    let plain = tmp.path().join("plain");
+    succeeds(&mut calib(&plain));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain.join("summary.json")).unwrap()).unwrap();
+    assert!(s["points"][0]
+        .get("prefix_cache_hit_rate")
+        .is_none_or(|v| v.is_null()));
 }

@@ -461,3 +461,146 @@ fn overlapped_scheduling_stamps_tokens_when_the_caller_gets_them() {
     let delta = m.summary.engine_ttft_delta.as_ref().unwrap();
     close("engine ttft delta", delta.median, d);
 }
+
+/// 2 groups × 4 prompts, system prompt 64 tokens, question 24, 2 output tokens, in
+/// group order; 1 ms per uncached prompt token, nothing else in a prefill step.
+fn shared_prefix() -> (Workload, Schedule) {
+    use llm_harness::workload::shared_prefix::{GroupOrder, SharedPrefix};
+    use llm_harness::workload::{build, LengthDist, WorkloadSpec};
+    let spec = WorkloadSpec::SharedPrefix(SharedPrefix {
+        num_groups: 2,
+        prompts_per_group: 4,
+        system_prompt_len: LengthDist::Fixed { len: 64 },
+        question_len: LengthDist::Fixed { len: 24 },
+        output_len: LengthDist::Fixed { len: 2 },
+        order: GroupOrder::Grouped,
+    });
+    let schedule = Schedule {
+        prefill_ms: 0.0,
+        prefill_ms_per_request: 0.0,
+        prefill_us_per_token: 1000.0,
+        decode_ms: 1.0,
+        decode_ms_per_seq: 0.0,
+        prefix_cache_tokens: 1 << 20,
+        block_size: 16,
+        ..Schedule::default()
+    };
+    (build(&spec, None, 8, 0).unwrap(), schedule)
+}
+
+#[test]
+fn shared_prefix_hits_and_ttft_follow_the_prefix_cache_model() {
+    let (w, schedule) = shared_prefix();
+    let m = measure(
+        schedule,
+        LoadPoint::Batch { batch: 1 },
+        &w,
+        &driver_opts(8, 0),
+    );
+    let mut recs = m.records;
+    recs.sort_by_key(|r| r.id);
+    // A group's first prompt computes all 88 tokens; the others find the 4 blocks of
+    // the system prompt (the 5th block mixes in their own question).
+    let cached: Vec<Option<u32>> = recs.iter().map(|r| r.cached_prompt_tokens).collect();
+    let (c0, c1) = (Some(0), Some(64));
+    assert_eq!(cached, [c0, c1, c1, c1, c0, c1, c1, c1]);
+    let rate = m.summary.prefix_cache_hit_rate.unwrap();
+    assert!((rate - 6.0 * 64.0 / (8.0 * 88.0)).abs() < 1e-12, "{rate}");
+    assert_eq!(m.summary.cached_prompt_tokens, Some(6 * 64));
+    // TTFT is the prefill of the uncached tokens: 88 ms cold, 24 ms on a hit.
+    for r in &recs {
+        let ttft = r.token_ns[0] as f64 / 1e6;
+        let want = if r.cached_prompt_tokens == Some(0) {
+            88.0
+        } else {
+            24.0
+        };
+        close(&format!("request {} TTFT ms", r.id), Some(ttft), want);
+    }
+}
+
+#[test]
+fn fresh_cache_empties_the_cache_between_points_and_says_so() {
+    let (w, schedule) = shared_prefix();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    // Two points on one engine: the second sends the 8 prompts again.
+    let second_point = |fresh: bool| {
+        let mut engine = CalibrationEngine::new(schedule.clone());
+        let mut writer = TraceWriter::create(dir.path()).unwrap();
+        let mut driver = Driver::new(&mut engine, &cancel);
+        let o = DriverOptions {
+            fresh_cache: fresh,
+            ..driver_opts(8, 0)
+        };
+        for i in 0..2 {
+            let run = driver
+                .run_point(
+                    i,
+                    LoadPoint::Batch { batch: 1 },
+                    &w,
+                    &o,
+                    &mut writer,
+                    &Progress::hidden(),
+                )
+                .unwrap();
+            if i == 1 {
+                return run;
+            }
+        }
+        unreachable!()
+    };
+    let again = second_point(false);
+    // Every prompt is cached whole (5 blocks of its 87 reusable tokens), no figure of
+    // what --fresh-cache did.
+    assert!(again
+        .records
+        .iter()
+        .all(|r| r.cached_prompt_tokens == Some(80)));
+    assert!(again.measures.0.iter().all(|m| m.name != "fresh_cache"));
+    let fresh = second_point(true);
+    let mut cached: Vec<u32> = fresh
+        .records
+        .iter()
+        .filter_map(|r| r.cached_prompt_tokens)
+        .collect();
+    cached.sort();
+    assert_eq!(cached, [0, 0, 64, 64, 64, 64, 64, 64]);
+    let m = fresh
+        .measures
+        .0
+        .iter()
+        .find(|m| m.name == "fresh_cache")
+        .unwrap();
+    assert_eq!(m.figures[0].value, Some(1.0));
+}
+
+#[test]
+fn fresh_cache_says_when_the_engine_has_no_cache_to_empty() {
+    let w = workload(8, 2, 4);
+    let schedule = Schedule {
+        decode_ms: 1.0,
+        prefill_ms: 1.0,
+        ..Schedule::default()
+    };
+    let o = DriverOptions {
+        fresh_cache: true,
+        ..driver_opts(4, 0)
+    };
+    let (run, _) = measure_with_engine(schedule, LoadPoint::Batch { batch: 2 }, &w, &o);
+    let m = run
+        .measures
+        .0
+        .iter()
+        .find(|m| m.name == "fresh_cache")
+        .unwrap();
+    assert_eq!(m.figures[0].value, Some(0.0));
+    assert!(m
+        .warning
+        .as_deref()
+        .unwrap()
+        .contains("cannot empty its prefix cache"));
+    // No prefix cache: nothing reported, not zero.
+    assert!(run.records.iter().all(|r| r.cached_prompt_tokens.is_none()));
+}

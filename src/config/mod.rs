@@ -163,6 +163,11 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         dataset_path,
         input_len,
         output_len,
+        num_groups,
+        prompts_per_group,
+        system_prompt_len,
+        question_len,
+        group_order,
         seed,
         num_requests,
         duration,
@@ -170,6 +175,7 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         min_duration,
         max_duration,
         warmup,
+        fresh_cache,
         ignore_eos,
         temperature,
         request_timeout,
@@ -213,6 +219,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
             sampling: workload.sampling,
             seed: workload.seed,
             profile: None,
+            fresh_cache: a.fresh_cache.unwrap_or(false),
         },
         warmup: stop.warmup,
         points,
@@ -230,19 +237,33 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
 
 /// The prompts of a run must fit in memory: items × longest input length.
 fn check_workload_memory(cfg: &RunConfig) -> Result<(), ConfigError> {
-    let WorkloadSpec::Synthetic { input_len, .. } = &cfg.workload else {
-        return Ok(()); // dataset prompts are as long as the file's
-    };
-    let longest = match *input_len {
+    let longest = |d: &LengthDist| match *d {
         LengthDist::Fixed { len } => f64::from(len),
         LengthDist::Uniform { max, .. } => f64::from(max),
         LengthDist::Normal { mean, std } => mean + 6.0 * std,
     };
-    let items = cfg.workload_size();
-    let tokens = longest * items as f64;
+    let (flag, what, tokens) = match &cfg.workload {
+        WorkloadSpec::Synthetic { input_len, .. } => {
+            let items = cfg.workload_size();
+            let what = format!("--input-len {input_len} for {items} requests");
+            ("input-len", what, longest(input_len) * items as f64)
+        }
+        // Every prompt is built in full (the groups' prompts share no memory).
+        WorkloadSpec::SharedPrefix(s) => {
+            let per = longest(&s.system_prompt_len) + longest(&s.question_len);
+            let what = format!(
+                "--system-prompt-len {} + --question-len {} for {} prompts",
+                s.system_prompt_len,
+                s.question_len,
+                s.prompts()
+            );
+            ("system-prompt-len", what, per * s.prompts() as f64)
+        }
+        _ => return Ok(()), // dataset prompts are as long as the file's
+    };
     if tokens > MAX_WORKLOAD_TOKENS as f64 {
-        return err("input-len", format!(
-            "--input-len {input_len} for {items} requests is {tokens:.0} prompt tokens, above the limit of {MAX_WORKLOAD_TOKENS} per run; lower --input-len or the number of requests"
+        return err(flag, format!(
+            "{what} is {tokens:.0} prompt tokens, above the limit of {MAX_WORKLOAD_TOKENS} per run; lower the lengths or the number of requests"
         ));
     }
     Ok(())

@@ -5,6 +5,7 @@ use super::{err, ConfigError};
 use crate::cli::{RunArgs, Spec};
 use crate::driver::Sampling;
 use crate::engine::EngineSpec;
+use crate::workload::shared_prefix::{GroupOrder, SharedPrefix};
 use crate::workload::{parse_length, LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 
@@ -60,6 +61,23 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         }
         Ok(())
     };
+    if dataset != "shared-prefix" {
+        let given = [
+            ("num-groups", a.num_groups.is_some()),
+            ("prompts-per-group", a.prompts_per_group.is_some()),
+            ("system-prompt-len", a.system_prompt_len.is_some()),
+            ("question-len", a.question_len.is_some()),
+            ("group-order", a.group_order.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return err(
+                flag,
+                format!(
+                    "--{flag} applies only to --dataset shared-prefix; add it or drop --{flag}"
+                ),
+            );
+        }
+    }
     let spec = match dataset {
         "synthetic" => WorkloadSpec::Synthetic {
             input_len: a
@@ -89,10 +107,43 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                 path: need_path("JSONL with \"prompt\", or text, one prompt per line")?,
             }
         }
+        "shared-prefix" => {
+            no_input_len("system prompt and question lengths")?;
+            // SGLang's generated-shared-prefix defaults.
+            let dist = |flag: &'static str, given: &Option<Spec>, default: u32| {
+                given
+                    .as_ref()
+                    .map_or(Ok(LengthDist::Fixed { len: default }), |s| length(flag, s))
+            };
+            let count =
+                |flag: &'static str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+                    0 => err(flag, format!("--{flag} 0: give at least 1")),
+                    n => Ok(n),
+                };
+            WorkloadSpec::SharedPrefix(SharedPrefix {
+                num_groups: count("num-groups", a.num_groups, 64)?,
+                prompts_per_group: count("prompts-per-group", a.prompts_per_group, 16)?,
+                system_prompt_len: dist("system-prompt-len", &a.system_prompt_len, 2048)?,
+                question_len: dist("question-len", &a.question_len, 128)?,
+                output_len: dist("output-len", &a.output_len, 256)?,
+                order: match a.group_order.as_deref() {
+                    None | Some("shuffled") => GroupOrder::Shuffled,
+                    Some("grouped") => GroupOrder::Grouped,
+                    Some(other) => {
+                        return err(
+                            "group-order",
+                            format!("--group-order {other}: use grouped or shuffled"),
+                        )
+                    }
+                },
+            })
+        }
         other => {
             return err(
                 "dataset",
-                format!("unknown --dataset '{other}'; use synthetic, sharegpt or prompts"),
+                format!(
+                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts or shared-prefix"
+                ),
             )
         }
     };
@@ -118,7 +169,7 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         }
         _ => None,
     };
-    if tokenizer.is_none() && dataset != "synthetic" {
+    if tokenizer.is_none() && !matches!(dataset, "synthetic" | "shared-prefix") {
         return err("dataset", format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
     }
     let temperature = a.temperature.unwrap_or(0.0);
@@ -228,6 +279,51 @@ mod tests {
             }),
             "output-len",
             "must be a fixed number",
+        );
+    }
+
+    #[test]
+    fn shared_prefix_flags_take_sglangs_defaults_and_belong_to_it() {
+        let w = parse(&with(|a| a.dataset = Some("shared-prefix".into())), &SPEC).unwrap();
+        let WorkloadSpec::SharedPrefix(s) = w.spec else {
+            panic!("{:?}", w.spec)
+        };
+        assert_eq!((s.num_groups, s.prompts_per_group), (64, 16));
+        assert_eq!(
+            (s.system_prompt_len, s.question_len, s.output_len, s.order),
+            (
+                LengthDist::Fixed { len: 2048 },
+                LengthDist::Fixed { len: 128 },
+                LengthDist::Fixed { len: 256 },
+                GroupOrder::Shuffled
+            )
+        );
+        let sp = |f: fn(&mut RunArgs)| {
+            with(|a| {
+                a.dataset = Some("shared-prefix".into());
+                f(a)
+            })
+        };
+        fails(
+            sp(|a| a.group_order = Some("random".into())),
+            "group-order",
+            "grouped or shuffled",
+        );
+        fails(sp(|a| a.num_groups = Some(0)), "num-groups", "at least 1");
+        fails(
+            sp(|a| a.input_len = Some(Spec("8".into()))),
+            "input-len",
+            "does not apply",
+        );
+        fails(
+            sp(|a| a.question_len = Some(Spec("x".into()))),
+            "question-len",
+            "--question-len x",
+        );
+        fails(
+            with(|a| a.num_groups = Some(4)),
+            "num-groups",
+            "applies only to --dataset shared-prefix",
         );
     }
 

@@ -149,6 +149,8 @@ pub struct DriverOptions {
     pub seed: u64,
     /// A profiler window on this point (`--profile`).
     pub profile: Option<ProfilePlan>,
+    /// Empty the engine's prefix cache after the warmup (`--fresh-cache`).
+    pub fresh_cache: bool,
 }
 
 impl DriverOptions {
@@ -162,6 +164,7 @@ impl DriverOptions {
             sampling: Sampling::EXACT_GREEDY,
             seed: 0,
             profile: None,
+            fresh_cache: false,
         }
     }
 }
@@ -269,6 +272,39 @@ impl Measure for PointEnd {
             ));
         }
         (!w.is_empty()).then(|| w.join("; "))
+    }
+}
+
+/// What `--fresh-cache` did before a point's measured requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FreshCache {
+    /// The engine emptied its prefix cache.
+    pub emptied: bool,
+    /// Why not, when it did not: the engine cannot, or its error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+}
+
+impl Measure for FreshCache {
+    const NAME: &'static str = "fresh_cache";
+    const DEFINITION: &'static str = "--fresh-cache: whether the engine emptied its prefix \
+        cache after the point's warmup and before its measured requests (vLLM \
+        reset_prefix_cache(), SGLang flush_cache(), the calibration engine's model), so \
+        no prompt cached by an earlier point or the warmup is hit; 1 emptied, 0 not \
+        (why_not says why)";
+
+    fn figures(&self) -> Vec<Figure> {
+        vec![Figure::new(
+            "fresh_cache",
+            Some(if self.emptied { 1.0 } else { 0.0 }),
+            "",
+        )]
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.why_not
+            .as_ref()
+            .map(|w| format!("--fresh-cache: the prefix cache was not emptied ({w})"))
     }
 }
 
@@ -543,6 +579,7 @@ impl<'a> Driver<'a> {
                 });
             }
         }
+        let fresh = opts.fresh_cache.then(|| self.empty_prefix_cache());
         progress.phase(&point.label(), opts.stop.num_requests);
         let measured = Phase {
             point,
@@ -551,7 +588,25 @@ impl<'a> Driver<'a> {
             stop: opts.stop,
             measured: true,
         };
-        self.run_phase(&measured, opts, Some(writer), progress)
+        let mut run = self.run_phase(&measured, opts, Some(writer), progress)?;
+        if let Some(f) = fresh {
+            run.measures.add(&f);
+        }
+        Ok(run)
+    }
+
+    /// Asks the engine to empty its prefix cache (`--fresh-cache`).
+    fn empty_prefix_cache(&mut self) -> FreshCache {
+        let name = self.engine.info().name.clone();
+        let why_not = match self.engine.reset_prefix_cache() {
+            Ok(true) => None,
+            Ok(false) => Some(format!("the {name} engine cannot empty its prefix cache")),
+            Err(e) => Some(format!("the {name} engine failed to: {e}")),
+        };
+        FreshCache {
+            emptied: why_not.is_none(),
+            why_not,
+        }
     }
 
     /// Whether the phase starts another round (or, in the open and closed loops,
@@ -743,6 +798,7 @@ impl<'a> Driver<'a> {
                         t.engine = f.engine;
                         t.token_ids = f.token_ids;
                         t.top2_margins = f.top2_margins;
+                        t.cached_prompt_tokens = f.cached_prompt_tokens;
                     }
                 }
             }

@@ -21,6 +21,12 @@
 //! `1 ± J/100` (`jitter_seed`), so its mean stays the schedule's: a known answer for
 //! the confidence intervals.
 //!
+//! `prefix_cache_tokens=N` gives it a prefix cache of N tokens in blocks of
+//! `block_size` (16), modelled on vLLM's ([`prefix_cache`]): a prefill step computes
+//! only the prompt tokens not served from it (P above counts the uncomputed ones), and
+//! each request reports its `cached_prompt_tokens`. Off by default (no cache, nothing
+//! reported).
+//!
 //! `output_lag=true` returns each step's tokens with the next step (or the next poll when
 //! no step follows), as vLLM does with overlapped (async) scheduling on a GPU; the
 //! engine's own stamps stay at the step that produced them. It is the known answer
@@ -39,12 +45,15 @@
 //! request with an error at its first token; `drop_request=ID` silently never
 //! schedules that request; `hang_at_step=K` stops all progress from step K on.
 
+mod prefix_cache;
+
 use super::{
     Availability, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, Finish,
     GenRequest, SchedulerFacts, TokenEvent,
 };
 use crate::core::clock::{self, MonoNs};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
+use prefix_cache::PrefixCache;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +86,10 @@ pub struct Schedule {
     pub jitter_seed: u64,
     /// Report a step's tokens with the next step (overlapped scheduling).
     pub output_lag: bool,
+    /// Prefix cache capacity in tokens; 0: no prefix cache.
+    pub prefix_cache_tokens: u64,
+    /// Tokens per cached block.
+    pub block_size: usize,
 }
 
 impl Default for Schedule {
@@ -95,6 +108,8 @@ impl Default for Schedule {
             jitter_pct: 0.0,
             jitter_seed: 0,
             output_lag: false,
+            prefix_cache_tokens: 0,
+            block_size: 16,
         }
     }
 }
@@ -104,7 +119,7 @@ const MAX_STEP_MS: f64 = 60_000.0;
 
 const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
                     decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step, \
-                    jitter_pct, jitter_seed, output_lag";
+                    jitter_pct, jitter_seed, output_lag, prefix_cache_tokens, block_size";
 
 impl Schedule {
     pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
@@ -141,6 +156,14 @@ impl Schedule {
                         .ok_or_else(|| bad("a percentage from 0 to below 100"))?
                 }
                 "jitter_seed" => s.jitter_seed = int(v)?,
+                "prefix_cache_tokens" => s.prefix_cache_tokens = int(v)?,
+                "block_size" => {
+                    s.block_size = int(v)?
+                        .try_into()
+                        .ok()
+                        .filter(|b| (1..=4096).contains(b))
+                        .ok_or_else(|| bad("a block size from 1 to 4096 tokens"))?
+                }
                 "output_lag" => {
                     s.output_lag = match v.to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" => true,
@@ -191,10 +214,10 @@ impl Schedule {
 
 struct Waiting {
     id: RequestId,
-    prompt_tokens: u64,
+    prompt: Arc<[u32]>,
     output_len: u32,
-    /// Kept only when the request asks for its token ids (they echo the prompt).
-    echo: Option<Arc<[u32]>>,
+    /// Return the token ids (they echo the prompt).
+    echo: bool,
 }
 
 struct Running {
@@ -202,7 +225,10 @@ struct Running {
     generated: u32,
     output_len: u32,
     first_token: MonoNs,
-    echo: Option<Arc<[u32]>>,
+    prompt: Arc<[u32]>,
+    echo: bool,
+    /// Prompt tokens served from the prefix cache (with one).
+    cached: Option<u32>,
 }
 
 struct Step {
@@ -226,6 +252,7 @@ pub struct CalibrationEngine {
     /// The end of the last engine call, and the time between calls so far.
     last_return: Option<MonoNs>,
     between_calls_ns: u64,
+    prefix_cache: Option<PrefixCache>,
 }
 
 impl CalibrationEngine {
@@ -246,8 +273,13 @@ impl CalibrationEngine {
                 "jitter_pct": schedule.jitter_pct,
                 "jitter_seed": schedule.jitter_seed,
                 "output_lag": schedule.output_lag,
+                "prefix_cache_tokens": schedule.prefix_cache_tokens,
+                "block_size": schedule.block_size,
             },
         });
+        let cached = schedule.prefix_cache_tokens > 0;
+        let prefix_cache =
+            cached.then(|| PrefixCache::new(schedule.prefix_cache_tokens, schedule.block_size));
         CalibrationEngine {
             info: EngineInfo {
                 name: "calibration".into(),
@@ -264,6 +296,13 @@ impl CalibrationEngine {
                 ],
                 scheduler: Some(SchedulerFacts {
                     max_running: u32::try_from(schedule.max_batch).ok().filter(|&m| m > 0),
+                    prefix_caching: Some(cached),
+                    cached_prompt_tokens_source: cached.then(|| {
+                        format!(
+                            "calibration: its prefix-cache model ({} tokens in blocks of {}, LRU)",
+                            schedule.prefix_cache_tokens, schedule.block_size
+                        )
+                    }),
                     ..Default::default()
                 }),
                 metadata,
@@ -282,6 +321,7 @@ impl CalibrationEngine {
             held: Vec::new(),
             last_return: None,
             between_calls_ns: 0,
+            prefix_cache,
         }
     }
 
@@ -319,19 +359,37 @@ impl CalibrationEngine {
         if !self.waiting.is_empty() && slots > 0 {
             let k = slots.min(self.waiting.len());
             let admitted: Vec<Waiting> = self.waiting.drain(..k).collect();
-            let tokens = admitted.iter().map(|w| w.prompt_tokens).sum();
+            // In admission order, so a request hits the blocks of one admitted before it.
+            let cached: Vec<Option<u32>> = admitted
+                .iter()
+                .map(|w| {
+                    self.prefix_cache.as_mut().map(|c| {
+                        let hit = c.lookup(&w.prompt);
+                        c.insert(&w.prompt);
+                        hit
+                    })
+                })
+                .collect();
+            let tokens = admitted
+                .iter()
+                .zip(&cached)
+                .map(|(w, c)| (w.prompt.len() as u64).saturating_sub(u64::from(c.unwrap_or(0))))
+                .sum();
             let ends_at = start.plus(
                 self.schedule
                     .jittered(self.schedule.prefill(k, tokens), &mut self.jitter),
             );
             let admitted = admitted
                 .into_iter()
-                .map(|w| Running {
+                .zip(cached)
+                .map(|(w, cached)| Running {
                     id: w.id,
                     generated: 0,
                     output_len: w.output_len,
                     first_token: ends_at,
+                    prompt: w.prompt,
                     echo: w.echo,
+                    cached,
                 })
                 .collect();
             self.step = Some(Step {
@@ -399,10 +457,13 @@ impl CalibrationEngine {
                     last_token_ns: Some(end),
                     ..Default::default()
                 });
-                f.token_ids = r
-                    .echo
-                    .as_ref()
-                    .map(|p| (0..r.generated as usize).map(|k| p[k % p.len()]).collect());
+                f.token_ids = r.echo.then(|| echo(&r.prompt, r.generated));
+                f.cached_prompt_tokens = r.cached;
+                if let Some(c) = self.prefix_cache.as_mut() {
+                    let mut all = r.prompt.to_vec();
+                    all.extend(echo(&r.prompt, r.generated));
+                    c.insert(&all);
+                }
                 Box::new(f)
             });
             out.push(TokenEvent {
@@ -420,6 +481,14 @@ impl CalibrationEngine {
     }
 }
 
+/// A request's first `n` output tokens: its prompt, echoed (`prompt[k % len]`).
+fn echo(prompt: &[u32], n: u32) -> Vec<u32> {
+    if prompt.is_empty() {
+        return Vec::new();
+    }
+    (0..n as usize).map(|k| prompt[k % prompt.len()]).collect()
+}
+
 impl CalibrationEngine {
     fn submit_inner(&mut self, req: &GenRequest) -> Result<(), EngineError> {
         if self.schedule.drop_request == Some(req.id) {
@@ -431,9 +500,9 @@ impl CalibrationEngine {
         }
         self.waiting.push_back(Waiting {
             id: req.id,
-            prompt_tokens: req.prompt.len() as u64,
+            prompt: req.prompt.clone(),
             output_len: req.output_len,
-            echo: (req.return_token_ids && !req.prompt.is_empty()).then(|| req.prompt.clone()),
+            echo: req.return_token_ids && !req.prompt.is_empty(),
         });
         Ok(())
     }
@@ -525,6 +594,16 @@ impl super::Engine for CalibrationEngine {
         self.abort_inner(id);
         self.leave();
         Ok(())
+    }
+
+    fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {
+        Ok(match self.prefix_cache.as_mut() {
+            Some(c) => {
+                c.clear();
+                true
+            }
+            None => false,
+        })
     }
 
     fn shutdown(&mut self) -> Result<(), EngineError> {

@@ -57,6 +57,11 @@ pub struct Finish {
     /// divergence at a near-tie reads as a numerics difference, not a bug.
     pub top2_margins: Option<Vec<f32>>,
     pub engine: Option<EngineStamps>,
+    /// Prompt tokens the engine served from its prefix cache instead of computing
+    /// them, as the engine counts them (vLLM's `num_cached_tokens`, SGLang's
+    /// `cached_tokens`); `None` where it does not say ([`SchedulerFacts`] names the
+    /// source).
+    pub cached_prompt_tokens: Option<u32>,
 }
 
 impl Finish {
@@ -67,6 +72,7 @@ impl Finish {
             token_ids: None,
             top2_margins: None,
             engine: None,
+            cached_prompt_tokens: None,
         }
     }
 }
@@ -164,6 +170,11 @@ pub struct SchedulerFacts {
     pub kv_cache_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_caching: Option<bool>,
+    /// Where each request's `cached_prompt_tokens` comes from (`vLLM
+    /// RequestOutput.num_cached_tokens`); `None`: the engine does not report it, and
+    /// the prefix-cache hit rate is "not reported", never 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunked_prefill: Option<bool>,
 }
@@ -423,6 +434,12 @@ pub trait Engine {
     /// Stops the profiler started by [`Engine::profile_start`].
     fn profile_stop(&mut self) -> Result<Option<Profile>, EngineError> {
         Ok(None)
+    }
+
+    /// Empties the engine's prefix cache, so the next point starts cold
+    /// (`--fresh-cache`). `Ok(false)`: this engine cannot (the default).
+    fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {
+        Ok(false)
     }
 
     /// The engine's own counters since the previous call (llama.cpp's perf data), or

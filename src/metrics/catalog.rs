@@ -16,6 +16,8 @@ pub enum Unit {
     ReqPerS,
     /// Requests, tokens, rounds: whole numbers.
     Count,
+    /// A share from 0 to 1 (a hit rate).
+    Fraction,
 }
 
 impl Unit {
@@ -26,7 +28,7 @@ impl Unit {
             Unit::Seconds => "s",
             Unit::TokPerS => "tok/s",
             Unit::ReqPerS => "req/s",
-            Unit::Count => "",
+            Unit::Count | Unit::Fraction => "",
         }
     }
 
@@ -38,6 +40,7 @@ impl Unit {
             Unit::TokPerS => "tok_s",
             Unit::ReqPerS => "req_s",
             Unit::Count => "n",
+            Unit::Fraction => "frac",
         }
     }
 
@@ -45,6 +48,7 @@ impl Unit {
     pub fn decimals(self) -> usize {
         match self {
             Unit::Count => 0,
+            Unit::Fraction => 3,
             _ => 2,
         }
     }
@@ -338,10 +342,13 @@ impl Metric {
         }
     }
 
-    /// The `requests.csv` column, where the metric has a per-request value.
+    /// The `requests.csv` column, where the metric has a per-request value: its name
+    /// with the unit (`ttft_ms`), a count by its name alone (`cached_prompt_tokens`).
     pub fn request_column(&self) -> Option<String> {
-        self.per_request
-            .map(|_| format!("{}_{}", self.name, self.unit.key_suffix()))
+        self.per_request.map(|_| match self.unit {
+            Unit::Count => self.name.to_string(),
+            unit => format!("{}_{}", self.name, unit.key_suffix()),
+        })
     }
 
     /// A column's header: `TTFT p99`, `out tok/s`.
@@ -600,6 +607,30 @@ pub static CATALOG: &[Metric] = &[
         |s| s.engine_ttft_delta.as_ref(),
     )
     .per_request(|m| m.ttft_ms.zip(m.engine_ttft_ms).map(|(h, e)| h - e))
+    .only_when_present(),
+    Metric::scalar(
+        "cached_prompt_tokens",
+        "cached tokens",
+        Unit::Count,
+        "prompt tokens the engine served from its prefix cache instead of computing, as \
+         the engine counts them per request (source: run.json engine.scheduler.\
+         cached_prompt_tokens_source), summed over completed requests that report it; null \
+         (not reported) where the engine does not say, never 0",
+        |s| s.cached_prompt_tokens.map(|n| n as f64),
+    )
+    .per_request(|m| m.cached_prompt_tokens.map(f64::from))
+    .only_when_present(),
+    Metric::scalar(
+        "prefix_cache_hit_rate",
+        "cache hit",
+        Unit::Fraction,
+        "cached_prompt_tokens / input_len, both summed over the completed requests whose \
+         engine reports cached prompt tokens (0 to 1); null (not reported) where the engine \
+         does not say",
+        |s| s.prefix_cache_hit_rate,
+    )
+    .compare(Better::Higher)
+    .columns(&[col(V, B)])
     .only_when_present(),
 ];
 

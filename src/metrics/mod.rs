@@ -193,6 +193,13 @@ pub struct Summary {
     pub per_user_output_throughput: Distribution,
     /// `None` when no successful request carries an engine first-token stamp.
     pub engine_ttft_delta: Option<Distribution>,
+    /// Prompt tokens served from the engine's prefix cache, over completed requests
+    /// that report it; `None` when none does.
+    #[serde(default)]
+    pub cached_prompt_tokens: Option<u64>,
+    /// `cached_prompt_tokens` / their prompt tokens, over the same requests.
+    #[serde(default)]
+    pub prefix_cache_hit_rate: Option<f64>,
     /// The point's rounds and how sure its main figures are.
     #[serde(default)]
     pub rounds: Rounds,
@@ -229,6 +236,9 @@ pub struct RequestMetrics {
     pub output_tokens: u64,
     /// The engine's own first-token stamp − submit, when the engine reports one.
     pub engine_ttft_ms: Option<f64>,
+    /// Prompt tokens served from the engine's prefix cache, when it reports them.
+    #[serde(default)]
+    pub cached_prompt_tokens: Option<u32>,
 }
 
 fn ns_to_ms(ns: u64) -> f64 {
@@ -259,6 +269,7 @@ pub fn per_request(r: &RequestTrace) -> RequestMetrics {
         tpot_ms: per_token,
         output_tokens: n,
         engine_ttft_ms,
+        cached_prompt_tokens: r.cached_prompt_tokens,
     }
 }
 
@@ -279,6 +290,8 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         Vec::new(),
     );
     let mut good = 0usize;
+    // (cached, prompt) tokens over the requests that report cached tokens.
+    let mut cache: Option<(u64, u64)> = None;
     let mut first_submit: Option<u64> = None;
     let mut last_finish: Option<u64> = None;
 
@@ -303,6 +316,11 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         let m = per_request(r);
         s.total_input_tokens += u64::from(r.input_len);
         s.total_output_tokens += m.output_tokens;
+        if let Some(c) = r.cached_prompt_tokens {
+            let (cached, prompt) = cache.get_or_insert((0, 0));
+            *cached += u64::from(c);
+            *prompt += u64::from(r.input_len);
+        }
         ttft.extend(m.ttft_ms);
         e2el.extend(m.e2el_ms);
         tpot.extend(m.tpot_ms);
@@ -345,6 +363,8 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s.e2el = distribution(&mut e2el);
     s.per_user_output_throughput = distribution(&mut per_user);
     s.engine_ttft_delta = (!delta.is_empty()).then(|| distribution(&mut delta));
+    s.cached_prompt_tokens = cache.map(|(c, _)| c);
+    s.prefix_cache_hit_rate = cache.and_then(|(c, p)| (p > 0).then(|| c as f64 / p as f64));
     s.rounds = rounds(records, s.duration.and(first_submit));
     s
 }
@@ -552,6 +572,32 @@ mod tests {
     }
 
     #[test]
+    fn prefix_cache_hit_rate_counts_only_requests_that_report() {
+        let mut rs = three();
+        // No engine says: not reported, never 0.
+        let s = summarize(&rs, &Slo::default());
+        assert_eq!(
+            (s.cached_prompt_tokens, s.prefix_cache_hit_rate),
+            (None, None)
+        );
+        // Two of three say (prompts of 10 and 20 tokens): 6 cached of 30.
+        rs[0].cached_prompt_tokens = Some(0);
+        rs[1].cached_prompt_tokens = Some(6);
+        let s = summarize(&rs, &Slo::default());
+        assert_eq!(s.cached_prompt_tokens, Some(6));
+        let (p0, p1) = (rs[0].input_len, rs[1].input_len);
+        assert!(close(s.prefix_cache_hit_rate, 6.0 / f64::from(p0 + p1)));
+        assert_eq!(per_request(&rs[1]).cached_prompt_tokens, Some(6));
+        // A failed request's cache hits are not counted.
+        rs[1].finish_reason = Some(FinishReason::Error);
+        let s = summarize(&rs, &Slo::default());
+        assert_eq!(
+            (s.cached_prompt_tokens, s.prefix_cache_hit_rate),
+            (Some(0), Some(0.0))
+        );
+    }
+
+    #[test]
     fn per_request_fields() {
         let rs = three();
         let m = per_request(&rs[0]);
@@ -563,6 +609,7 @@ mod tests {
                 tpot_ms: Some(25.0),
                 output_tokens: 3,
                 engine_ttft_ms: Some(99.5),
+                cached_prompt_tokens: None,
             }
         );
         assert_eq!(per_request(&rs[2]).engine_ttft_ms, None);

@@ -204,13 +204,13 @@ mod tests {
         assert_eq!(
             lines[0],
             "id,point,input_len,output_tokens,finish_reason,ttft_ms,tpot_ms,e2el_ms,\
-             engine_ttft_delta_ms,error"
+             engine_ttft_delta_ms,cached_prompt_tokens,error"
         );
         // TTFT 100 ms by the harness, 99.5 ms by the engine's own stamp.
-        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,0.5,");
-        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,,");
-        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,no token within 0.5 s");
-        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,,");
+        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,0.5,,");
+        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,,,");
+        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,,no token within 0.5 s");
+        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,,,");
         assert_eq!(lines.len(), 5);
     }
 

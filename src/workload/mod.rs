@@ -1,12 +1,14 @@
 //! Workloads: where requests come from.
 //!
-//! Three sources, all producing prompts as **token ids** (engines never re-tokenize):
+//! Four sources, all producing prompts as **token ids** (engines never re-tokenize):
 //!
 //! - [`WorkloadSpec::Synthetic`]: seeded random ids with exact input and output lengths
 //!   ([`synthetic`]).
 //! - [`WorkloadSpec::Sharegpt`]: `ShareGPT_V3_unfiltered_cleaned_split.json` with vLLM's
 //!   filtering rules ([`sharegpt`]).
 //! - [`WorkloadSpec::Prompts`]: a JSONL or plain-text prompt file ([`prompts`]).
+//! - [`WorkloadSpec::SharedPrefix`]: groups of synthetic prompts sharing a system
+//!   prompt, for prefix caches ([`shared_prefix`]).
 //!
 //! Token counts come from the model's own `tokenizer.json` ([`Tokenizer`]), so an input
 //! length of 512 means exactly 512 prompt tokens.
@@ -21,6 +23,7 @@
 //! `normal:` lengths), whose version is pinned by `Cargo.lock`.
 
 pub mod prompts;
+pub mod shared_prefix;
 pub mod sharegpt;
 pub mod synthetic;
 pub mod tokenizer;
@@ -274,15 +277,20 @@ pub enum WorkloadSpec {
     /// A prompt file (JSONL or plain text); `output_len` is used for lines without
     /// `max_tokens`.
     Prompts { path: PathBuf, output_len: u32 },
+    /// Groups of synthetic prompts, each group's sharing its system prompt.
+    #[serde(rename = "shared-prefix")]
+    SharedPrefix(shared_prefix::SharedPrefix),
 }
 
 impl WorkloadSpec {
-    /// The dataset name as the CLI spells it (`synthetic`, `sharegpt`, `prompts`).
+    /// The dataset name as the CLI spells it (`synthetic`, `sharegpt`, `prompts`,
+    /// `shared-prefix`).
     pub fn dataset_name(&self) -> &'static str {
         match self {
             WorkloadSpec::Synthetic { .. } => "synthetic",
             WorkloadSpec::Sharegpt { .. } => "sharegpt",
             WorkloadSpec::Prompts { .. } => "prompts",
+            WorkloadSpec::SharedPrefix(_) => "shared-prefix",
         }
     }
 }
@@ -319,6 +327,7 @@ pub fn build(
             let tok = tokenizer.ok_or(WorkloadError::NeedsTokenizer { dataset: "prompts" })?;
             prompts::build(path, *output_len, tok, count, seed, &mut rng)
         }
+        WorkloadSpec::SharedPrefix(s) => shared_prefix::build(s, tokenizer, count, seed, &mut rng),
     }
 }
 
@@ -461,6 +470,9 @@ pub enum WorkloadError {
 
     #[error("prompt file {} line {line} is not UTF-8 text; re-save the file as UTF-8", .path.display())]
     PromptNotUtf8 { path: PathBuf, line: usize },
+
+    #[error("invalid shared-prefix workload: {reason}")]
+    SharedPrefix { reason: String },
 
     #[error("prompt file {} has no prompts (it is empty or only blank lines); put one prompt per line, or JSONL lines {{\"prompt\": \"...\"}}", .path.display())]
     PromptFileEmpty { path: PathBuf },

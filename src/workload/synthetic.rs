@@ -29,71 +29,27 @@ pub(crate) fn build(
             })?;
     }
 
-    let (prefix, suffix, ids, vocab_note) = match tokenizer {
-        Some(tok) => {
-            let ids = tok.ordinary_ids();
-            if ids.is_empty() {
-                return Err(WorkloadError::EmptyVocab {
-                    path: tok.path().to_path_buf(),
-                });
-            }
-            let specials = tok.num_special_tokens();
-            if input_len.min_len() < specials && !matches!(input_len, LengthDist::Normal { .. }) {
-                return Err(WorkloadError::InputShorterThanSpecials {
-                    len: input_len.min_len(),
-                    specials,
-                    path: tok.path().to_path_buf(),
-                });
-            }
-            let excluded = tok.vocab_size().saturating_sub(ids.len() as u32);
-            let mut note = format!(
-                "random ids from the {}-token vocab of {} ({} added/special tokens excluded)",
-                tok.vocab_size(),
-                tok.path().display(),
-                excluded
-            );
-            if !tok.special_prefix().is_empty() {
-                note.push_str(&format!(
-                    ", each prompt starting with {:?} as the tokenizer adds",
-                    tok.special_prefix()
-                ));
-            }
-            if !tok.special_suffix().is_empty() {
-                note.push_str(&format!(", ending with {:?}", tok.special_suffix()));
-            }
-            (
-                tok.special_prefix().to_vec(),
-                tok.special_suffix().to_vec(),
-                Some(ids),
-                note,
-            )
+    let vocab = Vocab::new(tokenizer)?;
+    if let Some(tok) = tokenizer {
+        let specials = tok.num_special_tokens();
+        if input_len.min_len() < specials && !matches!(input_len, LengthDist::Normal { .. }) {
+            return Err(WorkloadError::InputShorterThanSpecials {
+                len: input_len.min_len(),
+                specials,
+                path: tok.path().to_path_buf(),
+            });
         }
-        None => (
-            Vec::new(),
-            Vec::new(),
-            None,
-            format!("random ids from 0..{DEFAULT_VOCAB} (no tokenizer given: no BOS added)"),
-        ),
-    };
-    let specials = (prefix.len() + suffix.len()) as u32;
-    let n_ids = ids
-        .as_ref()
-        .map_or(u64::from(DEFAULT_VOCAB), |v| v.len() as u64);
+    }
+    let specials = vocab.specials();
 
     let mut items = Vec::with_capacity(count);
     for _ in 0..count {
         let in_len = input_len.sample(rng, specials);
         let out_len = output_len.sample(rng, 1);
         let mut prompt = Vec::with_capacity(in_len as usize);
-        prompt.extend_from_slice(&prefix);
-        for _ in 0..(in_len - specials) {
-            let k = below(rng, n_ids);
-            prompt.push(match &ids {
-                Some(v) => v[k as usize],
-                None => k as u32,
-            });
-        }
-        prompt.extend_from_slice(&suffix);
+        prompt.extend_from_slice(&vocab.prefix);
+        vocab.draw(rng, in_len - specials, &mut prompt);
+        prompt.extend_from_slice(&vocab.suffix);
         items.push(WorkItem {
             prompt: Arc::from(prompt),
             output_len: out_len,
@@ -101,9 +57,10 @@ pub(crate) fn build(
     }
 
     let mut description = format!(
-        "synthetic: {count} requests, input {} tokens, output {} tokens, seed {seed}, {vocab_note}",
+        "synthetic: {count} requests, input {} tokens, output {} tokens, seed {seed}, {}",
         input_len.describe(),
         output_len.describe(),
+        vocab.note,
     );
     let mean =
         |f: &dyn Fn(&WorkItem) -> u64| items.iter().map(f).sum::<u64>() as f64 / count as f64;
@@ -117,6 +74,80 @@ pub(crate) fn build(
         ));
     }
     Ok(Workload { items, description })
+}
+
+/// What synthetic prompts are made of: the tokenizer's special prefix and suffix, and
+/// the ordinary ids they are drawn from.
+pub(crate) struct Vocab {
+    pub prefix: Vec<u32>,
+    pub suffix: Vec<u32>,
+    /// `None`: `0..DEFAULT_VOCAB` (no tokenizer).
+    ids: Option<Vec<u32>>,
+    /// How the ids are drawn, for the workload's description.
+    pub note: String,
+}
+
+impl Vocab {
+    pub fn new(tokenizer: Option<&Tokenizer>) -> Result<Vocab, WorkloadError> {
+        let Some(tok) = tokenizer else {
+            return Ok(Vocab {
+                prefix: Vec::new(),
+                suffix: Vec::new(),
+                ids: None,
+                note: format!(
+                    "random ids from 0..{DEFAULT_VOCAB} (no tokenizer given: no BOS added)"
+                ),
+            });
+        };
+        let ids = tok.ordinary_ids();
+        if ids.is_empty() {
+            return Err(WorkloadError::EmptyVocab {
+                path: tok.path().to_path_buf(),
+            });
+        }
+        let excluded = tok.vocab_size().saturating_sub(ids.len() as u32);
+        let mut note = format!(
+            "random ids from the {}-token vocab of {} ({} added/special tokens excluded)",
+            tok.vocab_size(),
+            tok.path().display(),
+            excluded
+        );
+        if !tok.special_prefix().is_empty() {
+            note.push_str(&format!(
+                ", each prompt starting with {:?} as the tokenizer adds",
+                tok.special_prefix()
+            ));
+        }
+        if !tok.special_suffix().is_empty() {
+            note.push_str(&format!(", ending with {:?}", tok.special_suffix()));
+        }
+        Ok(Vocab {
+            prefix: tok.special_prefix().to_vec(),
+            suffix: tok.special_suffix().to_vec(),
+            ids: Some(ids),
+            note,
+        })
+    }
+
+    /// Special tokens the tokenizer adds to every prompt.
+    pub fn specials(&self) -> u32 {
+        (self.prefix.len() + self.suffix.len()) as u32
+    }
+
+    /// Appends `n` ids drawn uniformly from the ordinary vocab.
+    pub fn draw(&self, rng: &mut ChaCha8Rng, n: u32, out: &mut Vec<u32>) {
+        let n_ids = self
+            .ids
+            .as_ref()
+            .map_or(u64::from(DEFAULT_VOCAB), |v| v.len() as u64);
+        for _ in 0..n {
+            let k = below(rng, n_ids);
+            out.push(match &self.ids {
+                Some(v) => v[k as usize],
+                None => k as u32,
+            });
+        }
+    }
 }
 
 #[cfg(test)]

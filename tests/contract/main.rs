@@ -247,6 +247,23 @@ fn binary_run(engine: &str, setup: &Setup) -> Result<(), Failed> {
             "{engine}: request {id}'s token stamps are not increasing: {ns:?}"
         );
         engine_stamps_in_order(engine, r, slack)?;
+        // Prefix-cache hits: from exactly the engines that name their source, never
+        // more than the prompt.
+        let source = run["engine"]["scheduler"]["cached_prompt_tokens_source"].as_str();
+        match (r["cached_prompt_tokens"].as_u64(), source) {
+            (Some(c), Some(_)) => ensure!(
+                c <= r["input_len"].as_u64().unwrap_or(0),
+                "{engine}: request {id} has {c} cached prompt tokens, more than its prompt: {r}"
+            ),
+            (None, None) => {}
+            (c, s) => {
+                return Err(format!(
+                    "{engine}: request {id} reports cached prompt tokens {c:?} but the engine \
+                     names the source {s:?}"
+                )
+                .into())
+            }
+        }
     }
     // The first two batches completed, but for the failing request.
     let done = recs

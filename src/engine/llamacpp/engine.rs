@@ -397,6 +397,8 @@ impl LlamaCppEngine {
             token_ids: s.ids,
             top2_margins: s.margins,
             engine: Some(s.stamps),
+            // Each slot computes its prompt from scratch (no prompt-cache reuse).
+            cached_prompt_tokens: None,
         })
     }
 

@@ -482,6 +482,9 @@ fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<()
         if let Some(e) = d.get_item("error")?.filter(|v| !v.is_none()) {
             f.error = Some(e.str()?.to_string());
         }
+        if let Some(c) = d.get_item("cached_prompt_tokens")?.filter(|v| !v.is_none()) {
+            f.cached_prompt_tokens = Some(c.extract()?);
+        }
         if let Some(e) = d.get_item("engine")?.filter(|v| !v.is_none()) {
             let e = e.cast_into::<PyDict>()?;
             f.engine = Some(EngineStamps {
@@ -574,6 +577,15 @@ impl Engine for PythonEngine {
 
     fn profile_start(&mut self, dir: &Path, label: &str) -> Result<bool, EngineError> {
         self.start_profiler(dir, label)
+    }
+
+    fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {
+        Python::attach(|py| {
+            self.adapter
+                .call_method0(py, "reset_prefix_cache")
+                .and_then(|r| r.extract::<bool>(py))
+                .map_err(|e| py_error(py, e, "reset_prefix_cache"))
+        })
     }
 
     fn profile_stop(&mut self) -> Result<Option<super::Profile>, EngineError> {
