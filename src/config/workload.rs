@@ -89,10 +89,19 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                 path: need_path("JSONL with \"prompt\", or text, one prompt per line")?,
             }
         }
+        "trace" => {
+            no_input_len("trace")?;
+            WorkloadSpec::Trace {
+                output_len: fixed_output("a trace")?,
+                path: need_path("a Mooncake JSONL or BurstGPT CSV trace")?,
+                // Set by the stop section (`--num-requests`).
+                lines: None,
+            }
+        }
         other => {
             return err(
                 "dataset",
-                format!("unknown --dataset '{other}'; use synthetic, sharegpt or prompts"),
+                format!("unknown --dataset '{other}'; use synthetic, sharegpt, prompts or trace"),
             )
         }
     };
@@ -118,7 +127,8 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         }
         _ => None,
     };
-    if tokenizer.is_none() && dataset != "synthetic" {
+    // Synthetic ids need no tokenizer (nor do a trace's, which are synthetic too).
+    if tokenizer.is_none() && !matches!(dataset, "synthetic" | "trace") {
         return err("dataset", format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
     }
     let temperature = a.temperature.unwrap_or(0.0);

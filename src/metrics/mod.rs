@@ -193,6 +193,16 @@ pub struct Summary {
     pub per_user_output_throughput: Distribution,
     /// `None` when no successful request carries an engine first-token stamp.
     pub engine_ttft_delta: Option<Distribution>,
+    /// Open loops (requests with a scheduled arrival): submit − scheduled arrival,
+    /// over every submitted request. `None` in batch and concurrency mode.
+    #[serde(default)]
+    pub queue_time: Option<Distribution>,
+    /// Open loops: submit − max(scheduled arrival, slot free), every submitted request.
+    #[serde(default)]
+    pub schedule_lag: Option<Distribution>,
+    /// Open loops: first token − scheduled arrival, per successful request.
+    #[serde(default)]
+    pub ttft_from_arrival: Option<Distribution>,
     /// The point's rounds and how sure its main figures are.
     #[serde(default)]
     pub rounds: Rounds,
@@ -229,6 +239,12 @@ pub struct RequestMetrics {
     pub output_tokens: u64,
     /// The engine's own first-token stamp − submit, when the engine reports one.
     pub engine_ttft_ms: Option<f64>,
+    /// Submit − scheduled arrival (open loops).
+    pub queue_time_ms: Option<f64>,
+    /// Submit − max(scheduled arrival, slot free) (open loops).
+    pub schedule_lag_ms: Option<f64>,
+    /// First token − scheduled arrival (open loops).
+    pub ttft_from_arrival_ms: Option<f64>,
 }
 
 fn ns_to_ms(ns: u64) -> f64 {
@@ -253,12 +269,20 @@ pub fn per_request(r: &RequestTrace) -> RequestMetrics {
         .as_ref()
         .and_then(|e| e.first_token_ns)
         .map(|e| signed_ns_to_ms(e.0, r.submit_ns.0));
+    let intended = r.intended_ns;
+    // The later of arrival and slot free: when the driver could first have submitted.
+    let ready = intended.map(|i| r.slot_free_ns.map_or(i, |f| f.max(i)));
     RequestMetrics {
         ttft_ms: first.map(ns_to_ms),
         e2el_ms: last.map(ns_to_ms),
         tpot_ms: per_token,
         output_tokens: n,
         engine_ttft_ms,
+        queue_time_ms: intended.map(|i| signed_ns_to_ms(r.submit_ns.0, i.0)),
+        schedule_lag_ms: ready.map(|t| signed_ns_to_ms(r.submit_ns.0, t.0)),
+        ttft_from_arrival_ms: intended
+            .zip(r.first_token_ns())
+            .map(|(i, f)| signed_ns_to_ms(f.0, i.0)),
     }
 }
 
@@ -278,6 +302,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         Vec::new(),
         Vec::new(),
     );
+    let (mut queue, mut lag, mut from_arrival) = (Vec::new(), Vec::new(), Vec::new());
     let mut good = 0usize;
     let mut first_submit: Option<u64> = None;
     let mut last_finish: Option<u64> = None;
@@ -287,6 +312,10 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
             first_submit = Some(first_submit.map_or(r.submit_ns.0, |t| t.min(r.submit_ns.0)));
             last_finish = Some(last_finish.map_or(f.0, |t| t.max(f.0)));
         }
+        let m = per_request(r);
+        // Every submitted request waited and was submitted, whatever its outcome.
+        queue.extend(m.queue_time_ms);
+        lag.extend(m.schedule_lag_ms);
         if !r.is_success() {
             s.failed += 1;
             *s.failed_by_reason
@@ -300,7 +329,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
             continue;
         }
         s.completed += 1;
-        let m = per_request(r);
+        from_arrival.extend(m.ttft_from_arrival_ms);
         s.total_input_tokens += u64::from(r.input_len);
         s.total_output_tokens += m.output_tokens;
         ttft.extend(m.ttft_ms);
@@ -345,6 +374,9 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s.e2el = distribution(&mut e2el);
     s.per_user_output_throughput = distribution(&mut per_user);
     s.engine_ttft_delta = (!delta.is_empty()).then(|| distribution(&mut delta));
+    s.queue_time = (!queue.is_empty()).then(|| distribution(&mut queue));
+    s.schedule_lag = (!lag.is_empty()).then(|| distribution(&mut lag));
+    s.ttft_from_arrival = (!from_arrival.is_empty()).then(|| distribution(&mut from_arrival));
     s.rounds = rounds(records, s.duration.and(first_submit));
     s
 }
@@ -552,6 +584,36 @@ mod tests {
     }
 
     #[test]
+    fn queue_time_and_schedule_lag_from_the_arrival_and_the_slot() {
+        // Arrived at 0, its slot freed at 30 ms, submitted at 31 ms, first token +100.
+        let mut r = req(
+            0,
+            10,
+            31,
+            &[100, 110],
+            Some(141),
+            Some(FinishReason::Length),
+        );
+        r.intended_ns = Some(MonoNs(T0));
+        r.slot_free_ns = Some(MonoNs(T0 + 30 * MS));
+        let m = per_request(&r);
+        assert!(close(m.queue_time_ms, 31.0));
+        assert!(close(m.schedule_lag_ms, 1.0));
+        assert!(close(m.ttft_from_arrival_ms, 131.0));
+        // Without a slot wait the lag is the whole queue time.
+        r.slot_free_ns = None;
+        assert!(close(per_request(&r).schedule_lag_ms, 31.0));
+        let s = summarize(&[r], &Slo::default());
+        assert_eq!(s.queue_time.as_ref().map(|d| d.count), Some(1));
+        assert!(close(s.ttft_from_arrival.unwrap().median, 131.0));
+        // Batch and concurrency runs have none of them.
+        let s = summarize(&three(), &Slo::default());
+        assert!(
+            s.queue_time.is_none() && s.schedule_lag.is_none() && s.ttft_from_arrival.is_none()
+        );
+    }
+
+    #[test]
     fn per_request_fields() {
         let rs = three();
         let m = per_request(&rs[0]);
@@ -563,6 +625,7 @@ mod tests {
                 tpot_ms: Some(25.0),
                 output_tokens: 3,
                 engine_ttft_ms: Some(99.5),
+                ..Default::default()
             }
         );
         assert_eq!(per_request(&rs[2]).engine_ttft_ms, None);

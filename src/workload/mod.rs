@@ -7,6 +7,8 @@
 //! - [`WorkloadSpec::Sharegpt`]: `ShareGPT_V3_unfiltered_cleaned_split.json` with vLLM's
 //!   filtering rules ([`sharegpt`]).
 //! - [`WorkloadSpec::Prompts`]: a JSONL or plain-text prompt file ([`prompts`]).
+//! - [`WorkloadSpec::Trace`]: a Mooncake or BurstGPT trace, with its arrival times
+//!   ([`trace`]).
 //!
 //! Token counts come from the model's own `tokenizer.json` ([`Tokenizer`]), so an input
 //! length of 512 means exactly 512 prompt tokens.
@@ -24,6 +26,7 @@ pub mod prompts;
 pub mod sharegpt;
 pub mod synthetic;
 pub mod tokenizer;
+pub mod trace;
 
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha8Rng;
@@ -58,6 +61,9 @@ pub struct Workload {
     pub items: Vec<WorkItem>,
     /// One line stating how the items were made (source, lengths, seed, vocab, cycling).
     pub description: String,
+    /// A trace's arrival of each item, ns after its first line (`--dataset trace`);
+    /// None for workloads without a clock of their own.
+    pub arrivals_ns: Option<Vec<u64>>,
 }
 
 impl Workload {
@@ -274,6 +280,14 @@ pub enum WorkloadSpec {
     /// A prompt file (JSONL or plain text); `output_len` is used for lines without
     /// `max_tokens`.
     Prompts { path: PathBuf, output_len: u32 },
+    /// A trace (Mooncake JSONL or BurstGPT CSV) replayed on its own clock; `lines`: its
+    /// first lines only (None: the whole trace); `output_len` overrides every output.
+    Trace {
+        path: PathBuf,
+        output_len: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<usize>,
+    },
 }
 
 impl WorkloadSpec {
@@ -283,6 +297,7 @@ impl WorkloadSpec {
             WorkloadSpec::Synthetic { .. } => "synthetic",
             WorkloadSpec::Sharegpt { .. } => "sharegpt",
             WorkloadSpec::Prompts { .. } => "prompts",
+            WorkloadSpec::Trace { .. } => "trace",
         }
     }
 }
@@ -319,6 +334,12 @@ pub fn build(
             let tok = tokenizer.ok_or(WorkloadError::NeedsTokenizer { dataset: "prompts" })?;
             prompts::build(path, *output_len, tok, count, seed, &mut rng)
         }
+        // As many items as the trace holds (or its first `lines`), not `count`.
+        WorkloadSpec::Trace {
+            path,
+            output_len,
+            lines,
+        } => trace::build(path, *output_len, *lines, tokenizer, seed),
     }
 }
 
@@ -461,6 +482,19 @@ pub enum WorkloadError {
 
     #[error("prompt file {} line {line} is not UTF-8 text; re-save the file as UTF-8", .path.display())]
     PromptNotUtf8 { path: PathBuf, line: usize },
+
+    #[error("trace file {} line {line}: {reason}; expected {}", .path.display(), trace::JSONL_FORM)]
+    TraceLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    #[error("trace file {} has more than {limit} lines, the most one run replays; pass --num-requests N to replay its first N lines", .path.display())]
+    TraceTooLong { path: PathBuf, limit: usize },
+
+    #[error("trace file {} has no requests; give a Mooncake JSONL or BurstGPT CSV trace", .path.display())]
+    TraceEmpty { path: PathBuf },
 
     #[error("prompt file {} has no prompts (it is empty or only blank lines); put one prompt per line, or JSONL lines {{\"prompt\": \"...\"}}", .path.display())]
     PromptFileEmpty { path: PathBuf },
@@ -736,6 +770,7 @@ mod tests {
                 },
             ],
             description: String::new(),
+            arrivals_ns: None,
         };
         assert_eq!(
             String::from_utf8(w.to_jsonl()).unwrap(),

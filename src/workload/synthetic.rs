@@ -116,7 +116,11 @@ pub(crate) fn build(
             mean(&|it| u64::from(it.output_len))
         ));
     }
-    Ok(Workload { items, description })
+    Ok(Workload {
+        items,
+        description,
+        arrivals_ns: None,
+    })
 }
 
 #[cfg(test)]
