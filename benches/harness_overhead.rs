@@ -95,6 +95,7 @@ fn workload(n: usize, input: usize, output: u32) -> Workload {
     Workload {
         items,
         description: "bench".into(),
+        arrivals_ns: None,
     }
 }
 

@@ -121,6 +121,7 @@ fn harness(engine: &mut dyn Engine, prompts: &[Vec<u32>], ids: bool) -> (f64, Ve
             })
             .collect(),
         description: "bench".into(),
+        arrivals_ns: None,
     };
     let o = DriverOptions {
         sampling: Sampling {

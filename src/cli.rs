@@ -161,11 +161,31 @@ pub struct RunArgs {
     /// Gamma shape of open-loop gaps: 1 = Poisson (default), < 1 burstier.
     #[arg(long)]
     pub burstiness: Option<f64>,
+    /// Open loop whose rate ramps per request over --num-requests, as `vllm bench serve`: linear or exponential.
+    #[arg(long, value_name = "STRATEGY")]
+    #[serde(alias = "ramp-up-strategy")]
+    pub ramp_up_strategy: Option<String>,
+    /// The ramp's rate (requests/s) at its first request.
+    #[arg(long, value_name = "RPS")]
+    #[serde(alias = "ramp-up-start-rps")]
+    pub ramp_up_start_rps: Option<f64>,
+    /// The ramp's rate (requests/s) at its last request.
+    #[arg(long, value_name = "RPS")]
+    #[serde(alias = "ramp-up-end-rps")]
+    pub ramp_up_end_rps: Option<f64>,
+    /// Open loops (--rate, a ramp, --dataset trace): at most C requests in flight; later arrivals wait client-side, first come first served.
+    #[arg(long, value_name = "C")]
+    #[serde(alias = "max-concurrency")]
+    pub max_concurrency: Option<u32>,
+    /// --dataset trace: multiplies every gap between arrivals (0.5 replays twice as fast; default 1).
+    #[arg(long, value_name = "X")]
+    #[serde(alias = "time-scale")]
+    pub time_scale: Option<f64>,
 
-    /// synthetic (default), sharegpt, prompts or shared-prefix.
+    /// synthetic (default), sharegpt, prompts, shared-prefix or trace.
     #[arg(long)]
     pub dataset: Option<String>,
-    /// ShareGPT JSON, or a prompt file (JSONL with "prompt"[, "max_tokens"], or text).
+    /// ShareGPT JSON, a prompt file (JSONL with "prompt"[, "max_tokens"], or text), or a trace (Mooncake JSONL or BurstGPT CSV).
     #[arg(long, value_name = "FILE")]
     #[serde(alias = "dataset-path")]
     pub dataset_path: Option<PathBuf>,

@@ -46,6 +46,11 @@ pub struct RequestTrace {
     /// Open-loop runs: when the arrival process scheduled the request (≤ submit).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub intended_ns: Option<MonoNs>,
+    /// Under `--max-concurrency`: when the slot this request took became free (the
+    /// driver's poll that returned the finish of the request before it), present only
+    /// when that was after `intended_ns` (the request waited in the client queue).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slot_free_ns: Option<MonoNs>,
     /// Token event times, nanoseconds after `submit_ns`, non-decreasing.
     pub token_ns: Vec<u64>,
     /// Tokens carried by each event; omitted in the file when every event carried one.
@@ -89,6 +94,7 @@ impl RequestTrace {
             output_len,
             submit_ns,
             intended_ns: None,
+            slot_free_ns: None,
             // One event per token is the common case; reserving the budget avoids
             // reallocation on the hot path and keeps memory at 8 bytes per token. The
             // reservation is capped: a huge output_len that EOS cuts short must not

@@ -32,6 +32,7 @@ fn workload(input: usize, output: u32, n: usize) -> Workload {
     Workload {
         items,
         description: "test".into(),
+        arrivals_ns: None,
     }
 }
 

@@ -83,6 +83,11 @@ fn flag_values() -> impl Strategy<Value = Vec<(String, String)>> {
         "--profile-steps",
         "--profile-points",
         "--gpu-sample-ms",
+        "--max-concurrency",
+        "--ramp-up-strategy",
+        "--ramp-up-start-rps",
+        "--ramp-up-end-rps",
+        "--time-scale",
     ]);
     prop::collection::vec((flags.prop_map(String::from), nasty_number()), 0..6)
 }
@@ -234,6 +239,30 @@ fn read_dataset(spec: WorkloadSpec, tok: &Tokenizer, count: usize) -> Result<(),
     }
 }
 
+/// Reads a trace (Mooncake JSONL, or BurstGPT CSV by extension): Ok (at least one
+/// request, each with an arrival) or a usage error, never a panic.
+fn read_trace(path: PathBuf) -> Result<(), String> {
+    let spec = WorkloadSpec::Trace {
+        path,
+        output_len: None,
+        lines: None,
+    };
+    match std::panic::catch_unwind(|| workload::build(&spec, None, 1, 1)) {
+        Ok(Ok(w)) if !w.is_empty() && w.arrivals_ns.as_ref().map(Vec::len) == Some(w.len()) => {
+            Ok(())
+        }
+        Ok(Ok(w)) => Err(format!("{} items, arrivals {:?}", w.len(), w.arrivals_ns)),
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            let code = exit_code(&anyhow::Error::new(e));
+            (code == EXIT_USAGE && !msg.contains('\n'))
+                .then_some(())
+                .ok_or(format!("exit {code}: {msg}"))
+        }
+        Err(_) => Err("panicked".into()),
+    }
+}
+
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     use serde_json::Value;
     let leaf = prop_oneof![
@@ -283,6 +312,22 @@ proptest! {
         prop_assert!(r.is_ok(), "prompts: {r:?}");
         let r = read_dataset(WorkloadSpec::Sharegpt { path, output_len: None }, &tok, 5);
         prop_assert!(r.is_ok(), "sharegpt: {r:?}");
+    }
+
+    #[test]
+    fn any_bytes_or_json_lines_as_a_trace(bytes in prop::collection::vec(any::<u8>(), 0..2048), values in prop::collection::vec(json_value(), 0..6)) {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["t.jsonl", "t.csv"] {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let r = read_trace(path);
+            prop_assert!(r.is_ok(), "{name} bytes: {r:?}");
+        }
+        let lines: String = values.iter().map(|v| format!("{v}\n")).collect();
+        let path = tmp.path().join("j.jsonl");
+        std::fs::write(&path, &lines).unwrap();
+        let r = read_trace(path);
+        prop_assert!(r.is_ok(), "{lines}: {r:?}");
     }
 
     #[test]
@@ -364,6 +409,54 @@ fn extreme_values_through_the_binary_exit_2_and_write_nothing() {
         &["--temperature", "inf"],
         &["--engine-arg", "decode_ms=1e300"],
         &["--engine-arg", "jitter_pct=100"],
+        // Open loops that would never end or never start.
+        &["--rate", "inf", "--duration", "2"],
+        &["--rate", "1000000", "--duration", "86400"],
+        &["--rate", "2", "--max-concurrency", "0"],
+        &["--rate", "2", "--max-concurrency", "4097"],
+        &["--concurrency", "2", "--max-concurrency", "2"],
+        &[
+            "--ramp-up-strategy",
+            "linear",
+            "--ramp-up-start-rps",
+            "10",
+            "--ramp-up-end-rps",
+            "5",
+            "--num-requests",
+            "10",
+        ],
+        &[
+            "--ramp-up-strategy",
+            "exponential",
+            "--ramp-up-start-rps",
+            "0",
+            "--ramp-up-end-rps",
+            "5",
+            "--num-requests",
+            "10",
+        ],
+        &[
+            "--ramp-up-strategy",
+            "linear",
+            "--ramp-up-start-rps",
+            "1",
+            "--ramp-up-end-rps",
+            "5",
+            "--duration",
+            "2",
+        ],
+        &[
+            "--ramp-up-strategy",
+            "linear",
+            "--ramp-up-start-rps",
+            "1",
+            "--ramp-up-end-rps",
+            "1e300",
+            "--num-requests",
+            "3",
+        ],
+        &["--ramp-up-end-rps", "5"],
+        &["--time-scale", "0.5"],
     ];
     for args in cases {
         let err = fails(
@@ -382,5 +475,89 @@ fn extreme_values_through_the_binary_exit_2_and_write_nothing() {
         assert_eq!(lines.len(), 1, "{args:?}: {err}");
         assert!(lines[0].starts_with("Error: "), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+}
+
+/// Hostile traces through the real binary: exit 2 within seconds, one line naming the
+/// file (and the line, where one is at fault), nothing written. A trace longer than a
+/// run replays (10⁷ lines behaves as this one: reading stops at line 65,537) is refused
+/// without reading the rest.
+#[test]
+fn hostile_traces_exit_2_quickly_naming_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out: PathBuf = tmp.path().join("out");
+    let ok = "{\"timestamp\": 5, \"input_length\": 4, \"output_length\": 2}\n";
+    let long = ok.repeat(llm_harness::workload::trace::MAX_TRACE_LINES + 10_000);
+    let cases: &[(&str, String, &[&str], &str)] = &[
+        (
+            "neg.jsonl",
+            "{\"timestamp\": -5, \"input_length\": 4, \"output_length\": 2}\n".into(),
+            &[],
+            "line 1",
+        ),
+        (
+            "unsorted.jsonl",
+            format!("{ok}{ok}{}", ok.replace("5,", "1,")),
+            &[],
+            "line 3",
+        ),
+        (
+            "bad.jsonl",
+            format!("{ok}{{\"timestamp\": 7, \"input_length\": \"x\"}}\n"),
+            &[],
+            "line 2",
+        ),
+        (
+            "bad.csv",
+            "Timestamp,Request tokens,Response tokens\n1,2,3\n-4,2,3\n".into(),
+            &[],
+            "line 3",
+        ),
+        ("long.jsonl", long, &[], "--num-requests"),
+        (
+            "zero.jsonl",
+            ok.into(),
+            &["--time-scale", "0"],
+            "--time-scale",
+        ),
+        (
+            "negative.jsonl",
+            ok.into(),
+            &["--time-scale=-1"],
+            "--time-scale",
+        ),
+        ("rate.jsonl", ok.into(), &["--rate", "5"], "--rate"),
+    ];
+    for (name, text, extra, needle) in cases {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let t = std::time::Instant::now();
+        let err = fails(
+            harness()
+                .args([
+                    "--engine",
+                    "calibration",
+                    "--dataset",
+                    "trace",
+                    "--dataset-path",
+                ])
+                .arg(&path)
+                .args(*extra)
+                .arg("--out")
+                .arg(&out)
+                .timeout(std::time::Duration::from_secs(30)),
+            2,
+        );
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{name}: {err}");
+        assert!(
+            lines[0].starts_with("Error: ") && lines[0].contains(needle),
+            "{name}: {err}"
+        );
+        if !extra.iter().any(|a| a.starts_with("--")) {
+            assert!(lines[0].contains(name), "{name}: {err}");
+        }
+        assert!(t.elapsed().as_secs() < 10, "{name} took {:?}", t.elapsed());
+        assert!(!out.exists(), "{name} left {}", out.display());
     }
 }

@@ -69,6 +69,7 @@ fn workload(input: usize, output: u32, n: usize, first: impl Fn(usize) -> u32) -
     Workload {
         items,
         description: "stand-in test".into(),
+        arrivals_ns: None,
     }
 }
 

@@ -73,12 +73,17 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// Driver options for one point: `--warmup` as given, else one round; an `--rate
-    /// inf` point without an exact amount runs [`stop::INF_RATE_REQUESTS`] at once.
+    /// inf` point without an exact amount runs [`stop::INF_RATE_REQUESTS`] at once; a
+    /// trace without one replays to its end.
     pub fn driver_for(&self, p: LoadPoint) -> DriverOptions {
         let mut d = self.driver.clone();
         let exact = d.stop.num_requests.is_some() || d.stop.duration.is_some();
         if !exact && matches!(p, LoadPoint::Rate { rate, .. } if rate.is_infinite()) {
             d.stop.num_requests = Some(stop::INF_RATE_REQUESTS);
+        }
+        if !exact && matches!(p, LoadPoint::Trace { .. }) {
+            // Never reached: the trace ends first (it holds at most MAX_TRACE_LINES).
+            d.stop.num_requests = Some(stop::MAX_REQUESTS);
         }
         d.warmup = self.warmup.unwrap_or_else(|| stop::default_warmup(p));
         d.profile = self.instruments.profile_plan(&self.points, p, &self.out);
@@ -97,9 +102,13 @@ impl RunConfig {
             let wave = match p {
                 LoadPoint::Batch { batch } => batch as usize,
                 LoadPoint::Concurrency { concurrency } => concurrency as usize,
-                LoadPoint::Rate { .. } => 1,
+                LoadPoint::Rate { .. } | LoadPoint::Ramp { .. } | LoadPoint::Trace { .. } => 1,
             };
             let measured = match (s.num_requests, s.duration, p) {
+                // A trace builds what it holds (at most MAX_WORKLOAD_ITEMS lines).
+                (_, _, LoadPoint::Trace { .. }) if self.driver.stop.num_requests.is_none() => {
+                    MAX_WORKLOAD_ITEMS
+                }
                 (Some(n), _, _) => n,
                 (None, Some(t), LoadPoint::Rate { rate, .. }) => {
                     (rate * t.as_secs_f64() * 2.0).ceil().min(1e9) as usize
@@ -159,6 +168,11 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         concurrency,
         rate,
         burstiness,
+        ramp_up_strategy,
+        ramp_up_start_rps,
+        ramp_up_end_rps,
+        max_concurrency,
+        time_scale,
         dataset,
         dataset_path,
         input_len,
@@ -202,6 +216,8 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
     let slo = slo::parse(&a)?;
     let output = output::parse(&a, engine.spec.name)?;
     let instruments = instruments::parse(&a, &points)?;
+    let max_concurrency = load::max_concurrency(&a, &points)?;
+    check_open_loop_amounts(&points, &stop.stop)?;
     let engine_config = EngineConfig {
         log_dir: Some(output.out.clone()),
         ..engine.config
@@ -220,6 +236,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
             seed: workload.seed,
             profile: None,
             fresh_cache: a.fresh_cache.unwrap_or(false),
+            max_concurrency,
         },
         warmup: stop.warmup,
         points,
@@ -232,7 +249,60 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
         effective: RunArgs { config: None, ..a },
     };
     check_workload_memory(&cfg)?;
+    let mut cfg = cfg;
+    // An exact --num-requests replays the trace's first lines (warmup included).
+    let first = cfg
+        .driver
+        .stop
+        .num_requests
+        .is_some()
+        .then(|| cfg.workload_size());
+    if let WorkloadSpec::Trace { lines, .. } = &mut cfg.workload {
+        *lines = first;
+    }
     Ok(cfg)
+}
+
+/// An open loop's arrivals must end: `--rate inf` (all at once) has no amount under
+/// `--duration`, a ramp is defined over `--num-requests`, and rate × duration is at
+/// most [`stop::MAX_REQUESTS`] arrivals.
+fn check_open_loop_amounts(
+    points: &[LoadPoint],
+    stop: &crate::driver::Stop,
+) -> Result<(), ConfigError> {
+    for p in points {
+        match *p {
+            LoadPoint::Rate { rate, .. } if rate.is_infinite() && stop.duration.is_some() => {
+                return err(
+                    "rate",
+                    "--rate inf sends every request at once, so --duration sets no amount and the queue would have no end; give --num-requests N with --rate inf (or a finite --rate)",
+                );
+            }
+            LoadPoint::Rate { rate, .. } if rate.is_finite() => {
+                if let Some(d) = stop.duration {
+                    let n = rate * d.as_secs_f64();
+                    if n > stop::MAX_REQUESTS as f64 {
+                        return err(
+                            "duration",
+                            format!(
+                                "--rate {rate} for --duration {} s is {n:.0} arrivals, above {} per point; lower --rate or --duration",
+                                d.as_secs_f64(),
+                                stop::MAX_REQUESTS
+                            ),
+                        );
+                    }
+                }
+            }
+            LoadPoint::Ramp { .. } if stop.num_requests.is_none() => {
+                return err(
+                    "ramp-up-strategy",
+                    "a ramp's rate goes from its start to its end across --num-requests N requests (as in vllm bench serve); add --num-requests N",
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The prompts of a run must fit in memory: items × longest input length.

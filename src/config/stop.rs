@@ -145,6 +145,8 @@ pub fn default_warmup(p: LoadPoint) -> usize {
         LoadPoint::Concurrency { concurrency } => concurrency as usize,
         LoadPoint::Rate { rate, .. } if rate.is_infinite() => 1,
         LoadPoint::Rate { rate, .. } => (rate.ceil() as usize).clamp(1, MAX_REQUESTS),
+        // A ramp starts gently on its own; a trace replays exactly what it holds.
+        LoadPoint::Ramp { .. } | LoadPoint::Trace { .. } => 0,
     }
 }
 

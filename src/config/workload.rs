@@ -137,12 +137,20 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                     }
                 },
             })
+        "trace" => {
+            no_input_len("trace")?;
+            WorkloadSpec::Trace {
+                output_len: fixed_output("a trace")?,
+                path: need_path("a Mooncake JSONL or BurstGPT CSV trace")?,
+                // Set by the stop section (`--num-requests`).
+                lines: None,
+            }
         }
         other => {
             return err(
                 "dataset",
                 format!(
-                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts or shared-prefix"
+                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts, shared-prefix or trace"
                 ),
             )
         }
@@ -169,7 +177,9 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         }
         _ => None,
     };
-    if tokenizer.is_none() && !matches!(dataset, "synthetic" | "shared-prefix") {
+    // Synthetic ids need no tokenizer (nor do a shared-prefix workload's or a trace's,
+    // which are synthetic too).
+    if tokenizer.is_none() && !matches!(dataset, "synthetic" | "shared-prefix" | "trace") {
         return err("dataset", format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
     }
     let temperature = a.temperature.unwrap_or(0.0);

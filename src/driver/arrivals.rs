@@ -1,8 +1,11 @@
-//! Open-loop arrival times: seeded Poisson or gamma-distributed gaps.
+//! Open-loop arrival times: seeded Poisson or gamma-distributed gaps at a steady rate
+//! ([`Arrivals`]), the same with a rate that ramps per request as `vllm bench serve`'s
+//! `--ramp-up-strategy` ([`Ramp`]), and a recorded trace's own clock ([`TraceClock`]).
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
+use serde::{Deserialize, Serialize};
 
 /// Arrival offsets (ns after the start of the point), drawn on demand so an open-loop
 /// point can run as long as its floors ask without sizing a list up front.
@@ -50,6 +53,119 @@ impl Iterator for Arrivals {
     }
 }
 
+/// How a ramp's rate goes from its start to its end (`--ramp-up-strategy`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RampStrategy {
+    Linear,
+    Exponential,
+}
+
+impl RampStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            RampStrategy::Linear => "linear",
+            RampStrategy::Exponential => "exponential",
+        }
+    }
+
+    /// The rate of request `i` of `n`, as vLLM's `_get_current_request_rate`:
+    /// progress = i / max(n - 1, 1); linear: start + (end - start) × progress;
+    /// exponential: start × (end / start)^progress.
+    pub fn rate(self, start: f64, end: f64, i: usize, n: usize) -> f64 {
+        let progress = i as f64 / n.saturating_sub(1).max(1) as f64;
+        match self {
+            RampStrategy::Linear => start + (end - start) * progress,
+            RampStrategy::Exponential => start * (end / start).powf(progress),
+        }
+    }
+}
+
+/// Arrival offsets of a ramp over `n` requests: request 0 at offset 0, then the gap
+/// before request `i` is gamma-distributed with shape `burstiness` and mean
+/// 1 / rate(i) ([`RampStrategy::rate`]). vLLM draws the same gaps but also delays its
+/// first request by one gap; here every open loop starts at offset 0. Past `n` the
+/// rate stays at its end.
+pub struct Ramp {
+    rng: ChaCha8Rng,
+    strategy: RampStrategy,
+    start: f64,
+    end: f64,
+    burstiness: f64,
+    n: usize,
+    i: usize,
+    t: f64,
+}
+
+impl Ramp {
+    /// Validated by the config: 0 < start <= end <= MAX_RATE, burstiness > 0.
+    pub fn new(
+        strategy: RampStrategy,
+        start: f64,
+        end: f64,
+        burstiness: f64,
+        n: usize,
+        seed: u64,
+    ) -> Ramp {
+        Ramp {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            strategy,
+            start,
+            end,
+            burstiness,
+            n,
+            i: 0,
+            t: 0.0,
+        }
+    }
+}
+
+impl Iterator for Ramp {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.i > 0 {
+            let rate = self
+                .strategy
+                .rate(self.start, self.end, self.i.min(self.n), self.n);
+            self.t += match Gamma::new(self.burstiness, 1.0 / (rate * self.burstiness)) {
+                Ok(g) => g.sample(&mut self.rng),
+                Err(_) => 1.0 / rate,
+            };
+        }
+        self.i += 1;
+        Some((self.t * 1e9).round().min(u64::MAX as f64) as u64)
+    }
+}
+
+/// A recorded trace's arrivals: `offsets` are ns after the trace's first line, the
+/// replay starts at line `from` (offset 0 there) and `time_scale` multiplies every
+/// gap (0.5 replays twice as fast). Ends with the trace.
+pub struct TraceClock<'w> {
+    offsets: std::slice::Iter<'w, u64>,
+    base: u64,
+    time_scale: f64,
+}
+
+impl<'w> TraceClock<'w> {
+    pub fn new(offsets: &'w [u64], from: usize, time_scale: f64) -> TraceClock<'w> {
+        let rest = offsets.get(from..).unwrap_or(&[]);
+        TraceClock {
+            base: rest.first().copied().unwrap_or(0),
+            offsets: rest.iter(),
+            time_scale,
+        }
+    }
+}
+
+impl Iterator for TraceClock<'_> {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        let o = self.offsets.next()?;
+        let scaled = (o.saturating_sub(self.base) as f64 * self.time_scale).round();
+        Some(scaled.min(u64::MAX as f64) as u64)
+    }
+}
+
 /// The first `n` offsets of [`Arrivals`].
 pub fn arrival_offsets(rate: f64, burstiness: f64, seed: u64, n: usize) -> Vec<u64> {
     Arrivals::new(rate, burstiness, seed).take(n).collect()
@@ -89,6 +205,36 @@ mod tests {
             (cv1 - 1.0).abs() < 0.05 && (cv4 - 0.5).abs() < 0.05,
             "{cv1} {cv4}"
         );
+    }
+
+    #[test]
+    fn ramp_rates_follow_vllms_formula() {
+        let (s, e) = (10.0, 1000.0);
+        assert_eq!(RampStrategy::Linear.rate(s, e, 0, 11), 10.0);
+        assert_eq!(RampStrategy::Linear.rate(s, e, 5, 11), 505.0);
+        assert_eq!(RampStrategy::Linear.rate(s, e, 10, 11), 1000.0);
+        assert!((RampStrategy::Exponential.rate(s, e, 5, 11) - 100.0).abs() < 1e-9);
+        assert_eq!(RampStrategy::Exponential.rate(s, e, 10, 11), 1000.0);
+        // One request: progress is 0, the start rate.
+        assert_eq!(RampStrategy::Linear.rate(s, e, 0, 1), 10.0);
+        // Near-constant gaps (shape 1000): each gap is 1 / rate(i) to a few %.
+        let a: Vec<u64> = Ramp::new(RampStrategy::Linear, 100.0, 200.0, 1000.0, 101, 3)
+            .take(101)
+            .collect();
+        assert_eq!(a[0], 0);
+        let truth: f64 = (1..101)
+            .map(|i| 1.0 / RampStrategy::Linear.rate(100.0, 200.0, i, 101))
+            .sum();
+        let got = a[100] as f64 / 1e9;
+        assert!((got - truth).abs() / truth < 0.01, "{got} vs {truth}");
+    }
+
+    #[test]
+    fn trace_clock_starts_at_zero_and_scales_gaps() {
+        let offsets = [0, 1_000, 3_000, 7_000];
+        let c: Vec<u64> = TraceClock::new(&offsets, 1, 0.5).collect();
+        assert_eq!(c, vec![0, 1_000, 3_000]);
+        assert_eq!(TraceClock::new(&offsets, 9, 1.0).next(), None);
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! polls the engine, stamps the returned events (or keeps the stream engine's own
 //! stamps), and hands every finished request to the trace writer at once. Modes
 //! differ only in what is due: `batch` submits B requests when none is in flight,
-//! `concurrency` tops up to C in flight, `rate` submits at seeded arrival times. A
+//! `concurrency` tops up to C in flight, the open loops (`rate`, `ramp`, `trace`)
+//! submit at arrival times ([`arrivals`]). Under `--max-concurrency` an open loop's
+//! arrivals that find C requests in flight wait in a FIFO client queue and are
+//! submitted as slots free; each request keeps its scheduled arrival (`intended_ns`)
+//! and, when it waited, when its slot freed (`slot_free_ns`), so its queue time and
+//! the driver's own lateness (schedule lag) are recomputable from `requests.jsonl`. A
 //! point stops by its [`Stop`] rule, checked once per round; the loop also times the
 //! harness's own work between engine calls ([`HarnessCost`]).
 
@@ -23,9 +28,11 @@ use crate::engine::{Engine, EngineError, GenRequest, TokenEvent};
 use crate::host::{CpuSample, HostLoad};
 use crate::trace::{RequestTrace, TraceError, TraceWriter};
 use crate::workload::Workload;
+use arrivals::RampStrategy;
 use cost::CostClock;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -42,6 +49,18 @@ pub enum LoadPoint {
     /// Open loop: arrivals at `rate` requests/s, gamma-distributed gaps with shape
     /// `burstiness` (1 = Poisson).
     Rate { rate: f64, burstiness: f64 },
+    /// Open loop whose rate ramps per request from `start_rps` to `end_rps` over the
+    /// point's requests (`vllm bench serve --ramp-up-strategy`), gamma gaps of shape
+    /// `burstiness`.
+    Ramp {
+        strategy: RampStrategy,
+        start_rps: f64,
+        end_rps: f64,
+        burstiness: f64,
+    },
+    /// Open loop on a recorded trace's clock (`--dataset trace`): the workload's
+    /// arrival offsets, every gap multiplied by `time_scale`.
+    Trace { time_scale: f64 },
 }
 
 impl LoadPoint {
@@ -57,7 +76,30 @@ impl LoadPoint {
             LoadPoint::Rate { rate, burstiness } => {
                 format!("rate={rate},burstiness={burstiness}")
             }
+            LoadPoint::Ramp {
+                strategy,
+                start_rps,
+                end_rps,
+                burstiness,
+            } => {
+                let b = if burstiness == 1.0 {
+                    String::new()
+                } else {
+                    format!(",burstiness={burstiness}")
+                };
+                format!("ramp={}:{start_rps}:{end_rps}{b}", strategy.name())
+            }
+            LoadPoint::Trace { time_scale: 1.0 } => "trace".into(),
+            LoadPoint::Trace { time_scale } => format!("trace,time_scale={time_scale}"),
         }
+    }
+
+    /// An open loop: requests arrive on a schedule, whatever is in flight.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            LoadPoint::Rate { .. } | LoadPoint::Ramp { .. } | LoadPoint::Trace { .. }
+        )
     }
 
     /// The mode's name, as used for the CLI flag and the CSV column.
@@ -66,15 +108,30 @@ impl LoadPoint {
             LoadPoint::Batch { .. } => "batch",
             LoadPoint::Concurrency { .. } => "concurrency",
             LoadPoint::Rate { .. } => "rate",
+            LoadPoint::Ramp { .. } => "ramp",
+            LoadPoint::Trace { .. } => "trace",
         }
     }
 
-    /// The swept value (batch size, concurrency or rate), for tables and plots.
+    /// The swept value (batch size, concurrency or rate; a ramp's end rate, a trace's
+    /// time scale), for tables and plots.
     pub fn value(&self) -> f64 {
         match *self {
             LoadPoint::Batch { batch } => batch as f64,
             LoadPoint::Concurrency { concurrency } => concurrency as f64,
             LoadPoint::Rate { rate, .. } => rate,
+            LoadPoint::Ramp { end_rps, .. } => end_rps,
+            LoadPoint::Trace { time_scale } => time_scale,
+        }
+    }
+
+    /// The gamma shape of an open loop's gaps (None: batch, concurrency, trace).
+    pub fn burstiness(&self) -> Option<f64> {
+        match *self {
+            LoadPoint::Rate { burstiness, .. } | LoadPoint::Ramp { burstiness, .. } => {
+                Some(burstiness)
+            }
+            _ => None,
         }
     }
 }
@@ -151,6 +208,9 @@ pub struct DriverOptions {
     pub profile: Option<ProfilePlan>,
     /// Empty the engine's prefix cache after the warmup (`--fresh-cache`).
     pub fresh_cache: bool,
+    /// Open loops: at most this many requests in flight; later arrivals wait in a FIFO
+    /// client queue (`--max-concurrency`).
+    pub max_concurrency: Option<u32>,
 }
 
 impl DriverOptions {
@@ -165,6 +225,7 @@ impl DriverOptions {
             seed: 0,
             profile: None,
             fresh_cache: false,
+            max_concurrency: None,
         }
     }
 }
@@ -210,6 +271,8 @@ pub enum EndedBy {
     /// The engine failed as a whole.
     #[serde(alias = "engine-failed")]
     EngineFailed,
+    /// The trace's last line was replayed.
+    TraceEnd,
 }
 
 impl EndedBy {
@@ -222,6 +285,7 @@ impl EndedBy {
             EndedBy::MaxDuration => "--max-duration reached",
             EndedBy::Interrupted => "interrupted",
             EndedBy::EngineFailed => "the engine failed",
+            EndedBy::TraceEnd => "the trace ended",
         }
     }
 }
@@ -493,6 +557,42 @@ impl Book {
     }
 }
 
+/// The arrival offsets of an open-loop phase (None: batch and concurrency). `next_id`
+/// is the phase's first workload item, where a trace's replay starts.
+fn arrival_source<'w>(
+    phase: &Phase<'w>,
+    opts: &DriverOptions,
+    next_id: RequestId,
+) -> Option<Box<dyn Iterator<Item = u64> + 'w>> {
+    let seed = opts.seed ^ u64::from(phase.point_index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    match phase.point {
+        LoadPoint::Batch { .. } | LoadPoint::Concurrency { .. } => None,
+        LoadPoint::Rate { rate, burstiness } => {
+            Some(Box::new(arrivals::Arrivals::new(rate, burstiness, seed)))
+        }
+        LoadPoint::Ramp {
+            strategy,
+            start_rps,
+            end_rps,
+            burstiness,
+        } => Some(Box::new(arrivals::Ramp::new(
+            strategy,
+            start_rps,
+            end_rps,
+            burstiness,
+            phase.stop.num_requests.unwrap_or(1),
+            seed,
+        ))),
+        LoadPoint::Trace { time_scale } => {
+            let offsets = phase.workload.arrivals_ns.as_deref().unwrap_or(&[]);
+            let from = usize::try_from(next_id).unwrap_or(usize::MAX);
+            Some(Box::new(arrivals::TraceClock::new(
+                offsets, from, time_scale,
+            )))
+        }
+    }
+}
+
 /// Runs load points against one engine.
 pub struct Driver<'a> {
     engine: &'a mut dyn Engine,
@@ -518,10 +618,14 @@ struct Phase<'w> {
 struct Slot {
     round: Option<u32>,
     intended: Option<MonoNs>,
+    /// When its slot freed, if after `intended` (it waited for `--max-concurrency`).
+    slot_free: Option<MonoNs>,
 }
 
 /// Where a phase is in its stop rule.
 struct Progression {
+    /// Requests the stop rule let in: submitted, or (open loops) arrived and queued.
+    issued: usize,
     /// Requests submitted.
     submitted: usize,
     /// Rounds started: batches (batch mode) or requests.
@@ -615,7 +719,7 @@ impl<'a> Driver<'a> {
         let s = &phase.stop;
         let elapsed = Duration::from_nanos(now.since(t0));
         if let Some(n) = s.num_requests {
-            return if p.submitted < n {
+            return if p.issued < n {
                 Ok(())
             } else {
                 Err(EndedBy::NumRequests)
@@ -657,16 +761,16 @@ impl<'a> Driver<'a> {
         }
         let mut cost = CostClock::default();
         let t0 = clock::now();
-        let mut arrivals = match phase.point {
-            LoadPoint::Rate { rate, burstiness } => {
-                let seed =
-                    opts.seed ^ u64::from(phase.point_index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                Some(arrivals::Arrivals::new(rate, burstiness, seed).peekable())
-            }
-            _ => None,
-        };
+        let mut arrivals = arrival_source(phase, opts, self.next_id).map(Iterator::peekable);
         let mut due_at: Vec<u64> = Vec::new();
+        // Open loops: arrivals (offsets after t0) not yet submitted, in arrival order;
+        // at most what the stop rule lets arrive.
+        let mut queue: VecDeque<u64> = VecDeque::new();
+        let slots = opts.max_concurrency.map_or(usize::MAX, |c| c as usize);
+        // When the driver last saw a request end: the moment a slot freed.
+        let mut freed_at = t0;
         let mut p = Progression {
+            issued: 0,
             submitted: 0,
             rounds: 0,
             last_submit: t0,
@@ -707,7 +811,7 @@ impl<'a> Driver<'a> {
                     (LoadPoint::Concurrency { concurrency }, _) => {
                         (concurrency as usize).saturating_sub(book.active.len())
                     }
-                    (LoadPoint::Rate { .. }, Some(a)) => {
+                    (_, Some(a)) => {
                         let elapsed = now.since(t0);
                         while due_at.len() < MAX_DUE {
                             match a.next_if(|&o| o <= elapsed) {
@@ -717,16 +821,18 @@ impl<'a> Driver<'a> {
                         }
                         due_at.len()
                     }
-                    (LoadPoint::Rate { .. }, None) => 0,
+                    (_, None) => 0,
                 };
-                if due > 0 || book.active.is_empty() {
+                if due == 0 && arrivals.as_mut().is_some_and(|a| a.peek().is_none()) {
+                    ended_by = Some(EndedBy::TraceEnd);
+                } else if due > 0 || book.active.is_empty() {
                     // The stop rule is checked once per round (a whole batch, or the
                     // requests due at this instant), never in the middle of a batch.
                     match Self::keep_going(phase, &p, t0, now) {
                         Err(why) => ended_by = Some(why),
                         Ok(()) => {
                             let n = match phase.stop.num_requests {
-                                Some(limit) => due.min(limit.saturating_sub(p.submitted)),
+                                Some(limit) => due.min(limit.saturating_sub(p.issued)),
                                 None => due,
                             };
                             let round = match phase.point {
@@ -739,27 +845,51 @@ impl<'a> Driver<'a> {
                                     None
                                 }
                             };
-                            for k in 0..n {
-                                let slot = Slot {
-                                    round,
-                                    intended: due_at
-                                        .get(k)
-                                        .map(|&o| MonoNs(t0.0.saturating_add(o))),
-                                };
-                                let submitted = self
-                                    .submit_next(phase, opts, &mut book, &mut p, slot, &mut cost);
-                                if let Err(e) = submitted {
-                                    let msg = e.detail();
-                                    book.finish_all(FinishReason::Error, &msg);
-                                    ended_by = Some(EndedBy::EngineFailed);
-                                    break 'phase Outcome::EngineFailed(msg);
+                            p.issued += n;
+                            if phase.point.is_open() {
+                                // Submitted below, as slots allow.
+                                queue.extend(&due_at[..n]);
+                            } else {
+                                for _ in 0..n {
+                                    let slot = Slot {
+                                        round,
+                                        intended: None,
+                                        slot_free: None,
+                                    };
+                                    let submitted = self.submit_next(
+                                        phase, opts, &mut book, &mut p, slot, &mut cost,
+                                    );
+                                    if let Err(e) = submitted {
+                                        let msg = e.detail();
+                                        book.finish_all(FinishReason::Error, &msg);
+                                        ended_by = Some(EndedBy::EngineFailed);
+                                        break 'phase Outcome::EngineFailed(msg);
+                                    }
                                 }
                             }
                         }
                     }
                 }
             }
-            if book.active.is_empty() && ended_by.is_some() {
+            // The open loop's queue, oldest first, into the free slots (all of it
+            // without --max-concurrency).
+            while book.active.len() < slots {
+                let Some(o) = queue.pop_front() else { break };
+                let intended = MonoNs(t0.0.saturating_add(o));
+                let slot = Slot {
+                    round: None,
+                    intended: Some(intended),
+                    slot_free: (freed_at > intended).then_some(freed_at),
+                };
+                let submitted = self.submit_next(phase, opts, &mut book, &mut p, slot, &mut cost);
+                if let Err(e) = submitted {
+                    let msg = e.detail();
+                    book.finish_all(FinishReason::Error, &msg);
+                    ended_by = Some(EndedBy::EngineFailed);
+                    break 'phase Outcome::EngineFailed(msg);
+                }
+            }
+            if book.active.is_empty() && queue.is_empty() && ended_by.is_some() {
                 break Outcome::Completed;
             }
             // Wait for the engine, but not past the next arrival.
@@ -786,6 +916,7 @@ impl<'a> Driver<'a> {
             let stamp = clock::now();
             cost.engine_call(stamp.since(before), busy);
             let (events, mut tokens) = (self.events.len() as u64, 0u64);
+            let live = book.active.len();
             for ev in self.events.drain(..) {
                 let at = ev.at.unwrap_or(stamp);
                 if !book.receive(ev.request, ev.new_tokens, at, stamp) {
@@ -801,6 +932,9 @@ impl<'a> Driver<'a> {
                         t.cached_prompt_tokens = f.cached_prompt_tokens;
                     }
                 }
+            }
+            if book.active.len() < live {
+                freed_at = stamp;
             }
             if busy {
                 cost.step(events, tokens);
@@ -823,7 +957,11 @@ impl<'a> Driver<'a> {
             }
             if stamp.since(last_timeout_check) > check_every {
                 last_timeout_check = stamp;
+                let live = book.active.len();
                 self.expire(&mut book, stamp, opts.request_timeout, &mut cost);
+                if book.active.len() < live {
+                    freed_at = stamp;
+                }
             }
         };
         book.flush(&mut writer, progress)?;
@@ -959,6 +1097,7 @@ impl<'a> Driver<'a> {
         );
         trace.round = slot.round;
         trace.intended_ns = slot.intended;
+        trace.slot_free_ns = slot.slot_free;
         p.submitted += 1;
         p.last_submit = at;
         book.admit(trace);

@@ -631,6 +631,44 @@ pub static CATALOG: &[Metric] = &[
     )
     .compare(Better::Higher)
     .columns(&[col(V, B)])
+    Metric::distribution(
+        "queue_time",
+        "queue",
+        Unit::Ms,
+        "open loops (rate, ramp, trace): submit - scheduled arrival (intended_ns), per \
+         submitted request whatever its outcome; under --max-concurrency it is the wait in \
+         the client's FIFO queue for a free slot plus the driver's schedule_lag; absent in \
+         batch and concurrency mode (ms)",
+        |s| s.queue_time.as_ref(),
+    )
+    .per_request(|m| m.queue_time_ms)
+    .columns(&[col(S(Stat::P99), W)])
+    .only_when_present(),
+    Metric::distribution(
+        "schedule_lag",
+        "sched lag",
+        Unit::Ms,
+        "open loops: the driver's own lateness, submit - max(scheduled arrival, slot free), \
+         per submitted request; slot free (slot_free_ns) is when the driver's poll returned \
+         the finish that freed the slot a queued request took under --max-concurrency, \
+         recorded only when after the arrival; without --max-concurrency it equals \
+         queue_time (AIPerf's schedule lag) (ms)",
+        |s| s.schedule_lag.as_ref(),
+    )
+    .per_request(|m| m.schedule_lag_ms)
+    .columns(&[col(S(Stat::P99), W)])
+    .only_when_present(),
+    Metric::distribution(
+        "ttft_from_arrival",
+        "TTFT from arrival",
+        Unit::Ms,
+        "open loops: first token event - scheduled arrival (intended_ns), per successful \
+         request: ttft + queue_time, the TTFT a user arriving on the schedule sees, \
+         client-side queueing included (ms)",
+        |s| s.ttft_from_arrival.as_ref(),
+    )
+    .per_request(|m| m.ttft_from_arrival_ms)
+    .columns(&[col(S(Stat::Median), W), col(S(Stat::P99), W)])
     .only_when_present(),
 ];
 

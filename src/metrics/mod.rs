@@ -200,6 +200,16 @@ pub struct Summary {
     /// `cached_prompt_tokens` / their prompt tokens, over the same requests.
     #[serde(default)]
     pub prefix_cache_hit_rate: Option<f64>,
+    /// Open loops (requests with a scheduled arrival): submit − scheduled arrival,
+    /// over every submitted request. `None` in batch and concurrency mode.
+    #[serde(default)]
+    pub queue_time: Option<Distribution>,
+    /// Open loops: submit − max(scheduled arrival, slot free), every submitted request.
+    #[serde(default)]
+    pub schedule_lag: Option<Distribution>,
+    /// Open loops: first token − scheduled arrival, per successful request.
+    #[serde(default)]
+    pub ttft_from_arrival: Option<Distribution>,
     /// The point's rounds and how sure its main figures are.
     #[serde(default)]
     pub rounds: Rounds,
@@ -239,6 +249,12 @@ pub struct RequestMetrics {
     /// Prompt tokens served from the engine's prefix cache, when it reports them.
     #[serde(default)]
     pub cached_prompt_tokens: Option<u32>,
+    /// Submit − scheduled arrival (open loops).
+    pub queue_time_ms: Option<f64>,
+    /// Submit − max(scheduled arrival, slot free) (open loops).
+    pub schedule_lag_ms: Option<f64>,
+    /// First token − scheduled arrival (open loops).
+    pub ttft_from_arrival_ms: Option<f64>,
 }
 
 fn ns_to_ms(ns: u64) -> f64 {
@@ -263,6 +279,9 @@ pub fn per_request(r: &RequestTrace) -> RequestMetrics {
         .as_ref()
         .and_then(|e| e.first_token_ns)
         .map(|e| signed_ns_to_ms(e.0, r.submit_ns.0));
+    let intended = r.intended_ns;
+    // The later of arrival and slot free: when the driver could first have submitted.
+    let ready = intended.map(|i| r.slot_free_ns.map_or(i, |f| f.max(i)));
     RequestMetrics {
         ttft_ms: first.map(ns_to_ms),
         e2el_ms: last.map(ns_to_ms),
@@ -270,6 +289,11 @@ pub fn per_request(r: &RequestTrace) -> RequestMetrics {
         output_tokens: n,
         engine_ttft_ms,
         cached_prompt_tokens: r.cached_prompt_tokens,
+        queue_time_ms: intended.map(|i| signed_ns_to_ms(r.submit_ns.0, i.0)),
+        schedule_lag_ms: ready.map(|t| signed_ns_to_ms(r.submit_ns.0, t.0)),
+        ttft_from_arrival_ms: intended
+            .zip(r.first_token_ns())
+            .map(|(i, f)| signed_ns_to_ms(f.0, i.0)),
     }
 }
 
@@ -289,6 +313,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         Vec::new(),
         Vec::new(),
     );
+    let (mut queue, mut lag, mut from_arrival) = (Vec::new(), Vec::new(), Vec::new());
     let mut good = 0usize;
     // (cached, prompt) tokens over the requests that report cached tokens.
     let mut cache: Option<(u64, u64)> = None;
@@ -300,6 +325,10 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
             first_submit = Some(first_submit.map_or(r.submit_ns.0, |t| t.min(r.submit_ns.0)));
             last_finish = Some(last_finish.map_or(f.0, |t| t.max(f.0)));
         }
+        let m = per_request(r);
+        // Every submitted request waited and was submitted, whatever its outcome.
+        queue.extend(m.queue_time_ms);
+        lag.extend(m.schedule_lag_ms);
         if !r.is_success() {
             s.failed += 1;
             *s.failed_by_reason
@@ -313,7 +342,7 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
             continue;
         }
         s.completed += 1;
-        let m = per_request(r);
+        from_arrival.extend(m.ttft_from_arrival_ms);
         s.total_input_tokens += u64::from(r.input_len);
         s.total_output_tokens += m.output_tokens;
         if let Some(c) = r.cached_prompt_tokens {
@@ -365,6 +394,9 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s.engine_ttft_delta = (!delta.is_empty()).then(|| distribution(&mut delta));
     s.cached_prompt_tokens = cache.map(|(c, _)| c);
     s.prefix_cache_hit_rate = cache.and_then(|(c, p)| (p > 0).then(|| c as f64 / p as f64));
+    s.queue_time = (!queue.is_empty()).then(|| distribution(&mut queue));
+    s.schedule_lag = (!lag.is_empty()).then(|| distribution(&mut lag));
+    s.ttft_from_arrival = (!from_arrival.is_empty()).then(|| distribution(&mut from_arrival));
     s.rounds = rounds(records, s.duration.and(first_submit));
     s
 }
@@ -598,6 +630,36 @@ mod tests {
     }
 
     #[test]
+    fn queue_time_and_schedule_lag_from_the_arrival_and_the_slot() {
+        // Arrived at 0, its slot freed at 30 ms, submitted at 31 ms, first token +100.
+        let mut r = req(
+            0,
+            10,
+            31,
+            &[100, 110],
+            Some(141),
+            Some(FinishReason::Length),
+        );
+        r.intended_ns = Some(MonoNs(T0));
+        r.slot_free_ns = Some(MonoNs(T0 + 30 * MS));
+        let m = per_request(&r);
+        assert!(close(m.queue_time_ms, 31.0));
+        assert!(close(m.schedule_lag_ms, 1.0));
+        assert!(close(m.ttft_from_arrival_ms, 131.0));
+        // Without a slot wait the lag is the whole queue time.
+        r.slot_free_ns = None;
+        assert!(close(per_request(&r).schedule_lag_ms, 31.0));
+        let s = summarize(&[r], &Slo::default());
+        assert_eq!(s.queue_time.as_ref().map(|d| d.count), Some(1));
+        assert!(close(s.ttft_from_arrival.unwrap().median, 131.0));
+        // Batch and concurrency runs have none of them.
+        let s = summarize(&three(), &Slo::default());
+        assert!(
+            s.queue_time.is_none() && s.schedule_lag.is_none() && s.ttft_from_arrival.is_none()
+        );
+    }
+
+    #[test]
     fn per_request_fields() {
         let rs = three();
         let m = per_request(&rs[0]);
@@ -610,6 +672,7 @@ mod tests {
                 output_tokens: 3,
                 engine_ttft_ms: Some(99.5),
                 cached_prompt_tokens: None,
+                ..Default::default()
             }
         );
         assert_eq!(per_request(&rs[2]).engine_ttft_ms, None);

@@ -3,7 +3,6 @@
 
 use super::{flat_keys, shown_in_any, Exporter, ReportError, RunResult};
 use crate::core::request::FinishReason;
-use crate::driver::LoadPoint;
 use crate::metrics::catalog::Metric;
 use crate::metrics::{first_line, per_request, RequestMetrics};
 use crate::trace::RequestTrace;
@@ -80,10 +79,10 @@ impl Exporter for SummaryCsvExporter {
         header.push("failed_by_reason");
         w.write_record(&header).map_err(|e| err(e.to_string()))?;
         for (i, (p, flat)) in run.points.iter().zip(&rows).enumerate() {
-            let burstiness = match p.point {
-                LoadPoint::Rate { burstiness, .. } => burstiness.to_string(),
-                _ => String::new(),
-            };
+            let burstiness = p
+                .point
+                .burstiness()
+                .map_or_else(String::new, |b| b.to_string());
             let mut row = vec![
                 i.to_string(),
                 p.point.mode().to_string(),
@@ -204,13 +203,15 @@ mod tests {
         assert_eq!(
             lines[0],
             "id,point,input_len,output_tokens,finish_reason,ttft_ms,tpot_ms,e2el_ms,\
-             engine_ttft_delta_ms,cached_prompt_tokens,error"
+             engine_ttft_delta_ms,cached_prompt_tokens,queue_time_ms,schedule_lag_ms,\
+             ttft_from_arrival_ms,error"
         );
-        // TTFT 100 ms by the harness, 99.5 ms by the engine's own stamp.
-        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,0.5,,");
-        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,,,");
-        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,,no token within 0.5 s");
-        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,,,");
+        // TTFT 100 ms by the harness, 99.5 ms by the engine's own stamp; batch mode has
+        // no scheduled arrivals, so no queue time.
+        assert_eq!(lines[1], "0,0,10,3,length,100,25,150,0.5,,,,,");
+        assert_eq!(lines[2], "1,0,10,2,stop,200,50,250,,,,,,");
+        assert_eq!(lines[3], "2,0,10,0,timeout,,,,,,,,,no token within 0.5 s");
+        assert_eq!(lines[4], "3,1,10,4,length,50,10,80,,,,,,");
         assert_eq!(lines.len(), 5);
     }
 

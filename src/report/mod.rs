@@ -304,7 +304,9 @@ pub fn over_the_engines_limit(engine: &EngineInfo, points: &[LoadPoint]) -> Vec<
             let at_once = match *p {
                 LoadPoint::Batch { batch } => batch,
                 LoadPoint::Concurrency { concurrency } => concurrency,
-                LoadPoint::Rate { .. } => return None,
+                LoadPoint::Rate { .. } | LoadPoint::Ramp { .. } | LoadPoint::Trace { .. } => {
+                    return None
+                }
             };
             (at_once > max).then(|| {
                 format!(

@@ -563,7 +563,7 @@ pub fn write_plots(curves: &[Curve], dir: &Path) -> Result<Vec<PathBuf>, PlotErr
                 .first()
                 .and_then(|c| c.run.points.first())
                 .map(|p| p.point),
-            Some(LoadPoint::Rate { .. })
+            Some(LoadPoint::Rate { .. } | LoadPoint::Ramp { .. } | LoadPoint::Trace { .. })
         );
     if has_scale {
         figure!("scaling", (1000, 620), |a| {

@@ -9,6 +9,8 @@
 //! - [`WorkloadSpec::Prompts`]: a JSONL or plain-text prompt file ([`prompts`]).
 //! - [`WorkloadSpec::SharedPrefix`]: groups of synthetic prompts sharing a system
 //!   prompt, for prefix caches ([`shared_prefix`]).
+//! - [`WorkloadSpec::Trace`]: a Mooncake or BurstGPT trace, with its arrival times
+//!   ([`trace`]).
 //!
 //! Token counts come from the model's own `tokenizer.json` ([`Tokenizer`]), so an input
 //! length of 512 means exactly 512 prompt tokens.
@@ -27,6 +29,7 @@ pub mod shared_prefix;
 pub mod sharegpt;
 pub mod synthetic;
 pub mod tokenizer;
+pub mod trace;
 
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha8Rng;
@@ -61,6 +64,9 @@ pub struct Workload {
     pub items: Vec<WorkItem>,
     /// One line stating how the items were made (source, lengths, seed, vocab, cycling).
     pub description: String,
+    /// A trace's arrival of each item, ns after its first line (`--dataset trace`);
+    /// None for workloads without a clock of their own.
+    pub arrivals_ns: Option<Vec<u64>>,
 }
 
 impl Workload {
@@ -280,6 +286,14 @@ pub enum WorkloadSpec {
     /// Groups of synthetic prompts, each group's sharing its system prompt.
     #[serde(rename = "shared-prefix")]
     SharedPrefix(shared_prefix::SharedPrefix),
+    /// A trace (Mooncake JSONL or BurstGPT CSV) replayed on its own clock; `lines`: its
+    /// first lines only (None: the whole trace); `output_len` overrides every output.
+    Trace {
+        path: PathBuf,
+        output_len: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<usize>,
+    },
 }
 
 impl WorkloadSpec {
@@ -291,6 +305,7 @@ impl WorkloadSpec {
             WorkloadSpec::Sharegpt { .. } => "sharegpt",
             WorkloadSpec::Prompts { .. } => "prompts",
             WorkloadSpec::SharedPrefix(_) => "shared-prefix",
+            WorkloadSpec::Trace { .. } => "trace",
         }
     }
 }
@@ -328,6 +343,12 @@ pub fn build(
             prompts::build(path, *output_len, tok, count, seed, &mut rng)
         }
         WorkloadSpec::SharedPrefix(s) => shared_prefix::build(s, tokenizer, count, seed, &mut rng),
+        // As many items as the trace holds (or its first `lines`), not `count`.
+        WorkloadSpec::Trace {
+            path,
+            output_len,
+            lines,
+        } => trace::build(path, *output_len, *lines, tokenizer, seed),
     }
 }
 
@@ -473,6 +494,19 @@ pub enum WorkloadError {
 
     #[error("invalid shared-prefix workload: {reason}")]
     SharedPrefix { reason: String },
+
+    #[error("trace file {} line {line}: {reason}; expected {}", .path.display(), trace::JSONL_FORM)]
+    TraceLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    #[error("trace file {} has more than {limit} lines, the most one run replays; pass --num-requests N to replay its first N lines", .path.display())]
+    TraceTooLong { path: PathBuf, limit: usize },
+
+    #[error("trace file {} has no requests; give a Mooncake JSONL or BurstGPT CSV trace", .path.display())]
+    TraceEmpty { path: PathBuf },
 
     #[error("prompt file {} has no prompts (it is empty or only blank lines); put one prompt per line, or JSONL lines {{\"prompt\": \"...\"}}", .path.display())]
     PromptFileEmpty { path: PathBuf },
@@ -748,6 +782,7 @@ mod tests {
                 },
             ],
             description: String::new(),
+            arrivals_ns: None,
         };
         assert_eq!(
             String::from_utf8(w.to_jsonl()).unwrap(),

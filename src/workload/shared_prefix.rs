@@ -169,7 +169,11 @@ pub(crate) fn build(
             "; the first {count} of its {made} prompts are used"
         ));
     }
-    Ok(Workload { items, description })
+    Ok(Workload {
+        items,
+        description,
+        arrivals_ns: None,
+    })
 }
 
 #[cfg(test)]

@@ -173,7 +173,11 @@ pub(crate) fn build(
         description.push_str("; ");
         description.push_str(&note);
     }
-    Ok(Workload { items, description })
+    Ok(Workload {
+        items,
+        description,
+        arrivals_ns: None,
+    })
 }
 
 #[cfg(test)]

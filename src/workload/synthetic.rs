@@ -73,7 +73,11 @@ pub(crate) fn build(
             mean(&|it| u64::from(it.output_len))
         ));
     }
-    Ok(Workload { items, description })
+    Ok(Workload {
+        items,
+        description,
+        arrivals_ns: None,
+    })
 }
 
 /// What synthetic prompts are made of: the tokenizer's special prefix and suffix, and
