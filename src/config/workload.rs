@@ -137,6 +137,7 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                     }
                 },
             })
+        }
         "trace" => {
             no_input_len("trace")?;
             WorkloadSpec::Trace {

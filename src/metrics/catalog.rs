@@ -631,6 +631,7 @@ pub static CATALOG: &[Metric] = &[
     )
     .compare(Better::Higher)
     .columns(&[col(V, B)])
+    .only_when_present(),
     Metric::distribution(
         "queue_time",
         "queue",
