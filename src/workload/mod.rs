@@ -187,6 +187,21 @@ impl LengthDist {
         }
     }
 
+    /// Validates each `(what, length)`; the first invalid one is the error.
+    pub(crate) fn validate_all(
+        lengths: &[(&'static str, &LengthDist)],
+    ) -> Result<(), WorkloadError> {
+        for &(what, d) in lengths {
+            d.validate()
+                .map_err(|reason| WorkloadError::InvalidSpecLength {
+                    what,
+                    spec: d.to_string(),
+                    reason,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Smallest length this distribution can produce before clamping (for Normal, 1).
     pub(crate) fn min_len(&self) -> u32 {
         match *self {

@@ -87,18 +87,11 @@ pub(crate) fn build(
             spec.prompts()
         )));
     }
-    for (what, d) in [
+    LengthDist::validate_all(&[
         ("system prompt length", &spec.system_prompt_len),
         ("question length", &spec.question_len),
         ("output length", &spec.output_len),
-    ] {
-        d.validate()
-            .map_err(|reason| WorkloadError::InvalidSpecLength {
-                what,
-                spec: d.to_string(),
-                reason,
-            })?;
-    }
+    ])?;
     let vocab = Vocab::new(tokenizer)?;
     let (pre, suf) = (vocab.prefix.len() as u32, vocab.suffix.len() as u32);
     let fixed_short =

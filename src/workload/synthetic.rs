@@ -20,14 +20,7 @@ pub(crate) fn build(
     seed: u64,
     rng: &mut ChaCha8Rng,
 ) -> Result<Workload, WorkloadError> {
-    for (what, d) in [("input length", input_len), ("output length", output_len)] {
-        d.validate()
-            .map_err(|reason| WorkloadError::InvalidSpecLength {
-                what,
-                spec: d.to_string(),
-                reason,
-            })?;
-    }
+    LengthDist::validate_all(&[("input length", input_len), ("output length", output_len)])?;
 
     let vocab = Vocab::new(tokenizer)?;
     if let Some(tok) = tokenizer {
