@@ -124,9 +124,12 @@ impl Iterator for Ramp {
     type Item = u64;
     fn next(&mut self) -> Option<u64> {
         if self.i > 0 {
-            let rate = self
-                .strategy
-                .rate(self.start, self.end, self.i.min(self.n), self.n);
+            let rate = self.strategy.rate(
+                self.start,
+                self.end,
+                self.i.min(self.n.saturating_sub(1)),
+                self.n,
+            );
             self.t += match Gamma::new(self.burstiness, 1.0 / (rate * self.burstiness)) {
                 Ok(g) => g.sample(&mut self.rng),
                 Err(_) => 1.0 / rate,
@@ -222,6 +225,12 @@ mod tests {
             .take(101)
             .collect();
         assert_eq!(a[0], 0);
+        // Past its n requests the ramp holds its end rate, never beyond it.
+        let past: Vec<u64> = Ramp::new(RampStrategy::Linear, 100.0, 200.0, 1000.0, 3, 3)
+            .take(50)
+            .collect();
+        let last_gap = (past[49] - past[48]) as f64 / 1e9;
+        assert!((last_gap - 1.0 / 200.0).abs() < 0.001, "{last_gap}");
         let truth: f64 = (1..101)
             .map(|i| 1.0 / RampStrategy::Linear.rate(100.0, 200.0, i, 101))
             .sum();
