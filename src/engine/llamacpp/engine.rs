@@ -309,6 +309,8 @@ impl LlamaCppEngine {
                 kv_cache_tokens: Some(u64::from(sizes.n_ctx)),
                 prefix_caching: Some(false),
                 chunked_prefill: Some(true),
+                // Not reported: each slot computes its whole prompt.
+                cached_prompt_tokens_source: None,
             }),
             metadata,
             ..Default::default()
