@@ -457,13 +457,14 @@ impl CalibrationEngine {
                     last_token_ns: Some(end),
                     ..Default::default()
                 });
-                f.token_ids = r.echo.then(|| echo(&r.prompt, r.generated));
-                f.cached_prompt_tokens = r.cached;
-                if let Some(c) = self.prefix_cache.as_mut() {
-                    let mut all = r.prompt.to_vec();
-                    all.extend(echo(&r.prompt, r.generated));
-                    c.insert(&all);
+                // The output's ids, once, for the caller and the cache alike.
+                let output =
+                    (r.echo || self.prefix_cache.is_some()).then(|| echo(&r.prompt, r.generated));
+                if let (Some(c), Some(out)) = (self.prefix_cache.as_mut(), &output) {
+                    c.insert(&[&r.prompt[..], out.as_slice()].concat());
                 }
+                f.token_ids = output.filter(|_| r.echo);
+                f.cached_prompt_tokens = r.cached;
                 Box::new(f)
             });
             out.push(TokenEvent {
