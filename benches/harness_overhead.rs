@@ -92,11 +92,7 @@ fn workload(n: usize, input: usize, output: u32) -> Workload {
             output_len: output,
         })
         .collect();
-    Workload {
-        items,
-        description: "bench".into(),
-        arrivals_ns: None,
-    }
+    Workload::new(items, "bench".into())
 }
 
 /// One batch-mode point of `w` on `engine`, its requests written under `dir`.

@@ -29,11 +29,7 @@ fn workload(input: usize, output: u32, n: usize) -> Workload {
             output_len: output,
         })
         .collect();
-    Workload {
-        items,
-        description: "test".into(),
-        arrivals_ns: None,
-    }
+    Workload::new(items, "test".into())
 }
 
 struct Measured {

@@ -66,11 +66,7 @@ fn workload(input: usize, output: u32, n: usize, first: impl Fn(usize) -> u32) -
             }
         })
         .collect();
-    Workload {
-        items,
-        description: "stand-in test".into(),
-        arrivals_ns: None,
-    }
+    Workload::new(items, "stand-in test".into())
 }
 
 fn ordinary(i: usize) -> u32 {

@@ -70,6 +70,15 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// A workload without a clock of its own (every source but a trace).
+    pub fn new(items: Vec<WorkItem>, description: String) -> Workload {
+        Workload {
+            items,
+            description,
+            arrivals_ns: None,
+        }
+    }
+
     /// Item `i`; the driver cycles through the items when a `--duration` run needs more
     /// (`i` wraps modulo [`len`](Self::len)).
     ///

@@ -162,11 +162,7 @@ pub(crate) fn build(
             "; the first {count} of its {made} prompts are used"
         ));
     }
-    Ok(Workload {
-        items,
-        description,
-        arrivals_ns: None,
-    })
+    Ok(Workload::new(items, description))
 }
 
 #[cfg(test)]

@@ -173,11 +173,7 @@ pub(crate) fn build(
         description.push_str("; ");
         description.push_str(&note);
     }
-    Ok(Workload {
-        items,
-        description,
-        arrivals_ns: None,
-    })
+    Ok(Workload::new(items, description))
 }
 
 #[cfg(test)]

@@ -66,11 +66,7 @@ pub(crate) fn build(
             mean(&|it| u64::from(it.output_len))
         ));
     }
-    Ok(Workload {
-        items,
-        description,
-        arrivals_ns: None,
-    })
+    Ok(Workload::new(items, description))
 }
 
 /// What synthetic prompts are made of: the tokenizer's special prefix and suffix, and
