@@ -17,7 +17,8 @@
 //! line at 0; they must not decrease. Rows with 0 output tokens (BurstGPT's failed
 //! requests) are skipped unless `--output-len` sets every output length.
 
-use super::{below, ChaCha8Rng, SeedStable, Tokenizer, WorkItem, Workload, WorkloadError};
+use super::synthetic::Vocab;
+use super::{ChaCha8Rng, SeedStable, Tokenizer, WorkItem, Workload, WorkloadError};
 use super::{DEFAULT_VOCAB, MAX_LEN};
 use serde::Deserialize;
 use std::io::BufRead;
@@ -61,58 +62,15 @@ struct Line {
     hash_ids: Vec<u64>,
 }
 
-/// How prompts are drawn: the tokenizer's specials around ids from its ordinary vocab.
-struct Vocab {
-    prefix: Vec<u32>,
-    suffix: Vec<u32>,
-    ids: Option<Vec<u32>>,
-    note: String,
-}
-
-impl Vocab {
-    fn of(tokenizer: Option<&Tokenizer>) -> Result<Vocab, WorkloadError> {
-        let Some(tok) = tokenizer else {
-            return Ok(Vocab {
-                prefix: Vec::new(),
-                suffix: Vec::new(),
-                ids: None,
-                note: format!("ids from 0..{DEFAULT_VOCAB} (no tokenizer: no BOS)"),
-            });
-        };
-        let ids = tok.ordinary_ids();
-        if ids.is_empty() {
-            return Err(WorkloadError::EmptyVocab {
-                path: tok.path().to_path_buf(),
-            });
-        }
-        Ok(Vocab {
-            prefix: tok.special_prefix().to_vec(),
-            suffix: tok.special_suffix().to_vec(),
-            ids: Some(ids),
-            note: format!(
-                "ids from the vocab of {}, specials {:?} counted in each length",
-                tok.path().display(),
-                tok.special_prefix()
-            ),
-        })
-    }
-
-    fn specials(&self) -> u64 {
-        (self.prefix.len() + self.suffix.len()) as u64
-    }
-
-    fn draw(&self, rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<u32>) {
-        let span = self
-            .ids
-            .as_ref()
-            .map_or(u64::from(DEFAULT_VOCAB), |v| v.len() as u64);
-        for _ in 0..n {
-            let k = below(rng, span);
-            out.push(match &self.ids {
-                Some(v) => v[k as usize],
-                None => k as u32,
-            });
-        }
+/// The trace's wording of how its ids are drawn, for the workload's description.
+fn vocab_note(tokenizer: Option<&Tokenizer>) -> String {
+    match tokenizer {
+        None => format!("ids from 0..{DEFAULT_VOCAB} (no tokenizer: no BOS)"),
+        Some(tok) => format!(
+            "ids from the vocab of {}, specials {:?} counted in each length",
+            tok.path().display(),
+            tok.special_prefix()
+        ),
     }
 }
 
@@ -132,7 +90,8 @@ pub(crate) fn build(
     tokenizer: Option<&Tokenizer>,
     seed: u64,
 ) -> Result<Workload, WorkloadError> {
-    let vocab = Vocab::of(tokenizer)?;
+    let mut vocab = Vocab::new(tokenizer)?;
+    vocab.note = vocab_note(tokenizer);
     let limit = lines.unwrap_or(MAX_TRACE_LINES).min(MAX_TRACE_LINES);
     let line_err = |line: usize, reason: String| WorkloadError::TraceLine {
         path: path.to_path_buf(),
@@ -297,7 +256,7 @@ impl Builder<'_> {
             }
             None => l.output,
         };
-        let specials = self.vocab.specials();
+        let specials = u64::from(self.vocab.specials());
         if l.input > u64::from(MAX_LEN) || output > u64::from(MAX_LEN) {
             return Err(format!("a length above the limit of {MAX_LEN} tokens"));
         }
@@ -322,13 +281,16 @@ impl Builder<'_> {
         for &h in l.hash_ids.iter().take(body.div_ceil(BLOCK_TOKENS)) {
             let n = BLOCK_TOKENS.min(body - (prompt.len() - self.vocab.prefix.len()));
             self.vocab
-                .draw(&mut stream(self.seed, 0, h), n, &mut prompt);
+                .draw(&mut stream(self.seed, 0, h), n as u32, &mut prompt);
             self.blocks.insert(h);
         }
         let rest = body - (prompt.len() - self.vocab.prefix.len());
         if rest > 0 {
-            self.vocab
-                .draw(&mut stream(self.seed, 1, line as u64), rest, &mut prompt);
+            self.vocab.draw(
+                &mut stream(self.seed, 1, line as u64),
+                rest as u32,
+                &mut prompt,
+            );
         }
         prompt.extend_from_slice(&self.vocab.suffix);
         self.items.push(WorkItem {
