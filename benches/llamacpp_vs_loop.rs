@@ -112,17 +112,14 @@ fn plain_loop(ctx: &mut Context, prompts: &[Vec<u32>]) -> (f64, Vec<Vec<u32>>) {
 /// The harness: one batch-mode point of the same prompts through the driver.
 fn harness(engine: &mut dyn Engine, prompts: &[Vec<u32>], ids: bool) -> (f64, Vec<Vec<u32>>) {
     let b = prompts.len();
-    let w = Workload {
-        items: prompts
-            .iter()
-            .map(|p| WorkItem {
-                prompt: p.clone().into(),
-                output_len: NEW,
-            })
-            .collect(),
-        description: "bench".into(),
-        arrivals_ns: None,
-    };
+    let items = prompts
+        .iter()
+        .map(|p| WorkItem {
+            prompt: p.clone().into(),
+            output_len: NEW,
+        })
+        .collect();
+    let w = Workload::new(items, "bench".into());
     let o = DriverOptions {
         sampling: Sampling {
             return_token_ids: ids,

@@ -182,10 +182,10 @@ pub struct RunArgs {
     #[serde(alias = "time-scale")]
     pub time_scale: Option<f64>,
 
-    /// synthetic (default), sharegpt, prompts, shared-prefix or trace.
+    /// synthetic (default), sharegpt, prompts, shared-prefix, trace or conversations.
     #[arg(long)]
     pub dataset: Option<String>,
-    /// ShareGPT JSON, a prompt file (JSONL with "prompt"[, "max_tokens"], or text), or a trace (Mooncake JSONL or BurstGPT CSV).
+    /// ShareGPT JSON (also for conversations), a prompt file (JSONL with "prompt"[, "max_tokens"], or text), or a trace (Mooncake JSONL or BurstGPT CSV).
     #[arg(long, value_name = "FILE")]
     #[serde(alias = "dataset-path")]
     pub dataset_path: Option<PathBuf>,
@@ -217,6 +217,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "ORDER")]
     #[serde(alias = "group-order")]
     pub group_order: Option<String>,
+    /// conversations: turns per conversation: N, uniform:MIN:MAX or normal:MEAN:STD (default 4; from ShareGPT, the most kept).
+    #[arg(long, value_name = "DIST")]
+    pub turns: Option<Spec>,
+    /// conversations: milliseconds between a reply and the next user message: 0 (default), N, uniform:MIN:MAX or normal:MEAN:STD.
+    #[arg(long, value_name = "MS")]
+    #[serde(alias = "think-time")]
+    pub think_time: Option<Spec>,
     /// Seed of the workload, the arrivals and sampling (default 0).
     #[arg(long)]
     pub seed: Option<u64>,

@@ -76,6 +76,17 @@ pub struct RequestTrace {
     /// absent where it does not (run.json's `engine.scheduler` names the source).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cached_prompt_tokens: Option<u32>,
+    /// `--dataset conversations`: which conversation of the run the request is a turn
+    /// of (numbered from 0 in the order they started, warmup included)...
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub conversation: Option<u64>,
+    /// ...and which turn (from 0).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub turn: Option<u32>,
+    /// A conversation turn's prompt exactly as sent (with `--save-token-ids`): the
+    /// previous turn's prompt, its generated `token_ids`, then this turn's user message.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prompt_token_ids: Option<Vec<u32>>,
 }
 
 impl RequestTrace {
@@ -108,6 +119,9 @@ impl RequestTrace {
             token_ids: None,
             top2_margins: None,
             cached_prompt_tokens: None,
+            conversation: None,
+            turn: None,
+            prompt_token_ids: None,
         }
     }
 

@@ -117,6 +117,49 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
             "above the limit",
         ),
         (
+            vec!["--engine", "calibration", "--turns", "3"],
+            "--turns applies only to --dataset conversations",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "conversations",
+                "--think-time",
+                "soon",
+            ],
+            "--think-time soon",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "conversations",
+                "--turns",
+                "5000",
+            ],
+            "--turns 5000 allows more than",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "conversations",
+                "--ramp-up-strategy",
+                "linear",
+                "--ramp-up-start-rps",
+                "1",
+                "--ramp-up-end-rps",
+                "4",
+                "--num-requests",
+                "8",
+            ],
+            "use --rate R (new conversations per second)",
+        ),
+        (
             vec!["--engine", "calibration", "--engine-arg", "block_size=0"],
             "block size from 1 to 4096",
         ),
@@ -811,4 +854,148 @@ fn shared_prefix_hit_rate_recomputes_from_the_requests_and_names_its_source() {
     assert!(s["points"][0]
         .get("prefix_cache_hit_rate")
         .is_none_or(|v| v.is_null()));
+}
+
+#[test]
+fn conversation_figures_by_turn_recompute_from_the_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let stdout = succeeds(
+        harness()
+            .args([
+                "run",
+                "--engine",
+                "calibration",
+                "--engine-arg",
+                "prefix_cache_tokens=100000",
+                "--engine-arg",
+                "prefill_us_per_token=200",
+                "--dataset",
+                "conversations",
+                "--turns",
+                "3",
+                "--input-len",
+                "24",
+                "--output-len",
+                "8",
+                "--think-time",
+                "5",
+                "--concurrency",
+                "2",
+                "--num-requests",
+                "12",
+                "--warmup",
+                "0",
+                "--save-token-ids",
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(stdout.contains("By turn"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let recs = common::records(&out);
+    assert_eq!(recs.len(), 12);
+    // Recomputed from requests.jsonl alone, by turn: TTFT (first token offset), the
+    // prompt tokens sent and cached / prompt tokens.
+    let mut by_turn: std::collections::BTreeMap<u64, Vec<&serde_json::Value>> = Default::default();
+    for r in &recs {
+        by_turn
+            .entry(r["turn"].as_u64().unwrap())
+            .or_default()
+            .push(r);
+    }
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_path(out.join("turns.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let turns = summary["by_turn"].as_array().unwrap();
+    for (k, rs) in &by_turn {
+        let n = rs.len() as f64;
+        let ttft: f64 = rs
+            .iter()
+            .map(|r| r["token_ns"][0].as_f64().unwrap() / 1e6)
+            .sum::<f64>()
+            / n;
+        let input: f64 = rs
+            .iter()
+            .map(|r| r["input_len"].as_f64().unwrap())
+            .sum::<f64>()
+            / n;
+        let cached: u64 = rs
+            .iter()
+            .map(|r| r["cached_prompt_tokens"].as_u64().unwrap())
+            .sum();
+        let prompt: u64 = rs.iter().map(|r| r["input_len"].as_u64().unwrap()).sum();
+        // Turn k's prompt: k · (24 + 8) tokens of context, then 24 of its own.
+        assert_eq!(input, 24.0 + 32.0 * *k as f64, "turn {k}");
+        let t = &turns[*k as usize];
+        assert_eq!(t["turn"].as_u64(), Some(*k));
+        assert!(
+            (t["ttft"]["mean"].as_f64().unwrap() - ttft).abs() < 1e-9,
+            "turn {k}"
+        );
+        assert_eq!(t["input_len"]["mean"].as_f64(), Some(input));
+        let rate = cached as f64 / prompt as f64;
+        assert!((t["prefix_cache_hit_rate"].as_f64().unwrap() - rate).abs() < 1e-12);
+        let row = &rows[*k as usize];
+        assert_eq!(row[2].parse::<u64>().unwrap(), *k);
+        assert!((row[5].parse::<f64>().unwrap() - ttft).abs() < 1e-9);
+        assert!((row[10].parse::<f64>().unwrap() - rate).abs() < 1e-12);
+    }
+    // The hit rate grows by turn: each turn resends the conversation so far.
+    let rates: Vec<f64> = turns
+        .iter()
+        .map(|t| t["prefix_cache_hit_rate"].as_f64().unwrap())
+        .collect();
+    assert!(
+        rates[0] == 0.0 && rates[1] > 0.0 && rates[2] > rates[1],
+        "{rates:?}"
+    );
+    // A later turn's prompt is the previous prompt + its reply + the next user message
+    // from workload.jsonl; it is due 5 ms after the previous finish.
+    let workload: Vec<serde_json::Value> = std::fs::read_to_string(out.join("workload.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in recs.iter().filter(|r| r["turn"].as_u64() > Some(0)) {
+        let (c, k) = (r["conversation"].as_u64(), r["turn"].as_u64().unwrap());
+        let prev = recs
+            .iter()
+            .find(|p| p["conversation"].as_u64() == c && p["turn"].as_u64() == Some(k - 1))
+            .unwrap();
+        let user = workload
+            .iter()
+            .find(|w| w["conversation"].as_u64() == c && w["turn"].as_u64() == Some(k))
+            .unwrap();
+        let ids = |v: &serde_json::Value| -> Vec<u64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect()
+        };
+        let mut want = ids(&prev["prompt_token_ids"]);
+        want.extend(ids(&prev["token_ids"]));
+        want.extend(ids(&user["user_token_ids"]));
+        assert_eq!(ids(&r["prompt_token_ids"]), want);
+        assert_eq!(user["think_ns"].as_u64(), Some(5_000_000));
+        let due = r["intended_ns"].as_u64().unwrap();
+        assert_eq!(due, prev["finish_ns"].as_u64().unwrap() + 5_000_000);
+    }
+    let c = &summary["conversations"];
+    assert_eq!(
+        (c["count"].as_u64(), c["completed"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(summary["conversations_started"].as_f64(), Some(4.0));
+    // requests.csv carries the conversation and turn.
+    let head = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    assert!(
+        head.starts_with("id,point,conversation,turn,input_len"),
+        "{head}"
+    );
 }

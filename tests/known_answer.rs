@@ -601,3 +601,221 @@ fn fresh_cache_says_when_the_engine_has_no_cache_to_empty() {
     // No prefix cache: nothing reported, not zero.
     assert!(run.records.iter().all(|r| r.cached_prompt_tokens.is_none()));
 }
+
+/// `conversations` × `turns`, user messages of 32 ids, 8 output tokens; 1 ms per
+/// uncached prompt token, 1 ms per decode step, a prefix cache of blocks of 16.
+fn conversations(conversations: usize, turns: u32, think_ms: Option<u32>) -> (Workload, Schedule) {
+    use llm_harness::workload::conversations::{ConversationSource, ConversationSpec};
+    use llm_harness::workload::{build, LengthDist, WorkloadSpec};
+    let spec = WorkloadSpec::Conversations(ConversationSpec {
+        turns: LengthDist::Fixed { len: turns },
+        think_time_ms: think_ms.map(|len| LengthDist::Fixed { len }),
+        source: ConversationSource::Synthetic {
+            input_len: LengthDist::Fixed { len: 32 },
+            output_len: LengthDist::Fixed { len: 8 },
+        },
+    });
+    let count = conversations * turns as usize;
+    let schedule = Schedule {
+        prefill_ms: 0.0,
+        prefill_ms_per_request: 0.0,
+        prefill_us_per_token: 1000.0,
+        decode_ms: 1.0,
+        decode_ms_per_seq: 0.0,
+        prefix_cache_tokens: 1 << 20,
+        block_size: 16,
+        ..Schedule::default()
+    };
+    (build(&spec, None, count, 0).unwrap(), schedule)
+}
+
+fn by_id(mut recs: Vec<RequestTrace>) -> Vec<RequestTrace> {
+    recs.sort_by_key(|r| r.id);
+    recs
+}
+
+#[test]
+fn a_conversations_turns_carry_the_engines_replies_and_hit_the_cache_by_turn() {
+    let (w, schedule) = conversations(3, 4, None);
+    let o = DriverOptions {
+        sampling: llm_harness::driver::Sampling {
+            return_token_ids: true,
+            ..llm_harness::driver::Sampling::EXACT_GREEDY
+        },
+        ..driver_opts(12, 0)
+    };
+    let m = measure(schedule, LoadPoint::Concurrency { concurrency: 1 }, &w, &o);
+    let recs = by_id(m.records);
+    assert_eq!(recs.len(), 12);
+    let layout = w.conversations.as_ref().unwrap();
+    for (i, r) in recs.iter().enumerate() {
+        let (c, k) = (i / 4, (i % 4) as u32);
+        assert_eq!(
+            (r.conversation, r.turn),
+            (Some(c as u64), Some(k)),
+            "request {i}"
+        );
+        // Prompt k = 32 + k·(8 + 32) tokens: the context so far, then the user message.
+        assert_eq!(r.input_len, 32 + 40 * k, "request {i}");
+        let prompt = r.prompt_token_ids.as_deref().unwrap();
+        let user = &w.items[layout.turns(c).start + k as usize].prompt;
+        assert!(prompt.ends_with(user));
+        if k > 0 {
+            let prev = &recs[i - 1];
+            let mut want = prev.prompt_token_ids.clone().unwrap();
+            want.extend(prev.token_ids.as_deref().unwrap());
+            want.extend(user.iter());
+            assert_eq!(
+                prompt,
+                &want[..],
+                "turn {k} = turn {} + reply + user",
+                k - 1
+            );
+        }
+        // The cache holds the previous context in whole blocks: ⌊40k / 16⌋ · 16.
+        let cached = (40 * k / 16) * 16;
+        assert_eq!(r.cached_prompt_tokens, Some(cached), "request {i}");
+        // The engine's first token ends the prefill of the uncached tokens, 1 ms each
+        // (its own stamp: the schedule's truth, whatever the machine's load)...
+        let first = r.engine.as_ref().and_then(|e| e.first_token_ns).unwrap();
+        close(
+            &format!("request {i} engine TTFT ms"),
+            Some(first.since(r.submit_ns) as f64 / 1e6),
+            f64::from(r.input_len - cached),
+        );
+    }
+    // ...and the harness's TTFT by turn is that, at the median.
+    let want_ttft = [32.0, 40.0, 32.0, 40.0];
+    for (t, want) in m.summary.by_turn.as_ref().unwrap().iter().zip(want_ttft) {
+        close(&format!("turn {} TTFT median", t.turn), t.ttft.median, want);
+    }
+    let turns = m.summary.by_turn.as_ref().unwrap();
+    let rates: Vec<f64> = turns
+        .iter()
+        .map(|t| t.prefix_cache_hit_rate.unwrap())
+        .collect();
+    let want = [0.0, 32.0 / 72.0, 80.0 / 112.0, 112.0 / 152.0];
+    for (got, want) in rates.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{rates:?}");
+    }
+    let c = m.summary.conversations.as_ref().unwrap();
+    assert_eq!((c.count, c.completed), (3, 3));
+    assert_eq!(c.turns.mean, Some(4.0));
+}
+
+#[test]
+fn think_time_delays_each_next_turn_and_is_its_scheduled_arrival() {
+    let (w, schedule) = conversations(2, 3, Some(30));
+    let m = measure(
+        schedule,
+        LoadPoint::Concurrency { concurrency: 2 },
+        &w,
+        &driver_opts(6, 0),
+    );
+    let recs = by_id(m.records);
+    for c in 0..2u64 {
+        let turns: Vec<&RequestTrace> = recs.iter().filter(|r| r.conversation == Some(c)).collect();
+        assert_eq!(turns.len(), 3);
+        assert!(
+            turns[0].intended_ns.is_none(),
+            "a closed loop's first turn is due at once"
+        );
+        for k in 1..3 {
+            let prev_finish = turns[k - 1].finish_ns.unwrap();
+            let intended = turns[k].intended_ns.unwrap();
+            assert_eq!(
+                intended.0 - prev_finish.0,
+                30_000_000,
+                "turn {k}: finish + 30 ms"
+            );
+            let late = turns[k].submit_ns.since(intended) as f64 / 1e6;
+            assert!(late < 5.0, "turn {k} submitted {late} ms after it was due");
+        }
+        let d = m
+            .summary
+            .conversations
+            .as_ref()
+            .unwrap()
+            .duration
+            .max
+            .unwrap();
+        assert!(d > 0.06, "two think times in each conversation: {d} s");
+    }
+    // queue_time is each later turn's lateness: small.
+    close(
+        "queue_time median",
+        m.summary.queue_time.unwrap().median,
+        0.0,
+    );
+}
+
+#[test]
+fn a_rate_starts_conversations_on_the_arrival_schedule_and_num_requests_cuts_the_last() {
+    let (w, schedule) = conversations(4, 3, None);
+    let rate = 40.0;
+    let m = measure(
+        schedule,
+        LoadPoint::Rate {
+            rate,
+            burstiness: 1.0,
+        },
+        &w,
+        &driver_opts(10, 0),
+    );
+    let recs = by_id(m.records);
+    // 10 requests: conversations of 3, 3, 3 and the last cut to 1.
+    assert_eq!(recs.len(), 10);
+    let per: Vec<usize> = (0..4u64)
+        .map(|c| recs.iter().filter(|r| r.conversation == Some(c)).count())
+        .collect();
+    assert_eq!(per, [3, 3, 3, 1]);
+    // Each conversation's first turn is due on the seeded arrival process.
+    let firsts: Vec<&RequestTrace> = recs.iter().filter(|r| r.turn == Some(0)).collect();
+    let t0 = firsts[0].intended_ns.unwrap();
+    let truth = arrivals::arrival_offsets(rate, 1.0, driver_opts(10, 0).seed, 4);
+    for (r, &off) in firsts.iter().zip(&truth) {
+        assert_eq!(
+            r.intended_ns.unwrap().since(t0),
+            off,
+            "conversation arrival"
+        );
+    }
+    // A turn starts only after the previous one finished.
+    for r in &recs {
+        if let Some(k @ 1..) = r.turn {
+            let prev = recs
+                .iter()
+                .find(|p| p.conversation == r.conversation && p.turn == Some(k - 1))
+                .unwrap();
+            assert!(r.submit_ns >= prev.finish_ns.unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_batch_of_conversations_ends_before_the_next_starts() {
+    let (w, schedule) = conversations(4, 2, None);
+    let m = measure(
+        schedule,
+        LoadPoint::Batch { batch: 2 },
+        &w,
+        &driver_opts(8, 0),
+    );
+    let recs = by_id(m.records);
+    assert_eq!(recs.len(), 8);
+    for r in &recs {
+        let c = r.conversation.unwrap();
+        assert_eq!(r.round, Some((c / 2) as u32), "conversation {c}");
+    }
+    let end0 = recs
+        .iter()
+        .filter(|r| r.round == Some(0))
+        .map(|r| r.finish_ns.unwrap())
+        .max()
+        .unwrap();
+    assert!(recs
+        .iter()
+        .filter(|r| r.round == Some(1))
+        .all(|r| r.submit_ns >= end0));
+    assert_eq!(m.summary.rounds.count, 2);
+}

@@ -22,16 +22,13 @@ use std::sync::atomic::AtomicBool;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn workload(input: usize, output: u32, n: usize) -> Workload {
-    Workload {
-        items: (0..n)
-            .map(|i| WorkItem {
-                prompt: vec![(i % 1000) as u32; input].into(),
-                output_len: output,
-            })
-            .collect(),
-        description: "test".into(),
-        arrivals_ns: None,
-    }
+    let items = (0..n)
+        .map(|i| WorkItem {
+            prompt: vec![(i % 1000) as u32; input].into(),
+            output_len: output,
+        })
+        .collect();
+    Workload::new(items, "test".into())
 }
 
 fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions) -> PointRun {

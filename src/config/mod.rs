@@ -17,6 +17,7 @@ use crate::cli::RunArgs;
 use crate::driver::{DriverOptions, LoadPoint};
 use crate::engine::{EngineConfig, EngineSpec, Registry};
 use crate::metrics::Slo;
+use crate::workload::conversations::{ConversationSource, ConversationSpec};
 use crate::workload::{LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 
@@ -182,6 +183,8 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         system_prompt_len,
         question_len,
         group_order,
+        turns,
+        think_time,
         seed,
         num_requests,
         duration,
@@ -218,6 +221,13 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
     let instruments = instruments::parse(&a, &points)?;
     let max_concurrency = load::max_concurrency(&a, &points)?;
     check_open_loop_amounts(&points, &stop.stop)?;
+    let conversations = matches!(workload.spec, WorkloadSpec::Conversations(_));
+    if conversations && points.iter().any(|p| matches!(p, LoadPoint::Ramp { .. })) {
+        return err(
+            "ramp-up-strategy",
+            "a ramp's rate runs across --num-requests requests, but --dataset conversations starts conversations of several requests each; use --rate R (new conversations per second) or --concurrency C",
+        );
+    }
     let engine_config = EngineConfig {
         log_dir: Some(output.out.clone()),
         ..engine.config
@@ -313,7 +323,11 @@ fn check_workload_memory(cfg: &RunConfig) -> Result<(), ConfigError> {
         LengthDist::Normal { mean, std } => mean + 6.0 * std,
     };
     let (flag, what, tokens) = match &cfg.workload {
-        WorkloadSpec::Synthetic { input_len, .. } => {
+        WorkloadSpec::Synthetic { input_len, .. }
+        | WorkloadSpec::Conversations(ConversationSpec {
+            source: ConversationSource::Synthetic { input_len, .. },
+            ..
+        }) => {
             let items = cfg.workload_size();
             let what = format!("--input-len {input_len} for {items} requests");
             ("input-len", what, longest(input_len) * items as f64)

@@ -5,6 +5,7 @@ use super::{err, ConfigError};
 use crate::cli::{RunArgs, Spec};
 use crate::driver::Sampling;
 use crate::engine::EngineSpec;
+use crate::workload::conversations::{ConversationSource, ConversationSpec};
 use crate::workload::shared_prefix::{GroupOrder, SharedPrefix};
 use crate::workload::{parse_length, LengthDist, WorkloadSpec};
 use std::path::PathBuf;
@@ -78,6 +79,20 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
             );
         }
     }
+    if dataset != "conversations" {
+        let given = [
+            ("turns", a.turns.is_some()),
+            ("think-time", a.think_time.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return err(
+                flag,
+                format!(
+                    "--{flag} applies only to --dataset conversations; add it or drop --{flag}"
+                ),
+            );
+        }
+    }
     let spec = match dataset {
         "synthetic" => WorkloadSpec::Synthetic {
             input_len: a
@@ -147,11 +162,49 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                 lines: None,
             }
         }
+        "conversations" => {
+            let source = match &a.dataset_path {
+                None => ConversationSource::Synthetic {
+                    input_len: a
+                        .input_len
+                        .as_ref()
+                        .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
+                            length("input-len", s)
+                        })?,
+                    output_len: a
+                        .output_len
+                        .as_ref()
+                        .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
+                            length("output-len", s)
+                        })?,
+                },
+                Some(_) => {
+                    no_input_len("ShareGPT conversations")?;
+                    ConversationSource::Sharegpt {
+                        output_len: fixed_output("ShareGPT conversations")?,
+                        path: need_path("ShareGPT_V3_unfiltered_cleaned_split.json")?,
+                    }
+                }
+            };
+            let think_time_ms = match a.think_time.as_ref() {
+                None => None,
+                Some(s) if s.0.trim().trim_end_matches("ms") == "0" => None,
+                Some(s) => Some(length("think-time", &Spec(s.0.trim_end_matches("ms").into()))?),
+            };
+            WorkloadSpec::Conversations(ConversationSpec {
+                turns: a
+                    .turns
+                    .as_ref()
+                    .map_or(Ok(LengthDist::Fixed { len: 4 }), |s| length("turns", s))?,
+                think_time_ms,
+                source,
+            })
+        }
         other => {
             return err(
                 "dataset",
                 format!(
-                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts, shared-prefix or trace"
+                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts, shared-prefix, trace or conversations"
                 ),
             )
         }
@@ -180,7 +233,9 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
     };
     // Synthetic ids need no tokenizer (nor do a shared-prefix workload's or a trace's,
     // which are synthetic too).
-    if tokenizer.is_none() && !matches!(dataset, "synthetic" | "shared-prefix" | "trace") {
+    let synthetic_ids = matches!(dataset, "synthetic" | "shared-prefix" | "trace")
+        || (dataset == "conversations" && a.dataset_path.is_none());
+    if tokenizer.is_none() && !synthetic_ids {
         return err("dataset", format!("--dataset {dataset} needs a tokenizer: pass --model DIR (with tokenizer.json) or --tokenizer FILE"));
     }
     let temperature = a.temperature.unwrap_or(0.0);

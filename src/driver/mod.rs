@@ -15,9 +15,11 @@
 //! harness's own work between engine calls ([`HarnessCost`]).
 
 pub mod arrivals;
+mod chats;
 pub mod cost;
 pub mod progress;
 
+pub use chats::ConversationRun;
 pub use cost::HarnessCost;
 
 use crate::core::clock::{self, MonoNs};
@@ -29,12 +31,14 @@ use crate::host::{CpuSample, HostLoad};
 use crate::trace::{RequestTrace, TraceError, TraceWriter};
 use crate::workload::Workload;
 use arrivals::RampStrategy;
+use chats::Chats;
 use cost::CostClock;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One load point: how requests are offered. A sweep is a list of these run on one
@@ -463,6 +467,8 @@ struct Book {
     pending: Vec<Pending>,
     done: Vec<RequestTrace>,
     counted: usize,
+    /// Of `done`, those whose conversations have been moved on.
+    advanced: usize,
 }
 
 impl Book {
@@ -550,6 +556,7 @@ impl Book {
             Some(w) => {
                 w.append(std::mem::take(&mut self.done))?;
                 self.counted = 0;
+                self.advanced = 0;
             }
             None => self.counted = self.done.len(),
         }
@@ -600,6 +607,9 @@ pub struct Driver<'a> {
     next_id: RequestId,
     events: Vec<TokenEvent>,
     observer: Option<&'a mut dyn StepObserver>,
+    /// The next conversation's number (`--dataset conversations`): run-wide, like
+    /// request ids, so each conversation of the workload is started once while it lasts.
+    next_conversation: u64,
 }
 
 /// One phase (warmup or measured) of a point.
@@ -624,6 +634,8 @@ struct Slot {
 
 /// Where a phase is in its stop rule.
 struct Progression {
+    /// The point's index (each request's `point`).
+    point: u32,
     /// Requests the stop rule let in: submitted, or (open loops) arrived and queued.
     issued: usize,
     /// Requests submitted.
@@ -642,6 +654,7 @@ impl<'a> Driver<'a> {
             next_id: 0,
             events: Vec::with_capacity(256),
             observer: None,
+            next_conversation: 0,
         }
     }
 
@@ -770,6 +783,7 @@ impl<'a> Driver<'a> {
         // When the driver last saw a request end: the moment a slot freed.
         let mut freed_at = t0;
         let mut p = Progression {
+            point: phase.point_index,
             issued: 0,
             submitted: 0,
             rounds: 0,
@@ -784,6 +798,8 @@ impl<'a> Driver<'a> {
             .clamp(MAX_POLL, Duration::from_secs(1))
             .as_nanos() as u64;
         let mut measures = Measures::default();
+        let layout = phase.workload.conversations.as_ref();
+        let mut chats = Chats::default();
         if let Some(o) = self.observer.as_deref_mut() {
             o.phase_started(&phase.point.label(), phase.measured);
         }
@@ -804,12 +820,19 @@ impl<'a> Driver<'a> {
             if ended_by.is_none() {
                 // What the mode wants submitted now (for rate: the arrivals now due).
                 due_at.clear();
+                // Conversation workloads start conversations: a batch is B of them, a
+                // closed loop keeps C open.
+                let idle = book.active.is_empty() && chats.is_empty();
+                let open = match layout {
+                    Some(_) => chats.open(),
+                    None => book.active.len(),
+                };
                 let due = match (phase.point, arrivals.as_mut()) {
                     // A batch starts only when the last one has finished.
-                    (LoadPoint::Batch { batch }, _) if book.active.is_empty() => batch as usize,
+                    (LoadPoint::Batch { batch }, _) if idle => batch as usize,
                     (LoadPoint::Batch { .. }, _) => 0,
                     (LoadPoint::Concurrency { concurrency }, _) => {
-                        (concurrency as usize).saturating_sub(book.active.len())
+                        (concurrency as usize).saturating_sub(open)
                     }
                     (_, Some(a)) => {
                         let elapsed = now.since(t0);
@@ -825,11 +848,14 @@ impl<'a> Driver<'a> {
                 };
                 if due == 0 && arrivals.as_mut().is_some_and(|a| a.peek().is_none()) {
                     ended_by = Some(EndedBy::TraceEnd);
-                } else if due > 0 || book.active.is_empty() {
+                } else if due > 0 || idle {
                     // The stop rule is checked once per round (a whole batch, or the
                     // requests due at this instant), never in the middle of a batch.
                     match Self::keep_going(phase, &p, t0, now) {
                         Err(why) => ended_by = Some(why),
+                        Ok(()) if layout.is_some() => {
+                            self.start_conversations(phase, &mut chats, &mut p, due, &due_at, t0);
+                        }
                         Ok(()) => {
                             let n = match phase.stop.num_requests {
                                 Some(limit) => due.min(limit.saturating_sub(p.issued)),
@@ -871,6 +897,49 @@ impl<'a> Driver<'a> {
                     }
                 }
             }
+            // Conversations' turns now due, earliest first, into the free slots.
+            if layout.is_some() {
+                let now = clock::now();
+                while book.active.len() < slots {
+                    let Some(turn) = chats.pop_due(now, |i| phase.workload.items[i].prompt.clone())
+                    else {
+                        break;
+                    };
+                    let intended = turn.intended;
+                    let slot = Slot {
+                        round: turn.round,
+                        intended,
+                        slot_free: intended
+                            .filter(|&i| opts.max_concurrency.is_some() && freed_at > i)
+                            .map(|_| freed_at),
+                    };
+                    let (conversation, turn_index) = (turn.conversation, turn.turn);
+                    let save_prompt = opts.sampling.return_token_ids;
+                    let prompt = turn.prompt;
+                    let output_len = phase.workload.items[turn.item].output_len;
+                    let id = self.next_id;
+                    let submitted = self.submit(
+                        opts,
+                        &mut book,
+                        &mut p,
+                        (prompt.clone(), output_len, true),
+                        slot,
+                        &mut cost,
+                        |t| {
+                            t.conversation = Some(conversation);
+                            t.turn = Some(turn_index);
+                            t.prompt_token_ids = save_prompt.then(|| prompt.to_vec());
+                        },
+                    );
+                    chats.sent(id, conversation);
+                    if let Err(e) = submitted {
+                        let msg = e.detail();
+                        book.finish_all(FinishReason::Error, &msg);
+                        ended_by = Some(EndedBy::EngineFailed);
+                        break 'phase Outcome::EngineFailed(msg);
+                    }
+                }
+            }
             // The open loop's queue, oldest first, into the free slots (all of it
             // without --max-concurrency).
             while book.active.len() < slots {
@@ -889,10 +958,11 @@ impl<'a> Driver<'a> {
                     break 'phase Outcome::EngineFailed(msg);
                 }
             }
-            if book.active.is_empty() && queue.is_empty() && ended_by.is_some() {
+            if book.active.is_empty() && queue.is_empty() && chats.is_empty() && ended_by.is_some()
+            {
                 break Outcome::Completed;
             }
-            // Wait for the engine, but not past the next arrival.
+            // Wait for the engine, but not past the next arrival or conversation turn.
             let mut timeout = MAX_POLL;
             if ended_by.is_none() {
                 if let Some(&next) = arrivals.as_mut().and_then(|a| a.peek()) {
@@ -900,6 +970,9 @@ impl<'a> Driver<'a> {
                         MonoNs(t0.0.saturating_add(next)).since(clock::now()),
                     ));
                 }
+            }
+            if let Some(due) = chats.next_due() {
+                timeout = timeout.min(Duration::from_nanos(MonoNs(due).since(clock::now())));
             }
             // The last pass's finished requests go to the writer just before the engine
             // is called, so it writes them while the driver waits in the engine.
@@ -963,6 +1036,13 @@ impl<'a> Driver<'a> {
                     freed_at = stamp;
                 }
             }
+            // Finished turns move their conversations on (before the writer takes them).
+            if let Some(layout) = layout {
+                for t in &mut book.done[book.advanced..] {
+                    chats.finished(t, layout, opts.sampling.return_token_ids);
+                }
+                book.advanced = book.done.len();
+            }
         };
         book.flush(&mut writer, progress)?;
         if window.is_some() {
@@ -972,6 +1052,9 @@ impl<'a> Driver<'a> {
             if let Some(o) = self.observer.as_deref_mut() {
                 o.phase_finished(&mut measures);
             }
+        }
+        if phase.measured && layout.is_some() {
+            measures.add(&chats.stats);
         }
         if phase.measured {
             // The engine's own counters over this phase, beside the harness's figures.
@@ -1071,12 +1154,78 @@ impl<'a> Driver<'a> {
             p.reused += 1;
         }
         let item = phase.workload.get(index);
+        let what = (
+            item.prompt.clone(),
+            item.output_len,
+            opts.sampling.return_token_ids,
+        );
+        self.submit(opts, book, p, what, slot, cost, |_| {})
+    }
+
+    /// Opens up to `due` conversations (`--dataset conversations`), each reserving its
+    /// turns against `--num-requests`; in an open loop the k-th opens at arrival
+    /// `due_at[k]`.
+    fn start_conversations(
+        &mut self,
+        phase: &Phase,
+        chats: &mut Chats,
+        p: &mut Progression,
+        due: usize,
+        due_at: &[u64],
+        t0: MonoNs,
+    ) {
+        let Some(layout) = phase.workload.conversations.as_ref() else {
+            return;
+        };
+        let batch = matches!(phase.point, LoadPoint::Batch { .. });
+        let round = batch.then_some(p.rounds as u32);
+        let mut started = 0;
+        for k in 0..due {
+            let limit = phase
+                .stop
+                .num_requests
+                .map_or(usize::MAX, |n| n.saturating_sub(p.issued));
+            if limit == 0 {
+                break;
+            }
+            let serial = self.next_conversation;
+            let arrival = due_at.get(k).map(|&o| MonoNs(t0.0.saturating_add(o)));
+            let turns = chats.start(layout, serial, limit, round, arrival);
+            self.next_conversation += 1;
+            if usize::try_from(serial).unwrap_or(usize::MAX) >= layout.count() {
+                p.reused += turns as u64;
+            }
+            p.issued += turns;
+            if !batch {
+                p.rounds += turns as u64;
+            }
+            started += 1;
+        }
+        if batch && started > 0 {
+            p.rounds += 1;
+        }
+    }
+
+    /// Submits one request: `what` is its prompt, token budget and whether the engine
+    /// returns its token ids; `decorate` fills the trace's workload fields.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        opts: &DriverOptions,
+        book: &mut Book,
+        p: &mut Progression,
+        what: (Arc<[u32]>, u32, bool),
+        slot: Slot,
+        cost: &mut CostClock,
+        decorate: impl FnOnce(&mut RequestTrace),
+    ) -> Result<(), EngineError> {
+        let (prompt, output_len, return_token_ids) = what;
         let req = GenRequest {
             id: self.next_id,
-            prompt: item.prompt.clone(),
-            output_len: item.output_len,
+            prompt,
+            output_len,
             min_tokens: if opts.sampling.ignore_eos {
-                item.output_len
+                output_len
             } else {
                 0
             },
@@ -1084,20 +1233,16 @@ impl<'a> Driver<'a> {
             temperature: opts.sampling.temperature,
             // Distinct per request, so identical prompts do not sample identically.
             seed: opts.sampling.seed.map(|s| s.wrapping_add(self.next_id)),
-            return_token_ids: opts.sampling.return_token_ids,
+            return_token_ids,
         };
         self.next_id += 1;
         let at = clock::now();
-        let mut trace = RequestTrace::new(
-            req.id,
-            phase.point_index,
-            req.prompt.len() as u32,
-            req.output_len,
-            at,
-        );
+        let mut trace =
+            RequestTrace::new(req.id, p.point, req.prompt.len() as u32, req.output_len, at);
         trace.round = slot.round;
         trace.intended_ns = slot.intended;
         trace.slot_free_ns = slot.slot_free;
+        decorate(&mut trace);
         p.submitted += 1;
         p.last_submit = at;
         book.admit(trace);

@@ -636,10 +636,11 @@ pub static CATALOG: &[Metric] = &[
         "queue_time",
         "queue",
         Unit::Ms,
-        "open loops (rate, ramp, trace): submit - scheduled arrival (intended_ns), per \
+        "open loops (rate, ramp, trace) and a conversation's later turns (due at the \
+         previous turn's finish + think time): submit - scheduled arrival (intended_ns), per \
          submitted request whatever its outcome; under --max-concurrency it is the wait in \
-         the client's FIFO queue for a free slot plus the driver's schedule_lag; absent in \
-         batch and concurrency mode (ms)",
+         the client's FIFO queue for a free slot plus the driver's schedule_lag; absent \
+         for requests without a scheduled arrival (batch and concurrency mode) (ms)",
         |s| s.queue_time.as_ref(),
     )
     .per_request(|m| m.queue_time_ms)
@@ -670,6 +671,18 @@ pub static CATALOG: &[Metric] = &[
     )
     .per_request(|m| m.ttft_from_arrival_ms)
     .columns(&[col(S(Stat::Median), W), col(S(Stat::P99), W)])
+    .only_when_present(),
+    Metric::distribution(
+        "conversation_duration",
+        "conversation",
+        Unit::Seconds,
+        "--dataset conversations: per conversation with a turn in the point and every turn \
+         finished, its first turn's submit to its last turn's finish, think times included \
+         (s); the per-turn figures (ttft, input_len and prefix_cache_hit_rate by turn \
+         index) are in summary.json's by_turn and turns.csv",
+        |s| s.conversations.as_ref().map(|c| &c.duration),
+    )
+    .columns(&[col(S(Stat::Median), W)])
     .only_when_present(),
 ];
 

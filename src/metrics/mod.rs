@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod confidence;
+pub mod conversations;
 
 pub use confidence::Estimate;
 
@@ -200,8 +201,8 @@ pub struct Summary {
     /// `cached_prompt_tokens` / their prompt tokens, over the same requests.
     #[serde(default)]
     pub prefix_cache_hit_rate: Option<f64>,
-    /// Open loops (requests with a scheduled arrival): submit − scheduled arrival,
-    /// over every submitted request. `None` in batch and concurrency mode.
+    /// Requests with a scheduled arrival (open loops, and a conversation's later turns):
+    /// submit − scheduled arrival, over every submitted request. `None` without any.
     #[serde(default)]
     pub queue_time: Option<Distribution>,
     /// Open loops: submit − max(scheduled arrival, slot free), every submitted request.
@@ -213,6 +214,12 @@ pub struct Summary {
     /// The point's rounds and how sure its main figures are.
     #[serde(default)]
     pub rounds: Rounds,
+    /// `--dataset conversations`: the requests by turn index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_turn: Option<Vec<conversations::TurnSummary>>,
+    /// `--dataset conversations`: the point's conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<conversations::ConversationSummary>,
 }
 
 /// The rounds of a point and the estimates over them. See [`catalog::CATALOG`].
@@ -398,6 +405,8 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s.schedule_lag = (!lag.is_empty()).then(|| distribution(&mut lag));
     s.ttft_from_arrival = (!from_arrival.is_empty()).then(|| distribution(&mut from_arrival));
     s.rounds = rounds(records, s.duration.and(first_submit));
+    s.by_turn = conversations::by_turn(records);
+    s.conversations = conversations::conversations(records);
     s
 }
 

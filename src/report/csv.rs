@@ -14,6 +14,9 @@ pub struct SummaryCsvExporter;
 /// Writes `requests.csv`.
 pub struct RequestsCsvExporter;
 
+/// Writes `turns.csv` (`--dataset conversations`): one row per point and turn index.
+pub struct TurnsCsvExporter;
+
 /// The columns of `requests.csv`: the request, then each metric of the run's catalog
 /// that has a per-request value ([`Metric::request_column`]), then the error.
 pub fn request_columns(catalog: &[Metric]) -> Vec<String> {
@@ -116,22 +119,81 @@ impl Exporter for RequestsCsvExporter {
         let file = self.file_name();
         let err = render_err(file);
         let mut w = ::csv::Writer::from_writer(Vec::new());
-        w.write_record(request_columns(run.catalog))
-            .map_err(|e| err(e.to_string()))?;
+        // Conversation runs: which conversation and turn, after the point.
+        let turns = records.iter().any(|r| r.turn.is_some());
+        let mut header = request_columns(run.catalog);
+        if turns {
+            header.splice(2..2, ["conversation".to_string(), "turn".to_string()]);
+        }
+        w.write_record(header).map_err(|e| err(e.to_string()))?;
         let per: Vec<fn(&RequestMetrics) -> Option<f64>> =
             run.catalog.iter().filter_map(|m| m.per_request).collect();
+        let some = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
         for r in records {
             let m = per_request(r);
-            let mut row = vec![
-                r.id.to_string(),
-                r.point.to_string(),
+            let mut row = vec![r.id.to_string(), r.point.to_string()];
+            if turns {
+                row.push(some(r.conversation));
+                row.push(some(r.turn.map(u64::from)));
+            }
+            row.extend([
                 r.input_len.to_string(),
                 m.output_tokens.to_string(),
                 FinishReason::name(r.finish_reason).to_string(),
-            ];
+            ]);
             row.extend(per.iter().map(|f| opt(f(&m))));
             row.push(r.error.as_deref().map(first_line).unwrap_or("").to_string());
             w.write_record(&row).map_err(|e| err(e.to_string()))?;
+        }
+        finish(w, file)
+    }
+}
+
+impl Exporter for TurnsCsvExporter {
+    fn file_name(&self) -> &'static str {
+        "turns.csv"
+    }
+
+    fn applies(&self, run: &RunResult) -> bool {
+        run.points.iter().any(|p| p.summary.by_turn.is_some())
+    }
+
+    fn render(&self, run: &RunResult, _records: &[RequestTrace]) -> Result<Vec<u8>, ReportError> {
+        let file = self.file_name();
+        let err = render_err(file);
+        let mut w = ::csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "point",
+            "label",
+            "turn",
+            "completed",
+            "failed",
+            "mean_ttft_ms",
+            "median_ttft_ms",
+            "p99_ttft_ms",
+            "mean_input_len",
+            "cached_prompt_tokens",
+            "prefix_cache_hit_rate",
+        ])
+        .map_err(|e| err(e.to_string()))?;
+        for (i, p) in run.points.iter().enumerate() {
+            for t in p.summary.by_turn.iter().flatten() {
+                w.write_record([
+                    i.to_string(),
+                    p.point.label(),
+                    t.turn.to_string(),
+                    t.completed.to_string(),
+                    t.failed.to_string(),
+                    opt(t.ttft.mean),
+                    opt(t.ttft.median),
+                    opt(t.ttft.p99),
+                    opt(t.input_len.mean),
+                    t.cached_prompt_tokens
+                        .map_or_else(String::new, |c| c.to_string()),
+                    opt(t.prefix_cache_hit_rate),
+                ])
+                .map_err(|e| err(e.to_string()))?;
+            }
         }
         finish(w, file)
     }

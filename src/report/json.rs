@@ -113,6 +113,19 @@ fn point_keys(run: &RunResult, i: usize) -> Vec<(String, Node)> {
             .map(|(k, v)| (k, Node::Value(v))),
     );
     kv.extend(failure_keys(&p.summary));
+    // Conversation runs: the requests by turn index, and the conversations.
+    if let Some(t) = &p.summary.by_turn {
+        kv.push((
+            "by_turn".into(),
+            val(serde_json::to_value(t).unwrap_or(Value::Null)),
+        ));
+    }
+    if let Some(c) = &p.summary.conversations {
+        kv.push((
+            "conversations".into(),
+            val(serde_json::to_value(c).unwrap_or(Value::Null)),
+        ));
+    }
     // Each measurement in full (its figures are flat above), by name.
     let measures = p
         .measures

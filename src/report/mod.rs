@@ -26,7 +26,7 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use self::csv::{RequestsCsvExporter, SummaryCsvExporter};
+pub use self::csv::{RequestsCsvExporter, SummaryCsvExporter, TurnsCsvExporter};
 pub use self::json::JsonExporter;
 pub use self::meta::{RunMeta, RunStatus, RUN_FILE};
 pub use self::table::table;
@@ -172,6 +172,10 @@ pub enum ReportError {
 pub trait Exporter {
     /// The file this exporter writes, relative to the output directory.
     fn file_name(&self) -> &'static str;
+    /// Whether the run has this file (`turns.csv`: conversation runs only).
+    fn applies(&self, _run: &RunResult) -> bool {
+        true
+    }
     fn render(&self, run: &RunResult, records: &[RequestTrace]) -> Result<Vec<u8>, ReportError>;
 }
 
@@ -181,12 +185,14 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
         Box::new(JsonExporter),
         Box::new(SummaryCsvExporter),
         Box::new(RequestsCsvExporter),
+        Box::new(TurnsCsvExporter),
     ]
 }
 
-/// Writes `summary.json`, `summary.csv` and `requests.csv` into `dir`, each atomically.
+/// Writes `summary.json`, `summary.csv`, `requests.csv` and, for conversation runs,
+/// `turns.csv` into `dir`, each atomically.
 pub fn write_all(dir: &Path, run: &RunResult, records: &[RequestTrace]) -> Result<(), ReportError> {
-    for e in exporters() {
+    for e in exporters().iter().filter(|e| e.applies(run)) {
         let bytes = e.render(run, records)?;
         write_atomic(&dir.join(e.file_name()), &bytes)?;
     }

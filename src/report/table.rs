@@ -289,6 +289,9 @@ pub fn table(run: &RunResult, view: View, width: Option<u16>) -> String {
     }
     out.push_str(&t.to_string());
     out.push('\n');
+    if let Some(turns) = turn_table(run) {
+        out.push_str(&turns);
+    }
     for l in FOOTNOTE {
         out.push_str(l);
         out.push('\n');
@@ -301,6 +304,59 @@ pub fn table(run: &RunResult, view: View, width: Option<u16>) -> String {
         out.push_str(&format!("*** {INSTRUMENT_BANNER} ***\n"));
     }
     out
+}
+
+/// Conversation runs: one row per point and turn index (TTFT, the prompt it sent, the
+/// cache hit rate), so the growth by turn is visible; None for other runs.
+fn turn_table(run: &RunResult) -> Option<String> {
+    let rows: Vec<_> = run
+        .points
+        .iter()
+        .flat_map(|p| {
+            p.summary
+                .by_turn
+                .iter()
+                .flatten()
+                .map(move |t| (p.point.label(), t))
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new();
+    t.load_preset(ASCII_FULL_CONDENSED);
+    t.set_content_arrangement(ContentArrangement::Disabled);
+    t.set_header([
+        "point",
+        "turn",
+        "ok/failed",
+        "TTFT p50",
+        "TTFT p99",
+        "prompt tok mean",
+        "cache hit",
+    ]);
+    for (label, r) in rows {
+        t.add_row([
+            label,
+            r.turn.to_string(),
+            format!("{}/{}", r.completed, r.failed),
+            num(r.ttft.median),
+            num(r.ttft.p99),
+            r.input_len
+                .mean
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.1}")),
+            r.prefix_cache_hit_rate
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}")),
+        ]);
+    }
+    for i in 1..7 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    Some(format!(
+        "By turn (conversations; TTFT in ms; prompt = the context so far + the user message; turns.csv):\n{t}\n"
+    ))
 }
 
 #[cfg(test)]

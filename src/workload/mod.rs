@@ -1,6 +1,6 @@
 //! Workloads: where requests come from.
 //!
-//! Four sources, all producing prompts as **token ids** (engines never re-tokenize):
+//! Six sources, all producing prompts as **token ids** (engines never re-tokenize):
 //!
 //! - [`WorkloadSpec::Synthetic`]: seeded random ids with exact input and output lengths
 //!   ([`synthetic`]).
@@ -11,6 +11,9 @@
 //!   prompt, for prefix caches ([`shared_prefix`]).
 //! - [`WorkloadSpec::Trace`]: a Mooncake or BurstGPT trace, with its arrival times
 //!   ([`trace`]).
+//! - [`WorkloadSpec::Conversations`]: multi-turn conversations, synthetic or from
+//!   ShareGPT, whose later prompts the driver makes from the engine's replies
+//!   ([`conversations`]).
 //!
 //! Token counts come from the model's own `tokenizer.json` ([`Tokenizer`]), so an input
 //! length of 512 means exactly 512 prompt tokens.
@@ -24,6 +27,7 @@
 //! `rand_chacha`; the only other algorithm involved is `rand_distr`'s normal sampler (for
 //! `normal:` lengths), whose version is pinned by `Cargo.lock`.
 
+pub mod conversations;
 pub mod prompts;
 pub mod shared_prefix;
 pub mod sharegpt;
@@ -67,6 +71,9 @@ pub struct Workload {
     /// A trace's arrival of each item, ns after its first line (`--dataset trace`);
     /// None for workloads without a clock of their own.
     pub arrivals_ns: Option<Vec<u64>>,
+    /// `--dataset conversations`: how the items (each turn's user message) group into
+    /// conversations; None for single-turn workloads.
+    pub conversations: Option<conversations::ConversationLayout>,
 }
 
 impl Workload {
@@ -76,6 +83,7 @@ impl Workload {
             items,
             description,
             arrivals_ns: None,
+            conversations: None,
         }
     }
 
@@ -108,11 +116,36 @@ impl Workload {
 
     /// Canonical JSONL bytes: one `{"prompt_token_ids":[..],"output_len":N}` line per item,
     /// no spaces, `\n` after every line. Used to prove byte-for-byte determinism and saved
-    /// as `workload.jsonl` beside the results.
+    /// as `workload.jsonl` beside the results. A conversation's turns are
+    /// `{"conversation":C,"turn":K,"think_ns":T,"user_token_ids":[..],"output_len":N}`:
+    /// the user message only (the prompt sent depends on the engine's replies).
     pub fn to_jsonl(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.total_prompt_tokens() as usize * 7 + self.len() * 40);
-        for item in &self.items {
-            out.extend_from_slice(b"{\"prompt_token_ids\":[");
+        let mut turn_of = vec![
+            None;
+            if self.conversations.is_some() {
+                self.len()
+            } else {
+                0
+            }
+        ];
+        if let Some(layout) = &self.conversations {
+            for c in 0..layout.count() {
+                for (k, i) in layout.turns(c).enumerate() {
+                    turn_of[i] = Some((c, k, layout.think_ns[i]));
+                }
+            }
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            match turn_of.get(i).copied().flatten() {
+                Some((c, k, think)) => {
+                    let _ = write!(
+                        out,
+                        "{{\"conversation\":{c},\"turn\":{k},\"think_ns\":{think},\"user_token_ids\":["
+                    );
+                }
+                None => out.extend_from_slice(b"{\"prompt_token_ids\":["),
+            }
             for (k, id) in item.prompt.iter().enumerate() {
                 if k > 0 {
                     out.push(b',');
@@ -209,6 +242,15 @@ impl LengthDist {
                 })?;
         }
         Ok(())
+    }
+
+    /// Largest length this distribution can produce (for Normal, [`MAX_LEN`]).
+    pub(crate) fn max_len(&self) -> u32 {
+        match *self {
+            LengthDist::Fixed { len } => len,
+            LengthDist::Uniform { max, .. } => max,
+            LengthDist::Normal { .. } => MAX_LEN,
+        }
     }
 
     /// Smallest length this distribution can produce before clamping (for Normal, 1).
@@ -318,6 +360,8 @@ pub enum WorkloadSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lines: Option<usize>,
     },
+    /// Multi-turn conversations, synthetic or from ShareGPT.
+    Conversations(conversations::ConversationSpec),
 }
 
 impl WorkloadSpec {
@@ -330,6 +374,7 @@ impl WorkloadSpec {
             WorkloadSpec::Prompts { .. } => "prompts",
             WorkloadSpec::SharedPrefix(_) => "shared-prefix",
             WorkloadSpec::Trace { .. } => "trace",
+            WorkloadSpec::Conversations(_) => "conversations",
         }
     }
 }
@@ -373,6 +418,7 @@ pub fn build(
             output_len,
             lines,
         } => trace::build(path, *output_len, *lines, tokenizer, seed),
+        WorkloadSpec::Conversations(c) => conversations::build(c, tokenizer, count, seed, &mut rng),
     }
 }
 
@@ -515,6 +561,9 @@ pub enum WorkloadError {
 
     #[error("prompt file {} line {line} is not UTF-8 text; re-save the file as UTF-8", .path.display())]
     PromptNotUtf8 { path: PathBuf, line: usize },
+
+    #[error("invalid conversations workload: {reason}")]
+    Conversations { reason: String },
 
     #[error("invalid shared-prefix workload: {reason}")]
     SharedPrefix { reason: String },
@@ -807,6 +856,7 @@ mod tests {
             ],
             description: String::new(),
             arrivals_ns: None,
+            conversations: None,
         };
         assert_eq!(
             String::from_utf8(w.to_jsonl()).unwrap(),

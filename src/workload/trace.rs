@@ -215,9 +215,8 @@ pub(crate) fn build(
         ));
     }
     Ok(Workload {
-        items: b.items,
-        description,
         arrivals_ns: Some(b.arrivals),
+        ..Workload::new(b.items, description)
     })
 }
 
