@@ -16,6 +16,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.into_command() {
         Command::Run(a) => commands::bench::run(a, false),
         Command::Sweep(a) => commands::bench::run(a, true),
+        Command::Search(a) => commands::bench::search(a),
         Command::Report(a) => commands::views::report(a),
         Command::Engines(a) => commands::engines::run(a),
         Command::Parity(a) => commands::parity::run(a),

@@ -14,6 +14,7 @@ const USAGE: &str =
 const EXAMPLES: &str = "Examples:
   harness --engine vllm --model DIR --batch 32
   harness sweep --engine vllm --model DIR --batch 1,2,4,8,16,32,64
+  harness search --engine vllm --model DIR --search concurrency=1:64 --slo ttft=500,tpot=50
   harness --engine calibration --concurrency 8 --min-duration 5
   harness --engine openai --engine-arg base_url=http://127.0.0.1:8000 --tokenizer FILE --concurrency 8
   harness served-vs-inproc --model DIR --batch 1,8 --output-len 64 --ignore-eos
@@ -54,6 +55,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run many points (--batch/--concurrency/--rate LIST) on one loaded engine.
     Sweep(RunArgs),
+    /// Find the highest concurrency or rate whose requests meet --slo, by bisection on
+    /// one loaded engine; every probe is a point of the result.
+    Search(SearchArgs),
     /// Re-render tables, CSV and JSON from a finished or interrupted run's directory.
     Report(ReportArgs),
     /// List the engines this build knows and whether each is usable here.
@@ -81,6 +85,25 @@ pub struct ServedArgs {
     /// with more than one, each difference comes with its spread over the pairs.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: u32,
+}
+
+/// `search`: `run`'s flags (each probe is a point run with them), the dimension and
+/// bracket searched, the resolution and the pass rule.
+#[derive(Args, Debug, Default, Clone)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The load to search and its bracket: concurrency=LO:HI (integers) or rate=LO:HI (requests/s).
+    #[arg(long, value_name = "DIM=LO:HI")]
+    pub search: Option<String>,
+    /// Bisect until the highest passing and lowest failing values are this close
+    /// (concurrency: an integer, default 1; rate: requests/s, default 1 % of HI).
+    #[arg(long, value_name = "X")]
+    pub resolution: Option<f64>,
+    /// A probe passes when at least this fraction of its requests are good (succeeded
+    /// and met every --slo), failed requests counted (default 0.9).
+    #[arg(long, value_name = "F")]
+    pub min_good_fraction: Option<f64>,
 }
 
 /// A flag value that a TOML file may give as a string, a number or a list

@@ -1,14 +1,16 @@
-//! `harness run` and `harness sweep`: the scheduler of a benchmark (hyperfine's
-//! `Scheduler`). It validates the configuration, builds the workload, loads the engine
-//! once, runs each point through the driver, and exports after every point so an
-//! interruption keeps each finished point's summary.
+//! `harness run`, `harness sweep` and `harness search`: the scheduler of a benchmark
+//! (hyperfine's `Scheduler`). It validates the configuration, builds the workload,
+//! loads the engine once, runs each point through the driver, and exports after every
+//! point so an interruption keeps each finished point's summary. The next point comes
+//! from [`next_point`]: the next of a fixed list (`run`, `sweep`), or the capacity
+//! search's next probe, chosen from the results so far (`search`).
 
 use super::visuals;
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, SearchArgs};
 use crate::config::{self, RunConfig};
 use crate::core::error::{UsageError, EXIT_FAILED, EXIT_INTERRUPTED};
 use crate::core::measure::Measures;
-use crate::driver::{progress::Progress, Driver, Outcome, PointRun};
+use crate::driver::{progress::Progress, Driver, LoadPoint, Outcome, PointRun};
 use crate::engine::{Engine, EngineError, EngineInfo, Registry};
 use crate::gpu::Gpu;
 use crate::metrics;
@@ -79,8 +81,37 @@ impl<'a> OutDir<'a> {
     }
 }
 
+/// `harness run` (one point) and `harness sweep` (a list).
 pub fn run(args: RunArgs, sweep: bool) -> Result<i32> {
-    let cfg = config::validate(config::merge(args)?, sweep, &Registry::builtin())?;
+    bench(config::validate(
+        config::merge(args)?,
+        sweep,
+        &Registry::builtin(),
+    )?)
+}
+
+/// `harness search`: the highest load whose probes meet the SLOs, by bisection.
+pub fn search(args: SearchArgs) -> Result<i32> {
+    bench(config::validate_search(args, &Registry::builtin())?)
+}
+
+/// The point to run after `done`: the next of the configured list, or the search's
+/// next probe (bisection on the probes' verdicts so far).
+fn next_point(cfg: &RunConfig, done: &[PointResult]) -> Option<LoadPoint> {
+    let Some(search) = &cfg.search else {
+        return cfg.points.get(done.len()).copied();
+    };
+    let probes: Vec<_> = done
+        .iter()
+        .map(|p| {
+            let (requests, good) = metrics::capacity::counts(&p.summary);
+            (p.point.value(), search.spec.verdict(requests, good))
+        })
+        .collect();
+    search.spec.next(&probes).map(|v| search.point(v))
+}
+
+fn bench(cfg: RunConfig) -> Result<i32> {
     let tokenizer = cfg
         .tokenizer
         .as_deref()
@@ -222,7 +253,15 @@ impl Scheduler<'_> {
         self.progress.println(&said);
         {
             let mut driver = Driver::new(self.engine.as_mut(), cancel).observe(&mut gpu);
-            for (i, &point) in cfg.points.iter().enumerate() {
+            while let Some(point) = next_point(cfg, &points) {
+                let i = points.len();
+                // A search's probes join run.json as they are chosen.
+                if meta.points.len() <= i {
+                    let d = cfg.driver_for(point);
+                    meta.points.push(point);
+                    meta.driver.warmup.push(d.warmup);
+                    meta.driver.num_requests.push(d.stop.num_requests);
+                }
                 let run = driver.run_point(
                     i as u32,
                     point,
@@ -232,6 +271,7 @@ impl Scheduler<'_> {
                     &self.progress,
                 )?;
                 let mut result = point_result(point, &run, cfg);
+                let verdict = probe_verdict(cfg, &result);
                 if let Some(sampler) = &sampler {
                     let (from, to, phases) = windows(&run.records);
                     let tokens = result.summary.total_output_tokens;
@@ -239,7 +279,7 @@ impl Scheduler<'_> {
                         .measures
                         .add(&sampler.point(from, to, tokens, &phases));
                 }
-                self.progress.println(&point_line(&result, &run));
+                self.progress.println(&point_line(&result, &run, &verdict));
                 all.extend(run.records);
                 meta.measures.push(result.measures.clone());
                 points.push(result);
@@ -293,7 +333,14 @@ impl Scheduler<'_> {
             }
             Outcome::Completed => {
                 let failed = all.iter().filter(|r| !r.is_success()).count();
-                if failed > 0 {
+                if failed > 0 && cfg.search.is_some() {
+                    // Under overload, failures are part of what a search measures.
+                    eprintln!(
+                        "note: {failed} of {} requests failed; each counts as not good in its probe (see requests.csv)",
+                        all.len()
+                    );
+                    0
+                } else if failed > 0 {
                     eprintln!(
                         "Error: {failed} of {} requests failed (see requests.csv)",
                         all.len()
@@ -305,6 +352,24 @@ impl Scheduler<'_> {
             }
         })
     }
+}
+
+/// A search probe's verdict, for its line (empty outside a search).
+fn probe_verdict(cfg: &RunConfig, p: &PointResult) -> String {
+    let Some(search) = &cfg.search else {
+        return String::new();
+    };
+    let (requests, good) = metrics::capacity::counts(&p.summary);
+    let verdict = search.spec.verdict(requests, good);
+    format!(
+        "; {good} of {requests} good, need {} of requests: {}",
+        search.spec.min_good_fraction,
+        if verdict == metrics::capacity::Verdict::Pass {
+            "pass"
+        } else {
+            "fail"
+        }
+    )
 }
 
 /// A point's summary and its measurements.
@@ -348,8 +413,9 @@ fn windows(records: &[RequestTrace]) -> (u64, u64, Vec<(u64, u64)>) {
     (from, to, rounds.into_values().collect())
 }
 
-/// One line per finished point, above the progress bar.
-fn point_line(p: &PointResult, run: &PointRun) -> String {
+/// One line per finished point, above the progress bar; `then` ends its first line
+/// (a search probe's verdict).
+fn point_line(p: &PointResult, run: &PointRun, then: &str) -> String {
     let r = &p.summary.rounds;
     let mut line = format!(
         "{}: {} rounds, {} requests, output {} tok/s",
@@ -368,6 +434,7 @@ fn point_line(p: &PointResult, run: &PointRun) -> String {
         let why = end.ended_by.describe();
         line.push_str(&format!("; stopped: {why}"));
     }
+    line.push_str(then);
     for w in p.measures.warnings() {
         line.push_str(&format!("\n  warning: {w}"));
     }
@@ -376,14 +443,15 @@ fn point_line(p: &PointResult, run: &PointRun) -> String {
 
 /// Run metadata: what ran, where, when, and how.
 fn run_meta(cfg: &RunConfig, info: &EngineInfo, workload: &str) -> RunMeta {
+    // A search's points are its probes, added as each is chosen.
+    let planned: &[LoadPoint] = if cfg.search.is_some() {
+        &[]
+    } else {
+        &cfg.points
+    };
     let mut driver = DriverMeta {
-        warmup: cfg
-            .points
-            .iter()
-            .map(|&p| cfg.driver_for(p).warmup)
-            .collect(),
-        num_requests: cfg
-            .points
+        warmup: planned.iter().map(|&p| cfg.driver_for(p).warmup).collect(),
+        num_requests: planned
             .iter()
             .map(|&p| cfg.driver_for(p).stop.num_requests)
             .collect(),
@@ -416,10 +484,11 @@ fn run_meta(cfg: &RunConfig, info: &EngineInfo, workload: &str) -> RunMeta {
             spec: cfg.workload.clone(),
             description: workload.to_string(),
         },
-        points: cfg.points.clone(),
+        points: planned.to_vec(),
         slo: cfg.slo,
         driver,
         config: cfg.effective.clone(),
         measures: Vec::new(),
+        search: cfg.search.map(|s| s.spec),
     }
 }

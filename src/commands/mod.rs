@@ -1,4 +1,4 @@
-//! The subcommands, above the flow they drive: `run`/`sweep` ([`bench`]), the views
+//! The subcommands, above the flow they drive: `run`/`sweep`/`search` ([`bench`]), the views
 //! of finished results (`report`, `plot`, `compare`: [`views`]), `engines`, `parity`
 //! and `served-vs-inproc`. Each takes its parsed arguments and returns the exit code.
 

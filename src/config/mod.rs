@@ -1,19 +1,20 @@
 //! The validated run configuration: flags merged over an optional TOML file, every
 //! value checked before any engine loads. One small parser per section ([`engine`],
-//! [`load`], [`workload`], [`stop`], [`slo`], [`output`]); errors are one line naming
+//! [`load`], [`workload`], [`stop`], [`slo`], [`output`], [`search`]); errors are one line naming
 //! the flag and the fix and end the program with exit code 2.
 
 pub mod engine;
 pub mod instruments;
 pub mod load;
 pub mod output;
+pub mod search;
 pub mod slo;
 pub mod stop;
 pub mod workload;
 
 pub use engine::{check_model, model_dir};
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, SearchArgs};
 use crate::driver::{DriverOptions, LoadPoint};
 use crate::engine::{EngineConfig, EngineSpec, Registry};
 use crate::metrics::Slo;
@@ -56,7 +57,11 @@ pub struct RunConfig {
     /// tokenizer.json for the workload (None: synthetic ids without a model).
     pub tokenizer: Option<PathBuf>,
     pub workload: WorkloadSpec,
+    /// The points to run, in order (`harness search`: the bracket's two ends; its
+    /// probes are chosen as it goes, see [`RunConfig::search`]).
     pub points: Vec<LoadPoint>,
+    /// `harness search`: the capacity search that chooses each point.
+    pub search: Option<search::Search>,
     /// Driver options shared by every point; see [`RunConfig::driver_for`].
     pub driver: DriverOptions,
     /// `--warmup` as given (None: one round of each point).
@@ -123,11 +128,15 @@ impl RunConfig {
             };
             d.warmup.saturating_add(measured)
         };
-        let total = self
-            .points
-            .iter()
-            .map(|&p| per_point(p))
-            .fold(0usize, usize::saturating_add);
+        let total = match &self.search {
+            // Every probe at most the size of the bracket's top.
+            Some(s) => per_point(s.point(s.spec.hi)).saturating_mul(s.spec.max_probes()),
+            None => self
+                .points
+                .iter()
+                .map(|&p| per_point(p))
+                .fold(0usize, usize::saturating_add),
+        };
         total.clamp(1, MAX_WORKLOAD_ITEMS)
     }
 }
@@ -250,6 +259,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
         },
         warmup: stop.warmup,
         points,
+        search: None,
         slo,
         out: output.out,
         progress: output.progress,
@@ -270,6 +280,29 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
     if let WorkloadSpec::Trace { lines, .. } = &mut cfg.workload {
         *lines = first;
     }
+    Ok(cfg)
+}
+
+/// Validates `harness search`'s flags: the run's (merged over `--config`), then the
+/// search's own. Every probe is a point run with the run's flags; the checks of a
+/// point run on the bracket's two ends.
+pub fn validate_search(a: SearchArgs, registry: &Registry) -> Result<RunConfig, ConfigError> {
+    let run = merge(a.run)?;
+    search::refuse_conflicts(&run)?;
+    let spec = search::parse(a.search.as_deref(), a.resolution, a.min_good_fraction)?;
+    let mut cfg = validate(search::ends_as_points(&run, &spec), true, registry)?;
+    let burstiness = cfg
+        .points
+        .first()
+        .and_then(|p| p.burstiness())
+        .unwrap_or(1.0);
+    cfg.search = Some(search::Search { spec, burstiness });
+    // config.toml holds the run's own flags; the search is in run.json's `search`.
+    cfg.effective = RunArgs {
+        config: None,
+        ..run
+    };
+    check_workload_memory(&cfg)?;
     Ok(cfg)
 }
 

@@ -14,6 +14,7 @@
 //! and token totals. Every other request (error, timeout, abort, or never finished) is
 //! counted by reason and listed in [`Summary::failures`]; none is dropped silently.
 
+pub mod capacity;
 pub mod catalog;
 pub mod confidence;
 pub mod conversations;

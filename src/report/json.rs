@@ -137,6 +137,48 @@ fn point_keys(run: &RunResult, i: usize) -> Vec<(String, Node)> {
     kv
 }
 
+/// `harness search`'s section: what it looked for, the answer, and every probe with
+/// the counts its verdict comes from (`good_requests / requests`, recomputable from
+/// requests.jsonl: the requests whose `point` is the probe's).
+fn search_keys(run: &RunResult) -> Option<Node> {
+    let spec = run.meta.search?;
+    let r = run.search()?;
+    let probes = r
+        .probes
+        .iter()
+        .map(|p| {
+            Node::Object(vec![
+                ("point".into(), val(p.point)),
+                ("label".into(), val(run.points[p.point].point.label())),
+                ("value".into(), val(p.value)),
+                ("requests".into(), val(p.requests)),
+                ("good_requests".into(), val(p.good_requests)),
+                ("good_fraction".into(), val(p.good_fraction)),
+                (
+                    "verdict".into(),
+                    val(serde_json::to_value(p.verdict).unwrap_or(Value::Null)),
+                ),
+            ])
+        })
+        .collect();
+    Some(Node::Object(vec![
+        ("method".into(), val("bisection")),
+        ("dimension".into(), val(spec.dimension.name())),
+        ("bracket".into(), val(json!([spec.lo, spec.hi]))),
+        ("resolution".into(), val(spec.resolution)),
+        ("min_good_fraction".into(), val(spec.min_good_fraction)),
+        (
+            "slo".into(),
+            val(serde_json::to_value(run.slo()).unwrap_or(Value::Null)),
+        ),
+        ("outcome".into(), val(r.outcome.name())),
+        ("highest_passing".into(), val(r.highest_passing)),
+        ("lowest_failing".into(), val(r.lowest_failing)),
+        ("description".into(), val(run.search_line())),
+        ("probes".into(), Node::Array(probes)),
+    ]))
+}
+
 fn document(run: &RunResult) -> Node {
     let mut top: Vec<(String, Node)> = vec![(
         "harness".into(),
@@ -164,6 +206,9 @@ fn document(run: &RunResult) -> Node {
             .map(|(k, v)| (k, val(v))),
     );
     top.push(("definitions".into(), Node::Object(definitions)));
+    if let Some(search) = search_keys(run) {
+        top.push(("search".into(), search));
+    }
     if run.points.len() == 1 {
         // vLLM-compatible: the one point's keys at the top level too.
         top.extend(point_keys(run, 0));
@@ -262,6 +307,46 @@ mod tests {
         }
         assert_eq!(v["mode"], "batch");
         assert_eq!(v["request_throughput"], 4.0);
+    }
+
+    #[test]
+    fn a_search_states_its_answer_and_every_probe() {
+        use crate::metrics::capacity::{Dimension, SearchSpec};
+        let (mut run, _) = run(false);
+        assert!(render(&run).1.get("search").is_none());
+        run.meta.search = Some(SearchSpec {
+            dimension: Dimension::Concurrency,
+            lo: 2.0,
+            hi: 4.0,
+            resolution: 1.0,
+            min_good_fraction: 0.5,
+        });
+        let (_, v) = render(&run);
+        let s = &v["search"];
+        // Point 0 (value 2): 1 of 3 requests good, below 0.5: the low end fails.
+        assert_eq!(s["outcome"], "none_feasible", "{s}");
+        assert_eq!(s["bracket"], json!([2.0, 4.0]));
+        assert_eq!(s["slo"]["ttft_ms"], 150.0);
+        assert_eq!(s["lowest_failing"], 2.0);
+        assert_eq!(s["highest_passing"], Value::Null);
+        let p0 = &s["probes"][0];
+        assert_eq!(
+            (p0["requests"].as_u64(), p0["good_requests"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(
+            (p0["verdict"].as_str(), p0["label"].as_str()),
+            (Some("fail"), Some("batch=2"))
+        );
+        assert_eq!(s["probes"][1]["verdict"], "pass");
+        assert!(s["description"].as_str().is_some_and(
+            |d| d.ends_with("none feasible in the bracket (concurrency=2 fails already); 2 probes")
+        ));
+        let t = crate::report::table(&run, crate::metrics::catalog::View::Brief, None);
+        assert!(
+            t.contains("Search: bisection on concurrency over [2, 4]"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::cli::RunArgs;
 use crate::core::measure::Measures;
 use crate::driver::{LoadPoint, Sampling, Stop};
 use crate::engine::EngineInfo;
+use crate::metrics::capacity::SearchSpec;
 use crate::metrics::Slo;
 use crate::workload::WorkloadSpec;
 use serde::{Deserialize, Serialize};
@@ -20,8 +21,10 @@ pub const RUN_FILE: &str = "run.json";
 /// same way); 2: adds `format`, per-point `measures` and the stop floors; 3: one name
 /// per concept (requests carry `input_len` and `output_len`, were `prompt_tokens` and
 /// `max_tokens`; the `config` block is snake_case) and the engine's typed `notes`,
-/// `cuda`, `compute` and `scheduler`. Formats 1 and 2 still load.
-pub const FORMAT: u32 = 3;
+/// `cuda`, `compute` and `scheduler`; 4: adds `search` (`harness search`'s dimension,
+/// bracket, resolution and pass rule; its probes are the points). Formats 1 to 3
+/// still load.
+pub const FORMAT: u32 = 4;
 
 fn format_v1() -> u32 {
     1
@@ -54,6 +57,11 @@ pub struct RunMeta {
     /// the machine's load, why the point stopped).
     #[serde(default)]
     pub measures: Vec<Measures>,
+    /// `harness search`: what the search looked for. Its probes are `points`, in the
+    /// order they ran; the answer is recomputed from them (see
+    /// [`super::RunResult::search`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ pub mod table;
 use crate::core::measure::Measures;
 use crate::driver::LoadPoint;
 use crate::engine::EngineInfo;
+use crate::metrics::capacity::{self, SearchResult};
 use crate::metrics::catalog::{Metric, Unit, CATALOG};
 use crate::metrics::{self, Slo, Summary};
 use crate::trace::{self, RequestTrace, TraceError};
@@ -78,6 +79,42 @@ impl RunResult {
 
     pub fn slo(&self) -> &Slo {
         &self.meta.slo
+    }
+
+    /// `harness search`'s answer, from the points' summaries (each point one probe, in
+    /// run order) under the run's SLO; None for other runs. A run that ended by an
+    /// engine failure or Ctrl-C ended during its last probe, which decides nothing.
+    pub fn search(&self) -> Option<SearchResult> {
+        let spec = self.meta.search?;
+        let probes = self
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (requests, good) = capacity::counts(&p.summary);
+                capacity::Probe {
+                    point: i,
+                    value: p.point.value(),
+                    requests,
+                    good_requests: good,
+                    good_fraction: (requests > 0).then(|| good as f64 / requests as f64),
+                    verdict: spec.verdict(requests, good),
+                }
+            })
+            .collect();
+        let cut_short = matches!(
+            self.meta.status,
+            RunStatus::Interrupted | RunStatus::EngineFailed
+        );
+        Some(spec.result(probes, cut_short))
+    }
+
+    /// The one-line statement of [`RunResult::search`]: method and answer.
+    pub fn search_line(&self) -> Option<String> {
+        let spec = self.meta.search?;
+        let r = self.search()?;
+        let slo = table::slo_terms(self.slo()).unwrap_or_else(|| "no SLO".into());
+        Some(spec.describe(&slo, &r))
     }
 
     /// Summaries of `meta.points` from the records (grouped by point index), with each
@@ -437,6 +474,7 @@ pub(crate) mod tests {
             },
             config: Default::default(),
             measures: vec![cost_measures(), Measures::default()],
+            search: None,
         }
     }
 

@@ -52,7 +52,8 @@ pub struct Remark {
     pub text: String,
 }
 
-fn slo_line(slo: &Slo) -> Option<String> {
+/// The SLOs as `ttft <= 150 ms, tpot <= 20 ms` (None without any).
+pub fn slo_terms(slo: &Slo) -> Option<String> {
     let parts: Vec<String> = [
         ("ttft", slo.ttft_ms),
         ("tpot", slo.tpot_ms),
@@ -61,12 +62,11 @@ fn slo_line(slo: &Slo) -> Option<String> {
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| format!("{k} <= {v} ms")))
     .collect();
-    (!parts.is_empty()).then(|| {
-        format!(
-            "Goodput SLO: {} (a 1-token request passes the tpot SLO).",
-            parts.join(", ")
-        )
-    })
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+fn slo_line(slo: &Slo) -> Option<String> {
+    slo_terms(slo).map(|t| format!("Goodput SLO: {t} (a 1-token request passes the tpot SLO)."))
 }
 
 /// The measurement columns the points ask for in `view`, first seen first:
@@ -180,6 +180,7 @@ pub fn remarks(run: &RunResult, view: View) -> Vec<Remark> {
     if let Some(l) = slo_line(run.slo()) {
         line(Level::Note, l);
     }
+
     let failures: Vec<String> = run
         .points
         .iter()
@@ -255,6 +256,10 @@ pub fn remarks(run: &RunResult, view: View) -> Vec<Remark> {
                 noisy.join(", ")
             ),
         );
+    }
+    // The search's answer last: what the run was for.
+    if let Some(l) = run.search_line() {
+        line(Level::Note, format!("Search: {l}."));
     }
     out
 }
