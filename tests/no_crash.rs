@@ -48,6 +48,8 @@ fn nasty_number() -> impl Strategy<Value = String> {
         Just("4294967296".to_string()),
         Just("".to_string()),
         Just("1,".to_string()),
+        Just("conversations".to_string()),
+        Just("shared-prefix".to_string()),
         Just(",".to_string()),
         any::<u64>().prop_map(|v| v.to_string()),
         any::<i64>().prop_map(|v| v.to_string()),
@@ -88,6 +90,8 @@ fn flag_values() -> impl Strategy<Value = Vec<(String, String)>> {
         "--ramp-up-start-rps",
         "--ramp-up-end-rps",
         "--time-scale",
+        "--turns",
+        "--think-time",
     ]);
     prop::collection::vec((flags.prop_map(String::from), nasty_number()), 0..6)
 }
@@ -228,6 +232,8 @@ fn tokenizer(dir: &Path) -> Tokenizer {
 fn read_dataset(spec: WorkloadSpec, tok: &Tokenizer, count: usize) -> Result<(), String> {
     match std::panic::catch_unwind(|| workload::build(&spec, Some(tok), count, 1)) {
         Ok(Ok(w)) if w.len() == count => Ok(()),
+        // Whole conversations: at least `count` turns.
+        Ok(Ok(w)) if w.conversations.is_some() && w.len() >= count => Ok(()),
         Ok(Ok(w)) => Err(format!("{} items for {count}", w.len())),
         Ok(Err(e)) => {
             let code = exit_code(&anyhow::Error::new(e));
@@ -237,6 +243,19 @@ fn read_dataset(spec: WorkloadSpec, tok: &Tokenizer, count: usize) -> Result<(),
         }
         Err(_) => Err("panicked".into()),
     }
+}
+
+/// ShareGPT's multi-turn conversations from `path`, up to 4 turns each.
+fn sharegpt_conversations(path: PathBuf) -> WorkloadSpec {
+    use llm_harness::workload::conversations::{ConversationSource, ConversationSpec};
+    WorkloadSpec::Conversations(ConversationSpec {
+        turns: llm_harness::workload::LengthDist::Fixed { len: 4 },
+        think_time_ms: None,
+        source: ConversationSource::Sharegpt {
+            path,
+            output_len: None,
+        },
+    })
 }
 
 /// Reads a trace (Mooncake JSONL, or BurstGPT CSV by extension): Ok (at least one
@@ -310,8 +329,10 @@ proptest! {
         std::fs::write(&path, &bytes).unwrap();
         let r = read_dataset(WorkloadSpec::Prompts { path: path.clone(), output_len: 4 }, &tok, 5);
         prop_assert!(r.is_ok(), "prompts: {r:?}");
-        let r = read_dataset(WorkloadSpec::Sharegpt { path, output_len: None }, &tok, 5);
+        let r = read_dataset(WorkloadSpec::Sharegpt { path: path.clone(), output_len: None }, &tok, 5);
         prop_assert!(r.is_ok(), "sharegpt: {r:?}");
+        let r = read_dataset(sharegpt_conversations(path), &tok, 5);
+        prop_assert!(r.is_ok(), "sharegpt conversations: {r:?}");
     }
 
     #[test]
@@ -341,8 +362,10 @@ proptest! {
         prop_assert!(r.is_ok(), "prompts {lines}: {r:?}");
         let share = tmp.path().join("sharegpt.json");
         std::fs::write(&share, serde_json::Value::Array(values.clone()).to_string()).unwrap();
-        let r = read_dataset(WorkloadSpec::Sharegpt { path: share, output_len: Some(8) }, &tok, 3);
+        let r = read_dataset(WorkloadSpec::Sharegpt { path: share.clone(), output_len: Some(8) }, &tok, 3);
         prop_assert!(r.is_ok(), "sharegpt {values:?}: {r:?}");
+        let r = read_dataset(sharegpt_conversations(share), &tok, 3);
+        prop_assert!(r.is_ok(), "sharegpt conversations {values:?}: {r:?}");
     }
 
     #[test]
@@ -392,6 +415,16 @@ fn extreme_values_through_the_binary_exit_2_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out: PathBuf = tmp.path().join("out");
     let cases: &[&[&str]] = &[
+        &["--dataset", "conversations", "--think-time", "700000"],
+        &["--dataset", "conversations", "--turns", "uniform:1:100000"],
+        &[
+            "--dataset",
+            "conversations",
+            "--input-len",
+            "16000000",
+            "--num-requests",
+            "8",
+        ],
         &["--rate", "1e308"],
         &["--rate", "inf", "--burstiness", "1e-300"],
         &["--duration", "1e308"],

@@ -47,6 +47,9 @@ pub const MAX_CONTEXT: u32 = super::sharegpt::MAX_TOTAL_LEN;
 /// Most turns one conversation may have.
 pub const MAX_TURNS: u32 = 1 << 10;
 
+/// Longest think time (10 minutes): a typo must not hold a point for hours.
+pub const MAX_THINK_MS: u32 = 600_000;
+
 /// Where conversations come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
@@ -130,6 +133,11 @@ pub(crate) fn build(
     }
     if let Some(t) = &spec.think_time_ms {
         LengthDist::validate_all(&[("think time (ms)", t)])?;
+        if !matches!(t, LengthDist::Normal { .. }) && t.max_len() > MAX_THINK_MS {
+            return Err(invalid(format!(
+                "--think-time {t} allows more than {MAX_THINK_MS} ms (10 minutes) between turns; ask for less"
+            )));
+        }
     }
     let (convs, mut description) = match &spec.source {
         ConversationSource::Synthetic {
@@ -150,7 +158,7 @@ pub(crate) fn build(
         starts.push(items.len());
         for (k, turn) in conv.into_iter().enumerate() {
             let think = match (&spec.think_time_ms, k) {
-                (Some(t), k) if k > 0 => u64::from(t.sample(rng, 1)) * 1_000_000,
+                (Some(t), k) if k > 0 => u64::from(t.sample(rng, 1).min(MAX_THINK_MS)) * 1_000_000,
                 _ => 0,
             };
             think_ns.push(think);
@@ -451,6 +459,16 @@ mod tests {
             (zero, "at least 1"),
             (synthetic_spec("5000", "8", "4"), "--turns"),
             (synthetic_spec("2", "1", "4"), "raise --input-len"),
+            (
+                WorkloadSpec::Conversations(ConversationSpec {
+                    think_time_ms: Some(parse_length("700000").unwrap()),
+                    ..match synthetic_spec("2", "8", "4") {
+                        WorkloadSpec::Conversations(c) => c,
+                        _ => unreachable!(),
+                    }
+                }),
+                "10 minutes",
+            ),
         ] {
             let e = build_workload(&s, Some(&tok), 4, 0)
                 .unwrap_err()
