@@ -285,7 +285,7 @@ impl Scheduler<'_> {
                 points.push(result);
                 report::write_meta(&cfg.out, &meta)?;
                 let partial = RunResult::new(meta.clone(), points.clone());
-                report::write_all(&cfg.out, &partial, &all)?;
+                report::write_summaries(&cfg.out, &partial, &all)?;
                 outcome = run.outcome;
                 if outcome != Outcome::Completed {
                     break;

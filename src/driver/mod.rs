@@ -971,7 +971,8 @@ impl<'a> Driver<'a> {
                     ));
                 }
             }
-            if let Some(due) = chats.next_due() {
+            // (A turn waiting for a slot is woken by the finish that frees one.)
+            if let Some(due) = chats.next_due().filter(|_| book.active.len() < slots) {
                 timeout = timeout.min(Duration::from_nanos(MonoNs(due).since(clock::now())));
             }
             // The last pass's finished requests go to the writer just before the engine

@@ -236,6 +236,27 @@ pub fn write_all(dir: &Path, run: &RunResult, records: &[RequestTrace]) -> Resul
     Ok(())
 }
 
+/// What [`write_all`] writes but `requests.csv`: the per-point files, rewritten after
+/// every point of a run. `requests.csv` has a row per request of the run, so
+/// re-rendering it after every point would cost the run's request count per point;
+/// it is written once at the end (`requests.jsonl` holds every request as it
+/// finishes, and `harness report` renders the CSV from it at any time).
+pub fn write_summaries(
+    dir: &Path,
+    run: &RunResult,
+    records: &[RequestTrace],
+) -> Result<(), ReportError> {
+    let requests = RequestsCsvExporter.file_name();
+    for e in exporters()
+        .iter()
+        .filter(|e| e.applies(run) && e.file_name() != requests)
+    {
+        let bytes = e.render(run, records)?;
+        write_atomic(&dir.join(e.file_name()), &bytes)?;
+    }
+    Ok(())
+}
+
 /// The HTML report's file name.
 pub const REPORT_HTML: &str = "report.html";
 
