@@ -152,6 +152,8 @@ fn every_failure_is_a_request_with_its_reason_and_good_streams_are_exact() {
             );
         }
         assert!(t[0] >= GAP_MS as f64 * 0.8, "first chunk at {} ms", t[0]);
+        // The server's usage.prompt_tokens_details.cached_tokens, as it said it.
+        assert_eq!(r["cached_prompt_tokens"].as_u64(), Some(sse::CACHED_TOKENS));
     }
     assert_eq!(by(1)["finish_reason"], "error");
     assert!(
@@ -214,6 +216,14 @@ fn every_failure_is_a_request_with_its_reason_and_good_streams_are_exact() {
         "{m}"
     );
     assert_eq!(m["api_key"], "from $LLM_HARNESS_TEST_KEY");
+    assert_eq!(m["probe"]["cached_tokens"], true);
+    let source = run["engine"]["scheduler"]["cached_prompt_tokens_source"]
+        .as_str()
+        .unwrap();
+    assert!(
+        source.contains("prompt_tokens_details.cached_tokens"),
+        "{source}"
+    );
     assert!(m["proxy"].as_str().unwrap().contains("loopback"));
 }
 

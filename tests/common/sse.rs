@@ -138,6 +138,9 @@ pub fn discovery(req: &Request, w: &mut TcpStream) -> Option<Served> {
 
 /// A completion streamed `per` tokens a chunk until `total`, `gap` apart, with the
 /// running usage on every chunk (the engine's exact count) and `length` at the end.
+/// The prompt tokens every [`stream_tokens`] stream's usage says were cached.
+pub const CACHED_TOKENS: u64 = 2;
+
 pub fn stream_tokens(
     w: &mut TcpStream,
     total: u64,
@@ -158,7 +161,12 @@ pub fn stream_tokens(
             w,
             &event(serde_json::json!({
                 "choices": [{"index": 0, "text": "ab", "finish_reason": fin}],
-                "usage": {"prompt_tokens": 4, "completion_tokens": sent, "total_tokens": 4 + sent},
+                "usage": {
+                    "prompt_tokens": 4,
+                    "completion_tokens": sent,
+                    "total_tokens": 4 + sent,
+                    "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
+                },
             })),
         )?;
     }

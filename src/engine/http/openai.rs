@@ -33,7 +33,7 @@ use crate::core::clock::{self, MonoNs};
 use crate::core::request::{FinishReason, RequestId};
 use crate::engine::{
     Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, Finish,
-    GenRequest, TokenEvent,
+    GenRequest, SchedulerFacts, TokenEvent,
 };
 use crate::workload::Tokenizer;
 use eventsource_stream::Eventsource;
@@ -285,6 +285,8 @@ struct Chunk {
     token_ids: Option<Vec<u32>>,
     finish: Option<String>,
     usage_completion: Option<u64>,
+    /// `usage.prompt_tokens_details.cached_tokens`, where the server sends it.
+    cached_prompt: Option<u64>,
 }
 
 /// Parses one event's data; `Err` is the failure text.
@@ -316,8 +318,14 @@ fn parse_chunk(data: &str, chat: bool) -> Result<Chunk, String> {
             excerpt(data, 200)
         ));
     }
+    let cached_prompt = v
+        .get("usage")
+        .and_then(|u| u.get("prompt_tokens_details"))
+        .and_then(|d| d.get("cached_tokens"))
+        .and_then(Value::as_u64);
     let mut c = Chunk {
         usage_completion: usage,
+        cached_prompt,
         ..Chunk::default()
     };
     if let Some(first) = choices.and_then(|a| a.first()) {
@@ -381,6 +389,9 @@ struct Client {
     usage: Usage,
     per_request_seed: bool,
     tokenizer: Option<Tokenizer>,
+    /// The probe saw `usage.prompt_tokens_details.cached_tokens`: each request reports
+    /// its cached prompt tokens (a server that never sends them reports none, not 0).
+    cached_tokens: bool,
     /// Requests in a row that could not connect, and the last such error.
     connect_streak: AtomicU32,
     last_connect_error: Mutex<String>,
@@ -526,6 +537,8 @@ struct Counter {
     /// A finish_reason waiting for the final usage (counts were estimated).
     pending: Option<String>,
     finished: bool,
+    /// The last `usage.prompt_tokens_details.cached_tokens` seen.
+    cached: Option<u64>,
 }
 
 impl Counter {
@@ -576,11 +589,15 @@ async fn run_request(client: Arc<Client>, req: GenRequest, tx: Sender<TokenEvent
     // A Mutex, not a RefCell: the task's future must be Send (never contended).
     let counter = Mutex::new(Counter::default());
     let want_ids = req.return_token_ids;
-    let finish = |reason: &str, ids: Vec<u32>| {
+    let report_cached = client.cached_tokens;
+    let finish = |reason: &str, ids: Vec<u32>, cached: Option<u64>| {
         let (r, error) = finish_reason(reason);
         let mut f = Finish::new(r);
         f.error = error;
         f.token_ids = (want_ids && !ids.is_empty()).then_some(ids);
+        f.cached_prompt_tokens = cached
+            .filter(|_| report_cached)
+            .map(|c| u32::try_from(c).unwrap_or(u32::MAX));
         f
     };
     let on_chunk = |c: Chunk, at: MonoNs| -> Result<(), String> {
@@ -590,6 +607,9 @@ async fn run_request(client: Arc<Client>, req: GenRequest, tx: Sender<TokenEvent
         if k.finished {
             return Ok(());
         }
+        if c.cached_prompt.is_some() {
+            k.cached = c.cached_prompt;
+        }
         if !c.has_choice {
             // The final usage chunk: it corrects estimated counts.
             if let (Some(reason), Some(total)) = (k.pending.take(), c.usage_completion) {
@@ -597,7 +617,7 @@ async fn run_request(client: Arc<Client>, req: GenRequest, tx: Sender<TokenEvent
                 k.counted += extra;
                 k.finished = true;
                 let ids = std::mem::take(&mut k.ids);
-                send(extra, at, Some(finish(&reason, ids)));
+                send(extra, at, Some(finish(&reason, ids, k.cached)));
             }
             return Ok(());
         }
@@ -607,7 +627,7 @@ async fn run_request(client: Arc<Client>, req: GenRequest, tx: Sender<TokenEvent
                 // Exact counts: the request ends with this chunk.
                 k.finished = true;
                 let ids = std::mem::take(&mut k.ids);
-                send(n, at, Some(finish(&reason, ids)));
+                send(n, at, Some(finish(&reason, ids, k.cached)));
             }
             Some(reason) => {
                 if n > 0 {
@@ -633,7 +653,7 @@ async fn run_request(client: Arc<Client>, req: GenRequest, tx: Sender<TokenEvent
         // A finish_reason came, and no final usage to correct the estimate.
         (Ok(_), Some(reason)) => {
             let ids = std::mem::take(&mut k.ids);
-            send(0, clock::now(), Some(finish(&reason, ids)));
+            send(0, clock::now(), Some(finish(&reason, ids, k.cached)));
         }
         (Ok(End::Done), None) => fail(format!(
             "[DONE] after {} tokens without a finish_reason",
@@ -653,6 +673,8 @@ struct Probe {
     per_chunk_usage: bool,
     final_usage: bool,
     chunks: usize,
+    /// Some chunk's usage carried `prompt_tokens_details.cached_tokens`.
+    cached_tokens: bool,
 }
 
 pub struct OpenAiEngine {
@@ -766,6 +788,7 @@ impl OpenAiEngine {
             usage: cfg.usage,
             per_request_seed: cfg.per_request_seed,
             tokenizer,
+            cached_tokens: false,
             connect_streak: AtomicU32::new(0),
             last_connect_error: Mutex::new(String::new()),
         };
@@ -774,6 +797,7 @@ impl OpenAiEngine {
         } else {
             None
         };
+        client.cached_tokens = probe.as_ref().is_some_and(|p| p.cached_tokens);
         let counts = match &probe {
             None => format!(
                 "not probed (probe=false): stream_options usage={} assumed; per chunk: token ids if the server returns them, else the change in usage.completion_tokens, else one token per chunk with text",
@@ -803,6 +827,7 @@ impl OpenAiEngine {
                 "per_chunk_usage": p.per_chunk_usage,
                 "final_usage": p.final_usage,
                 "chunks": p.chunks,
+                "cached_tokens": p.cached_tokens,
             });
         }
         let (tx, rx) = mpsc::channel();
@@ -821,6 +846,12 @@ impl OpenAiEngine {
                     vec![format!("token counts {counts}")]
                 },
                 metadata,
+                scheduler: client.cached_tokens.then(|| SchedulerFacts {
+                    cached_prompt_tokens_source: Some(
+                        "the server's usage.prompt_tokens_details.cached_tokens (seen in the probe's usage; vLLM sends it with --enable-prompt-tokens-details)".into(),
+                    ),
+                    ..SchedulerFacts::default()
+                }),
                 ..Default::default()
             },
             client: Arc::new(client),
@@ -854,11 +885,13 @@ async fn probe(client: &mut Client, key_hint: &str) -> Result<Probe, EngineError
             body["stream_options"] = so;
         }
         let (mut chunks, mut per_chunk, mut final_usage) = (0usize, false, false);
+        let mut cached = false;
         let r = client
             .stream(
                 &body,
                 "harness-probe",
                 |c, _| {
+                    cached |= c.cached_prompt.is_some();
                     if c.has_choice {
                         chunks += 1;
                         per_chunk |= c.usage_completion.is_some();
@@ -877,6 +910,7 @@ async fn probe(client: &mut Client, key_hint: &str) -> Result<Probe, EngineError
                     per_chunk_usage: per_chunk,
                     final_usage,
                     chunks,
+                    cached_tokens: cached,
                 })
             }
             Err(e) if e.starts_with("HTTP 400") => match client.usage.weaker() {
@@ -1006,6 +1040,13 @@ mod tests {
         assert!(c.text && c.finish.as_deref() == Some("stop"));
         let c = parse_chunk(r#"{"choices":[],"usage":{"completion_tokens":9}}"#, false).unwrap();
         assert!(!c.has_choice && c.usage_completion == Some(9));
+        assert_eq!(c.cached_prompt, None, "not sent: not 0");
+        let c = parse_chunk(
+            r#"{"choices":[],"usage":{"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":32}}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt, Some(32));
         let e = parse_chunk("{not json", false).unwrap_err();
         assert!(e.starts_with("malformed SSE chunk (not JSON"), "{e}");
         let e = parse_chunk(r#"{"id":1}"#, false).unwrap_err();
@@ -1023,6 +1064,7 @@ mod tests {
             token_ids: ids,
             finish: None,
             usage_completion: usage,
+            cached_prompt: None,
         };
         assert_eq!(k.count(&with(None, Some(2))), 2);
         assert_eq!(k.count(&with(None, Some(5))), 3);

@@ -462,6 +462,11 @@ impl VllmServerEngine {
                 .and_then(|n| u32::try_from(n).ok()),
             prefix_caching: args["enable_prefix_caching"].as_bool(),
             chunked_prefill: args["enable_chunked_prefill"].as_bool(),
+            // The client's: whether the server's usage carries cached tokens.
+            cached_prompt_tokens_source: info
+                .scheduler
+                .as_ref()
+                .and_then(|s| s.cached_prompt_tokens_source.clone()),
             ..Default::default()
         });
         let client_meta = info.metadata.take();
