@@ -383,6 +383,55 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
     vllm_facts_match_its_log(&run["engine"], &log);
 }
 
+#[test]
+#[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
+fn vllm_conversations_resend_the_engines_replies_and_hit_its_cache_by_turn() {
+    let (Some(model), Some(_)) = (need("gemma-3-270m"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("conversations");
+    let tag = new_tag("vllm-conversations");
+    harness()
+        .env(TAG_VAR, &tag)
+        .args(["run", "--engine", "vllm", "--model"])
+        .arg(&model)
+        .args([
+            "--dataset",
+            "conversations",
+            "--turns",
+            "3",
+            "--input-len",
+            "64",
+            "--output-len",
+            "16",
+            "--ignore-eos",
+            "--concurrency",
+            "2",
+            "--num-requests",
+            "6",
+            "--warmup",
+            "0",
+            "--save-token-ids",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_no_process_left(&tag, "a vLLM conversations run");
+    // vLLM caches whole blocks (128 tokens on its CPU backend), so a later turn finds
+    // only the full blocks of what came before: no lower bound per token.
+    let rates = common::check_conversation_run(&out, 3, false);
+    eprintln!("vllm conversations: prefix-cache hit rate by turn {rates:?}");
+    let run = json(&out.join("run.json"));
+    let source = run["engine"]["scheduler"]["cached_prompt_tokens_source"]
+        .as_str()
+        .unwrap();
+    assert!(source.contains("num_cached_tokens"), "{source}");
+}
+
 /// The text between the first `start` in `text` and the next `end` after it.
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let rest = &text[text.find(start)? + start.len()..];

@@ -279,3 +279,50 @@ fn a_failing_sglang_start_up_exits_1_with_its_results_dir_and_no_process_left() 
     );
     assert!(err.contains("results:"), "{err}");
 }
+
+#[test]
+#[ignore = "needs the sglang venv and the real model: scripts/test.sh sets them up and runs it"]
+fn sglang_conversations_resend_the_engines_replies_and_hit_its_radix_cache_by_turn() {
+    let (Some(model), Some(_)) = (model(), sglang_python()) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("conversations");
+    let tag = new_tag("sglang-conversations");
+    harness()
+        .env(TAG_VAR, &tag)
+        .args(["run", "--engine", "sglang", "--model"])
+        .arg(&model)
+        .args([
+            "--dataset",
+            "conversations",
+            "--turns",
+            "3",
+            "--input-len",
+            "64",
+            "--output-len",
+            "16",
+            "--ignore-eos",
+            "--concurrency",
+            "2",
+            "--num-requests",
+            "6",
+            "--warmup",
+            "0",
+            "--save-token-ids",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    assert_no_process_left(&tag, "an SGLang conversations run");
+    let rates = common::check_conversation_run(&out, 3, true);
+    eprintln!("sglang conversations: prefix-cache hit rate by turn {rates:?}");
+    let run = json(&out.join("run.json"));
+    let source = run["engine"]["scheduler"]["cached_prompt_tokens_source"]
+        .as_str()
+        .unwrap();
+    assert!(source.contains("cached_tokens"), "{source}");
+}

@@ -242,3 +242,76 @@ pub fn trtllm_standin_engine_dir(standin_cfg: &str) -> tempfile::TempDir {
     std::fs::write(d.path().join("standin.cfg"), standin_cfg).unwrap();
     d
 }
+
+/// A `--dataset conversations --save-token-ids` run's result in `out`, checked as a
+/// real engine must pass it: every later turn's prompt is the previous turn's prompt +
+/// the ids the engine generated for it + the next user message of `workload.jsonl`;
+/// the engine reports cached prompt tokens for every turn, never more of a later turn
+/// than the conversation had sent and received before it (with `whole_prompt`, at
+/// least the previous prompt: a cache of 1-token pages, SGLang's), and the hit rate
+/// never falls by turn and ends above 0. Returns the hit rate by turn.
+pub fn check_conversation_run(out: &Path, turns: usize, whole_prompt: bool) -> Vec<f64> {
+    let recs = records(out);
+    let workload: Vec<Value> = std::fs::read_to_string(out.join("workload.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a list of ids: {v}"))
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    let turn_of = |c: Option<u64>, k: u64| {
+        recs.iter()
+            .find(|r| r["conversation"].as_u64() == c && r["turn"].as_u64() == Some(k))
+    };
+    for r in &recs {
+        assert_eq!(r["finish_reason"], "length", "{r}");
+        let (c, k) = (r["conversation"].as_u64(), r["turn"].as_u64().unwrap());
+        let user = workload
+            .iter()
+            .find(|w| w["conversation"].as_u64() == c && w["turn"].as_u64() == Some(k))
+            .unwrap();
+        let prompt = ids(&r["prompt_token_ids"]);
+        assert_eq!(prompt.len() as u64, r["input_len"].as_u64().unwrap());
+        let cached = r["cached_prompt_tokens"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no cached_prompt_tokens: {r}"));
+        assert!(cached < prompt.len() as u64, "{r}");
+        if k == 0 {
+            assert_eq!(prompt, ids(&user["user_token_ids"]));
+            continue;
+        }
+        let prev = turn_of(c, k - 1).unwrap();
+        let mut want = ids(&prev["prompt_token_ids"]);
+        want.extend(ids(&prev["token_ids"]));
+        want.extend(ids(&user["user_token_ids"]));
+        assert_eq!(prompt, want, "conversation {c:?} turn {k}");
+        let prev_len = prev["input_len"].as_u64().unwrap();
+        let before = prev_len + output_tokens(prev);
+        assert!(
+            cached <= before,
+            "turn {k} found {cached} tokens cached, more than the {before} sent and received before it"
+        );
+        assert!(
+            !whole_prompt || cached >= prev_len,
+            "turn {k} found {cached} of the previous prompt's {prev_len} tokens cached"
+        );
+    }
+    let summary = json(&out.join("summary.json"));
+    let rates: Vec<f64> = summary["by_turn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["prefix_cache_hit_rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates.len(), turns, "{summary}");
+    assert!(
+        rates.windows(2).all(|w| w[1] >= w[0]) && rates[turns - 1] > 0.0,
+        "the hit rate grows by turn: {rates:?}"
+    );
+    rates
+}
