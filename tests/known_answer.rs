@@ -459,6 +459,21 @@ fn overlapped_scheduling_stamps_tokens_when_the_caller_gets_them() {
     close("engine ttft delta", delta.median, d);
 }
 
+/// 1 ms per uncached prompt token and nothing else in a prefill step, 1 ms per decode
+/// step, a prefix cache of blocks of 16.
+fn cached_schedule() -> Schedule {
+    Schedule {
+        prefill_ms: 0.0,
+        prefill_ms_per_request: 0.0,
+        prefill_us_per_token: 1000.0,
+        decode_ms: 1.0,
+        decode_ms_per_seq: 0.0,
+        prefix_cache_tokens: 1 << 20,
+        block_size: 16,
+        ..Schedule::default()
+    }
+}
+
 /// 2 groups × 4 prompts, system prompt 64 tokens, question 24, 2 output tokens, in
 /// group order; 1 ms per uncached prompt token, nothing else in a prefill step.
 fn shared_prefix() -> (Workload, Schedule) {
@@ -472,17 +487,7 @@ fn shared_prefix() -> (Workload, Schedule) {
         output_len: LengthDist::Fixed { len: 2 },
         order: GroupOrder::Grouped,
     });
-    let schedule = Schedule {
-        prefill_ms: 0.0,
-        prefill_ms_per_request: 0.0,
-        prefill_us_per_token: 1000.0,
-        decode_ms: 1.0,
-        decode_ms_per_seq: 0.0,
-        prefix_cache_tokens: 1 << 20,
-        block_size: 16,
-        ..Schedule::default()
-    };
-    (build(&spec, None, 8, 0).unwrap(), schedule)
+    (build(&spec, None, 8, 0).unwrap(), cached_schedule())
 }
 
 #[test]
@@ -616,17 +621,7 @@ fn conversations(conversations: usize, turns: u32, think_ms: Option<u32>) -> (Wo
         },
     });
     let count = conversations * turns as usize;
-    let schedule = Schedule {
-        prefill_ms: 0.0,
-        prefill_ms_per_request: 0.0,
-        prefill_us_per_token: 1000.0,
-        decode_ms: 1.0,
-        decode_ms_per_seq: 0.0,
-        prefix_cache_tokens: 1 << 20,
-        block_size: 16,
-        ..Schedule::default()
-    };
-    (build(&spec, None, count, 0).unwrap(), schedule)
+    (build(&spec, None, count, 0).unwrap(), cached_schedule())
 }
 
 fn by_id(mut recs: Vec<RequestTrace>) -> Vec<RequestTrace> {

@@ -392,35 +392,7 @@ fn vllm_conversations_resend_the_engines_replies_and_hit_its_cache_by_turn() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("conversations");
-    let tag = new_tag("vllm-conversations");
-    harness()
-        .env(TAG_VAR, &tag)
-        .args(["run", "--engine", "vllm", "--model"])
-        .arg(&model)
-        .args([
-            "--dataset",
-            "conversations",
-            "--turns",
-            "3",
-            "--input-len",
-            "64",
-            "--output-len",
-            "16",
-            "--ignore-eos",
-            "--concurrency",
-            "2",
-            "--num-requests",
-            "6",
-            "--warmup",
-            "0",
-            "--save-token-ids",
-            "--no-progress",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    assert_no_process_left(&tag, "a vLLM conversations run");
+    common::run_conversations("vllm", &model, &out);
     // vLLM caches whole blocks (128 tokens on its CPU backend), so a later turn finds
     // only the full blocks of what came before: no lower bound per token.
     let rates = common::check_conversation_run(&out, 3, false);

@@ -289,35 +289,7 @@ fn sglang_conversations_resend_the_engines_replies_and_hit_its_radix_cache_by_tu
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("conversations");
-    let tag = new_tag("sglang-conversations");
-    harness()
-        .env(TAG_VAR, &tag)
-        .args(["run", "--engine", "sglang", "--model"])
-        .arg(&model)
-        .args([
-            "--dataset",
-            "conversations",
-            "--turns",
-            "3",
-            "--input-len",
-            "64",
-            "--output-len",
-            "16",
-            "--ignore-eos",
-            "--concurrency",
-            "2",
-            "--num-requests",
-            "6",
-            "--warmup",
-            "0",
-            "--save-token-ids",
-            "--no-progress",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    assert_no_process_left(&tag, "an SGLang conversations run");
+    common::run_conversations("sglang", &model, &out);
     let rates = common::check_conversation_run(&out, 3, true);
     eprintln!("sglang conversations: prefix-cache hit rate by turn {rates:?}");
     let run = json(&out.join("run.json"));

@@ -95,18 +95,8 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
     }
     let spec = match dataset {
         "synthetic" => WorkloadSpec::Synthetic {
-            input_len: a
-                .input_len
-                .as_ref()
-                .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
-                    length("input-len", s)
-                })?,
-            output_len: a
-                .output_len
-                .as_ref()
-                .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
-                    length("output-len", s)
-                })?,
+            input_len: dist("input-len", &a.input_len, 128)?,
+            output_len: dist("output-len", &a.output_len, 128)?,
         },
         "sharegpt" => {
             no_input_len("data")?;
@@ -125,11 +115,6 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         "shared-prefix" => {
             no_input_len("system prompt and question lengths")?;
             // SGLang's generated-shared-prefix defaults.
-            let dist = |flag: &'static str, given: &Option<Spec>, default: u32| {
-                given
-                    .as_ref()
-                    .map_or(Ok(LengthDist::Fixed { len: default }), |s| length(flag, s))
-            };
             let count =
                 |flag: &'static str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
                     0 => err(flag, format!("--{flag} 0: give at least 1")),
@@ -165,18 +150,8 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
         "conversations" => {
             let source = match &a.dataset_path {
                 None => ConversationSource::Synthetic {
-                    input_len: a
-                        .input_len
-                        .as_ref()
-                        .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
-                            length("input-len", s)
-                        })?,
-                    output_len: a
-                        .output_len
-                        .as_ref()
-                        .map_or(Ok(LengthDist::Fixed { len: 128 }), |s| {
-                            length("output-len", s)
-                        })?,
+                    input_len: dist("input-len", &a.input_len, 128)?,
+                    output_len: dist("output-len", &a.output_len, 128)?,
                 },
                 Some(_) => {
                     no_input_len("ShareGPT conversations")?;
@@ -192,10 +167,7 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                 Some(s) => Some(length("think-time", &Spec(s.0.trim_end_matches("ms").into()))?),
             };
             WorkloadSpec::Conversations(ConversationSpec {
-                turns: a
-                    .turns
-                    .as_ref()
-                    .map_or(Ok(LengthDist::Fixed { len: 4 }), |s| length("turns", s))?,
+                turns: dist("turns", &a.turns, 4)?,
                 think_time_ms,
                 source,
             })
@@ -261,6 +233,13 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
 
 fn length(flag: &'static str, s: &Spec) -> Result<LengthDist, ConfigError> {
     parse_length(&s.0).or_else(|e| err(flag, format!("--{flag} {}: {e}", s.0)))
+}
+
+/// `--flag`'s length as given, else fixed at `default`.
+fn dist(flag: &'static str, given: &Option<Spec>, default: u32) -> Result<LengthDist, ConfigError> {
+    given
+        .as_ref()
+        .map_or(Ok(LengthDist::Fixed { len: default }), |s| length(flag, s))
 }
 
 #[cfg(test)]

@@ -31,9 +31,7 @@
 //! ShareGPT, the shuffle, then per kept turn its think time.
 
 use super::synthetic::Vocab;
-use super::{
-    serde_reason, shuffle, ChaCha8Rng, LengthDist, Tokenizer, WorkItem, Workload, WorkloadError,
-};
+use super::{shuffle, ChaCha8Rng, LengthDist, Tokenizer, WorkItem, Workload, WorkloadError};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -280,21 +278,9 @@ fn sharegpt(
     seed: u64,
     rng: &mut ChaCha8Rng,
 ) -> Result<(Vec<Vec<WorkItem>>, String), WorkloadError> {
-    if output_override == Some(0) {
-        return Err(WorkloadError::InvalidSpecLength {
-            what: "ShareGPT output length",
-            spec: "0".into(),
-            reason: "length must be at least 1".into(),
-        });
-    }
+    super::sharegpt::check_override(output_override)?;
     let bytes = std::fs::read(path).map_err(|e| WorkloadError::io(path, e))?;
-    let entries: Vec<Entry<'_>> =
-        serde_json::from_slice(&bytes).map_err(|e| WorkloadError::SharegptJson {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            reason: serde_reason(&e),
-        })?;
+    let entries: Vec<Entry<'_>> = super::sharegpt::parse(path, &bytes)?;
     let total = entries.len();
     let mut multi: Vec<Vec<(&str, &str)>> = entries
         .iter()

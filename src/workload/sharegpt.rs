@@ -92,6 +92,31 @@ impl<'de: 'a, 'a> Deserialize<'de> for FirstTwo<'a> {
     }
 }
 
+/// A fixed output length must be at least 1.
+pub(crate) fn check_override(output_override: Option<u32>) -> Result<(), WorkloadError> {
+    if output_override == Some(0) {
+        return Err(WorkloadError::InvalidSpecLength {
+            what: "ShareGPT output length",
+            spec: "0".into(),
+            reason: "length must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The file's entries, borrowing its text; a JSON error names the line and column.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<Vec<T>, WorkloadError> {
+    serde_json::from_slice(bytes).map_err(|e| WorkloadError::SharegptJson {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        reason: serde_reason(&e),
+    })
+}
+
 pub(crate) fn build(
     path: &Path,
     output_override: Option<u32>,
@@ -100,21 +125,9 @@ pub(crate) fn build(
     seed: u64,
     rng: &mut ChaCha8Rng,
 ) -> Result<Workload, WorkloadError> {
-    if output_override == Some(0) {
-        return Err(WorkloadError::InvalidSpecLength {
-            what: "ShareGPT output length",
-            spec: "0".into(),
-            reason: "length must be at least 1".into(),
-        });
-    }
+    check_override(output_override)?;
     let bytes = std::fs::read(path).map_err(|e| WorkloadError::io(path, e))?;
-    let entries: Vec<Entry<'_>> =
-        serde_json::from_slice(&bytes).map_err(|e| WorkloadError::SharegptJson {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            reason: serde_reason(&e),
-        })?;
+    let entries: Vec<Entry<'_>> = parse(path, &bytes)?;
     let total = entries.len();
     let mut convs: Vec<(Cow<'_, str>, Cow<'_, str>)> = entries
         .into_iter()

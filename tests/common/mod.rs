@@ -243,6 +243,41 @@ pub fn trtllm_standin_engine_dir(standin_cfg: &str) -> tempfile::TempDir {
     d
 }
 
+/// Runs `engine` on `model` through 2 conversations of 3 turns (64-token user
+/// messages, 16-token replies, 2 at a time, token ids saved) into `out`, and asserts
+/// it succeeded and left no process behind.
+pub fn run_conversations(engine: &str, model: &Path, out: &Path) {
+    let tag = new_tag(&format!("{engine}-conversations"));
+    harness()
+        .env(TAG_VAR, &tag)
+        .args(["run", "--engine", engine, "--model"])
+        .arg(model)
+        .args([
+            "--dataset",
+            "conversations",
+            "--turns",
+            "3",
+            "--input-len",
+            "64",
+            "--output-len",
+            "16",
+            "--ignore-eos",
+            "--concurrency",
+            "2",
+            "--num-requests",
+            "6",
+            "--warmup",
+            "0",
+            "--save-token-ids",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    assert_no_process_left(&tag, &format!("a {engine} conversations run"));
+}
+
 /// A `--dataset conversations --save-token-ids` run's result in `out`, checked as a
 /// real engine must pass it: every later turn's prompt is the previous turn's prompt +
 /// the ids the engine generated for it + the next user message of `workload.jsonl`;
