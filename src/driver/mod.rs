@@ -10,7 +10,10 @@
 //! arrivals that find C requests in flight wait in a FIFO client queue and are
 //! submitted as slots free; each request keeps its scheduled arrival (`intended_ns`)
 //! and, when it waited, when its slot freed (`slot_free_ns`), so its queue time and
-//! the driver's own lateness (schedule lag) are recomputable from `requests.jsonl`. A
+//! the driver's own lateness (schedule lag) are recomputable from `requests.jsonl`.
+//! With `--dataset conversations` the modes start conversations instead of requests
+//! and each sends its turns one at a time, the next prompt made from the engine's reply
+//! (`chats.rs`). A
 //! point stops by its [`Stop`] rule, checked once per round; the loop also times the
 //! harness's own work between engine calls ([`HarnessCost`]).
 
@@ -670,6 +673,8 @@ impl<'a> Driver<'a> {
     /// Every request of a run, warmup and every point included, takes the next
     /// workload item (request id = item index), so no prompt is sent twice while the
     /// workload lasts: a prefix cache cannot serve a later point from an earlier one.
+    /// Conversations are taken the same way, the next conversation of the workload for
+    /// each one started.
     pub fn run_point(
         &mut self,
         point_index: u32,
