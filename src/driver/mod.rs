@@ -13,9 +13,8 @@
 //! the driver's own lateness (schedule lag) are recomputable from `requests.jsonl`.
 //! With `--dataset conversations` the modes start conversations instead of requests
 //! and each sends its turns one at a time, the next prompt made from the engine's reply
-//! (`chats.rs`). A
-//! point stops by its [`Stop`] rule, checked once per round; the loop also times the
-//! harness's own work between engine calls ([`HarnessCost`]).
+//! (`chats.rs`). A point stops by its [`Stop`] rule, checked once per round; the loop
+//! also times the harness's own work between engine calls ([`HarnessCost`]).
 
 pub mod arrivals;
 mod chats;
