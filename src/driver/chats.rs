@@ -145,30 +145,25 @@ impl Chats {
         } else {
             t.token_ids.take()
         };
-        match (t.is_success(), ids) {
-            (true, Some(ids)) if chat.sent < chat.turns => {
-                chat.context.extend_from_slice(&ids);
-                let think = layout.think_ns[chat.items.start + chat.sent];
-                let due = t.finish_ns.unwrap_or(t.submit_ns).0.saturating_add(think);
-                chat.due = Some(MonoNs(due));
-                self.waiting.insert((due, serial));
-            }
-            (true, Some(_)) => {
-                self.stats.completed += 1;
-                self.open.remove(&serial);
-            }
-            (true, None) if chat.sent < chat.turns => {
-                self.stats.no_token_ids += 1;
-                self.open.remove(&serial);
-            }
-            (true, None) => {
-                self.stats.completed += 1;
-                self.open.remove(&serial);
-            }
-            (false, _) => {
-                self.stats.failed_turn += 1;
-                self.open.remove(&serial);
-            }
+        let ended = if !t.is_success() {
+            self.stats.failed_turn += 1;
+            true
+        } else if chat.sent >= chat.turns {
+            self.stats.completed += 1;
+            true
+        } else if let Some(ids) = ids {
+            chat.context.extend_from_slice(&ids);
+            let think = layout.think_ns[chat.items.start + chat.sent];
+            let due = t.finish_ns.unwrap_or(t.submit_ns).0.saturating_add(think);
+            chat.due = Some(MonoNs(due));
+            self.waiting.insert((due, serial));
+            false
+        } else {
+            self.stats.no_token_ids += 1;
+            true
+        };
+        if ended {
+            self.open.remove(&serial);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! (those with a turn in the point): its turns, and its duration from its first turn's
 //! submit to its last turn's finish (think times included).
 
-use super::{distribution, per_request, Distribution};
+use super::{distribution, per_request, prefix_cache, Distribution};
 use crate::trace::RequestTrace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,17 +58,7 @@ pub fn by_turn(records: &[RequestTrace]) -> Option<Vec<TurnSummary>> {
             let ok: Vec<&&RequestTrace> = rs.iter().filter(|r| r.is_success()).collect();
             let mut ttft: Vec<f64> = ok.iter().filter_map(|r| per_request(r).ttft_ms).collect();
             let mut input: Vec<f64> = ok.iter().map(|r| f64::from(r.input_len)).collect();
-            let reporting: Vec<&&&RequestTrace> = ok
-                .iter()
-                .filter(|r| r.cached_prompt_tokens.is_some())
-                .collect();
-            let cached = (!reporting.is_empty()).then(|| {
-                reporting
-                    .iter()
-                    .map(|r| u64::from(r.cached_prompt_tokens.unwrap_or(0)))
-                    .sum::<u64>()
-            });
-            let prompt: u64 = reporting.iter().map(|r| u64::from(r.input_len)).sum();
+            let (cached, rate) = prefix_cache(ok.iter().map(|r| **r));
             TurnSummary {
                 turn,
                 completed: ok.len(),
@@ -76,8 +66,7 @@ pub fn by_turn(records: &[RequestTrace]) -> Option<Vec<TurnSummary>> {
                 ttft: distribution(&mut ttft),
                 input_len: distribution(&mut input),
                 cached_prompt_tokens: cached,
-                prefix_cache_hit_rate: cached
-                    .and_then(|c| (prompt > 0).then(|| c as f64 / prompt as f64)),
+                prefix_cache_hit_rate: rate,
             }
         })
         .collect();

@@ -305,6 +305,26 @@ pub fn per_request(r: &RequestTrace) -> RequestMetrics {
     }
 }
 
+/// `cached_prompt_tokens` summed over `requests` that report them, and that sum over
+/// the same requests' prompt tokens; both `None` when none reports (not reported,
+/// never 0).
+pub(crate) fn prefix_cache<'a>(
+    requests: impl Iterator<Item = &'a RequestTrace>,
+) -> (Option<u64>, Option<f64>) {
+    let mut cache: Option<(u64, u64)> = None;
+    for r in requests {
+        if let Some(c) = r.cached_prompt_tokens {
+            let (cached, prompt) = cache.get_or_insert((0, 0));
+            *cached += u64::from(c);
+            *prompt += u64::from(r.input_len);
+        }
+    }
+    (
+        cache.map(|(c, _)| c),
+        cache.and_then(|(c, p)| (p > 0).then(|| c as f64 / p as f64)),
+    )
+}
+
 /// `x / duration`, or `None` when there is no usable window.
 fn rate(x: f64, duration: Option<f64>) -> Option<f64> {
     duration.map(|d| x / d)
@@ -323,8 +343,6 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     );
     let (mut queue, mut lag, mut from_arrival) = (Vec::new(), Vec::new(), Vec::new());
     let mut good = 0usize;
-    // (cached, prompt) tokens over the requests that report cached tokens.
-    let mut cache: Option<(u64, u64)> = None;
     let mut first_submit: Option<u64> = None;
     let mut last_finish: Option<u64> = None;
 
@@ -353,11 +371,6 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
         from_arrival.extend(m.ttft_from_arrival_ms);
         s.total_input_tokens += u64::from(r.input_len);
         s.total_output_tokens += m.output_tokens;
-        if let Some(c) = r.cached_prompt_tokens {
-            let (cached, prompt) = cache.get_or_insert((0, 0));
-            *cached += u64::from(c);
-            *prompt += u64::from(r.input_len);
-        }
         ttft.extend(m.ttft_ms);
         e2el.extend(m.e2el_ms);
         tpot.extend(m.tpot_ms);
@@ -400,8 +413,8 @@ pub fn summarize(records: &[RequestTrace], slo: &Slo) -> Summary {
     s.e2el = distribution(&mut e2el);
     s.per_user_output_throughput = distribution(&mut per_user);
     s.engine_ttft_delta = (!delta.is_empty()).then(|| distribution(&mut delta));
-    s.cached_prompt_tokens = cache.map(|(c, _)| c);
-    s.prefix_cache_hit_rate = cache.and_then(|(c, p)| (p > 0).then(|| c as f64 / p as f64));
+    (s.cached_prompt_tokens, s.prefix_cache_hit_rate) =
+        prefix_cache(records.iter().filter(|r| r.is_success()));
     s.queue_time = (!queue.is_empty()).then(|| distribution(&mut queue));
     s.schedule_lag = (!lag.is_empty()).then(|| distribution(&mut lag));
     s.ttft_from_arrival = (!from_arrival.is_empty()).then(|| distribution(&mut from_arrival));

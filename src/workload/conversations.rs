@@ -105,11 +105,6 @@ impl ConversationLayout {
         let c = c % self.count().max(1);
         self.starts[c]..self.starts[c + 1]
     }
-
-    /// Conversation `c`'s turn counts, in order.
-    fn turn_counts(&self) -> impl Iterator<Item = usize> + '_ {
-        self.starts.windows(2).map(|w| w[1] - w[0])
-    }
 }
 
 /// Builds conversations until they hold at least `count` turns (every turn is a
@@ -166,7 +161,7 @@ pub(crate) fn build(
     starts.push(items.len());
     let layout = ConversationLayout::new(starts, think_ns);
     let n = layout.count();
-    let turns: usize = layout.turn_counts().sum();
+    let turns = items.len();
     description.push_str(&format!(
         "; {n} conversations, {turns} turns (mean {:.2} per conversation), think time {}, \
          turn k+1's prompt = turn k's prompt + its generated tokens + the next user message, \
