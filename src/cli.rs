@@ -327,6 +327,11 @@ pub struct RunArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(alias = "save-token-ids")]
     pub save_token_ids: Option<bool>,
+    /// Do not record each engine step (steps.jsonl, trace.json and the step figures);
+    /// the timeline is on by default.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(alias = "no-timeline")]
+    pub no_timeline: Option<bool>,
 }
 
 #[derive(Args, Debug)]

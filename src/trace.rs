@@ -12,6 +12,7 @@
 
 use crate::core::clock::{thread_cpu_ns, MonoNs};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
+use crate::core::step::StepStats;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -20,6 +21,45 @@ use std::sync::mpsc;
 
 /// The file each finished request is appended to.
 pub const REQUESTS_FILE: &str = "requests.jsonl";
+
+/// The file each measured engine step is appended to.
+pub const STEPS_FILE: &str = "steps.jsonl";
+
+/// One poll of the engine with requests in flight, as one line of `steps.jsonl`: the
+/// driver's own timing of it and, where the engine reports them, what the step held
+/// (for step engines a poll is one engine step; for stream engines it is one drain of
+/// arrivals and carries no engine fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Index of the sweep point.
+    pub point: u32,
+    /// The step's number in its point's measured phase, from 0.
+    pub step: u64,
+    /// When the driver called the engine, and when the call returned (its tokens'
+    /// stamp).
+    pub start_ns: MonoNs,
+    pub end_ns: MonoNs,
+    /// The driver's own time since the previous poll returned (or since the phase
+    /// started): stamping, tracing, submitting, bookkeeping.
+    pub gap_ns: u64,
+    /// Requests the driver had in flight when it called.
+    pub in_flight: u32,
+    /// Token events the call returned, the tokens they carried, and the requests they
+    /// finished.
+    pub events: u32,
+    pub tokens: u32,
+    pub finished: u32,
+    /// The engine's own account of the step.
+    #[serde(flatten)]
+    pub engine: StepStats,
+}
+
+impl StepRecord {
+    /// Nanoseconds inside the engine call.
+    pub fn engine_call_ns(&self) -> u64 {
+        self.end_ns.since(self.start_ns)
+    }
+}
 
 /// Token events reserved per request up front (64 KiB); longer outputs grow the vector.
 const RESERVE_TOKENS: u32 = 8192;
@@ -219,6 +259,7 @@ pub struct TraceWriter {
 
 enum ToWriter {
     Records(Vec<RequestTrace>),
+    Steps(Vec<StepRecord>),
     Sync(mpsc::Sender<Synced>),
 }
 
@@ -227,6 +268,8 @@ enum ToWriter {
 #[derive(Debug, Default)]
 pub struct Synced {
     pub records: Vec<RequestTrace>,
+    /// The step records appended since the last sync, now in `steps.jsonl`.
+    pub steps: Vec<StepRecord>,
     /// CPU seconds of the writer thread since the last sync (serializing and writing).
     pub cpu_s: f64,
 }
@@ -238,15 +281,22 @@ const WRITE_BUFFER: usize = 1 << 16;
 impl TraceWriter {
     pub fn create(dir: &Path) -> Result<TraceWriter, TraceError> {
         let path = dir.join(REQUESTS_FILE);
-        let file = File::create(&path).map_err(|source| TraceError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        let create = |path: &Path| {
+            File::create(path)
+                .map(|f| BufWriter::with_capacity(WRITE_BUFFER, f))
+                .map_err(|source| TraceError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        let requests = create(&path)?;
+        let steps_path = dir.join(STEPS_FILE);
+        let steps = create(&steps_path)?;
         let (tx, rx) = mpsc::channel();
         let at = path.clone();
         let thread = std::thread::Builder::new()
             .name("trace-writer".into())
-            .spawn(move || serve(&at, BufWriter::with_capacity(WRITE_BUFFER, file), rx))
+            .spawn(move || serve(Out::new(&at, requests), Out::new(&steps_path, steps), rx))
             .map_err(|source| TraceError::Write {
                 path: path.clone(),
                 source,
@@ -265,6 +315,15 @@ impl TraceWriter {
             return Ok(());
         }
         self.send(ToWriter::Records(records))
+    }
+
+    /// Hands `steps` (step records) to the writer thread, which appends them to
+    /// `steps.jsonl` at once.
+    pub fn append_steps(&mut self, steps: Vec<StepRecord>) -> Result<(), TraceError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.send(ToWriter::Steps(steps))
     }
 
     /// Waits until every appended record is in the file (handed to the OS), and
@@ -308,49 +367,74 @@ impl Drop for TraceWriter {
     }
 }
 
-/// The writer thread: serializes each message's records straight into the buffer and
+/// One of the writer thread's files.
+struct Out<'p> {
+    path: &'p Path,
+    file: BufWriter<File>,
+}
+
+impl<'p> Out<'p> {
+    fn new(path: &'p Path, file: BufWriter<File>) -> Out<'p> {
+        Out { path, file }
+    }
+
+    fn error(&self, source: std::io::Error) -> TraceError {
+        TraceError::Write {
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// One JSON line per item, handed to the OS at once. The records hold only
+    /// numbers, strings and enums, so the only error is the file's.
+    fn lines<T: Serialize>(&mut self, items: &[T]) -> Result<(), TraceError> {
+        for item in items {
+            serde_json::to_writer(&mut self.file, item)
+                .map_err(std::io::Error::from)
+                .and_then(|_| self.file.write_all(b"\n"))
+                .map_err(|e| self.error(e))?;
+        }
+        self.file.flush().map_err(|e| self.error(e))
+    }
+}
+
+/// The writer thread: serializes each message's records straight into its file and
 /// flushes it, keeps the records until the next sync.
 fn serve(
-    path: &Path,
-    mut out: BufWriter<File>,
+    mut requests: Out,
+    mut steps: Out,
     rx: mpsc::Receiver<ToWriter>,
 ) -> Result<(), TraceError> {
-    let error = |source: std::io::Error| TraceError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     idle_priority();
     let mut kept: Vec<RequestTrace> = Vec::new();
+    let mut kept_steps: Vec<StepRecord> = Vec::new();
     let mut cpu_at = thread_cpu_ns();
     for msg in rx {
         match msg {
             ToWriter::Records(records) => {
-                for rec in &records {
-                    // A RequestTrace holds only numbers, strings and enums, so the only
-                    // error is the file's.
-                    serde_json::to_writer(&mut out, rec)
-                        .map_err(std::io::Error::from)
-                        .and_then(|_| out.write_all(b"\n"))
-                        .map_err(error)?;
-                }
-                out.flush().map_err(error)?;
+                requests.lines(&records)?;
                 if kept.is_empty() {
                     kept = records;
                 } else {
                     kept.extend(records);
                 }
             }
+            ToWriter::Steps(records) => {
+                steps.lines(&records)?;
+                kept_steps.extend(records);
+            }
             ToWriter::Sync(reply) => {
                 let now = thread_cpu_ns();
                 let _ = reply.send(Synced {
                     records: std::mem::take(&mut kept),
+                    steps: std::mem::take(&mut kept_steps),
                     cpu_s: now.saturating_sub(cpu_at) as f64 / 1e9,
                 });
                 cpu_at = now;
             }
         }
     }
-    out.flush().map_err(error)
+    Ok(())
 }
 
 /// Puts the calling thread in SCHED_IDLE: it then runs only on CPU time nothing else
@@ -368,6 +452,15 @@ fn idle_priority() {
 /// Reads a `requests.jsonl`. A torn last line (the process died mid-write) is skipped;
 /// a bad line anywhere else is an error naming it.
 pub fn read_requests(path: &Path) -> Result<Vec<RequestTrace>, TraceError> {
+    read_lines(path)
+}
+
+/// Reads a `steps.jsonl`, by the same rules as [`read_requests`].
+pub fn read_steps(path: &Path) -> Result<Vec<StepRecord>, TraceError> {
+    read_lines(path)
+}
+
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, TraceError> {
     let file = File::open(path).map_err(|source| TraceError::Read {
         path: path.to_path_buf(),
         source,
@@ -385,7 +478,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<RequestTrace>, TraceError> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<RequestTrace>(line) {
+        match serde_json::from_str::<T>(line) {
             Ok(r) => out.push(r),
             Err(_) if i + 1 == last => break,
             Err(source) => {

@@ -214,7 +214,8 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         profile_points,
         profile_steps,
         gpu_sample_ms,
-        save_token_ids
+        save_token_ids,
+        no_timeline
     ))
 }
 
@@ -256,6 +257,7 @@ pub fn validate(a: RunArgs, sweep: bool, registry: &Registry) -> Result<RunConfi
             profile: None,
             fresh_cache: a.fresh_cache.unwrap_or(false),
             max_concurrency,
+            timeline: !a.no_timeline.unwrap_or(false),
         },
         warmup: stop.warmup,
         points,

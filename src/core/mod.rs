@@ -1,6 +1,6 @@
 //! The leaf of the crate: the types and helpers that cross module boundaries, so every
 //! other module imports downwards. The clock every stamp is on ([`clock`]), what all
-//! layers say about a request ([`request`]), per-point measurements ([`measure`]),
+//! layers say about a request ([`request`]) and an engine step ([`step`]), per-point measurements ([`measure`]),
 //! the step observer the driver calls ([`observe`]), shared statistics ([`stats`]) and
 //! the exit codes ([`error`]). Nothing here imports another module of the crate.
 
@@ -10,3 +10,4 @@ pub mod measure;
 pub mod observe;
 pub mod request;
 pub mod stats;
+pub mod step;

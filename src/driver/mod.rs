@@ -28,9 +28,9 @@ use crate::core::clock::{self, MonoNs};
 use crate::core::measure::{Figure, Measure, Measures};
 use crate::core::observe::StepObserver;
 use crate::core::request::{FinishReason, RequestId};
-use crate::engine::{Engine, EngineError, GenRequest, TokenEvent};
+use crate::engine::{Engine, EngineError, GenRequest, StepStats, TokenEvent};
 use crate::host::{CpuSample, HostLoad};
-use crate::trace::{RequestTrace, TraceError, TraceWriter};
+use crate::trace::{RequestTrace, StepRecord, TraceError, TraceWriter};
 use crate::workload::Workload;
 use arrivals::RampStrategy;
 use chats::Chats;
@@ -217,6 +217,9 @@ pub struct DriverOptions {
     /// Open loops: at most this many requests in flight; later arrivals wait in a FIFO
     /// client queue (`--max-concurrency`).
     pub max_concurrency: Option<u32>,
+    /// Record every measured step in `steps.jsonl` (the timeline; `--no-timeline`
+    /// turns it off).
+    pub timeline: bool,
 }
 
 impl DriverOptions {
@@ -232,6 +235,7 @@ impl DriverOptions {
             profile: None,
             fresh_cache: false,
             max_concurrency: None,
+            timeline: true,
         }
     }
 }
@@ -248,6 +252,8 @@ pub enum Outcome {
 
 pub struct PointRun {
     pub records: Vec<RequestTrace>,
+    /// The measured phase's step records (with the timeline on).
+    pub steps: Vec<StepRecord>,
     pub outcome: Outcome,
     /// How the measured phase went (absent when the warmup did not complete).
     pub end: Option<PointEnd>,
@@ -543,15 +549,15 @@ impl Book {
     }
 
     /// Hands newly finished requests to the trace writer (measured phases only), in
-    /// one message, and counts them on the progress line.
+    /// one message, and counts them on the progress line; true when there were any.
     fn flush(
         &mut self,
         writer: &mut Option<&mut TraceWriter>,
         progress: &progress::Progress,
-    ) -> Result<(), TraceError> {
+    ) -> Result<bool, TraceError> {
         let new = self.done.len() - self.counted;
         if new == 0 {
-            return Ok(());
+            return Ok(false);
         }
         progress.inc(new as u64);
         match writer.as_deref_mut() {
@@ -562,7 +568,72 @@ impl Book {
             }
             None => self.counted = self.done.len(),
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// Step records waiting for the writer: handed over with the next finished requests
+/// (one wake of the writer thread for both) or when [`STEP_BATCH`] have gathered, so
+/// the file is never more than that many steps behind.
+struct Timeline {
+    point: u32,
+    next: u64,
+    /// When the previous poll returned (the phase start, at first).
+    last_end: MonoNs,
+    pending: Vec<StepRecord>,
+}
+
+/// Step records handed to the writer at once, at most.
+const STEP_BATCH: usize = 256;
+
+impl Timeline {
+    fn new(point: u32, t0: MonoNs) -> Timeline {
+        Timeline {
+            point,
+            next: 0,
+            last_end: t0,
+            pending: Vec::with_capacity(STEP_BATCH),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        start: MonoNs,
+        end: MonoNs,
+        in_flight: usize,
+        events: u64,
+        tokens: u64,
+        finished: u32,
+        stats: Option<StepStats>,
+    ) {
+        let sat = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        self.pending.push(StepRecord {
+            point: self.point,
+            step: self.next,
+            start_ns: start,
+            end_ns: end,
+            gap_ns: start.since(self.last_end),
+            in_flight: sat(in_flight as u64),
+            events: sat(events),
+            tokens: sat(tokens),
+            finished,
+            engine: stats.unwrap_or_default(),
+        });
+        self.next += 1;
+        self.last_end = end;
+    }
+
+    fn full(&self) -> bool {
+        self.pending.len() >= STEP_BATCH
+    }
+
+    fn flush(&mut self, w: &mut TraceWriter) -> Result<(), TraceError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(STEP_BATCH));
+        w.append_steps(batch)
     }
 }
 
@@ -696,6 +767,7 @@ impl<'a> Driver<'a> {
             if run.outcome != Outcome::Completed {
                 return Ok(PointRun {
                     records: Vec::new(),
+                    steps: Vec::new(),
                     ..run
                 });
             }
@@ -804,6 +876,12 @@ impl<'a> Driver<'a> {
         let mut measures = Measures::default();
         let layout = phase.workload.conversations.as_ref();
         let mut chats = Chats::default();
+        let mut timeline = (phase.measured && opts.timeline && writer.is_some())
+            .then(|| Timeline::new(phase.point_index, t0));
+        if timeline.is_some() {
+            // What the engine kept from earlier steps (the warmup's) is not this phase's.
+            let _ = self.engine.take_step_stats();
+        }
         if let Some(o) = self.observer.as_deref_mut() {
             o.phase_started(&phase.point.label(), phase.measured);
         }
@@ -981,7 +1059,11 @@ impl<'a> Driver<'a> {
             }
             // The last pass's finished requests go to the writer just before the engine
             // is called, so it writes them while the driver waits in the engine.
-            book.flush(&mut writer, progress)?;
+            if book.flush(&mut writer, progress)? {
+                if let (Some(tl), Some(w)) = (timeline.as_mut(), writer.as_deref_mut()) {
+                    tl.flush(w)?;
+                }
+            }
             self.events.clear();
             let busy = !book.active.is_empty();
             if busy {
@@ -995,6 +1077,7 @@ impl<'a> Driver<'a> {
             cost.engine_call(stamp.since(before), busy);
             let (events, mut tokens) = (self.events.len() as u64, 0u64);
             let live = book.active.len();
+            let mut finished = 0u32;
             for ev in self.events.drain(..) {
                 let at = ev.at.unwrap_or(stamp);
                 if !book.receive(ev.request, ev.new_tokens, at, stamp) {
@@ -1002,6 +1085,7 @@ impl<'a> Driver<'a> {
                 }
                 tokens += u64::from(ev.new_tokens);
                 if let Some(f) = ev.finish {
+                    finished += 1;
                     let f = *f;
                     if let Some(t) = book.finish(ev.request, at, f.reason, f.error) {
                         t.engine = f.engine;
@@ -1016,6 +1100,15 @@ impl<'a> Driver<'a> {
             }
             if busy {
                 cost.step(events, tokens);
+                if let Some(tl) = timeline.as_mut() {
+                    let stats = self.engine.take_step_stats();
+                    tl.step(before, stamp, live, events, tokens, finished, stats);
+                    if tl.full() {
+                        if let Some(w) = writer.as_deref_mut() {
+                            tl.flush(w)?;
+                        }
+                    }
+                }
                 if let Some(o) = self.observer.as_deref_mut() {
                     o.after_step(stamp.since(before), tokens);
                 }
@@ -1050,6 +1143,9 @@ impl<'a> Driver<'a> {
             }
         };
         book.flush(&mut writer, progress)?;
+        if let (Some(tl), Some(w)) = (timeline.as_mut(), writer.as_deref_mut()) {
+            tl.flush(w)?;
+        }
         if window.is_some() {
             self.close_profile(&mut measures, progress);
         }
@@ -1069,15 +1165,16 @@ impl<'a> Driver<'a> {
         }
         let end = clock::now();
         // After `end`: the writer's last lines are its time, not the loop's.
-        let (records, writer_cpu_s) = match writer {
+        let (records, steps, writer_cpu_s) = match writer {
             Some(w) => {
                 let synced = w.sync()?;
-                (synced.records, Some(synced.cpu_s))
+                (synced.records, synced.steps, Some(synced.cpu_s))
             }
-            None => (book.done, None),
+            None => (book.done, Vec::new(), None),
         };
         Ok(PointRun {
             records,
+            steps,
             outcome,
             end: phase.measured.then(|| PointEnd {
                 rounds: p.rounds,

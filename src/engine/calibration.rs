@@ -49,7 +49,7 @@ mod prefix_cache;
 
 use super::{
     Availability, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, Finish,
-    GenRequest, SchedulerFacts, TokenEvent,
+    GenRequest, SchedulerFacts, StepStats, TokenEvent,
 };
 use crate::core::clock::{self, MonoNs};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
@@ -233,7 +233,13 @@ struct Running {
 
 struct Step {
     number: u64,
+    starts_at: MonoNs,
     ends_at: MonoNs,
+    /// Prompt tokens the step computes, and those its admissions looked up in the
+    /// prefix cache and found there (prefill steps).
+    prefill_tokens: u64,
+    prefix_queried: u64,
+    prefix_hits: u64,
     /// Prefill steps emit first tokens for these; decode steps for all running.
     admitted: Option<Vec<Running>>,
 }
@@ -253,6 +259,8 @@ pub struct CalibrationEngine {
     last_return: Option<MonoNs>,
     between_calls_ns: u64,
     prefix_cache: Option<PrefixCache>,
+    /// What the steps since the last `take_step_stats` did.
+    stats: Option<StepStats>,
 }
 
 impl CalibrationEngine {
@@ -303,6 +311,12 @@ impl CalibrationEngine {
                             schedule.prefix_cache_tokens, schedule.block_size
                         )
                     }),
+                    step_stats_source: Some(
+                        "calibration: its own schedule (running and waiting after the step, \
+                         prefill and decode per step, the step's scheduled time; it never \
+                         preempts and models no KV cache, so kv_usage is absent)"
+                            .into(),
+                    ),
                     ..Default::default()
                 }),
                 metadata,
@@ -322,6 +336,7 @@ impl CalibrationEngine {
             last_return: None,
             between_calls_ns: 0,
             prefix_cache,
+            stats: None,
         }
     }
 
@@ -379,7 +394,7 @@ impl CalibrationEngine {
                 self.schedule
                     .jittered(self.schedule.prefill(k, tokens), &mut self.jitter),
             );
-            let admitted = admitted
+            let admitted: Vec<Running> = admitted
                 .into_iter()
                 .zip(cached)
                 .map(|(w, cached)| Running {
@@ -392,9 +407,21 @@ impl CalibrationEngine {
                     cached,
                 })
                 .collect();
+            let queried = self
+                .prefix_cache
+                .as_ref()
+                .map_or(0, |_| admitted.iter().map(|r| r.prompt.len() as u64).sum());
+            let hits = admitted
+                .iter()
+                .map(|r| u64::from(r.cached.unwrap_or(0)))
+                .sum();
             self.step = Some(Step {
                 number,
+                starts_at: start,
                 ends_at,
+                prefill_tokens: tokens,
+                prefix_queried: queried,
+                prefix_hits: hits,
                 admitted: Some(admitted),
             });
         } else if !self.running.is_empty() {
@@ -404,7 +431,11 @@ impl CalibrationEngine {
             );
             self.step = Some(Step {
                 number,
+                starts_at: start,
                 ends_at,
+                prefill_tokens: 0,
+                prefix_queried: 0,
+                prefix_hits: 0,
                 admitted: None,
             });
         }
@@ -419,16 +450,40 @@ impl CalibrationEngine {
                 step.number
             )));
         }
+        let mut stats = StepStats::one_step();
         let from = match step.admitted {
             // Only the just-admitted requests advance in a prefill step.
             Some(admitted) => {
+                stats.prefill_requests = Some(admitted.len() as u32);
+                stats.prefill_tokens = Some(u32::try_from(step.prefill_tokens).unwrap_or(u32::MAX));
+                stats.decode_requests = Some(0);
+                stats.decode_tokens = Some(0);
                 let from = self.running.len();
                 self.running.extend(admitted);
                 from
             }
-            None => 0,
+            None => {
+                let r = self.running.len() as u32;
+                stats.prefill_requests = Some(0);
+                stats.prefill_tokens = Some(0);
+                stats.decode_requests = Some(r);
+                stats.decode_tokens = Some(r);
+                0
+            }
         };
+        if self.prefix_cache.is_some() {
+            stats.prefix_queried = Some(step.prefix_queried);
+            stats.prefix_hits = Some(step.prefix_hits);
+        }
         self.advance(from, step.ends_at, out);
+        stats.running = Some(self.running.len() as u32);
+        stats.waiting = Some((self.waiting.len() + self.dropped) as u32);
+        stats.preempted = Some(0);
+        stats.engine_ms = Some(step.ends_at.since(step.starts_at) as f64 / 1e6);
+        match self.stats.as_mut() {
+            Some(s) => s.merge(stats),
+            None => self.stats = Some(stats),
+        }
         Ok(())
     }
 
@@ -595,6 +650,10 @@ impl super::Engine for CalibrationEngine {
         self.abort_inner(id);
         self.leave();
         Ok(())
+    }
+
+    fn take_step_stats(&mut self) -> Option<StepStats> {
+        self.stats.take()
     }
 
     fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {

@@ -19,6 +19,7 @@ pub mod venv;
 use crate::core::clock::MonoNs;
 use crate::core::measure::{Figure, Measure};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
+pub use crate::core::step::StepStats;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -177,6 +178,12 @@ pub struct SchedulerFacts {
     pub cached_prompt_tokens_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunked_prefill: Option<bool>,
+    /// Where each step record's engine fields come from and which it cannot give
+    /// (`vLLM SchedulerStats + IterationStats via a stat logger; no spec decoding`);
+    /// `None`: the engine reports nothing per step, and `steps.jsonl` holds only the
+    /// harness's own timing of each poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_stats_source: Option<String>,
 }
 
 /// One engine this build knows: what it is, whether it can run here, and how to load
@@ -440,6 +447,14 @@ pub trait Engine {
     /// (`--fresh-cache`). `Ok(false)`: this engine cannot (the default).
     fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {
         Ok(false)
+    }
+
+    /// What the engine says about the step(s) the last `poll` ran (see [`StepStats`]),
+    /// taken once; `None` where it keeps no per-step record (the default). Called by
+    /// the driver after every poll with requests in flight, so it must be cheap: an
+    /// engine collects the stats while it steps and hands them over here.
+    fn take_step_stats(&mut self) -> Option<StepStats> {
+        None
     }
 
     /// The engine's own counters since the previous call (llama.cpp's perf data), or
