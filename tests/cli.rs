@@ -999,3 +999,86 @@ fn conversation_figures_by_turn_recompute_from_the_requests() {
         "{head}"
     );
 }
+
+#[test]
+fn step_figures_recompute_from_the_step_records_and_no_timeline_turns_them_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    harness()
+        .args([
+            "sweep",
+            "--engine",
+            "calibration",
+            "--concurrency",
+            "2,6",
+            "--num-requests",
+            "12",
+            "--input-len",
+            "16",
+            "--output-len",
+            "6",
+            "--engine-arg",
+            "max_batch=4",
+            "--engine-arg",
+            "decode_ms=2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap()
+    };
+    let summary = json("summary.json");
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let requests = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
+    for (i, p) in summary["points"].as_array().unwrap().iter().enumerate() {
+        let mine: Vec<&serde_json::Value> =
+            steps.iter().filter(|s| s["point"] == i as u64).collect();
+        assert_eq!(p["steps"].as_f64(), Some(mine.len() as f64), "{p}");
+        let n = |s: &serde_json::Value, k: &str| s[k].as_f64().unwrap();
+        // Batch = prefill + decode requests, weighted by gap + call.
+        let (mut sum, mut w) = (0.0, 0.0);
+        for s in &mine {
+            let t = n(s, "gap_ns") + n(s, "end_ns") - n(s, "start_ns");
+            sum += (n(s, "prefill_requests") + n(s, "decode_requests")) * t;
+            w += t;
+        }
+        let batch = p["step_batch_mean"].as_f64().unwrap();
+        assert!((batch - sum / w).abs() < 1e-9, "{batch} vs {}", sum / w);
+        let prefill = mine.iter().filter(|s| n(s, "prefill_tokens") > 0.0).count();
+        let share = p["prefill_step_share_pct"].as_f64().unwrap();
+        assert!((share - 100.0 * prefill as f64 / mine.len() as f64).abs() < 1e-9);
+        assert_eq!(p["preemptions"].as_f64(), Some(0.0));
+        // Every output token came from a prefill (the first) or a decode step.
+        let first: f64 = mine.iter().map(|s| n(s, "prefill_requests")).sum();
+        let decoded: f64 = mine.iter().map(|s| n(s, "decode_tokens")).sum();
+        assert_eq!(first + decoded, p["total_output_tokens"].as_f64().unwrap());
+        assert_eq!(
+            first as usize,
+            requests
+                .lines()
+                .filter(|l| l.contains(&format!("\"point\":{i},")))
+                .count()
+        );
+    }
+    assert!(summary["definitions"]["steps"]
+        .as_str()
+        .unwrap()
+        .contains("step_batch_mean"));
+
+    let off = tmp.path().join("off");
+    let mut c = calib(&off);
+    c.arg("--no-timeline").assert().success();
+    assert_eq!(
+        std::fs::read_to_string(off.join("steps.jsonl")).unwrap(),
+        ""
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(off.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["points"][0].get("step_batch_mean").is_none());
+}

@@ -17,7 +17,9 @@ use llm_harness::driver::{
 };
 use llm_harness::engine::calibration::{CalibrationEngine, Schedule};
 use llm_harness::metrics::{summarize, Slo, Summary};
-use llm_harness::trace::{read_requests, RequestTrace, TraceWriter, REQUESTS_FILE};
+use llm_harness::trace::{
+    read_requests, read_steps, RequestTrace, StepRecord, TraceWriter, REQUESTS_FILE, STEPS_FILE,
+};
 use llm_harness::workload::{WorkItem, Workload};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -62,6 +64,7 @@ fn measure_with_engine(
         read_requests(&dir.path().join(REQUESTS_FILE)).unwrap(),
         run.records
     );
+    assert_eq!(read_steps(&dir.path().join(STEPS_FILE)).unwrap(), run.steps);
     (run, engine.time_between_calls())
 }
 
@@ -813,4 +816,104 @@ fn a_batch_of_conversations_ends_before_the_next_starts() {
         .filter(|r| r.round == Some(1))
         .all(|r| r.submit_ns >= end0));
     assert_eq!(m.summary.rounds.count, 2);
+}
+
+/// The step sequence of one batch of 6 under `max_batch=4`, 5 tokens each: (prefill
+/// requests, prefill tokens, decode requests, running after, waiting after).
+const ONE_BATCH: [(u32, u32, u32, u32, u32); 10] = [
+    (4, 128, 0, 4, 2),
+    (0, 0, 4, 4, 2),
+    (0, 0, 4, 4, 2),
+    (0, 0, 4, 4, 2),
+    (0, 0, 4, 0, 2),
+    (2, 64, 0, 2, 0),
+    (0, 0, 2, 2, 0),
+    (0, 0, 2, 2, 0),
+    (0, 0, 2, 2, 0),
+    (0, 0, 2, 0, 0),
+];
+
+#[test]
+fn step_records_follow_the_schedule_and_their_figures_are_its_answer() {
+    let s = Schedule {
+        max_batch: 4,
+        decode_ms_per_seq: 2.0,
+        ..Schedule::default()
+    };
+    let (run, _) = measure_with_engine(
+        s.clone(),
+        LoadPoint::Batch { batch: 6 },
+        &workload(32, 5, 20),
+        &driver_opts(12, 1),
+    );
+    assert_eq!(run.outcome, Outcome::Completed);
+    let steps: &[StepRecord] = &run.steps;
+    let engine_steps: u32 = steps.iter().map(|r| r.engine.engine_steps.unwrap()).sum();
+    assert_eq!(engine_steps, 20, "two batches of 10 engine steps");
+    let sum = |f: fn(&StepRecord) -> Option<u32>| -> u32 { steps.iter().filter_map(f).sum() };
+    assert_eq!(sum(|r| r.engine.prefill_tokens), 2 * (128 + 64));
+    assert_eq!(sum(|r| r.engine.prefill_requests), 12);
+    // Every output token is a prefill's first token or a decode step's.
+    let output: u64 = run.records.iter().map(|r| r.output_tokens()).sum();
+    assert_eq!(
+        u64::from(sum(|r| r.engine.decode_tokens) + sum(|r| r.engine.prefill_requests)),
+        output
+    );
+    assert_eq!(sum(|r| Some(r.tokens)) as u64, output);
+    assert_eq!(sum(|r| r.engine.preempted), 0);
+    if steps.len() != 20 {
+        eprintln!(
+            "note: {} records for 20 engine steps (the driver fell behind)",
+            steps.len()
+        );
+    }
+    // The driver polled once per engine step unless it fell a whole step behind; then
+    // the engine folds the steps it caught up on into one record.
+    if steps.len() == 20 {
+        for (i, r) in steps.iter().enumerate() {
+            let (p, pt, d, running, waiting) = ONE_BATCH[i % 10];
+            let e = &r.engine;
+            let got = (
+                e.prefill_requests.unwrap(),
+                e.prefill_tokens.unwrap(),
+                e.decode_requests.unwrap(),
+                e.running.unwrap(),
+                e.waiting.unwrap(),
+            );
+            assert_eq!(got, (p, pt, d, running, waiting), "step {i}");
+            assert_eq!(r.step, i as u64);
+            // The engine's own time for the step is the schedule's, exactly.
+            let truth = if p > 0 {
+                s.prefill(p as usize, u64::from(pt))
+            } else {
+                s.decode(d as usize)
+            };
+            assert!((e.engine_ms.unwrap() - ms(truth)).abs() < 1e-6, "step {i}");
+            // The driver saw the requests it had in flight.
+            assert_eq!(r.in_flight, if i % 10 < 5 { 6 } else { 2 }, "step {i}");
+        }
+    }
+    for w in steps.windows(2) {
+        assert!(w[1].start_ns >= w[0].end_ns, "polls do not overlap");
+        assert_eq!(w[1].gap_ns, w[1].start_ns.since(w[0].end_ns));
+    }
+    // The figures: decode-only steps at R = 4 and 2 lie on decode_ms + 2·R.
+    let f = llm_harness::metrics::steps::summarize(steps, None);
+    close("decode fixed", f.decode_step_ms_fixed, s.decode_ms);
+    let per_seq = f.decode_step_ms_per_seq.unwrap();
+    assert!((per_seq - 2.0).abs() < 0.1, "per_seq {per_seq}");
+    if steps.len() == 20 {
+        assert_eq!(f.prefill_step_share, Some(4.0 / 20.0));
+    }
+    assert_eq!(f.preemptions, Some(0));
+    assert_eq!(f.waiting_peak, Some(2));
+    // Time-weighted batch: 4 over the first prefill and its decodes, 2 over the rest.
+    let (p4, p2) = (ms(s.prefill(4, 128)), ms(s.prefill(2, 64)));
+    let (d4, d2) = (4.0 * ms(s.decode(4)), 4.0 * ms(s.decode(2)));
+    let truth = (4.0 * (p4 + d4) + 2.0 * (p2 + d2)) / (p4 + d4 + p2 + d2);
+    let got = f.batch_mean.unwrap();
+    assert!(
+        (got - truth).abs() / truth < 0.02,
+        "batch mean {got:.3} vs {truth:.3}"
+    );
 }

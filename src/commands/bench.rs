@@ -270,7 +270,7 @@ impl Scheduler<'_> {
                     &mut writer,
                     &self.progress,
                 )?;
-                let mut result = point_result(point, &run, cfg);
+                let mut result = point_result(point, &run, cfg, &self.info);
                 let verdict = probe_verdict(cfg, &result);
                 if let Some(sampler) = &sampler {
                     let (from, to, phases) = windows(&run.records);
@@ -373,7 +373,12 @@ fn probe_verdict(cfg: &RunConfig, p: &PointResult) -> String {
 }
 
 /// A point's summary and its measurements.
-fn point_result(point: crate::driver::LoadPoint, run: &PointRun, cfg: &RunConfig) -> PointResult {
+fn point_result(
+    point: crate::driver::LoadPoint,
+    run: &PointRun,
+    cfg: &RunConfig,
+    info: &EngineInfo,
+) -> PointResult {
     let mut measures = Measures::default();
     if let Some(end) = &run.end {
         measures.add(end);
@@ -385,6 +390,13 @@ fn point_result(point: crate::driver::LoadPoint, run: &PointRun, cfg: &RunConfig
         measures.add(host);
     }
     measures.0.extend(run.measures.0.iter().cloned());
+    if !run.steps.is_empty() {
+        let source = info
+            .scheduler
+            .as_ref()
+            .and_then(|s| s.step_stats_source.clone());
+        measures.add(&metrics::steps::summarize(&run.steps, source));
+    }
     PointResult {
         point,
         summary: metrics::summarize(&run.records, &cfg.slo),

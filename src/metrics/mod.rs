@@ -18,6 +18,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod confidence;
 pub mod conversations;
+pub mod steps;
 
 pub use confidence::Estimate;
 
