@@ -9,7 +9,8 @@
 //!   decode steps (+ 0.1 ms per sequence: 8.4 ms at B = 64), about a small model's
 //!   step on a GPU. Criterion's "time" is that figure per step; the share of the
 //!   phase's wall time and the trace-writer thread's CPU time per step (the
-//!   serializing and writing it does beside the loop) are printed after each B.
+//!   serializing and writing it does beside the loop) are printed after each B. Each
+//!   B runs with the step timeline on (`steps.jsonl`, the default) and off.
 //! - `calibration_error/batch64`: measured minus true TTFT and TPOT of the calibration
 //!   engine at batch 64 (reported as "time": the error itself, per run).
 //! - `python_bridge/noop_step`: one pyo3 crossing to an adapter step that does no work.
@@ -159,12 +160,20 @@ fn harness_per_step(c: &mut Criterion) {
         ..Schedule::default()
     };
     const ROUNDS: usize = 4;
-    for batch in [1u32, 8, 64] {
+    for (batch, timeline) in [1u32, 8, 64]
+        .into_iter()
+        .flat_map(|b| [(b, true), (b, false)])
+    {
         let n = batch as usize * ROUNDS;
-        let (w, o) = (workload(n, 16, 64), options(n));
+        let w = workload(n, 16, 64);
+        let o = DriverOptions {
+            timeline,
+            ..options(n)
+        };
+        let id = format!("{batch}/timeline_{}", if timeline { "on" } else { "off" });
         // (sum of shares, sum of the writer thread's µs per step, points)
         let share = std::cell::Cell::new((0.0, 0.0, 0u32));
-        g.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+        g.bench_with_input(BenchmarkId::from_parameter(&id), &batch, |b, &batch| {
             let dir = tempfile::tempdir().unwrap();
             b.iter_custom(|iters| {
                 let mut per_step = Duration::ZERO;
@@ -186,7 +195,7 @@ fn harness_per_step(c: &mut Criterion) {
         let (sum, writer, k) = share.get();
         let k = f64::from(k.max(1));
         eprintln!(
-            "harness_per_step/{batch}: harness share {:.3} % of wall time; trace-writer \
+            "harness_per_step/{id}: harness share {:.3} % of wall time; trace-writer \
              thread {:.2} us CPU per step beside it (means of {k} points)",
             sum / k,
             writer / k
