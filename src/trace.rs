@@ -49,6 +49,10 @@ pub struct StepRecord {
     pub events: u32,
     pub tokens: u32,
     pub finished: u32,
+    /// GPU time of the step from CUDA events on the engine's stream (ms), where the
+    /// engine runs on a CUDA device and the step was timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_ms: Option<f64>,
     /// The engine's own account of the step.
     #[serde(flatten)]
     pub engine: StepStats,

@@ -917,3 +917,69 @@ fn step_records_follow_the_schedule_and_their_figures_are_its_answer() {
         "batch mean {got:.3} vs {truth:.3}"
     );
 }
+
+/// A GPU stand-in for the step observer: each measured step "takes" 1.5 + its number
+/// ms and resolves three steps later, as CUDA events read back without waiting do.
+#[derive(Default)]
+struct LaggingGpu {
+    measured: bool,
+    begun: u64,
+    handed: u64,
+}
+
+impl llm_harness::core::observe::StepObserver for LaggingGpu {
+    fn phase_started(&mut self, _label: &str, measured: bool) {
+        (self.measured, self.begun, self.handed) = (measured, 0, 0);
+    }
+    fn before_step(&mut self) {
+        self.begun += 1;
+    }
+    fn times_steps(&self) -> bool {
+        self.measured
+    }
+    fn take_step_gpu_ms(&mut self, wait: bool, out: &mut Vec<(u64, f64)>) {
+        let upto = if wait {
+            self.begun
+        } else {
+            self.begun.saturating_sub(3)
+        };
+        out.extend((self.handed..upto).map(|s| (s, 1.5 + s as f64)));
+        self.handed = self.handed.max(upto);
+    }
+}
+
+#[test]
+fn each_step_record_carries_its_gpu_time_once_it_resolves() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Schedule {
+        decode_ms: 0.2,
+        decode_ms_per_seq: 0.0,
+        prefill_ms: 0.2,
+        prefill_ms_per_request: 0.0,
+        prefill_us_per_token: 0.0,
+        ..Schedule::default()
+    };
+    let mut engine = CalibrationEngine::new(s);
+    let cancel = AtomicBool::new(false);
+    let mut gpu = LaggingGpu::default();
+    let mut writer = TraceWriter::create(dir.path()).unwrap();
+    // 400 steps: more than one batch of records handed to the writer.
+    let run = Driver::new(&mut engine, &cancel)
+        .observe(&mut gpu)
+        .run_point(
+            0,
+            LoadPoint::Batch { batch: 1 },
+            &workload(8, 200, 4),
+            &driver_opts(2, 1),
+            &mut writer,
+            &Progress::hidden(),
+        )
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Completed);
+    assert!(run.steps.len() >= 300, "{}", run.steps.len());
+    for r in &run.steps {
+        assert_eq!(r.gpu_ms, Some(1.5 + r.step as f64), "step {}", r.step);
+    }
+    assert_eq!(read_steps(&dir.path().join(STEPS_FILE)).unwrap(), run.steps);
+}

@@ -15,5 +15,14 @@ pub trait StepObserver {
     /// After the step: the host time of the engine call and the tokens it produced.
     fn after_step(&mut self, _host_ns: u64, _tokens: u64) {}
     fn profile_window(&mut self, _open: bool) {}
+    /// Whether it times each measured step on the device (then the driver holds step
+    /// records back until their GPU time is known).
+    fn times_steps(&self) -> bool {
+        false
+    }
+    /// The GPU time of measured steps resolved since the last call, as (step number in
+    /// the phase from 0, ms); with `wait`, every step still in flight is resolved first
+    /// (the phase is over).
+    fn take_step_gpu_ms(&mut self, _wait: bool, _out: &mut Vec<(u64, f64)>) {}
     fn phase_finished(&mut self, _measures: &mut Measures) {}
 }

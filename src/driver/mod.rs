@@ -581,7 +581,15 @@ struct Timeline {
     /// When the previous poll returned (the phase start, at first).
     last_end: MonoNs,
     pending: Vec<StepRecord>,
+    /// With GPU step timing: records wait for their GPU time, which resolves a few
+    /// steps later; `gpu` collects the resolved (step, ms).
+    gpu_timed: bool,
+    gpu: Vec<(u64, f64)>,
 }
+
+/// With GPU step timing, the newest records kept back at a flush: the timing ring's
+/// size, beyond which a step is resolved or was left untimed.
+const GPU_LAG_STEPS: usize = 64;
 
 /// Step records handed to the writer at once, at most.
 const STEP_BATCH: usize = 256;
@@ -593,6 +601,25 @@ impl Timeline {
             next: 0,
             last_end: t0,
             pending: Vec::with_capacity(STEP_BATCH),
+            gpu_timed: false,
+            gpu: Vec::new(),
+        }
+    }
+
+    /// Takes the observer's newly resolved GPU times into the records still held.
+    fn gpu_times(&mut self, observer: Option<&mut (dyn StepObserver + '_)>, wait: bool) {
+        let Some(o) = observer.filter(|_| self.gpu_timed) else {
+            return;
+        };
+        o.take_step_gpu_ms(wait, &mut self.gpu);
+        let first = self.pending.first().map_or(0, |r| r.step);
+        for (step, ms) in self.gpu.drain(..) {
+            if let Some(r) = step
+                .checked_sub(first)
+                .and_then(|i| self.pending.get_mut(i as usize))
+            {
+                r.gpu_ms = Some(ms);
+            }
         }
     }
 
@@ -618,6 +645,7 @@ impl Timeline {
             events: sat(events),
             tokens: sat(tokens),
             finished,
+            gpu_ms: None,
             engine: stats.unwrap_or_default(),
         });
         self.next += 1;
@@ -625,14 +653,22 @@ impl Timeline {
     }
 
     fn full(&self) -> bool {
-        self.pending.len() >= STEP_BATCH
+        self.pending.len() >= STEP_BATCH + if self.gpu_timed { GPU_LAG_STEPS } else { 0 }
     }
 
-    fn flush(&mut self, w: &mut TraceWriter) -> Result<(), TraceError> {
-        if self.pending.is_empty() {
+    /// Hands the held records to the writer; with GPU timing, all but the newest
+    /// [`GPU_LAG_STEPS`] unless `all` (the phase is over).
+    fn flush(&mut self, w: &mut TraceWriter, all: bool) -> Result<(), TraceError> {
+        let keep = if self.gpu_timed && !all {
+            GPU_LAG_STEPS
+        } else {
+            0
+        };
+        if self.pending.len() <= keep {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(STEP_BATCH));
+        let rest = self.pending.split_off(self.pending.len() - keep);
+        let batch = std::mem::replace(&mut self.pending, rest);
         w.append_steps(batch)
     }
 }
@@ -884,6 +920,9 @@ impl<'a> Driver<'a> {
         }
         if let Some(o) = self.observer.as_deref_mut() {
             o.phase_started(&phase.point.label(), phase.measured);
+            if let Some(tl) = timeline.as_mut() {
+                tl.gpu_timed = o.times_steps();
+            }
         }
         let mut window = match (&opts.profile, phase.measured) {
             (Some(plan), true) => self.open_profile(plan, phase, progress),
@@ -1061,7 +1100,7 @@ impl<'a> Driver<'a> {
             // is called, so it writes them while the driver waits in the engine.
             if book.flush(&mut writer, progress)? {
                 if let (Some(tl), Some(w)) = (timeline.as_mut(), writer.as_deref_mut()) {
-                    tl.flush(w)?;
+                    tl.flush(w, false)?;
                 }
             }
             self.events.clear();
@@ -1103,9 +1142,10 @@ impl<'a> Driver<'a> {
                 if let Some(tl) = timeline.as_mut() {
                     let stats = self.engine.take_step_stats();
                     tl.step(before, stamp, live, events, tokens, finished, stats);
+                    tl.gpu_times(self.observer.as_deref_mut(), false);
                     if tl.full() {
                         if let Some(w) = writer.as_deref_mut() {
-                            tl.flush(w)?;
+                            tl.flush(w, false)?;
                         }
                     }
                 }
@@ -1144,7 +1184,8 @@ impl<'a> Driver<'a> {
         };
         book.flush(&mut writer, progress)?;
         if let (Some(tl), Some(w)) = (timeline.as_mut(), writer.as_deref_mut()) {
-            tl.flush(w)?;
+            tl.gpu_times(self.observer.as_deref_mut(), true);
+            tl.flush(w, true)?;
         }
         if window.is_some() {
             self.close_profile(&mut measures, progress);

@@ -78,6 +78,8 @@ pub struct Gpu {
     label: String,
     steps: u64,
     tokens: u64,
+    /// Of the ring's timed steps, those already handed to the driver.
+    handed: usize,
     /// NVTX range of the whole point while a profiler window is open.
     point_range: Option<cudarc::nvtx::Range>,
     /// NVTX range of the step in flight (only while a profiler window is open).
@@ -133,6 +135,7 @@ impl Gpu {
                 ring,
                 measured: false,
                 label: String::new(),
+                handed: 0,
                 steps: 0,
                 tokens: 0,
                 point_range: None,
@@ -157,6 +160,7 @@ impl StepObserver for Gpu {
         self.label = label.to_string();
         self.steps = 0;
         self.tokens = 0;
+        self.handed = 0;
     }
 
     fn before_step(&mut self) {
@@ -167,7 +171,8 @@ impl StepObserver for Gpu {
         }
         if self.measured {
             if let Some((r, _)) = &mut self.ring {
-                r.begin();
+                // The driver numbers the phase's busy polls from 0, as it calls this.
+                r.begin(self.steps - 1);
             }
         }
     }
@@ -193,6 +198,28 @@ impl StepObserver for Gpu {
             if !open {
                 let _ = cuda::capture(false);
             }
+        }
+    }
+
+    fn times_steps(&self) -> bool {
+        self.measured && self.ring.as_ref().is_some_and(|(r, _)| r.error.is_none())
+    }
+
+    fn take_step_gpu_ms(&mut self, wait: bool, out: &mut Vec<(u64, f64)>) {
+        if !self.measured {
+            return;
+        }
+        if let Some((r, _)) = &mut self.ring {
+            if wait {
+                r.resolve_all();
+            }
+            let timed = r.timed();
+            out.extend(
+                timed[self.handed.min(timed.len())..]
+                    .iter()
+                    .map(|t| (t.step, t.gpu_ms)),
+            );
+            self.handed = timed.len();
         }
     }
 

@@ -28,6 +28,8 @@ pub trait EventClock {
 struct Slot<E> {
     begin: E,
     end: E,
+    /// The step's number in the phase, from 0.
+    step: u64,
     host_ns: u64,
     tokens: u64,
 }
@@ -35,6 +37,8 @@ struct Slot<E> {
 /// One timed step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepTime {
+    /// The step's number in the phase, from 0.
+    pub step: u64,
     pub gpu_ms: f64,
     pub host_ms: f64,
     pub tokens: u64,
@@ -63,6 +67,7 @@ impl<C: EventClock> StepRing<C> {
                 Ok(Slot {
                     begin: clock.new_event()?,
                     end: clock.new_event()?,
+                    step: 0,
                     host_ns: 0,
                     tokens: 0,
                 })
@@ -98,6 +103,7 @@ impl<C: EventClock> StepRing<C> {
             let s = &self.slots[i];
             match self.clock.elapsed_ms(&s.begin, &s.end) {
                 Ok(ms) => self.done.push(StepTime {
+                    step: s.step,
                     gpu_ms: ms,
                     host_ms: s.host_ns as f64 / 1e6,
                     tokens: s.tokens,
@@ -107,8 +113,8 @@ impl<C: EventClock> StepRing<C> {
         }
     }
 
-    /// Before an engine step.
-    pub fn begin(&mut self) {
+    /// Before engine step number `step` of the phase.
+    pub fn begin(&mut self, step: u64) {
         if self.error.is_some() {
             return;
         }
@@ -121,6 +127,7 @@ impl<C: EventClock> StepRing<C> {
         if let Err(e) = self.clock.record(&self.slots[i].begin) {
             return self.fail(e);
         }
+        self.slots[i].step = step;
         self.open = Some(i);
         self.next = (i + 1) % self.slots.len();
     }
@@ -136,9 +143,14 @@ impl<C: EventClock> StepRing<C> {
         self.pending.push_back(i);
     }
 
-    /// Resolves what is still pending (waits for the GPU: call between points) and
-    /// returns the point's steps.
-    pub fn finish(&mut self) -> Vec<StepTime> {
+    /// The steps timed so far in this phase (resolved without waiting).
+    pub fn timed(&mut self) -> &[StepTime] {
+        self.harvest();
+        &self.done
+    }
+
+    /// Resolves what is still pending (waits for the GPU: call between points).
+    pub fn resolve_all(&mut self) {
         while let Some(i) = self.pending.pop_front() {
             if self.error.is_some() {
                 break;
@@ -146,6 +158,7 @@ impl<C: EventClock> StepRing<C> {
             let s = &self.slots[i];
             match self.clock.elapsed_ms(&s.begin, &s.end) {
                 Ok(ms) => self.done.push(StepTime {
+                    step: s.step,
                     gpu_ms: ms,
                     host_ms: s.host_ns as f64 / 1e6,
                     tokens: s.tokens,
@@ -154,6 +167,11 @@ impl<C: EventClock> StepRing<C> {
             }
         }
         self.pending.clear();
+    }
+
+    /// Resolves what is still pending and returns the point's steps.
+    pub fn finish(&mut self) -> Vec<StepTime> {
+        self.resolve_all();
         std::mem::take(&mut self.done)
     }
 }
@@ -242,6 +260,8 @@ mod tests {
         gpu_now: Rc<Cell<f64>>,
         queued_until: Rc<Cell<f64>>,
         step_ms: f64,
+        /// Steps begun so far.
+        begun: Rc<Cell<u64>>,
     }
 
     #[derive(Default)]
@@ -268,7 +288,8 @@ mod tests {
 
     /// One engine step: begin, queue `step_ms` of GPU work, end.
     fn step(ring: &mut StepRing<Fake>, fake: &Fake, host_ms: f64) {
-        ring.begin();
+        ring.begin(fake.begun.get());
+        fake.begun.set(fake.begun.get() + 1);
         let start = fake.queued_until.get().max(fake.gpu_now.get());
         fake.queued_until.set(start + fake.step_ms);
         ring.end((host_ms * 1e6) as u64, 2);

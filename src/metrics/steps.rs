@@ -264,6 +264,7 @@ mod tests {
             events: 0,
             tokens: 0,
             finished: 0,
+            gpu_ms: None,
             engine,
         }
     }
