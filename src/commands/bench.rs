@@ -18,7 +18,7 @@ use crate::process::{self, Loading};
 use crate::report::meta::{self, DriverMeta, HarnessMeta, HostMeta, RunMeta, WorkloadMeta};
 use crate::report::{self, PointResult, RunResult, RunStatus};
 use crate::terminal::{self, Capture, ENGINE_LOG};
-use crate::trace::{RequestTrace, TraceWriter};
+use crate::trace::{RequestTrace, StepRecord, TraceWriter};
 use crate::workload::{self, Tokenizer, Workload};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -243,6 +243,7 @@ impl Scheduler<'_> {
         let mut writer = TraceWriter::create(&cfg.out)?;
 
         let mut all: Vec<RequestTrace> = Vec::new();
+        let mut all_steps: Vec<StepRecord> = Vec::new();
         let mut points: Vec<PointResult> = Vec::new();
         let mut outcome = Outcome::Completed;
         let (mut gpu, mut sampler, said) = Gpu::start(
@@ -281,6 +282,7 @@ impl Scheduler<'_> {
                 }
                 self.progress.println(&point_line(&result, &run, &verdict));
                 all.extend(run.records);
+                all_steps.extend(run.steps);
                 meta.measures.push(result.measures.clone());
                 points.push(result);
                 report::write_meta(&cfg.out, &meta)?;
@@ -313,7 +315,7 @@ impl Scheduler<'_> {
         let result = RunResult::new(meta, points);
         report::write_all(&cfg.out, &result, &all)?;
         terminal::println(&report::table(&result, cfg.view, terminal::out_width()));
-        visuals(&cfg.out, &result)?;
+        visuals(&cfg.out, &result, &all, &all_steps)?;
         terminal::println(&format!("results: {}", cfg.out.display()));
 
         if let Err(e) = shutdown {

@@ -10,12 +10,22 @@ pub mod views;
 
 use crate::report::{self, RunResult};
 use crate::terminal;
+use crate::trace::{RequestTrace, StepRecord};
 use anyhow::Result;
 use std::path::Path;
 
-/// Plots and report.html of a finished run; says where, or why the plots are missing.
-fn visuals(dir: &Path, run: &RunResult) -> Result<()> {
-    let (html, failed) = report::write_visuals(dir, run)?;
+/// trace.json, plots and report.html of a finished run; says where, or why the plots
+/// are missing.
+fn visuals(
+    dir: &Path,
+    run: &RunResult,
+    records: &[RequestTrace],
+    steps: &[StepRecord],
+) -> Result<()> {
+    if let Some(note) = report::write_trace(dir, run, records, steps)? {
+        eprintln!("note: {note}");
+    }
+    let (html, failed) = report::write_visuals(dir, run, steps)?;
     if let Some(e) = failed {
         eprintln!("warning: no plots in the report: {e}");
     }

@@ -85,11 +85,12 @@ pub fn compare(a: CompareArgs) -> Result<i32> {
 pub fn report(a: ReportArgs) -> Result<i32> {
     let slo = a.slo.as_deref().map(metrics::parse_slo).transpose()?;
     let (result, records) = RunResult::load(&a.dir, slo).map_err(|e| UsageError(e.to_string()))?;
+    let steps = RunResult::load_steps(&a.dir).map_err(|e| UsageError(e.to_string()))?;
     report::write_all(&a.dir, &result, &records)?;
     println!(
         "{}",
         report::table(&result, View::of(a.wide), terminal::out_width())
     );
-    visuals(&a.dir, &result)?;
+    visuals(&a.dir, &result, &records, &steps)?;
     Ok(0)
 }

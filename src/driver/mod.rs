@@ -54,7 +54,11 @@ pub enum LoadPoint {
     Concurrency { concurrency: u32 },
     /// Open loop: arrivals at `rate` requests/s, gamma-distributed gaps with shape
     /// `burstiness` (1 = Poisson).
-    Rate { rate: f64, burstiness: f64 },
+    Rate {
+        #[serde(with = "rate_json")]
+        rate: f64,
+        burstiness: f64,
+    },
     /// Open loop whose rate ramps per request from `start_rps` to `end_rps` over the
     /// point's requests (`vllm bench serve --ramp-up-strategy`), gamma gaps of shape
     /// `burstiness`.
@@ -67,6 +71,40 @@ pub enum LoadPoint {
     /// Open loop on a recorded trace's clock (`--dataset trace`): the workload's
     /// arrival offsets, every gap multiplied by `time_scale`.
     Trace { time_scale: f64 },
+}
+
+/// A rate in JSON: `--rate inf` is the string `"inf"` (JSON has no infinity, and
+/// serde_json would write `null`, which then does not read back); `null` from results
+/// written before reads as inf.
+mod rate_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(rate: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if rate.is_infinite() {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_f64(*rate)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Rate::deserialize(d)? {
+            Rate::Number(r) => Ok(r),
+            Rate::Text(t) if t == "inf" => Ok(f64::INFINITY),
+            Rate::Text(t) => Err(serde::de::Error::custom(format!(
+                "rate `{t}`: expected a number or \"inf\""
+            ))),
+            Rate::Null(()) => Ok(f64::INFINITY),
+        }
+    }
 }
 
 impl LoadPoint {
@@ -1462,6 +1500,28 @@ mod tests {
             book.active[&0].trace.output_tokens(),
             MAX_PENDING as u64 + 10
         );
+    }
+
+    #[test]
+    fn an_infinite_rate_reads_back() {
+        let p = LoadPoint::Rate {
+            rate: f64::INFINITY,
+            burstiness: 1.0,
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("\"inf\""), "{text}");
+        assert_eq!(serde_json::from_str::<LoadPoint>(&text).unwrap(), p);
+        let legacy = r#"{"mode":"rate","rate":null,"burstiness":1.0}"#;
+        assert_eq!(serde_json::from_str::<LoadPoint>(legacy).unwrap(), p);
+        let finite = r#"{"mode":"rate","rate":2.5,"burstiness":1.0}"#;
+        assert!(matches!(
+            serde_json::from_str::<LoadPoint>(finite).unwrap(),
+            LoadPoint::Rate { rate, .. } if rate == 2.5
+        ));
+        assert!(serde_json::from_str::<LoadPoint>(
+            r#"{"mode":"rate","rate":"fast","burstiness":1.0}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! is the host time of the engine call. "Step time against batch composition" is a
 //! least-squares line through the decode-only steps, step ms = fixed + per_seq · decode
 //! requests (the calibration engine's `decode_ms + decode_ms_per_seq·R` is its known
-//! answer), and the mean step time of each decode batch size.
+//! answer), and the mean step time of each decode batch size. A record that folds
+//! several engine steps (the driver fell behind) counts its mean batch and stays out
+//! of the step-time figures, since its call covered more than one step.
 
 use crate::core::measure::{Figure, Measure};
 use crate::trace::StepRecord;
@@ -95,12 +97,21 @@ fn weighted(steps: &[StepRecord], f: impl Fn(&StepRecord) -> Option<f64>) -> Opt
     (w > 0.0).then(|| sum / w)
 }
 
-/// The requests a step computed (see the module docs).
-pub fn batch(s: &StepRecord) -> Option<u32> {
+/// The requests a step computed (see the module docs); a record that folds several
+/// engine steps gives their mean.
+pub fn batch(s: &StepRecord) -> Option<f64> {
     match (s.engine.prefill_requests, s.engine.decode_requests) {
-        (Some(p), Some(d)) => Some(p + d),
-        _ => s.engine.running,
+        (Some(p), Some(d)) => {
+            Some(f64::from(p + d) / f64::from(s.engine.engine_steps.unwrap_or(1).max(1)))
+        }
+        _ => s.engine.running.map(f64::from),
     }
+}
+
+/// One engine step in the record (or the engine does not count them): its call time
+/// is that step's, so it enters the step-time figures.
+fn single(s: &StepRecord) -> bool {
+    s.engine.engine_steps.is_none_or(|n| n == 1)
 }
 
 fn call_ms(s: &StepRecord) -> f64 {
@@ -119,7 +130,9 @@ pub fn summarize(steps: &[StepRecord], source: Option<String>) -> StepSummary {
     let decode_only: Vec<&StepRecord> = steps
         .iter()
         .filter(|s| {
-            has_prefill(s) == Some(false) && s.engine.decode_requests.is_some_and(|d| d > 0)
+            single(s)
+                && has_prefill(s) == Some(false)
+                && s.engine.decode_requests.is_some_and(|d| d > 0)
         })
         .collect();
     let mut by_batch: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
@@ -144,7 +157,7 @@ pub fn summarize(steps: &[StepRecord], source: Option<String>) -> StepSummary {
         source,
         steps: steps.len() as u64,
         engine_steps: total(steps, |s| s.engine.engine_steps),
-        batch_mean: weighted(steps, |s| batch(s).map(f64::from)),
+        batch_mean: weighted(steps, batch),
         waiting_mean: weighted(steps, |s| s.engine.waiting.map(f64::from)),
         waiting_peak: steps.iter().filter_map(|s| s.engine.waiting).max(),
         kv_usage_mean: weighted(steps, |s| s.engine.kv_usage),
@@ -161,7 +174,7 @@ pub fn summarize(steps: &[StepRecord], source: Option<String>) -> StepSummary {
             prefill_flags.iter().filter(|&&p| p).count() as f64 / prefill_flags.len() as f64
         }),
         prefill_step_ms: mean(steps, |s| {
-            (has_prefill(s) == Some(true)).then(|| call_ms(s))
+            (single(s) && has_prefill(s) == Some(true)).then(|| call_ms(s))
         }),
         decode_step_ms: (!decode_only.is_empty()).then(|| {
             decode_only.iter().map(|s| call_ms(s)).sum::<f64>() / decode_only.len() as f64

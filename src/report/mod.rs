@@ -14,6 +14,7 @@ pub mod json;
 pub mod meta;
 pub mod plot;
 pub mod table;
+pub mod timeline;
 
 use crate::core::measure::Measures;
 use crate::driver::LoadPoint;
@@ -21,7 +22,7 @@ use crate::engine::EngineInfo;
 use crate::metrics::capacity::{self, SearchResult};
 use crate::metrics::catalog::{Metric, Unit, CATALOG};
 use crate::metrics::{self, Slo, Summary};
-use crate::trace::{self, RequestTrace, TraceError};
+use crate::trace::{self, RequestTrace, StepRecord, TraceError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
@@ -181,6 +182,17 @@ impl RunResult {
         let records = trace::read_requests(&dir.join(trace::REQUESTS_FILE))?;
         Ok((RunResult::from_records(meta, &records), records))
     }
+
+    /// A result directory's step records: none where it has no `steps.jsonl` (results
+    /// from before the timeline, or `--no-timeline`); a malformed one is an error
+    /// naming its line.
+    pub fn load_steps(dir: &Path) -> Result<Vec<StepRecord>, LoadError> {
+        let path = dir.join(trace::STEPS_FILE);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(trace::read_steps(&path)?)
+    }
 }
 
 /// Why a directory does not read back as a result.
@@ -265,11 +277,16 @@ pub const REPORT_HTML: &str = "report.html";
 pub fn write_visuals(
     dir: &Path,
     run: &RunResult,
+    steps: &[StepRecord],
 ) -> Result<(PathBuf, Option<plot::PlotError>), ReportError> {
+    let plots_dir = dir.join("plots");
     let (plots, failed) = if run.points.is_empty() {
         (Vec::new(), None)
     } else {
-        match plot::write_plots(&[plot::Curve::of(run)], &dir.join("plots")) {
+        match plot::write_plots(&[plot::Curve::of(run)], &plots_dir).and_then(|mut p| {
+            p.extend(timeline::step_plots(run, steps, &plots_dir)?);
+            Ok(p)
+        }) {
             Ok(p) => (p, None),
             Err(e) => (Vec::new(), Some(e)),
         }
@@ -277,6 +294,19 @@ pub fn write_visuals(
     let path = dir.join(REPORT_HTML);
     write_atomic(&path, html::report(run, &plots).as_bytes())?;
     Ok((path, failed))
+}
+
+/// Writes `trace.json` (the run as a Perfetto / Chrome trace) atomically; returns a
+/// note when it had to leave the token instants out.
+pub fn write_trace(
+    dir: &Path,
+    run: &RunResult,
+    records: &[RequestTrace],
+    steps: &[StepRecord],
+) -> Result<Option<String>, ReportError> {
+    let (bytes, note) = timeline::render(run, records, steps);
+    write_atomic(&dir.join(timeline::TRACE_FILE), &bytes)?;
+    Ok(note)
 }
 
 /// Writes `run.json` atomically.

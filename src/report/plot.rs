@@ -61,7 +61,7 @@ impl<'a> Curve<'a> {
 }
 
 /// Registers a font with plotters once; the error says how to get one.
-fn font() -> Result<(), PlotError> {
+pub(crate) fn font() -> Result<(), PlotError> {
     static FONT: OnceLock<bool> = OnceLock::new();
     let ok = *FONT.get_or_init(|| {
         let mut candidates: Vec<PathBuf> = std::env::var_os("LLM_HARNESS_FONT")
