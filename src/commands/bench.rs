@@ -477,6 +477,7 @@ fn run_meta(cfg: &RunConfig, info: &EngineInfo, workload: &str) -> RunMeta {
         sampling: cfg.driver.sampling,
         seed: cfg.driver.seed,
         clock: meta::CLOCK.into(),
+        realtime_minus_monotonic_ns: Some(crate::core::clock::realtime_minus_monotonic_ns()),
     };
     driver.set_floors(&cfg.driver.stop);
     RunMeta {

@@ -33,6 +33,21 @@ pub fn now() -> MonoNs {
     MonoNs(read(libc::CLOCK_MONOTONIC))
 }
 
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC now, in nanoseconds: what turns a stamp of
+/// this run into wall-clock time (torch.profiler's traces are on the wall clock),
+/// read as the tightest of a few bracketing pairs.
+pub fn realtime_minus_monotonic_ns() -> i64 {
+    (0..3)
+        .map(|_| {
+            let a = read(libc::CLOCK_MONOTONIC);
+            let r = read(libc::CLOCK_REALTIME);
+            let b = read(libc::CLOCK_MONOTONIC);
+            (b - a, r as i64 - (a / 2 + b / 2) as i64)
+        })
+        .min_by_key(|&(width, _)| width)
+        .map_or(0, |(_, offset)| offset)
+}
+
 /// CPU time the calling thread has used, in nanoseconds (CLOCK_THREAD_CPUTIME_ID): what
 /// a helper thread costs beside the driver.
 pub fn thread_cpu_ns() -> u64 {

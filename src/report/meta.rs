@@ -22,9 +22,10 @@ pub const RUN_FILE: &str = "run.json";
 /// per concept (requests carry `input_len` and `output_len`, were `prompt_tokens` and
 /// `max_tokens`; the `config` block is snake_case) and the engine's typed `notes`,
 /// `cuda`, `compute` and `scheduler`; 4: adds `search` (`harness search`'s dimension,
-/// bracket, resolution and pass rule; its probes are the points). Formats 1 to 3
-/// still load.
-pub const FORMAT: u32 = 4;
+/// bracket, resolution and pass rule; its probes are the points); 5: adds
+/// `driver.realtime_minus_monotonic_ns` and the engine's `scheduler.step_stats_source`
+/// (the run also writes `steps.jsonl` and `trace.json`). Formats 1 to 4 still load.
+pub const FORMAT: u32 = 5;
 
 fn format_v1() -> u32 {
     1
@@ -162,6 +163,10 @@ pub struct DriverMeta {
     pub seed: u64,
     /// How token events are stamped.
     pub clock: String,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC when the run started (ns): a stamp of this
+    /// run plus it is wall-clock time, the clock torch.profiler's traces are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime_minus_monotonic_ns: Option<i64>,
 }
 
 impl DriverMeta {

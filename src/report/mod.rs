@@ -522,6 +522,7 @@ pub(crate) mod tests {
                 sampling: Sampling::EXACT_GREEDY,
                 seed: 0,
                 clock: meta::CLOCK.into(),
+                realtime_minus_monotonic_ns: None,
             },
             config: Default::default(),
             measures: vec![cost_measures(), Measures::default()],

@@ -11,7 +11,9 @@
 //! token → finish), with an instant per token event. Counters: `in_flight`, and
 //! `running`, `waiting`, `kv_usage` where the engine reports them. Times are µs from
 //! the run's earliest stamp; `otherData.origin_monotonic_ns` is that stamp on
-//! CLOCK_MONOTONIC, the clock of every stamp in the result and of torch's profiler.
+//! CLOCK_MONOTONIC, the clock of every stamp in the result, and
+//! `otherData.realtime_minus_monotonic_ns` what turns it into the wall-clock time
+//! torch.profiler's traces use (docs/timeline.md has the formula).
 
 use super::RunResult;
 use crate::report::plot::PlotError;
@@ -130,6 +132,7 @@ pub fn render(
         "engine": format!("{} {}", run.meta.engine.name, run.meta.engine.version),
         "clock": "CLOCK_MONOTONIC",
         "origin_monotonic_ns": origin,
+        "realtime_minus_monotonic_ns": run.meta.driver.realtime_minus_monotonic_ns,
         "token_instants": tokens,
     });
     sink.out
