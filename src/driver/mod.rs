@@ -1197,6 +1197,9 @@ impl<'a> Driver<'a> {
                         self.close_profile(&mut measures, progress);
                     }
                 }
+            } else if let Some(tl) = timeline.as_mut() {
+                // An idle wait for arrivals is not the driver's time before the next step.
+                tl.last_end = stamp;
             }
             if let Err(e) = polled {
                 let msg = e.detail();
