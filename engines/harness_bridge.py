@@ -73,13 +73,16 @@ class SchedulerFacts(typing.TypedDict, total=False):
     asks for more), ``kv_cache_tokens`` (KV-cache capacity in tokens),
     ``prefix_caching``, ``cached_prompt_tokens_source`` (where each request's
     ``cached_prompt_tokens`` comes from; absent: the engine does not report them),
-    ``chunked_prefill``."""
+    ``chunked_prefill``, ``step_stats_source`` (where the :class:`StepStats` fields
+    ``step()`` returns come from and which the engine cannot give; absent: it returns
+    none)."""
 
     max_running: int
     kv_cache_tokens: int
     prefix_caching: bool
     cached_prompt_tokens_source: str
     chunked_prefill: bool
+    step_stats_source: str
 
 
 class _EngineInfoRequired(typing.TypedDict):
@@ -132,8 +135,40 @@ class FinishExtras(typing.TypedDict, total=False):
     cached_prompt_tokens: int
 
 
-#: ``step()``'s value: the packed events and the finish details of those that finished.
-StepResult = typing.Tuple[bytes, typing.List[typing.Tuple[int, FinishExtras]]]
+class StepStats(typing.TypedDict, total=False):
+    """What the engine says about the step(s) one ``step()`` ran (src/core/step.rs
+    ``StepStats``): each key only where the engine's own API reports it, never a guess;
+    a missing key or None: not reported. Gauges (``running``, ``waiting``,
+    ``kv_usage`` 0..1) as of the end of the last step; counts summed over the steps:
+    ``engine_steps``, ``preempted``, ``prefill_requests``, ``prefill_tokens`` (computed,
+    prefix-cache hits excluded), ``decode_requests``, ``decode_tokens``,
+    ``prefix_queried``/``prefix_hits`` (prompt tokens looked up / found),
+    ``spec_draft_tokens``/``spec_accepted_tokens``, ``engine_ms`` (the engine's own
+    time for the step). An unknown key fails the step (a typo must not vanish)."""
+
+    engine_steps: int
+    running: int
+    waiting: int
+    preempted: int
+    prefill_requests: int
+    prefill_tokens: int
+    decode_requests: int
+    decode_tokens: int
+    kv_usage: float
+    prefix_queried: int
+    prefix_hits: int
+    spec_draft_tokens: int
+    spec_accepted_tokens: int
+    engine_ms: float
+
+
+#: ``step()``'s value: the packed events and the finish details of those that finished,
+#: optionally followed by the step's :class:`StepStats` (or None), parsed in the same
+#: call, so reporting them costs no second crossing.
+StepResult = typing.Union[
+    typing.Tuple[bytes, typing.List[typing.Tuple[int, FinishExtras]]],
+    typing.Tuple[bytes, typing.List[typing.Tuple[int, FinishExtras]], typing.Optional[StepStats]],
+]
 
 
 @typing.runtime_checkable

@@ -33,6 +33,15 @@ _OPTIONS = {"dtype": str, "device": str, "threads": int, "max_batch": int, "max_
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
+# Where the step stats come from (SchedulerFacts.step_stats_source).
+STEP_STATS_SOURCE = (
+    "hf: its own static batch (running = the batch's rows, finished ones included, as the forward computes "
+    "them; waiting = requests queued behind the batch; a prefill step's prompt tokens without padding, a "
+    "decode step's one token per row; it never preempts; no KV-cache capacity (a growing DynamicCache), no "
+    "prefix cache, no speculation, no engine step time)"
+)
+
+
 class _Seq:
     __slots__ = ("rid", "prompt", "output_len", "min_tokens", "ignore_eos", "temperature", "generator",
                  "want_ids", "ids", "tops", "done")
@@ -124,7 +133,7 @@ class HfAdapter(hb.EngineAdapter):
             # On the calling thread, the one that runs step().
             compute={"threads": self.torch.get_num_threads()},
             # A static batch: at most max_batch sequences at once.
-            scheduler={"max_running": self.max_batch},
+            scheduler={"max_running": self.max_batch, "step_stats_source": STEP_STATS_SOURCE},
         )
 
     def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
@@ -196,9 +205,16 @@ class HfAdapter(hb.EngineAdapter):
                 return hb.EMPTY
             with self.torch.inference_mode():
                 self._prefill()
+            n = len(self.batch)
+            stats = {"prefill_requests": n, "prefill_tokens": sum(len(s.prompt) for s in self.batch),
+                     "decode_requests": 0, "decode_tokens": 0}
         else:
             with self.torch.inference_mode():
                 self._decode()
+            # Every row of the static batch is computed, finished ones included.
+            n = len(self.batch)
+            stats = {"prefill_requests": 0, "prefill_tokens": 0, "decode_requests": n, "decode_tokens": n}
+        stats.update(engine_steps=1, running=n, waiting=len(self.pending), preempted=0)
         tokens = self.state[3]
         buf = hb.EventBuffer()
         for s, t in zip(self.batch, tokens):
@@ -219,7 +235,7 @@ class HfAdapter(hb.EngineAdapter):
                 buf.finish_info(s.rid, token_ids=s.ids, top2_margins=hb.top2_margins(s.tops, len(s.ids)))
         if all(s.done for s in self.batch):
             self.batch, self.state = None, None  # frees the KV cache
-        return buf.take()
+        return (*buf.take(), stats)
 
     def in_flight(self):
         running = sum(not s.done for s in self.batch) if self.batch else 0

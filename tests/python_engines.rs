@@ -118,6 +118,25 @@ fn bridge_step_mode_and_failures_through_the_test_adapter() {
     let run = json(&out.join("run.json"));
     let pid = run["engine"]["metadata"]["child_pid"].as_i64().unwrap() as i32;
     assert!(!alive(pid), "child {pid} of the engine is still running");
+    // The adapter's step() returns its stats as a third element: every step of the
+    // kept batch has them, each decoding one token per running request (a poll that
+    // found nothing to step, as when the failing step raised, has none).
+    let steps = std::fs::read_to_string(out.join("steps.jsonl")).unwrap();
+    let stepped: Vec<Value> = steps
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|st| st["tokens"].as_u64() > Some(0))
+        .collect();
+    assert!(stepped.len() >= 4, "{steps}");
+    for st in stepped {
+        assert_eq!(st["engine_steps"], 1, "{st}");
+        assert_eq!(st["decode_tokens"], st["tokens"], "{st}");
+        assert_eq!(st["running"], 2, "{st}");
+        assert!(st.get("kv_usage").is_none(), "{st}");
+    }
+    assert!(run["engine"]["scheduler"]["step_stats_source"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("python-test")));
 
     // One request failing alone is listed with its traceback; the rest complete.
     let out = tmp.path().join("one");
@@ -381,6 +400,73 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
         run["engine"]
     );
     vllm_facts_match_its_log(&run["engine"], &log);
+    vllm_steps_agree_with_the_trace(&out, &recs, 32);
+}
+
+/// steps.jsonl of a vLLM run (no preemption, no speculation) against its requests:
+/// vLLM's stat logger fills every step record, and its counts add up to the trace.
+fn vllm_steps_agree_with_the_trace(out: &Path, recs: &[Value], input_len: u64) {
+    let text = std::fs::read_to_string(out.join("steps.jsonl")).unwrap();
+    let steps: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!steps.is_empty());
+    let mut points = std::collections::BTreeMap::<u64, Vec<&Value>>::new();
+    for st in &steps {
+        points
+            .entry(st["point"].as_u64().unwrap())
+            .or_default()
+            .push(st);
+    }
+    let n = |st: &Value, k: &str| {
+        st[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {st}"))
+    };
+    for (point, steps) in &points {
+        let reqs: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["point"].as_u64() == Some(*point))
+            .collect();
+        let batch = reqs.len() as u64 / 2; // two rounds of one batch each
+        for st in steps {
+            // One LLMEngine.step per poll, each recorded by the stat logger.
+            assert_eq!(n(st, "engine_steps"), 1, "{st}");
+            let kv = st["kv_usage"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&kv), "{st}");
+            assert_eq!(n(st, "preempted"), 0, "{st}");
+            assert!(st.get("spec_draft_tokens").is_none(), "{st}");
+            // While a round only decodes, all of it runs (the step that ends it leaves
+            // none; a chunked prefill's steps also hold requests still in prefill).
+            if n(st, "decode_requests") > 0
+                && n(st, "prefill_requests") == 0
+                && n(st, "finished") == 0
+            {
+                assert_eq!(n(st, "running"), batch, "point {point}: {st}");
+                assert_eq!(n(st, "decode_requests"), batch, "point {point}: {st}");
+            }
+        }
+        let sum = |k: &str| steps.iter().map(|st| n(st, k)).sum::<u64>();
+        let output: u64 = reqs.iter().map(|r| output_tokens(r)).sum();
+        // vLLM counts a request as context (prefill) until it has an output token, so
+        // its first token comes from a prefill step and every other from one scheduled
+        // decode token: decode tokens + one per request = the trace's output tokens
+        // (exact without preemption, whose recompute vLLM counts as generation, and
+        // without speculation, whose rejected drafts are scheduled too).
+        assert_eq!(
+            sum("decode_tokens") + reqs.len() as u64,
+            output,
+            "point {point}"
+        );
+        assert_eq!(sum("tokens"), output, "point {point}");
+        // Scheduled prompt tokens exclude prefix-cache hits: together, every prompt token.
+        assert_eq!(
+            sum("prefill_tokens") + sum("prefix_hits"),
+            input_len * reqs.len() as u64,
+            "point {point}"
+        );
+    }
 }
 
 #[test]

@@ -43,8 +43,25 @@ for helper in sorted(os.listdir(os.path.join(ENGINES, "common"))):
         load(helper[:-3], os.path.join(ENGINES, "common", helper))
 
 
+STEP_STATS = typing.get_type_hints(hb.StepStats)
+
+
+def check_stats(stats):
+    """A step()'s third element against the StepStats TypedDict."""
+    if stats is None:
+        return
+    assert isinstance(stats, dict) and set(stats) <= set(STEP_STATS), stats
+    for k, v in stats.items():
+        assert v is None or type(v) is STEP_STATS[k] or (STEP_STATS[k] is float and type(v) is int), (k, v)
+    if stats.get("kv_usage") is not None:
+        assert 0.0 <= stats["kv_usage"] <= 1.0, stats
+
+
 def unpack(result):
-    data, extras = result
+    assert isinstance(result, tuple) and len(result) in (2, 3), result
+    data, extras = result[:2]
+    if len(result) == 3:
+        check_stats(result[2])
     assert isinstance(data, bytes) and isinstance(extras, list), result
     assert len(data) % 32 == 0, len(data)
     return [struct.unpack_from("<4q", data, i) for i in range(0, len(data), 32)], dict(extras)
@@ -285,6 +302,10 @@ def rust_fields(name):
 for td, rust in ((hb.EngineInfo, "EngineInfo"), (hb.CudaPlacement, "CudaPlacement"), (hb.HostCompute, "HostCompute"),
                  (hb.SchedulerFacts, "SchedulerFacts")):
     assert set(typing.get_type_hints(td)) == rust_fields(rust) - {"load_time_s"}, (td, rust_fields(rust))
+# StepStats lives in src/core/step.rs.
+STEP_RS = open(os.path.join(ROOT, "src", "core", "step.rs")).read()
+step_body = re.search(r"pub struct StepStats \{(.*?)\n\}", STEP_RS, re.S)
+assert step_body and set(STEP_STATS) == set(re.findall(r"^\s*pub (\w+):", step_body[1], re.M)), STEP_STATS
 
 info = hb.engine_info("e", "1", "m", "float32", "cpu", "step", {"x": 1}, notes=("a note",), cuda={"device": 0, "stream": 7},
                       compute={"threads": 2, "cpus": None}, scheduler={"max_running": 8, "kv_cache_tokens": None})
@@ -351,6 +372,11 @@ for mode in ("step", "stream"):
     t.submit(1, [2, 3], 3, 0, True, 0.0, None, True)
     events, extras = drain(t, finished(1))
     assert sum(e[1] for e in events) == 3 and extras[1]["token_ids"] == [2, 3, 2], (events, extras)
+    if mode == "step":  # its step stats: one decoding request
+        assert "step_stats_source" in info["scheduler"], info
+        t.submit(2, [2], 1, 0, True, 0.0, None, False)
+        r = t.step(0.05)
+        assert len(r) == 3 and r[2]["running"] == 1 and r[2]["decode_tokens"] == 1, r
     t.shutdown()
 
 # TensorRT-LLM's adapter on its stand-in: the stream base end to end.

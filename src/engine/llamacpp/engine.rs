@@ -23,7 +23,7 @@ use crate::core::clock;
 use crate::core::request::{FinishReason, RequestId};
 use crate::engine::{
     model::find_gguf, Engine, EngineConfig, EngineCounters, EngineError, EngineFigure, EngineInfo,
-    EngineKind, Finish, GenRequest, HostCompute, SchedulerFacts, TokenEvent,
+    EngineKind, Finish, GenRequest, HostCompute, SchedulerFacts, StepStats, TokenEvent,
 };
 use crate::host::CpuSample;
 use std::rc::Rc;
@@ -114,6 +114,10 @@ pub struct LlamaCppEngine {
     rejected: Vec<(RequestId, String)>,
     plan: Vec<Entry>,
     batch: Batch,
+    /// KV cells of the context (n_ctx), for the step stats' kv_usage.
+    kv_cells: u64,
+    /// The steps' stats since the last `take_step_stats`.
+    stats: Option<StepStats>,
     /// Sampling time and samples of finished requests' chains since the last
     /// `take_counters` (llama.cpp counts them per chain).
     sample_ms: f64,
@@ -311,6 +315,13 @@ impl LlamaCppEngine {
                 chunked_prefill: Some(true),
                 // Not reported: each slot computes its whole prompt.
                 cached_prompt_tokens_source: None,
+                step_stats_source: Some(
+                    "llama.cpp: the harness's slot scheduler (running slots and waiting requests \
+                     after the step; prefill and decode tokens and requests in the step's batch; \
+                     kv_usage = KV cells its sequences hold / n_ctx; it never preempts; no prefix \
+                     cache, no speculation, no engine step time)"
+                        .into(),
+                ),
             }),
             metadata,
             ..Default::default()
@@ -334,6 +345,8 @@ impl LlamaCppEngine {
             rejected: Vec::new(),
             plan: Vec::with_capacity(n_batch + n_parallel),
             batch: Batch::new(n_batch),
+            kv_cells: u64::from(sizes.n_ctx),
+            stats: None,
             sample_ms: 0.0,
             samples: 0,
             ctx: Some(ctx),
@@ -577,6 +590,8 @@ impl Engine for LlamaCppEngine {
             }
             return Ok(());
         }
+        // Read before decoding: the slots' prompt progress says which entries prefill.
+        let mut stats = self.sched.composition(&self.plan);
         let mut from = 0;
         while from < self.plan.len() {
             let to = (from + self.n_batch).min(self.plan.len());
@@ -586,7 +601,16 @@ impl Engine for LlamaCppEngine {
             }
             from = to;
         }
+        self.sched.gauges(&mut stats, Some(self.kv_cells));
+        match self.stats.as_mut() {
+            Some(s) => s.merge(stats),
+            None => self.stats = Some(stats),
+        }
         Ok(())
+    }
+
+    fn take_step_stats(&mut self) -> Option<StepStats> {
+        self.stats.take()
     }
 
     fn in_flight(&self) -> usize {

@@ -29,7 +29,7 @@
 
 use crate::core::clock::MonoNs;
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
-use crate::engine::GenRequest;
+use crate::engine::{GenRequest, StepStats};
 use std::collections::VecDeque;
 
 /// One token of a step's batch.
@@ -255,6 +255,56 @@ impl Scheduler {
             .position(|s| s.as_ref().is_some_and(|s| s.req.id == id))?;
         self.release(i);
         Some(i)
+    }
+
+    /// The composition of a batch `plan` returned, read before it is decoded: decode
+    /// entries are those past their slot's prompt, the rest prompt (prefill) tokens,
+    /// a request counted once however many of its prompt tokens the batch holds. It
+    /// never preempts, so `preempted` is 0; the gauges are filled by [`Self::gauges`].
+    pub fn composition(&self, plan: &[Entry]) -> StepStats {
+        let (mut decode, mut prefill, mut prefill_requests) = (0u32, 0u32, 0u32);
+        let mut last_prefill_slot = None;
+        for e in plan {
+            let prompt_len = self.slot(e.slot).map_or(0, |s| s.req.prompt.len());
+            if (e.pos as usize) < prompt_len {
+                prefill += 1;
+                // A slot's prompt tokens sit together in the batch.
+                if last_prefill_slot != Some(e.slot) {
+                    prefill_requests += 1;
+                    last_prefill_slot = Some(e.slot);
+                }
+            } else {
+                decode += 1;
+            }
+        }
+        StepStats {
+            prefill_requests: Some(prefill_requests),
+            prefill_tokens: Some(prefill),
+            decode_requests: Some(decode),
+            decode_tokens: Some(decode),
+            preempted: Some(0),
+            ..StepStats::one_step()
+        }
+    }
+
+    /// Running and waiting after the step, and the KV cells its sequences hold (every
+    /// decoded position of each occupied slot: the prompt tokens done, and each
+    /// generated token but the last, decoded next step) as a share of `kv_cells`.
+    pub fn gauges(&self, stats: &mut StepStats, kv_cells: Option<u64>) {
+        stats.running = u32::try_from(self.running()).ok();
+        stats.waiting = u32::try_from(self.waiting()).ok();
+        let used: u64 = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| match s.last {
+                None => s.prompt_done as u64,
+                Some(_) => s.req.prompt.len() as u64 + u64::from(s.generated.saturating_sub(1)),
+            })
+            .sum();
+        stats.kv_usage = kv_cells
+            .filter(|&c| c > 0)
+            .map(|c| (used as f64 / c as f64).min(1.0));
     }
 
     /// Every slot in use.
@@ -491,5 +541,66 @@ mod tests {
         );
         let done = s.release(0).unwrap();
         assert_eq!((done.ids, done.margins), (None, None));
+    }
+
+    #[test]
+    fn step_stats_follow_the_batch_and_the_kv_cells() {
+        // Two slots, n_batch 6: request 0 (prompt 4) prefills whole, request 1
+        // (prompt 4) gets 2 prompt tokens, request 2 waits.
+        let mut s = Scheduler::new(2, 6, None);
+        for id in 0..3 {
+            s.enqueue(req(id, 4, 3), T);
+        }
+        s.admit(T);
+        let stats = |s: &mut Scheduler| {
+            let p = plan(s);
+            let mut st = s.composition(&p);
+            s.decoded(&p);
+            for e in p.iter().filter(|e| e.logits) {
+                s.accept(e.slot, 7, None, false, T);
+            }
+            s.gauges(&mut st, Some(20));
+            st
+        };
+        let st = stats(&mut s);
+        assert_eq!(
+            (
+                st.prefill_requests,
+                st.prefill_tokens,
+                st.decode_requests,
+                st.decode_tokens
+            ),
+            (Some(2), Some(6), Some(0), Some(0))
+        );
+        assert_eq!(
+            (st.running, st.waiting, st.preempted, st.engine_steps),
+            (Some(2), Some(1), Some(0), Some(1))
+        );
+        // 4 + 2 prompt tokens in the cache of 20 cells.
+        assert_eq!(st.kv_usage, Some(0.3));
+        // Next: request 0 decodes one token, request 1 finishes its prompt (2 tokens).
+        let st = stats(&mut s);
+        assert_eq!(
+            (
+                st.prefill_requests,
+                st.prefill_tokens,
+                st.decode_requests,
+                st.decode_tokens
+            ),
+            (Some(1), Some(2), Some(1), Some(1))
+        );
+        // Request 0: 4 + 1 decoded; request 1: its 4 prompt tokens (its sampled
+        // token is decoded next step).
+        assert_eq!(st.kv_usage, Some(9.0 / 20.0));
+        let st = stats(&mut s);
+        assert_eq!((st.decode_tokens, st.prefill_tokens), (Some(2), Some(0)));
+        // Request 0 ends (3 tokens): its cells go with its slot.
+        s.release(0);
+        let mut st = StepStats::default();
+        s.gauges(&mut st, Some(20));
+        assert_eq!((st.running, st.kv_usage), (Some(1), Some(5.0 / 20.0)));
+        // No known capacity: no share.
+        s.gauges(&mut st, None);
+        assert_eq!(st.kv_usage, None);
     }
 }

@@ -21,7 +21,7 @@ pub mod vllm;
 use super::venv::{default_venv, Requirement, Venv};
 use super::{
     Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest,
-    TokenEvent, Unavailable,
+    StepStats, TokenEvent, Unavailable,
 };
 use crate::core::clock::MonoNs;
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
@@ -283,6 +283,9 @@ pub struct PythonEngine {
     profiler: Option<Py<PyAny>>,
     in_flight: HashSet<RequestId>,
     shut_down: bool,
+    /// What the adapter's `step()` said about its steps since the last
+    /// `take_step_stats` (the optional third element of its result).
+    stats: Option<StepStats>,
 }
 
 impl PythonEngine {
@@ -350,6 +353,7 @@ impl PythonEngine {
                 profiler: None,
                 in_flight: HashSet::new(),
                 shut_down: false,
+                stats: None,
             })
         })
     }
@@ -447,9 +451,74 @@ fn ns(d: &Bound<'_, PyDict>, k: &str) -> Option<MonoNs> {
     (v > 0).then_some(MonoNs(v as u64))
 }
 
-/// Decodes one step's `(bytes, [(rid, dict), ...])` into events.
-fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<()> {
-    let (packed, extras): (Bound<'_, PyBytes>, Bound<'_, PyList>) = ret.extract()?;
+/// A step-stats dict (harness_bridge.StepStats) as [`StepStats`]: each key one of its
+/// fields, `None` values skipped; an unknown key or a value of the wrong type is a
+/// ValueError naming it, so an adapter's typo fails its first step, not silently.
+fn parse_step_stats(d: &Bound<'_, PyDict>) -> PyResult<StepStats> {
+    let mut s = StepStats::default();
+    for (k, v) in d.iter() {
+        if v.is_none() {
+            continue;
+        }
+        let key: String = k.extract()?;
+        let bad =
+            |e: PyErr| pyo3::exceptions::PyValueError::new_err(format!("step stats['{key}']: {e}"));
+        match key.as_str() {
+            "engine_steps" => s.engine_steps = Some(v.extract().map_err(bad)?),
+            "running" => s.running = Some(v.extract().map_err(bad)?),
+            "waiting" => s.waiting = Some(v.extract().map_err(bad)?),
+            "preempted" => s.preempted = Some(v.extract().map_err(bad)?),
+            "prefill_requests" => s.prefill_requests = Some(v.extract().map_err(bad)?),
+            "prefill_tokens" => s.prefill_tokens = Some(v.extract().map_err(bad)?),
+            "decode_requests" => s.decode_requests = Some(v.extract().map_err(bad)?),
+            "decode_tokens" => s.decode_tokens = Some(v.extract().map_err(bad)?),
+            "kv_usage" => {
+                let u: f64 = v.extract().map_err(bad)?;
+                // A share: an engine's rounding past 1 is clamped, a NaN dropped.
+                s.kv_usage = u.is_finite().then(|| u.clamp(0.0, 1.0));
+            }
+            "prefix_queried" => s.prefix_queried = Some(v.extract().map_err(bad)?),
+            "prefix_hits" => s.prefix_hits = Some(v.extract().map_err(bad)?),
+            "spec_draft_tokens" => s.spec_draft_tokens = Some(v.extract().map_err(bad)?),
+            "spec_accepted_tokens" => s.spec_accepted_tokens = Some(v.extract().map_err(bad)?),
+            "engine_ms" => {
+                let ms: f64 = v.extract().map_err(bad)?;
+                s.engine_ms = (ms.is_finite() && ms >= 0.0).then_some(ms);
+            }
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "step stats: unknown field '{key}'"
+                )))
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Decodes one step's `(bytes, [(rid, dict), ...])` or `(bytes, extras, stats)` into
+/// events, and returns the stats dict (None or absent: the adapter reports none).
+fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<Option<StepStats>> {
+    let tuple = ret.cast::<pyo3::types::PyTuple>()?;
+    let stats = match tuple.len() {
+        2 => None,
+        3 => {
+            let s = tuple.get_item(2)?;
+            if s.is_none() {
+                None
+            } else {
+                Some(parse_step_stats(s.cast::<PyDict>()?)?)
+            }
+        }
+        n => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "step() returned a {n}-tuple; expected (bytes, extras) or (bytes, extras, stats)"
+            )))
+        }
+    };
+    let packed = tuple.get_item(0)?;
+    let packed = packed.cast::<PyBytes>()?;
+    let extras = tuple.get_item(1)?;
+    let extras = extras.cast::<PyList>()?;
     let bytes = packed.as_bytes();
     let start = out.len();
     for rec in bytes.chunks_exact(32) {
@@ -496,7 +565,7 @@ fn decode_step(ret: &Bound<'_, PyAny>, out: &mut Vec<TokenEvent>) -> PyResult<()
             });
         }
     }
-    Ok(())
+    Ok(stats)
 }
 
 impl Engine for PythonEngine {
@@ -544,14 +613,22 @@ impl Engine for PythonEngine {
             };
             decode_step(ret.bind(py), out)
         });
-        if let Err(e) = res {
-            return Err(Python::attach(|py| {
-                if e.is_instance_of::<PyKeyboardInterrupt>(py) {
-                    EngineError::failed("interrupted inside the engine (KeyboardInterrupt)")
-                } else {
-                    py_error(py, e, "step")
-                }
-            }));
+        match res {
+            Ok(Some(stats)) => match self.stats.as_mut() {
+                // Polls the driver did not take stats after (none in flight) fold in.
+                Some(s) => s.merge(stats),
+                None => self.stats = Some(stats),
+            },
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Python::attach(|py| {
+                    if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                        EngineError::failed("interrupted inside the engine (KeyboardInterrupt)")
+                    } else {
+                        py_error(py, e, "step")
+                    }
+                }));
+            }
         }
         for ev in &out[start..] {
             if ev.finish.is_some() {
@@ -563,6 +640,10 @@ impl Engine for PythonEngine {
 
     fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    fn take_step_stats(&mut self) -> Option<StepStats> {
+        self.stats.take()
     }
 
     fn abort(&mut self, id: RequestId) -> Result<(), EngineError> {
