@@ -271,18 +271,7 @@ fn request(sink: &mut Sink, pid: u64, r: &RequestTrace, us: &dyn Fn(u64) -> f64,
         (Some(c), Some(t)) => format!("request {} (conversation {c} turn {t})", r.id),
         _ => format!("request {}", r.id),
     };
-    sink.push(&Event::meta(
-        "thread_name",
-        pid,
-        Some(tid),
-        serde_json::json!({ "name": name }),
-    ));
-    sink.push(&Event::meta(
-        "thread_sort_index",
-        pid,
-        Some(tid),
-        serde_json::json!({ "sort_index": tid }),
-    ));
+    track(sink, pid, tid, &name);
     let submit = r.submit_ns.0;
     if let Some(i) = r.intended_ns.filter(|i| i.0 < submit) {
         sink.push(&Event::span(
