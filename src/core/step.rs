@@ -66,6 +66,15 @@ impl StepStats {
         }
     }
 
+    /// Adds a step to what an engine holds for the next `take_step_stats`: the first
+    /// since then, or folded into the ones before.
+    pub fn fold(held: &mut Option<StepStats>, step: StepStats) {
+        match held.as_mut() {
+            Some(s) => s.merge(step),
+            None => *held = Some(step),
+        }
+    }
+
     /// Folds a later step into these: gauges take the later value, counts add.
     pub fn merge(&mut self, later: StepStats) {
         fn add<T: std::ops::Add<Output = T>>(a: Option<T>, b: Option<T>) -> Option<T> {

@@ -480,10 +480,7 @@ impl CalibrationEngine {
         stats.waiting = Some((self.waiting.len() + self.dropped) as u32);
         stats.preempted = Some(0);
         stats.engine_ms = Some(step.ends_at.since(step.starts_at) as f64 / 1e6);
-        match self.stats.as_mut() {
-            Some(s) => s.merge(stats),
-            None => self.stats = Some(stats),
-        }
+        StepStats::fold(&mut self.stats, stats);
         Ok(())
     }
 

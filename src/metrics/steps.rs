@@ -120,7 +120,6 @@ fn call_ms(s: &StepRecord) -> f64 {
 
 /// A point's step figures; `source` is the engine's `step_stats_source`.
 pub fn summarize(steps: &[StepRecord], source: Option<String>) -> StepSummary {
-    let e = |s: &StepRecord| s.engine.clone();
     let has_prefill = |s: &StepRecord| {
         s.engine
             .prefill_tokens
@@ -150,9 +149,9 @@ pub fn summarize(steps: &[StepRecord], source: Option<String>) -> StepSummary {
     )
     .unzip();
     let prefill_flags: Vec<bool> = steps.iter().filter_map(has_prefill).collect();
-    let hits = total(steps, |s| e(s).prefix_hits);
-    let queried = total(steps, |s| e(s).prefix_queried).filter(|&q| q > 0);
-    let drafted = total(steps, |s| e(s).spec_draft_tokens).filter(|&d| d > 0);
+    let hits = total(steps, |s| s.engine.prefix_hits);
+    let queried = total(steps, |s| s.engine.prefix_queried).filter(|&q| q > 0);
+    let drafted = total(steps, |s| s.engine.spec_draft_tokens).filter(|&d| d > 0);
     StepSummary {
         source,
         steps: steps.len() as u64,
@@ -190,8 +189,9 @@ pub fn summarize(steps: &[StepRecord], source: Option<String>) -> StepSummary {
             })
             .collect(),
         prefix_hit_rate: queried.map(|q| hits.unwrap_or(0) as f64 / q as f64),
-        spec_acceptance: drafted
-            .map(|d| total(steps, |s| e(s).spec_accepted_tokens).unwrap_or(0) as f64 / d as f64),
+        spec_acceptance: drafted.map(|d| {
+            total(steps, |s| s.engine.spec_accepted_tokens).unwrap_or(0) as f64 / d as f64
+        }),
         gap_us_mean: mean(steps, |s| Some(s.gap_ns as f64 / 1e3)),
         gap_us_max: steps.iter().map(|s| s.gap_ns).max().map(|g| g as f64 / 1e3),
     }

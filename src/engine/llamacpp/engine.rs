@@ -602,10 +602,7 @@ impl Engine for LlamaCppEngine {
             from = to;
         }
         self.sched.gauges(&mut stats, Some(self.kv_cells));
-        match self.stats.as_mut() {
-            Some(s) => s.merge(stats),
-            None => self.stats = Some(stats),
-        }
+        StepStats::fold(&mut self.stats, stats);
         Ok(())
     }
 

@@ -614,11 +614,8 @@ impl Engine for PythonEngine {
             decode_step(ret.bind(py), out)
         });
         match res {
-            Ok(Some(stats)) => match self.stats.as_mut() {
-                // Polls the driver did not take stats after (none in flight) fold in.
-                Some(s) => s.merge(stats),
-                None => self.stats = Some(stats),
-            },
+            // Polls the driver did not take stats after (none in flight) fold in.
+            Ok(Some(stats)) => StepStats::fold(&mut self.stats, stats),
             Ok(None) => {}
             Err(e) => {
                 return Err(Python::attach(|py| {
