@@ -765,8 +765,10 @@ fn without_a_gpu_one_line_says_so_and_the_files_are_the_same() {
             "requests.csv",
             "requests.jsonl",
             "run.json",
+            "steps.jsonl",
             "summary.csv",
             "summary.json",
+            "trace.json",
             "workload.jsonl"
         ]
     );
