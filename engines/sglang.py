@@ -67,7 +67,10 @@ CPU_DEFAULTS = {"device": "cpu", "attention_backend": "torch_native", "disable_c
 # tokenizer: prompts go in as ids and outputs come back as ids, so no text work sits on
 # the timed path (SGLang then cannot honour min_new_tokens without ignore_eos, which
 # needs its tokenizer for EOS: skip_tokenizer_init=false brings it back).
-DEFAULTS = {"random_seed": 0, "enable_metrics": True, "skip_tokenizer_init": True}
+# load_snapshot_publish_interval=1: the scheduler publishes its load snapshot (the step
+# stats' source) after every decode step, not every 15th (prefill steps always publish).
+DEFAULTS = {"random_seed": 0, "enable_metrics": True, "skip_tokenizer_init": True,
+            "load_snapshot_publish_interval": 1}
 COMMON_KEYS = ("mem_fraction_static", "max_running_requests", "chunked_prefill_size", "attention_backend", "dtype",
                "tp_size", "max_total_tokens", "disable_radix_cache", "schedule_policy", "stream_interval",
                "random_seed", "log_level")
@@ -75,6 +78,19 @@ COMMON_KEYS = ("mem_fraction_static", "max_running_requests", "chunked_prefill_s
 # prefix of one another.
 RID = "harness-{:020d}"
 WATCH_S = 0.5
+# Where the step stats come from (SchedulerFacts.step_stats_source).
+STEP_STATS_SOURCE = (
+    "SGLang's load snapshot (TokenizerManager.load_snapshot_reader, the shared-memory LoadSnapshot "
+    "the scheduler publishes after each step it processes, load_snapshot_publish_interval=1): "
+    "running = its running batch's requests and waiting = its waiting queue when the step's result is "
+    "processed (a prefill step's new requests join the running batch after it), kv_usage = "
+    "num_used_tokens / max_total_num_tokens (evictable prefix-cache tokens excluded), prefill_tokens = "
+    "growth of total_prefill_uncached_tokens (counted at the snapshot after the prefill step), read "
+    "once per poll and only when a new snapshot arrived. Not reported: how many engine steps a poll "
+    "covered (the snapshot keeps only the latest), per-step decode and prefill request counts, "
+    "preemptions (retractions), per-step prefix hits (each request's cached_tokens are kept "
+    "instead) and speculative drafts; the forward-pass metrics stream that has them times steps "
+    "with CUDA events")
 
 
 def _version(dist):
@@ -215,7 +231,44 @@ class SglangAdapter(hb.StreamAdapter):
             self.shutdown()
             raise RuntimeError("SGLang's Engine is bound to an event loop the adapter does not run")
         self.incremental = bool(getattr(self.engine.server_args, "incremental_streaming_output", False))
+        self._loads = self._load_reader()
+        self._seen = {r.dp_rank: r for r in self._read_loads()}  # the last snapshot read, per DP rank
         self._watch_future = self.lt.run(self._watch())
+
+    # ---------------------------------------------------------------------------- step stats
+    def _load_reader(self):
+        """SGLang's shared-memory load-snapshot reader, None where it has none or uses
+        ZMQ (multi-node DP attention: that reader's socket belongs to SGLang's loop)."""
+        reader = getattr(self.engine.tokenizer_manager, "load_snapshot_reader", None)
+        return reader if type(reader).__name__ == "ShmLoadSnapshotReader" else None
+
+    def _read_loads(self):
+        return self._loads.read_all() if self._loads is not None else []
+
+    def step(self, timeout_s):
+        out = super().step(timeout_s)
+        stats = self._step_stats()
+        return out if stats is None else (*out, stats)
+
+    def _step_stats(self):
+        """The scheduler's load snapshots that are new since the last poll, as StepStats
+        (None: nothing new). Gauges sum over DP ranks; prefill tokens are the growth of
+        its cumulative counter."""
+        loads = self._read_loads()
+        if not any(self._seen.get(r.dp_rank) is None or r.timestamp != self._seen[r.dp_rank].timestamp
+                   for r in loads):
+            return None
+        prefill = 0
+        for r in loads:
+            before = self._seen.get(r.dp_rank)
+            prefill += r.total_prefill_uncached_tokens - (before.total_prefill_uncached_tokens if before else 0)
+            self._seen[r.dp_rank] = r
+        used = sum(r.num_used_tokens for r in self._seen.values())
+        total = sum(r.max_total_num_tokens for r in self._seen.values())
+        return {"running": sum(r.num_running_reqs for r in self._seen.values()),
+                "waiting": sum(r.num_waiting_reqs for r in self._seen.values()),
+                "kv_usage": used / total if total > 0 else None,
+                "prefill_tokens": max(prefill, 0)}
 
     # ---------------------------------------------------------------------------- loop thread
     def _build(self):
@@ -357,6 +410,7 @@ class SglangAdapter(hb.StreamAdapter):
                                                "RadixAttention's prefix cache; 0 with it off)",
                 # -1 (or 0) turns chunked prefill off.
                 "chunked_prefill": None if chunk is None else chunk > 0,
+                **({"step_stats_source": STEP_STATS_SOURCE} if self._loads is not None else {}),
             })
 
     def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):

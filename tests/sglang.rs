@@ -208,6 +208,64 @@ fn sglang_real_model_sweep_exact_counts_meta_info_and_no_process_left() {
     );
     // SGLang's log went to engine.log, not the terminal.
     assert!(!terminal.contains("UserWarning"), "{terminal}");
+    assert!(sched["step_stats_source"]
+        .as_str()
+        .is_some_and(|s| s.contains("load snapshot")));
+    sglang_steps_agree_with_the_trace(&out, &recs);
+}
+
+/// steps.jsonl of an SGLang sweep against its requests: the scheduler's load snapshots
+/// land in the polls that read them, and their prefill counter adds up to the prompt
+/// tokens the radix cache did not serve.
+fn sglang_steps_agree_with_the_trace(out: &Path, recs: &[serde_json::Value]) {
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (point, batch) in [(0u64, 1u64), (1, 8)] {
+        let steps: Vec<_> = steps.iter().filter(|st| st["point"] == point).collect();
+        let reqs: Vec<_> = recs.iter().filter(|r| r["point"] == point).collect();
+        let snapshots: Vec<_> = steps
+            .iter()
+            .filter(|st| st.get("running").is_some())
+            .collect();
+        // A snapshot per decode step, read by the poll its tokens came in: most polls
+        // with tokens carry one.
+        let with_tokens = steps
+            .iter()
+            .filter(|st| st["tokens"].as_u64() > Some(0))
+            .count();
+        assert!(
+            snapshots.len() * 2 >= with_tokens,
+            "point {point}: {} snapshots for {with_tokens} polls with tokens",
+            snapshots.len()
+        );
+        for st in &snapshots {
+            let kv = st["kv_usage"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&kv), "{st}");
+            assert!(st["running"].as_u64().unwrap() <= batch, "{st}");
+            assert_eq!(st["waiting"], 0, "{st}");
+            // What SGLang's snapshot does not have stays absent.
+            for k in ["engine_steps", "preempted", "decode_tokens", "prefix_hits"] {
+                assert!(st.get(k).is_none(), "{k} in {st}");
+            }
+        }
+        let peak = snapshots
+            .iter()
+            .filter_map(|st| st["running"].as_u64())
+            .max();
+        assert_eq!(peak, Some(batch), "point {point}");
+        let prefill: u64 = steps
+            .iter()
+            .filter_map(|st| st["prefill_tokens"].as_u64())
+            .sum();
+        let uncached: u64 = reqs
+            .iter()
+            .map(|r| r["input_len"].as_u64().unwrap() - r["cached_prompt_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(prefill, uncached, "point {point}");
+    }
 }
 
 /// `harness parity --engines ENGINES` on the real model in fp32: every token agrees.

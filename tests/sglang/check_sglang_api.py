@@ -109,6 +109,19 @@ tm_src = inspect.getsource(TokenizerManager)
 for key in ("completion_tokens", "cached_tokens", "finish_reason", "output_top_logprobs", "num_retractions", "e2e_latency"):
     check(f'"{key}"' in tm_src or f"'{key}'" in tm_src, f"TokenizerManager sets meta_info[{key!r}]")
 
+# Step stats: the load snapshot the TokenizerManager reads from shared memory, with the
+# fields the adapter reads, published by the scheduler after each processed step.
+from sglang.srt.managers import load_snapshot  # noqa: E402
+
+snap_fields = {f.name for f in msgspec.structs.fields(load_snapshot.LoadSnapshot)}
+want = {"timestamp", "dp_rank", "num_running_reqs", "num_waiting_reqs", "num_used_tokens", "max_total_num_tokens",
+        "total_prefill_uncached_tokens"}
+check(want <= snap_fields, f"LoadSnapshot fields {sorted(want - snap_fields)}")
+# The adapter knows the reader by this class name (the other, ZMQ, is not read off-loop).
+check(callable(getattr(getattr(load_snapshot, "ShmLoadSnapshotReader", None), "read_all", None)),
+      "load_snapshot.ShmLoadSnapshotReader.read_all")
+check("load_snapshot_reader = create_load_snapshot_reader" in tm_src, "TokenizerManager.load_snapshot_reader")
+
 # The CPU kernel path: the op the stand-in implements is the one SGLang calls on CPU,
 # with the arguments in the stand-in's order.
 cpu_call = inspect.getsource(allocation.assign_req_to_token_pool_func)
