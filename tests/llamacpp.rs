@@ -190,6 +190,56 @@ fn sweep_batch_1_and_8_same_tokens_exact_lengths_quiet_terminal() {
         text.contains("engine_counters"),
         "no engine_counters definition"
     );
+    llamacpp_steps_agree_with_the_trace(&out, &recs, 8);
+}
+
+/// steps.jsonl of a llama.cpp sweep against its requests: the harness's slot scheduler
+/// fills every step record, and its counts add up to the trace.
+fn llamacpp_steps_agree_with_the_trace(out: &Path, recs: &[Value], slots: u64) {
+    let steps: Vec<Value> = std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let n = |st: &Value, k: &str| {
+        st[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {st}"))
+    };
+    for point in [0u64, 1] {
+        let steps: Vec<&Value> = steps.iter().filter(|st| st["point"] == point).collect();
+        let reqs: Vec<&Value> = recs.iter().filter(|r| r["point"] == point).collect();
+        assert!(!steps.is_empty(), "point {point}: no step records");
+        for st in &steps {
+            assert_eq!(n(st, "engine_steps"), 1, "{st}");
+            assert_eq!(n(st, "preempted"), 0, "{st}");
+            assert!(n(st, "running") <= slots, "{st}");
+            let kv = st["kv_usage"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&kv), "{st}");
+            assert!(st.get("spec_draft_tokens").is_none(), "{st}");
+        }
+        let sum = |k: &str| steps.iter().map(|st| n(st, k)).sum::<u64>();
+        let output: u64 = reqs.iter().map(|r| output_tokens(r)).sum();
+        // A request's first token is sampled from its last prompt token's logits; each
+        // later one is decoded from the token before it: one decode token per output
+        // token but the first. Every prompt token is computed (no prompt cache here).
+        assert_eq!(
+            sum("decode_tokens") + reqs.len() as u64,
+            output,
+            "point {point}"
+        );
+        let prompt: u64 = reqs.iter().map(|r| r["input_len"].as_u64().unwrap()).sum();
+        assert_eq!(sum("prefill_tokens"), prompt, "point {point}");
+        // A prompt split over steps (n_batch) counts in each of them.
+        assert!(
+            sum("prefill_requests") >= reqs.len() as u64,
+            "point {point}"
+        );
+        assert_eq!(sum("tokens"), output, "point {point}");
+        // Batch 8 holds all eight while they decode.
+        let peak = steps.iter().map(|st| n(st, "running")).max().unwrap();
+        assert_eq!(peak, if point == 0 { 1 } else { slots }, "point {point}");
+    }
 }
 
 /// Runs `e` until every request of `ids` has finished; their finishes, in that order.

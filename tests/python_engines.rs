@@ -733,6 +733,24 @@ fn hf_real_model_exact_counts_and_parity_with_vllm() {
         .as_str()
         .unwrap()
         .contains("no continuous batching"));
+    // Its static batches step by step: one prefill per batch (every prompt token, no
+    // padding counted), then one decode token per row; the first token of each
+    // request comes from its prefill.
+    let steps: Vec<Value> = std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|st: &Value| st.get("engine_steps").is_some())
+        .collect();
+    let sum = |k: &str| steps.iter().map(|st| st[k].as_u64().unwrap()).sum::<u64>();
+    let prompt: u64 = recs.iter().map(|r| r["input_len"].as_u64().unwrap()).sum();
+    assert_eq!(sum("prefill_tokens"), prompt);
+    assert_eq!(sum("decode_tokens") + 6, 6 * 6);
+    assert_eq!(sum("tokens"), 6 * 6);
+    assert!(sum("prefill_requests") == 6 && sum("preempted") == 0);
+    assert!(steps.iter().all(|st| st["engine_steps"] == 1
+        && st["running"].as_u64() <= Some(4)
+        && st.get("kv_usage").is_none()));
 
     let text = succeeds(
         harness()
