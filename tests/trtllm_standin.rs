@@ -238,7 +238,14 @@ fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
     let second_wave = prefill + (output - 1) as f64 * decode + prefill;
     close("first wave ttft", Some(ttfts[0]), first_wave);
     close("queued wave ttft", Some(ttfts[3]), second_wave);
-    // The Executor saw the settings: its iteration stats carry max_batch_size.
+    // The steps show the Executor's batch limit: two running, the rest queued.
+    let running = r.steps.iter().filter_map(|s| s.engine.running).max();
+    assert_eq!(running, Some(2), "{:?}", r.steps);
+    assert!(r.steps.iter().any(|s| s.engine.waiting == Some(2)));
+    // The Executor saw the settings: its iteration stats carry max_batch_size (read
+    // raw here; the run's steps took what came before).
+    engine.submit(&request(9, 150, 2)).unwrap();
+    until_finished(&mut engine, 9);
     let stats = engine.iteration_stats().unwrap();
     assert!(!stats.is_empty());
     for s in &stats {
@@ -261,6 +268,85 @@ fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
                         expect_block_reuse=0\nexpect_scheduler_policy=1\nexpect_chunked_context=0",
     );
     load(d.path(), &[]).unwrap().shutdown().unwrap();
+}
+
+/// The step records carry the Executor's iteration stats, which the stand-in computes
+/// from its schedule: every prompt token prefilled once, every token after a request's
+/// first decoded once, at most max_batch_size running, the KV cache its blocks.
+#[test]
+fn iteration_stats_reach_the_steps_as_the_schedule_ran_them() {
+    let dir = engine_dir("prefill_ms=8\ndecode_ms=4\nkv_blocks=100\ntokens_per_block=16");
+    let mut engine = load(dir.path(), &[("max_batch_size", "2")]).unwrap();
+    let source = engine
+        .info()
+        .scheduler
+        .as_ref()
+        .unwrap()
+        .step_stats_source
+        .clone();
+    assert!(
+        source
+            .as_deref()
+            .unwrap()
+            .contains("Executor::getLatestIterationStats"),
+        "{source:?}"
+    );
+    let (n, input, output) = (6usize, 16usize, 5u32);
+    let r = run(
+        &mut engine,
+        LoadPoint::Concurrency {
+            concurrency: n as u32,
+        },
+        &workload(input, output, n, ordinary),
+        &driver_opts(n, 0),
+    );
+    assert_eq!(r.outcome, Outcome::Completed);
+    let produced: u64 = r.records.iter().map(|t| t.output_tokens()).sum();
+    assert_eq!(produced, n as u64 * output as u64);
+    let steps: Vec<_> = r.steps.iter().map(|s| &s.engine).collect();
+    let sum = |f: fn(&llm_harness::engine::StepStats) -> Option<u32>| -> u64 {
+        steps.iter().filter_map(|s| f(s)).map(u64::from).sum()
+    };
+    // Each request's first token ends its context phase; the rest are generation.
+    assert_eq!(sum(|s| s.prefill_requests), n as u64, "{steps:?}");
+    assert_eq!(sum(|s| s.prefill_tokens), (n * input) as u64);
+    assert_eq!(sum(|s| s.decode_requests), produced - n as u64);
+    assert_eq!(sum(|s| s.decode_tokens), produced - n as u64);
+    assert!(
+        sum(|s| s.engine_steps) >= u64::from(output) * 3,
+        "{steps:?}"
+    );
+    assert_eq!(sum(|s| s.preempted), 0);
+    assert!(steps
+        .iter()
+        .all(|s| s.running <= Some(2) && s.waiting <= Some(4)));
+    assert!(steps.iter().any(|s| s.waiting == Some(4)), "{steps:?}");
+    // Two running requests past their first token hold two 16-token blocks each.
+    let kv = steps.iter().filter_map(|s| s.kv_usage).fold(0.0, f64::max);
+    assert_eq!(kv, 0.04, "{steps:?}");
+    let last = steps.last().unwrap();
+    assert_eq!(
+        (last.running, last.waiting, last.kv_usage),
+        (Some(0), Some(0), Some(0.0))
+    );
+    // The iterations' spans lie within the phase and overlap nothing.
+    let busy: f64 = steps.iter().filter_map(|s| s.engine_ms).sum();
+    let from = r.records.iter().map(|t| t.submit_ns.0).min().unwrap();
+    let to = r
+        .records
+        .iter()
+        .filter_map(|t| t.last_token_ns())
+        .map(|t| t.0)
+        .max()
+        .unwrap();
+    let span = (to - from) as f64 / 1e6;
+    assert!(
+        busy > 0.0 && busy <= span + 1.0,
+        "{busy} ms of iterations in {span} ms"
+    );
+    // Nothing is counted twice: what the Executor still holds is new.
+    assert_eq!(engine.take_step_stats(), None);
+    engine.shutdown().unwrap();
 }
 
 #[test]
@@ -614,9 +700,21 @@ fn the_cli_runs_the_stand_in_and_labels_it() {
     );
     let summary = std::fs::read_to_string(res.join("summary.json")).unwrap();
     assert!(summary.contains("CALIBRATION INSTRUMENT"), "{summary}");
-    // The Executor's iteration stats went to the engine's log.
-    let log = std::fs::read_to_string(res.join("engine.log")).unwrap();
-    assert!(log.contains("[trtllm iteration stats] {"), "{log}");
+    // The Executor's iteration stats reached the step records, and run.json says so.
+    let steps = std::fs::read_to_string(res.join("steps.jsonl")).unwrap();
+    let decoded: u64 = steps
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| v["decode_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(decoded, 8 * 5, "{steps}");
+    assert!(
+        engine["scheduler"]["step_stats_source"]
+            .as_str()
+            .unwrap()
+            .contains("getLatestIterationStats"),
+        "{engine}"
+    );
     let recs: Vec<RequestTrace> = read_requests(&res.join(REQUESTS_FILE)).unwrap();
     assert_eq!(recs.len(), 8);
     assert!(recs

@@ -26,6 +26,8 @@
 
 #[cfg(feature = "trtllm")]
 mod ffi;
+#[cfg(any(feature = "trtllm", test))]
+mod iteration;
 pub mod options;
 
 use super::{Availability, EngineKind, EngineSpec};
@@ -174,12 +176,13 @@ pub use engine::TrtllmEngine;
 #[cfg(feature = "trtllm")]
 mod engine {
     use super::ffi::{self, bridge};
+    use super::iteration::{self, Problem};
     use super::{EngineDir, Options, ENGINE_DIR_HELP, STANDIN_VERSION_MARK};
     use crate::core::clock::{self, MonoNs};
     use crate::core::request::RequestId;
     use crate::engine::{
         Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest,
-        SchedulerFacts, TokenEvent,
+        SchedulerFacts, StepStats, TokenEvent,
     };
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,6 +225,11 @@ mod engine {
         stop: Arc<AtomicBool>,
         by_executor_id: HashMap<u64, InFlight>,
         executor_id: HashMap<RequestId, u64>,
+        /// The Executor's iteration stats, read into step stats at each take.
+        iterations: iteration::Reader,
+        /// Whether engine.log already says why some iteration stats were left out
+        /// (once: the reason repeats on every take).
+        iterations_warned: bool,
         shut_down: bool,
     }
 
@@ -310,6 +318,7 @@ mod engine {
                         max_running,
                         prefix_caching: Some(options.enable_block_reuse),
                         chunked_prefill: Some(options.enable_chunked_context),
+                        step_stats_source: Some(iteration::SOURCE.into()),
                         ..Default::default()
                     }),
                     metadata,
@@ -323,6 +332,8 @@ mod engine {
                 stop,
                 by_executor_id: HashMap::new(),
                 executor_id: HashMap::new(),
+                iterations: iteration::Reader::default(),
+                iterations_warned: false,
                 shut_down: false,
             })
         }
@@ -332,6 +343,18 @@ mod engine {
             self.exec
                 .latest_iteration_stats()
                 .map_err(|e| failed("getLatestIterationStats", &e))
+        }
+
+        /// Says once, in engine.log, why iteration stats were left out of the steps.
+        fn warn_iterations(&mut self, problems: &[String]) {
+            if std::mem::replace(&mut self.iterations_warned, true) {
+                return;
+            }
+            for p in problems {
+                eprintln!(
+                    "[llm-harness] TensorRT-LLM iteration stats: {p} (steps.jsonl lacks them)"
+                );
+            }
         }
 
         /// Turns one arrival into token events for the requests still in flight.
@@ -448,6 +471,25 @@ mod engine {
             Ok(())
         }
 
+        fn take_step_stats(&mut self) -> Option<StepStats> {
+            // Read here, not in `poll`: the driver takes stats only after polls that
+            // brought events, and the Executor keeps what is new until then.
+            let texts = match self.iteration_stats() {
+                Ok(texts) => texts,
+                Err(e) => {
+                    self.warn_iterations(&[e.to_string()]);
+                    return None;
+                }
+            };
+            let mut held = None;
+            let problems = self.iterations.fold(&texts, &mut held);
+            if !problems.is_empty() {
+                let said: Vec<String> = problems.iter().map(Problem::to_string).collect();
+                self.warn_iterations(&said);
+            }
+            held
+        }
+
         fn in_flight(&self) -> usize {
             self.by_executor_id.len()
         }
@@ -476,7 +518,8 @@ mod engine {
             if let Some(h) = self.awaiter.take() {
                 let _ = h.join();
             }
-            // The engine's own per-iteration view goes to its log (engine.log).
+            // What no step record took of the engine's per-iteration view goes to its
+            // log (engine.log).
             if let Ok(stats) = self.iteration_stats() {
                 for s in stats {
                     eprintln!("[trtllm iteration stats] {s}");

@@ -25,6 +25,15 @@
 //   await_throw_token  awaitResponses throws std::runtime_error at its first token
 // eos_at=K: a request with an end id >= 0 ends with that id as token K (kEND_ID),
 // unless its minTokens is above K.
+// Iteration stats (getLatestIterationStats): the tokens due by an awaitResponses call
+// are cut into iterations, each giving every request at most one token (a request due
+// again starts the next one), as a real step does. Each iteration reports, from this
+// schedule: the requests active and queued after it, the context requests (first token)
+// and their prompt tokens, the generation requests (later tokens), the requests it
+// completed, its span (iterLatencyMS: from the earliest start of its tokens' work to its
+// last token) and a KV cache of kv_blocks blocks of tokens_per_block tokens, each active
+// request holding ceil((prompt + produced) / tokens_per_block). A batch of cancellations
+// alone is one iteration without tokens.
 // expect_*: the constructor checks the ExecutorConfig it receives and throws on a
 // mismatch (max_batch_size, max_num_tokens, kv_fraction, block_reuse,
 // scheduler_policy, chunked_context; -1 = must be unset).
@@ -41,6 +50,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -327,6 +337,7 @@ struct Schedule {
     long error_token = -1, hang_token = -1, throw_token = -1, throw_other_token = -1, await_throw_token = -1;
     long error_client = -1;
     int eos_at = 0;
+    int kv_blocks = 1000, tokens_per_block = 32;
     std::map<std::string, double> expect;
 };
 
@@ -354,6 +365,8 @@ Schedule read_schedule(std::filesystem::path const& dir) {
         else if (k == "throw_other_token") s.throw_other_token = static_cast<long>(v);
         else if (k == "await_throw_token") s.await_throw_token = static_cast<long>(v);
         else if (k == "eos_at") s.eos_at = static_cast<int>(v);
+        else if (k == "kv_blocks") s.kv_blocks = static_cast<int>(v);
+        else if (k == "tokens_per_block") s.tokens_per_block = std::max(1, static_cast<int>(v));
         else if (k.rfind("expect_", 0) == 0) s.expect[k.substr(7)] = v;
         else throw std::runtime_error("stand-in: unknown key in standin.cfg: " + k);
     }
@@ -445,9 +458,9 @@ public:
             auto now = Clock::now();
             std::vector<Response> out = std::move(ready_);
             ready_.clear();
-            completed_ += produce(now, out);
+            produce(now, out);
             if (!out.empty()) {
-                record_iteration(now);
+                close_iteration(iteration_.seen.empty() ? now : iteration_.end);
                 return out;
             }
             if (now >= deadline) return {};
@@ -515,15 +528,20 @@ private:
         return static_cast<TokenIdType>(mix(h ^ static_cast<std::uint64_t>(k)) % 32000);
     }
 
-    // Every token due by `now`, one Response each; returns the requests that finished.
-    SizeType32 produce(Clock::time_point now, std::vector<Response>& out) {
-        SizeType32 finished = 0;
+    // Every token due by `now`, one Response each, in due order; cut into iterations.
+    void produce(Clock::time_point now, std::vector<Response>& out) {
         for (;;) {
             auto it = std::min_element(active_.begin(), active_.end(),
                                        [](Active const& x, Active const& y) { return x.next_due < y.next_due; });
-            if (it == active_.end() || it->next_due > now) return finished;
+            if (it == active_.end() || it->next_due > now) return;
             Active& a = *it;
             auto due = a.next_due;
+            if (iteration_.seen.count(a.id)) close_iteration(iteration_.end);
+            iteration_.seen.insert(a.id);
+            iteration_.end = due;
+            // Its work began at its start (the first token) or at its previous token.
+            auto began = a.produced == 0 ? a.start : due - ms(schedule_.decode_ms);
+            iteration_.begin = iteration_.seen.size() == 1 ? began : std::min(iteration_.begin, began);
             long first = a.tokens.front();
             if (first == schedule_.await_throw_token) {
                 throw std::runtime_error("stand-in: awaitResponses failed (await_throw_token)");
@@ -537,6 +555,12 @@ private:
                 final = true;
             } else {
                 SizeType32 k = ++a.produced;
+                if (k == 1) {
+                    ++iteration_.ctx_requests;
+                    iteration_.ctx_tokens += static_cast<SizeType32>(a.tokens.size());
+                } else {
+                    ++iteration_.gen_requests;
+                }
                 Result r{};
                 TokenIdType tok = token(a, k);
                 FinishReason reason = FinishReason::kNOT_FINISHED;
@@ -567,29 +591,57 @@ private:
             }
             if (final) {
                 active_.erase(it);
-                ++finished;
+                ++iteration_.completed;
                 admit(due);
             }
         }
     }
 
-    void record_iteration(Clock::time_point now) {
+    // Records the iteration being cut, ending at `end`, with the gauges as they stand.
+    void close_iteration(Clock::time_point end) {
         IterationStats s{};
         s.timestamp = std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
-                                         now.time_since_epoch()).count());
+                                         end.time_since_epoch()).count());
         s.iter = iter_++;
-        s.iterLatencyMS = last_iter_ ? std::chrono::duration<double, std::milli>(now - *last_iter_).count() : 0.0;
+        auto began = iteration_.seen.empty() ? end : iteration_.begin;
+        if (last_iter_) began = std::max(began, *last_iter_);
+        s.iterLatencyMS = std::chrono::duration<double, std::milli>(std::max(end - began, Clock::duration{})).count();
         s.numActiveRequests = static_cast<SizeType32>(active_.size());
         s.numQueuedRequests = static_cast<SizeType32>(waiting_.size());
-        s.numCompletedRequests = std::exchange(completed_, 0);
+        s.numCompletedRequests = iteration_.completed;
         s.maxBatchSizeStatic = config_.getMaxBatchSize().value_or(0);
         s.maxNumTokensStatic = config_.getMaxNumTokens().value_or(0);
-        last_iter_ = now;
+        KvCacheStats kv{};
+        kv.maxNumBlocks = schedule_.kv_blocks;
+        kv.tokensPerBlock = schedule_.tokens_per_block;
+        for (auto const& a : active_) {
+            auto held = static_cast<SizeType32>(a.tokens.size()) + a.produced;
+            kv.usedNumBlocks += (held + kv.tokensPerBlock - 1) / kv.tokensPerBlock;
+        }
+        kv.freeNumBlocks = std::max<SizeType32>(kv.maxNumBlocks - kv.usedNumBlocks, 0);
+        kv.allocTotalBlocks = kv.usedNumBlocks;
+        s.kvCacheStats = kv;
+        InflightBatchingStats ib{};
+        ib.numScheduledRequests = iteration_.ctx_requests + iteration_.gen_requests;
+        ib.numContextRequests = iteration_.ctx_requests;
+        ib.numGenRequests = iteration_.gen_requests;
+        ib.numCtxTokens = iteration_.ctx_tokens;
+        ib.avgNumDecodedTokensPerIter = iteration_.gen_requests > 0 ? 1.0f : 0.0f;
+        s.inflightBatchingStats = ib;
+        last_iter_ = end;
+        iteration_ = {};
         stats_.push_back(std::move(s));
         while (static_cast<SizeType32>(stats_.size()) > std::max<SizeType32>(config_.getIterStatsMaxIterations(), 1)) {
             stats_.pop_front();
         }
     }
+
+    // The iteration being cut from the tokens due (see the top of the file).
+    struct Iteration {
+        std::set<IdType> seen;
+        Clock::time_point begin{}, end{};
+        SizeType32 ctx_requests = 0, ctx_tokens = 0, gen_requests = 0, completed = 0;
+    };
 
     ExecutorConfig config_;
     Schedule schedule_;
@@ -600,9 +652,9 @@ private:
     std::vector<Response> ready_;
     std::deque<IterationStats> stats_;
     std::optional<Clock::time_point> last_iter_;
+    Iteration iteration_;
     IdType next_id_ = 1;
     IterationType iter_ = 0;
-    SizeType32 completed_ = 0;
     bool shut_ = false;
 };
 
@@ -619,12 +671,32 @@ void Executor::cancelRequest(IdType requestId) { mImpl->cancel(requestId); }
 void Executor::shutdown() { mImpl->shutdown(); }
 std::deque<IterationStats> Executor::getLatestIterationStats() { return mImpl->stats(); }
 
+// As TensorRT-LLM's serializer names them: the members' names, null for an unset optional.
 std::string JsonSerialization::toJsonStr(IterationStats const& s) {
     std::ostringstream o;
     o << "{\"timestamp\":\"" << s.timestamp << "\",\"iter\":" << s.iter << ",\"iterLatencyMS\":" << s.iterLatencyMS
       << ",\"numActiveRequests\":" << s.numActiveRequests << ",\"numQueuedRequests\":" << s.numQueuedRequests
       << ",\"numCompletedRequests\":" << s.numCompletedRequests << ",\"maxBatchSizeStatic\":" << s.maxBatchSizeStatic
-      << ",\"maxNumTokensStatic\":" << s.maxNumTokensStatic << "}";
+      << ",\"maxNumTokensStatic\":" << s.maxNumTokensStatic << ",\"kvCacheStats\":";
+    if (auto const& kv = s.kvCacheStats) {
+        o << "{\"maxNumBlocks\":" << kv->maxNumBlocks << ",\"freeNumBlocks\":" << kv->freeNumBlocks
+          << ",\"usedNumBlocks\":" << kv->usedNumBlocks << ",\"tokensPerBlock\":" << kv->tokensPerBlock
+          << ",\"allocTotalBlocks\":" << kv->allocTotalBlocks << ",\"allocNewBlocks\":" << kv->allocNewBlocks
+          << ",\"reusedBlocks\":" << kv->reusedBlocks << ",\"missedBlocks\":" << kv->missedBlocks
+          << ",\"cacheHitRate\":" << kv->cacheHitRate << "}";
+    } else {
+        o << "null";
+    }
+    o << ",\"inflightBatchingStats\":";
+    if (auto const& ib = s.inflightBatchingStats) {
+        o << "{\"numScheduledRequests\":" << ib->numScheduledRequests << ",\"numContextRequests\":"
+          << ib->numContextRequests << ",\"numGenRequests\":" << ib->numGenRequests << ",\"numPausedRequests\":"
+          << ib->numPausedRequests << ",\"numCtxTokens\":" << ib->numCtxTokens << ",\"microBatchId\":"
+          << ib->microBatchId << ",\"avgNumDecodedTokensPerIter\":" << ib->avgNumDecodedTokensPerIter << "}";
+    } else {
+        o << "null";
+    }
+    o << "}";
     return o.str();
 }
 
