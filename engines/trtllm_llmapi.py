@@ -12,6 +12,10 @@ version has them (``SamplingParams.return_perf_metrics``), the request's
 ``RequestPerfMetrics`` timing (arrival, first scheduled, first and last token, on the
 C++ steady clock: CLOCK_MONOTONIC on Linux) is kept beside the harness's stamps.
 
+With ``--engine-arg enable_iter_perf_stats=true`` each ``step()`` also drains
+``LLM.get_stats(0)`` (the executor's iteration stats, the C++ ``IterationStats`` keys)
+and returns them as the step's :class:`hb.StepStats` (see ``STEP_STATS_SOURCE``).
+
 ``--engine-arg KEY=VALUE`` goes to the ``LLM`` constructor, typed from its args class
 (``TorchLlmArgs`` / ``TrtLlmArgs``); a config object (``kv_cache_config``,
 ``scheduler_config``, ...) takes JSON, e.g. ``kv_cache_config={"free_gpu_memory_fraction": 0.5}``.
@@ -23,7 +27,10 @@ never as a TensorRT-LLM result.
 """
 
 import importlib.metadata
+import json
+import math
 import os
+import sys
 import time
 import typing
 
@@ -31,6 +38,69 @@ import harness_bridge as hb
 
 COMMON_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config", "scheduler_config", "dtype",
                "tensor_parallel_size", "enable_chunked_prefill", "backend")
+
+
+# Where the step stats come from (SchedulerFacts.step_stats_source); the same mapping as
+# the C++ Executor path (src/engine/trtllm/iteration.rs).
+STEP_STATS_SOURCE = (
+    "TensorRT-LLM LLM.get_stats (iteration stats, with enable_iter_perf_stats=true), drained at each "
+    "step(): running/waiting = numActiveRequests/numQueuedRequests, kv_usage = kvCacheStats "
+    "usedNumBlocks/maxNumBlocks, prefill_requests/prefill_tokens = inflightBatchingStats "
+    "numContextRequests/numCtxTokens (the context tokens it scheduled), decode_requests = numGenRequests, "
+    "decode_tokens = numGenRequests plus specDecodingStats numDraftTokens where given, preempted = "
+    "numPausedRequests, spec_* = specDecodingStats numDraftTokens/numAcceptedTokens, engine_ms = "
+    "iterLatencyMS; no per-step prefix-cache figures (kvCacheStats reusedBlocks/missedBlocks count "
+    "blocks, not prompt tokens)"
+)
+
+# Gauges take the later iteration's value; every other StepStats key is a count.
+_GAUGES = ("running", "waiting", "kv_usage")
+
+
+def _count(v):
+    """A count as the stats hold it (None: absent, negative or not a number)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def step_stats(entries, last_iter):
+    """TensorRT-LLM iteration stats (``get_stats`` dicts or their JSON texts, oldest
+    first) as one :class:`hb.StepStats` dict, each iteration once (by its ``iter``
+    counter, after ``last_iter``). Returns ``(stats or None, the last iter seen)``."""
+    total = {}
+    for e in entries:
+        if isinstance(e, str):
+            e = json.loads(e)
+        n = e.get("iter")
+        if isinstance(n, int):
+            if last_iter is not None and n <= last_iter:
+                continue
+            last_iter = n
+        ifb = e.get("inflightBatchingStats") or {}
+        kv = e.get("kvCacheStats") or {}
+        spec = e.get("specDecodingStats") or {}
+        gen, drafts = _count(ifb.get("numGenRequests")), _count(spec.get("numDraftTokens"))
+        used, blocks = _count(kv.get("usedNumBlocks")), _count(kv.get("maxNumBlocks"))
+        ms = e.get("iterLatencyMS")
+        one = {
+            "engine_steps": 1,
+            "running": _count(e.get("numActiveRequests")),
+            "waiting": _count(e.get("numQueuedRequests")),
+            "preempted": _count(ifb.get("numPausedRequests")),
+            "prefill_requests": _count(ifb.get("numContextRequests")),
+            "prefill_tokens": _count(ifb.get("numCtxTokens")),
+            "decode_requests": gen,
+            # Each generating request computes one token, plus its drafts with speculation.
+            "decode_tokens": None if gen is None else gen + (drafts or 0),
+            "kv_usage": used / blocks if used is not None and blocks else None,
+            "spec_draft_tokens": drafts,
+            "spec_accepted_tokens": _count(spec.get("numAcceptedTokens")),
+            "engine_ms": float(ms) if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None,
+        }
+        for k, v in one.items():
+            if v is None:
+                continue
+            total[k] = v if k in _GAUGES or k not in total else total[k] + v
+    return total or None, last_iter
 
 
 def _is_engine_dir(model):
@@ -107,6 +177,11 @@ class TrtllmLlmApiAdapter(hb.StreamAdapter):
             raise hb.UsageError(f"tensorrt_llm.LLM rejected the engine args: {str(e).splitlines()[0]}") from None
         self.load_s = time.monotonic() - t0
         self.model = model
+        resolved = getattr(self.llm, "args", None)
+        # Iteration stats only where the LLM collects them (a cost TensorRT-LLM leaves off).
+        self.iter_stats = bool(getattr(resolved, "enable_iter_perf_stats", opts.get("enable_iter_perf_stats")))
+        self.last_iter = None
+        self.submitted = False
         # TensorRT-LLM's results await on the loop that iterates them.
         self.lt = hb.LoopThread("trtllm-loop")
 
@@ -136,6 +211,8 @@ class TrtllmLlmApiAdapter(hb.StreamAdapter):
             "streaming": "generate_async(streaming=True): cumulative token_ids per update, each update stamped "
                          "on arrival on the adapter's loop thread with its new-token count",
             "load_s": round(self.load_s, 3),
+            "step_stats": ("LLM.get_stats, drained at each step()" if self.iter_stats else
+                           "none: pass --engine-arg enable_iter_perf_stats=true for the iteration stats"),
         }
         notes = []
         if self.stand_in:
@@ -151,6 +228,7 @@ class TrtllmLlmApiAdapter(hb.StreamAdapter):
                 "max_running": getattr(resolved, "max_batch_size", None),
                 "chunked_prefill": getattr(resolved, "enable_chunked_prefill", None),
                 "prefix_caching": getattr(getattr(resolved, "kv_cache_config", None), "enable_block_reuse", None),
+                "step_stats_source": STEP_STATS_SOURCE if self.iter_stats else None,
             })
 
     def submit(self, rid, prompt_token_ids, output_len, min_tokens, ignore_eos, temperature, seed, return_token_ids):
@@ -160,6 +238,22 @@ class TrtllmLlmApiAdapter(hb.StreamAdapter):
                     "seed": seed if temperature > 0 else None, "logprobs": 2 if return_token_ids else None}
         kw.update({k: v for k, v in optional.items() if v is not None and k in self.sp_fields})
         self._launch(_Req(rid, return_token_ids), list(prompt_token_ids), self._SamplingParams(**kw))
+        self.submitted = True
+
+    def step(self, timeout_s):
+        res = super().step(timeout_s)
+        # Before the first submit TensorRT-LLM has no stats queue and warns on each call.
+        if not (self.iter_stats and self.submitted):
+            return res
+        try:
+            entries = self.llm.get_stats(0)
+            stats, self.last_iter = step_stats(entries or (), self.last_iter)
+        except Exception as e:  # the stats are a view on the run, never a reason to fail it
+            self.iter_stats = False
+            print(f"[llm-harness] TensorRT-LLM iteration stats: {type(e).__name__}: {e}; steps.jsonl lacks them "
+                  "from here on", file=sys.stderr)
+            return res
+        return res if stats is None else (res[0], res[1], stats)
 
     async def _open(self, req, prompt, sp):
         req.handle = self.llm.generate_async({"prompt_token_ids": prompt}, sampling_params=sp, streaming=True)

@@ -119,6 +119,78 @@ fn multi_token_chunks_are_counted_and_stamped_exactly() {
         .contains("0.5"));
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
     assert!(summary.contains("CALIBRATION INSTRUMENT"), "{summary}");
+    // Without enable_iter_perf_stats the LLM keeps no iteration stats: none claimed.
+    assert!(
+        run["engine"]["scheduler"]
+            .get("step_stats_source")
+            .is_none(),
+        "{}",
+        run["engine"]
+    );
+}
+
+/// With enable_iter_perf_stats the steps carry the LLM's iteration stats (get_stats),
+/// which the stand-in computes from its schedule: every prompt prefilled once, every
+/// token after a request's first decoded once, one KV block per request.
+#[test]
+fn iteration_stats_reach_the_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (n, input, output) = (6u64, 8u64, 10u64);
+    standin_run(tmp.path(), &out)
+        .args(["--batch", "3", "--num-requests", "6", "--output-len", "10"])
+        .args([
+            "--engine-arg",
+            "enable_iter_perf_stats=true",
+            "--engine-arg",
+            "standin_tokens_per_update=2",
+            "--engine-arg",
+            "standin_step_ms=10",
+        ])
+        .assert()
+        .success();
+    let run = json(&out.join("run.json"));
+    let source = run["engine"]["scheduler"]["step_stats_source"].as_str();
+    assert!(
+        source.unwrap_or("").contains("LLM.get_stats"),
+        "{}",
+        run["engine"]
+    );
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sum = |k: &str| -> u64 { steps.iter().filter_map(|s| s[k].as_u64()).sum() };
+    let produced: u64 = records(&out).iter().map(output_tokens).sum();
+    assert_eq!(produced, n * output);
+    assert_eq!(sum("prefill_requests"), n, "{steps:?}");
+    assert_eq!(sum("prefill_tokens"), n * input);
+    assert_eq!(sum("decode_requests"), produced - n);
+    assert_eq!(sum("decode_tokens"), produced - n);
+    assert_eq!(sum("preempted"), 0);
+    // Two tokens per update: two iterations per executor step, ten per request.
+    assert!(sum("engine_steps") >= 2 * output, "{steps:?}");
+    let gauge = |s: &serde_json::Value, k: &str| s[k].as_f64();
+    assert!(steps
+        .iter()
+        .all(|s| gauge(s, "running") <= Some(3.0) && gauge(s, "waiting") <= Some(0.0)));
+    let kv = steps
+        .iter()
+        .filter_map(|s| gauge(s, "kv_usage"))
+        .fold(0.0, f64::max);
+    assert_eq!(kv, 0.003, "{steps:?}");
+    // The last iteration's stats may come with an earlier step than its last token.
+    let last = steps
+        .iter()
+        .rev()
+        .find(|s| s.get("running").is_some())
+        .unwrap();
+    assert_eq!(
+        (gauge(last, "running"), gauge(last, "kv_usage")),
+        (Some(0.0), Some(0.0)),
+        "{last}"
+    );
 }
 
 #[test]

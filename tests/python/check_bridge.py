@@ -12,6 +12,7 @@ plain asserts, exits non-zero on the first failure, prints ``check_bridge: ok`` 
 import asyncio
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import re
@@ -402,5 +403,23 @@ with tempfile.TemporaryDirectory() as model:
     assert trt.in_flight() == 0
     trt.shutdown()
     trt.shutdown()
+
+# TensorRT-LLM's iteration stats as step stats: gauges from the later iteration, counts
+# summed, drafts added to decode tokens, an iteration seen before left out.
+step_stats = adapters["trtllm_llmapi"].step_stats
+its = [{"iter": 4, "numActiveRequests": 2, "numQueuedRequests": 1, "iterLatencyMS": 1.5,
+        "kvCacheStats": {"maxNumBlocks": 10, "usedNumBlocks": 2},
+        "inflightBatchingStats": {"numContextRequests": 1, "numCtxTokens": 12, "numGenRequests": 1,
+                                  "numPausedRequests": 0}},
+       json.dumps({"iter": 5, "numActiveRequests": 2, "numQueuedRequests": 0, "iterLatencyMS": 2.5,
+                   "kvCacheStats": {"maxNumBlocks": 10, "usedNumBlocks": 3},
+                   "inflightBatchingStats": {"numContextRequests": 0, "numCtxTokens": 0, "numGenRequests": 2,
+                                             "numPausedRequests": 1},
+                   "specDecodingStats": {"numDraftTokens": 4, "numAcceptedTokens": 3}})]
+got, last = step_stats(its, 3)
+assert last == 5 and got == {"engine_steps": 2, "running": 2, "waiting": 0, "preempted": 1, "prefill_requests": 1,
+                             "prefill_tokens": 12, "decode_requests": 3, "decode_tokens": 7, "kv_usage": 0.3,
+                             "spec_draft_tokens": 4, "spec_accepted_tokens": 3, "engine_ms": 4.0}, got
+assert step_stats(its, 5) == (None, 5)
 
 print("check_bridge: ok")

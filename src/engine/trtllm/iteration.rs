@@ -9,6 +9,7 @@ use crate::core::step::StepStats;
 use serde::Deserialize;
 
 /// Where each step record's engine fields come from (`SchedulerFacts::step_stats_source`).
+#[cfg(feature = "trtllm")]
 pub const SOURCE: &str = "TensorRT-LLM Executor::getLatestIterationStats, read at each take \
     (the Executor keeps up to ExecutorConfig iterStatsMaxIterations between reads: the \
     default 1000, which the harness leaves on): running/waiting = numActiveRequests/\

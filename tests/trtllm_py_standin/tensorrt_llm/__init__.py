@@ -11,6 +11,10 @@ from typing import Any, Optional
 HARNESS_STAND_IN = True
 __version__ = "1.2.0-standin"
 
+# The KV cache its iteration stats report: blocks of this many tokens, this many blocks.
+TOKENS_PER_BLOCK = 32
+KV_BLOCKS = 1000
+
 
 @dataclasses.dataclass
 class SamplingParams:
@@ -134,6 +138,12 @@ class LLM:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._iter = 0
+        # Iteration stats (with enable_iter_perf_stats): dicts with the C++ IterationStats
+        # keys, as TensorRT-LLM's get_stats returns them, until get_stats drains them.
+        self.iter_perf_stats = bool(kwargs.get("enable_iter_perf_stats", False))
+        self._stats = []
+        self._stats_iter = 0
+        self._sends = []
         # The executor: tokens are produced here, on a thread of its own.
         self._thread = threading.Thread(target=self._executor, name="standin-executor", daemon=True)
         self._thread.start()
@@ -156,8 +166,17 @@ class LLM:
             with self._lock:
                 active = list(self._active)
             self._iter += 1
-            for r in active:
-                self._advance(r)
+            made = [(r, r._produced, self._advance(r)) for r in active]
+            # The step's stats before its tokens, so whoever sees a token can read its step.
+            if self.iter_perf_stats and active:
+                self._record(made)
+            sends, self._sends = self._sends, []
+            for r, args in sends:
+                r._loop.call_soon_threadsafe(r._deliver, *args)
+
+    def _send(self, r, *args):
+        """Hands an update to the request's loop once the executor step is done."""
+        self._sends.append((r, args))
 
     def _advance(self, r):
         sp = r.sampling_params
@@ -165,13 +184,13 @@ class LLM:
         r._stamps.setdefault("first_scheduled_time", now)
         if r._aborted:
             self._retire(r)
-            r._loop.call_soon_threadsafe(r._deliver, [], True)
+            self._send(r, [], True)
             r.outputs[0].finish_reason = "cancelled"
-            return
+            return 0
         if self.fail_request is not None and r.id == int(self.fail_request) and r._produced > 0:
             self._retire(r)
-            r._loop.call_soon_threadsafe(r._deliver, [], False, f"stand-in executor error in request {r.id}")
-            return
+            self._send(r, [], False, f"stand-in executor error in request {r.id}")
+            return 0
         n = min(self.per_update, sp.max_tokens - r._produced)
         tokens = [r.prompt_token_ids[(r._produced + k) % len(r.prompt_token_ids)] for k in range(n)]
         r._produced += n
@@ -192,7 +211,44 @@ class LLM:
                                   r._stamps["last_token_time"]),
                     KvCacheMetrics(num_total_allocated_blocks=1),
                     first_iter=r._stamps["first_iter"], last_iter=self._iter)
-        r._loop.call_soon_threadsafe(r._deliver, tokens, done)
+        self._send(r, tokens, done)
+        return n
+
+    def _record(self, made):
+        """One executor step's iteration stats: a step that gave a request n tokens stands
+        for n iterations, each computing one token per request; a request's first token
+        is its context phase (its whole prompt), every later one a generation step. The
+        gauges are as the step leaves them; iterLatencyMS is the step's share."""
+        with self._lock:
+            active = list(self._active)
+        used = sum(-(-(len(r.prompt_token_ids) + r._produced) // TOKENS_PER_BLOCK) for r in active)
+        rounds = max(n for _, _, n in made)
+        stats = []
+        for j in range(rounds):
+            ctx = [r for r, before, n in made if j < n and before + j == 0]
+            gen = sum(1 for r, before, n in made if j < n and before + j > 0)
+            stats.append({
+                "timestamp": str(time.monotonic_ns() // 1000), "iter": self._stats_iter,
+                "iterLatencyMS": self.step_s * 1e3 / rounds,
+                "numActiveRequests": len(active), "numQueuedRequests": 0,
+                "numCompletedRequests": sum(1 for r, _, n in made if n and r not in active) if j == rounds - 1 else 0,
+                "kvCacheStats": {"maxNumBlocks": KV_BLOCKS, "freeNumBlocks": KV_BLOCKS - used,
+                                 "usedNumBlocks": used, "tokensPerBlock": TOKENS_PER_BLOCK},
+                "inflightBatchingStats": {"numScheduledRequests": len(ctx) + gen, "numContextRequests": len(ctx),
+                                          "numGenRequests": gen, "numPausedRequests": 0,
+                                          "numCtxTokens": sum(len(r.prompt_token_ids) for r in ctx)},
+                "specDecodingStats": None,
+            })
+            self._stats_iter += 1
+        with self._lock:
+            self._stats.extend(stats)
+
+    def get_stats(self, timeout):
+        """The iteration stats since the last call (TensorRT-LLM waits up to ``timeout``
+        for them; these are ready or absent)."""
+        with self._lock:
+            out, self._stats = self._stats, []
+        return out
 
     def _retire(self, r):
         with self._lock:

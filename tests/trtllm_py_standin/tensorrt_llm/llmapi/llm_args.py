@@ -34,6 +34,7 @@ class TorchLlmArgs:
         "enable_chunked_prefill": _Field(bool),
         "tensor_parallel_size": _Field(int),
         "kv_cache_config": _Field(Optional[KvCacheConfig]),
+        "enable_iter_perf_stats": _Field(bool),
         # Stand-in knobs (not TensorRT-LLM's):
         "standin_tokens_per_update": _Field(int),
         "standin_step_ms": _Field(float),
@@ -50,7 +51,8 @@ class ResolvedArgs:
     """What ``LLM.args`` holds in TensorRT-LLM: the args with its defaults filled in
     (max_batch_size 2048, chunked prefill off, a default KvCacheConfig)."""
 
-    DEFAULTS = {"max_batch_size": 2048, "max_num_tokens": 8192, "enable_chunked_prefill": False}
+    DEFAULTS = {"max_batch_size": 2048, "max_num_tokens": 8192, "enable_chunked_prefill": False,
+                "enable_iter_perf_stats": False}
 
     def __init__(self, model, **kw):
         self.model = model
