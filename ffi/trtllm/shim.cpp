@@ -128,6 +128,8 @@ std::unique_ptr<Executor> create_executor(rust::Str engine_dir, ExecutorSettings
     tle::KvCacheConfig kv(s.enable_block_reuse);
     if (s.kv_cache_free_gpu_memory_fraction > 0.0f) kv.setFreeGpuMemoryFraction(s.kv_cache_free_gpu_memory_fraction);
     tle::SchedulerConfig scheduler(s.scheduler_policy);
+    // iterStatsMaxIterations stays at its default (1000): the iteration stats the step
+    // records read (latest_iteration_stats) are kept between reads.
     tle::ExecutorConfig config(/*maxBeamWidth=*/1, scheduler, kv, s.enable_chunked_context);
     if (s.max_batch_size > 0) config.setMaxBatchSize(s.max_batch_size);
     if (s.max_num_tokens > 0) config.setMaxNumTokens(s.max_num_tokens);

@@ -23,6 +23,9 @@
 //! time points (arrival, first scheduled, first token, last token: steady_clock, which
 //! is CLOCK_MONOTONIC on Linux) are recorded beside the harness's stamps as
 //! [`EngineStamps`](super::EngineStamps), never used for the harness's metrics.
+//!
+//! Each `take_step_stats` drains the Executor's iteration stats
+//! (`getLatestIterationStats`) into the step record (`trtllm/iteration.rs`).
 
 #[cfg(feature = "trtllm")]
 mod ffi;
