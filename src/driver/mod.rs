@@ -705,7 +705,10 @@ impl Timeline {
         if self.pending.len() <= keep {
             return Ok(());
         }
-        let rest = self.pending.split_off(self.pending.len() - keep);
+        // The records kept back go into a buffer of full size, so the next steps push
+        // without growing it.
+        let mut rest = Vec::with_capacity(STEP_BATCH + keep);
+        rest.extend(self.pending.drain(self.pending.len() - keep..));
         let batch = std::mem::replace(&mut self.pending, rest);
         w.append_steps(batch)
     }
