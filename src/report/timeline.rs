@@ -384,6 +384,18 @@ pub fn step_plots(
 
 type Area<'a, DB> = DrawingArea<DB, plotters::coord::Shift>;
 
+/// A gauge read after each step, as a staircase: each value holds until the next.
+fn held(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        if i > 0 {
+            out.push((x, points[i - 1].1));
+        }
+        out.push((x, y));
+    }
+    out
+}
+
 fn draw_steps<DB: DrawingBackend>(
     root: &Area<DB>,
     label: &str,
@@ -396,27 +408,31 @@ where
     root.fill(&WHITE).map_err(e)?;
     let panels = root.split_evenly((3, 1));
     let t0 = steps.first().map_or(0, |s| s.start_ns.0);
-    let t = |s: &StepRecord| s.end_ns.0.saturating_sub(t0) as f64 / 1e9;
+    let at = |ns: u64| ns.saturating_sub(t0) as f64 / 1e9;
+    let t = |s: &StepRecord| at(s.end_ns.0);
     let t_max = steps.last().map_or(1.0, |s| t(s)).max(1e-6);
     let blue = RGBColor(0, 114, 178);
     let orange = RGBColor(230, 159, 0);
     let green = RGBColor(0, 158, 115);
 
-    // 1: batch (requests computed) or in flight, and the waiting queue.
+    // 1: batch (requests computed) or in flight, and the waiting queue. The batch is
+    // drawn over each step's span; the gauges hold from one step's end to the next.
     let batch: Vec<(f64, f64)> = steps
         .iter()
-        .map(|s| {
+        .flat_map(|s| {
             let b = crate::metrics::steps::batch(s).unwrap_or(f64::from(s.in_flight));
-            (t(s), b)
+            [(at(s.start_ns.0), b), (t(s), b)]
         })
         .collect();
     let reported = steps
         .iter()
         .any(|s| crate::metrics::steps::batch(s).is_some());
-    let waiting: Vec<(f64, f64)> = steps
-        .iter()
-        .filter_map(|s| Some((t(s), f64::from(s.engine.waiting?))))
-        .collect();
+    let waiting = held(
+        steps
+            .iter()
+            .filter_map(|s| Some((t(s), f64::from(s.engine.waiting?))))
+            .collect(),
+    );
     let y_max = batch
         .iter()
         .chain(&waiting)
@@ -460,10 +476,12 @@ where
         .map_err(e)?;
 
     // 2: KV-cache usage.
-    let kv: Vec<(f64, f64)> = steps
-        .iter()
-        .filter_map(|s| Some((t(s), s.engine.kv_usage? * 100.0)))
-        .collect();
+    let kv = held(
+        steps
+            .iter()
+            .filter_map(|s| Some((t(s), s.engine.kv_usage? * 100.0)))
+            .collect(),
+    );
     let mut c = ChartBuilder::on(&panels[1])
         .caption(
             if kv.is_empty() {
@@ -546,4 +564,18 @@ where
         .draw()
         .map_err(e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held;
+
+    #[test]
+    fn a_gauge_holds_its_value_until_the_next_step() {
+        assert_eq!(
+            held(vec![(1.0, 32.0), (3.0, 0.0), (4.0, 5.0)]),
+            vec![(1.0, 32.0), (3.0, 32.0), (3.0, 0.0), (4.0, 0.0), (4.0, 5.0)]
+        );
+        assert!(held(Vec::new()).is_empty());
+    }
 }
