@@ -470,6 +470,75 @@ fn vllm_steps_agree_with_the_trace(out: &Path, recs: &[Value], input_len: u64) {
 }
 
 #[test]
+#[ignore = "needs the vllm venv and the tiny model: scripts/test.sh sets them up and runs it"]
+fn vllm_steps_count_preemptions_and_ngram_drafts_when_the_kv_cache_runs_short() {
+    // One load for both: a KV cache of 20 blocks cannot hold 16 requests of 256
+    // tokens, so vLLM preempts; ngram speculation (prompt lookup) runs on the CPU build.
+    let (Some(model), Some(_)) = (need("tiny-gemma3"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("preempt");
+    let o = harness()
+        .args(["run", "--engine", "vllm", "--model"])
+        .arg(&model)
+        .args(["--batch", "16", "--num-requests", "16", "--warmup", "0"])
+        .args(["--input-len", "16", "--output-len", "240", "--ignore-eos"])
+        .args(["--engine-arg", "num_gpu_blocks_override=20"])
+        .args(["--engine-arg", "max_model_len=512"])
+        .args([
+            "--engine-arg",
+            r#"speculative_config={"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":3,"prompt_lookup_min":1}"#,
+        ])
+        .args(["--no-progress", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let terminal = common::terminal(&o);
+    assert!(terminal.contains("the engine preempted"), "{terminal}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 16);
+    assert!(recs.iter().all(|r| output_tokens(r) == 240));
+    let steps: Vec<Value> = std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sum = |k: &str| steps.iter().filter_map(|st| st[k].as_u64()).sum::<u64>();
+    let (preempted, drafts, accepted) = (
+        sum("preempted"),
+        sum("spec_draft_tokens"),
+        sum("spec_accepted_tokens"),
+    );
+    eprintln!(
+        "{} steps: {preempted} preemptions, {drafts} drafts, {accepted} accepted",
+        steps.len()
+    );
+    assert!(preempted > 0, "no preemption with 20 KV blocks");
+    assert!(
+        drafts > 0 && accepted <= drafts,
+        "{drafts} drafts, {accepted} accepted"
+    );
+    assert_eq!(sum("tokens"), 16 * 240);
+    let peak = steps
+        .iter()
+        .filter_map(|st| st["kv_usage"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(peak > 0.8 && peak <= 1.0, "KV peak {peak}");
+    // The point's figures are the records' sums.
+    let p = &json(&out.join("summary.json"))["points"][0];
+    assert_eq!(p["preemptions"].as_f64(), Some(preempted as f64));
+    let acceptance = p["spec_acceptance"].as_f64().unwrap();
+    assert!(
+        (acceptance - accepted as f64 / drafts as f64).abs() < 1e-9,
+        "{acceptance}"
+    );
+}
+
+#[test]
 #[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
 fn vllm_conversations_resend_the_engines_replies_and_hit_its_cache_by_turn() {
     let (Some(model), Some(_)) = (need("gemma-3-270m"), need("venv")) else {
