@@ -1032,11 +1032,7 @@ fn step_figures_recompute_from_the_step_records_and_no_timeline_turns_them_off()
         serde_json::from_slice(&std::fs::read(out.join(name)).unwrap()).unwrap()
     };
     let summary = json("summary.json");
-    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = common::steps(&out);
     let requests = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
     for (i, p) in summary["points"].as_array().unwrap().iter().enumerate() {
         let mine: Vec<&serde_json::Value> =

@@ -196,11 +196,7 @@ fn sweep_batch_1_and_8_same_tokens_exact_lengths_quiet_terminal() {
 /// steps.jsonl of a llama.cpp sweep against its requests: the harness's slot scheduler
 /// fills every step record, and its counts add up to the trace.
 fn llamacpp_steps_agree_with_the_trace(out: &Path, recs: &[Value], slots: u64) {
-    let steps: Vec<Value> = std::fs::read_to_string(out.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = common::steps(out);
     let n = |st: &Value, k: &str| {
         st[k]
             .as_u64()

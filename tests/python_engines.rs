@@ -406,11 +406,7 @@ fn vllm_real_model_sweep_counts_and_engine_agreement() {
 /// steps.jsonl of a vLLM run (no preemption, no speculation) against its requests:
 /// vLLM's stat logger fills every step record, and its counts add up to the trace.
 fn vllm_steps_agree_with_the_trace(out: &Path, recs: &[Value], input_len: u64) {
-    let text = std::fs::read_to_string(out.join("steps.jsonl")).unwrap();
-    let steps: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = common::steps(out);
     assert!(!steps.is_empty());
     let mut points = std::collections::BTreeMap::<u64, Vec<&Value>>::new();
     for st in &steps {
@@ -502,11 +498,7 @@ fn vllm_steps_count_preemptions_and_ngram_drafts_when_the_kv_cache_runs_short() 
     let recs = records(&out);
     assert_eq!(recs.len(), 16);
     assert!(recs.iter().all(|r| output_tokens(r) == 240));
-    let steps: Vec<Value> = std::fs::read_to_string(out.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = common::steps(&out);
     let sum = |k: &str| steps.iter().filter_map(|st| st[k].as_u64()).sum::<u64>();
     let (preempted, drafts, accepted) = (
         sum("preempted"),
@@ -805,11 +797,9 @@ fn hf_real_model_exact_counts_and_parity_with_vllm() {
     // Its static batches step by step: one prefill per batch (every prompt token, no
     // padding counted), then one decode token per row; the first token of each
     // request comes from its prefill.
-    let steps: Vec<Value> = std::fs::read_to_string(out.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|st: &Value| st.get("engine_steps").is_some())
+    let steps: Vec<Value> = common::steps(&out)
+        .into_iter()
+        .filter(|st| st.get("engine_steps").is_some())
         .collect();
     let sum = |k: &str| steps.iter().map(|st| st[k].as_u64().unwrap()).sum::<u64>();
     let prompt: u64 = recs.iter().map(|r| r["input_len"].as_u64().unwrap()).sum();

@@ -218,11 +218,7 @@ fn sglang_real_model_sweep_exact_counts_meta_info_and_no_process_left() {
 /// land in the polls that read them, and their prefill counter adds up to the prompt
 /// tokens the radix cache did not serve.
 fn sglang_steps_agree_with_the_trace(out: &Path, recs: &[serde_json::Value]) {
-    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = common::steps(out);
     for (point, batch) in [(0u64, 1u64), (1, 8)] {
         let steps: Vec<_> = steps.iter().filter(|st| st["point"] == point).collect();
         let reqs: Vec<_> = recs.iter().filter(|r| r["point"] == point).collect();

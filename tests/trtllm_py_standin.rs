@@ -156,11 +156,7 @@ fn iteration_stats_reach_the_steps() {
         "{}",
         run["engine"]
     );
-    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = common::steps(&out);
     let sum = |k: &str| -> u64 { steps.iter().filter_map(|s| s[k].as_u64()).sum() };
     let produced: u64 = records(&out).iter().map(output_tokens).sum();
     assert_eq!(produced, n * output);

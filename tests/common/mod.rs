@@ -72,12 +72,22 @@ pub fn json(p: &Path) -> Value {
         .unwrap()
 }
 
-pub fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("requests.jsonl"))
-        .unwrap()
+/// The lines of a JSON-lines file of a result directory.
+pub fn jsonl(dir: &Path, file: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+pub fn records(dir: &Path) -> Vec<Value> {
+    jsonl(dir, "requests.jsonl")
+}
+
+/// The step records (`steps.jsonl`).
+pub fn steps(dir: &Path) -> Vec<Value> {
+    jsonl(dir, "steps.jsonl")
 }
 
 /// The `Error: ...` line a failed harness run printed (empty when there is none).
