@@ -162,6 +162,22 @@ class StepStats(typing.TypedDict, total=False):
     engine_ms: float
 
 
+#: The :class:`StepStats` keys that are gauges; every other key is a count.
+STEP_GAUGES = frozenset(("running", "waiting", "kv_usage"))
+
+
+def fold_step_stats(held: typing.Optional[StepStats], step: StepStats) -> StepStats:
+    """Adds ``step`` to ``held`` (the stats of the steps before it since the last
+    ``step()``, or None), as src/core/step.rs ``StepStats::fold`` does: gauges take the
+    later value, counts add; a None value is no figure. Returns the folded stats."""
+    if held is None:
+        held = {}
+    for k, v in step.items():
+        if v is not None:
+            held[k] = v if k in STEP_GAUGES or k not in held else held[k] + v
+    return held
+
+
 #: ``step()``'s value: the packed events and the finish details of those that finished,
 #: optionally followed by the step's :class:`StepStats` (or None), parsed in the same
 #: call, so reporting them costs no second crossing.

@@ -53,10 +53,6 @@ STEP_STATS_SOURCE = (
     "blocks, not prompt tokens)"
 )
 
-# Gauges take the later iteration's value; every other StepStats key is a count.
-_GAUGES = ("running", "waiting", "kv_usage")
-
-
 def _count(v):
     """A count as the stats hold it (None: absent, negative or not a number)."""
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
@@ -66,7 +62,7 @@ def step_stats(entries, last_iter):
     """TensorRT-LLM iteration stats (``get_stats`` dicts or their JSON texts, oldest
     first) as one :class:`hb.StepStats` dict, each iteration once (by its ``iter``
     counter, after ``last_iter``). Returns ``(stats or None, the last iter seen)``."""
-    total = {}
+    total = None
     for e in entries:
         if isinstance(e, str):
             e = json.loads(e)
@@ -96,11 +92,8 @@ def step_stats(entries, last_iter):
             "spec_accepted_tokens": _count(spec.get("numAcceptedTokens")),
             "engine_ms": float(ms) if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None,
         }
-        for k, v in one.items():
-            if v is None:
-                continue
-            total[k] = v if k in _GAUGES or k not in total else total[k] + v
-    return total or None, last_iter
+        total = hb.fold_step_stats(total, one)
+    return total, last_iter
 
 
 def _is_engine_dir(model):

@@ -95,11 +95,8 @@ class _StepLogger:
                 # preempted as far as vLLM reports, and the field stays absent then.
                 if iteration_stats is not None:
                     d["preempted"] = iteration_stats.num_preempted_reqs
-                if self.last is None:
-                    self.last = d
-                else:  # two records before one step() returned (not seen in lock-step): keep the later gauges
-                    for k, v in d.items():
-                        self.last[k] = v if k in ("running", "waiting", "kv_usage") else self.last.get(k, 0) + v
+                # Two records before one step() returned (not seen in lock-step) fold.
+                self.last = hb.fold_step_stats(self.last, d)
 
             def log_engine_initialized(self):
                 pass
