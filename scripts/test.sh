@@ -15,6 +15,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --llamacpp
 scripts/setup.sh sglang --venv-only
 export LLM_HARNESS_REQUIRE_ENGINES=1
+# ptxas, for the test that the calibration engine's spin kernel assembles (from the
+# same PyPI CUDA wheels as the TensorRT-LLM shim's headers).
+PTXAS="${PTXAS:-$(scripts/setup.d/cuda_headers.sh | tail -n1)/bin/ptxas}"
+export PTXAS
 cargo test --locked --all-targets "$@"
 # The real-engine tests, the engine contract's real engines (tests/contract) among them.
 cargo test --locked --test python_engines --test sglang --test contract "$@" -- --ignored

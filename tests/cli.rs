@@ -540,6 +540,37 @@ fn engines_lists_the_calibration_engine() {
     );
 }
 
+/// `device=cuda` on a host without a GPU: exit 2, one line naming what is missing and
+/// the fix, nothing created. Bad device values are refused the same way.
+#[test]
+fn calibration_on_a_gpu_is_refused_where_there_is_none() {
+    if Path::new("/proc/driver/nvidia").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver (scripts/gpu_check.sh runs there)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut c = calib(&out);
+    c.args(["--engine-arg", "device=cuda"]);
+    usage_error(
+        c,
+        "--engine calibration cannot run here: device=cuda:0: no CUDA driver (libcuda.so not found); run it on a host with an NVIDIA GPU and driver, or drop device=",
+    );
+    assert!(!out.exists());
+    for (arg, needle) in [
+        (
+            "device=gpu",
+            "--engine-arg device=gpu: expected cpu, cuda or cuda:N",
+        ),
+        ("mem_gib=2", "--engine-arg mem_gib needs device=cuda[:N]"),
+    ] {
+        let mut c = calib(&out);
+        c.args(["--engine-arg", arg]);
+        usage_error(c, needle);
+        assert!(!out.exists(), "{arg}");
+    }
+}
+
 /// The product's own example without TensorRT-LLM built in: exit 2, one line saying how
 /// to build it, nothing written; `harness engines` says the same.
 #[cfg(not(feature = "trtllm"))]

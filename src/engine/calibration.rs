@@ -40,6 +40,16 @@
 //! `prompt[k % len]`), the same rule as the Python test adapter, so `harness parity`
 //! can be checked between the two without a model.
 //!
+//! # On a GPU
+//! `device=cuda[:N]` runs every step on CUDA device N (default 0): the step launches a
+//! spin kernel for its scheduled time on the engine's own stream ([`crate::gpu::spin`])
+//! and waits for it, one step per `poll`, as a GPU engine's `step()` does; the next
+//! step starts at the next call, so the harness's time between calls is time the GPU
+//! waits. The stream is reported to the harness like any GPU engine's, so CUDA-event
+//! time per step must read the schedule. `mem_gib=G` holds G GiB of device memory for
+//! the engine's life (a known answer for memory telemetry). Without a usable device,
+//! `device=cuda` is refused before anything is created.
+//!
 //! # Fault injection (engine args)
 //! `fail_at_step=K` makes step K fail the whole engine; `fail_request=ID` ends that
 //! request with an error at its first token; `drop_request=ID` silently never
@@ -48,11 +58,12 @@
 mod prefix_cache;
 
 use super::{
-    Availability, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec, Finish,
-    GenRequest, SchedulerFacts, StepStats, TokenEvent,
+    Availability, CudaPlacement, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec,
+    Finish, GenRequest, SchedulerFacts, StepStats, TokenEvent, Unavailable,
 };
 use crate::core::clock::{self, MonoNs};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
+use crate::gpu::spin::{self, SpinKernel, StepDevice};
 use prefix_cache::PrefixCache;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -63,9 +74,43 @@ pub static SPEC: EngineSpec = EngineSpec::new(
     "known-answer instrument: tokens on an exact schedule (tests, harness overhead)",
     EngineKind::Step,
     crate::engine::ModelInput::None,
-    |_| Availability::usable("built in", Some(env!("CARGO_PKG_VERSION").into())),
+    availability,
     |c| Ok(Box::new(CalibrationEngine::load(c)?)),
 );
+
+/// Built in; with `device=cuda[:N]`, only where that device can run the spin kernel.
+fn availability(config: &EngineConfig) -> Availability {
+    let version = Some(env!("CARGO_PKG_VERSION").into());
+    let device = config.engine_args.iter().rev().find(|(k, _)| k == "device");
+    match device.map(|(_, v)| parse_device(v)) {
+        Some(Ok(Some(n))) => match spin::usable(n) {
+            Ok(()) => Availability::usable(format!("built in, on CUDA device {n}"), version),
+            Err(why) => Availability::unusable(
+                "built in",
+                Unavailable::Host(format!(
+                    "device=cuda:{n}: {why}; run it on a host with an NVIDIA GPU and driver, \
+                     or drop device= to run on the host"
+                )),
+            ),
+        },
+        // A bad value is the schedule's to report when it loads.
+        _ => Availability::usable("built in", version),
+    }
+}
+
+/// `cpu`/`host`: `None`; `cuda` or `cuda:N`: the CUDA ordinal.
+fn parse_device(v: &str) -> Result<Option<usize>, ()> {
+    match v.to_ascii_lowercase().as_str() {
+        "cpu" | "host" => Ok(None),
+        "cuda" => Ok(Some(0)),
+        d => d
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n < 1024)
+            .map(Some)
+            .ok_or(()),
+    }
+}
 
 /// The schedule and faults, from `--engine-arg KEY=VALUE`.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +135,10 @@ pub struct Schedule {
     pub prefix_cache_tokens: u64,
     /// Tokens per cached block.
     pub block_size: usize,
+    /// The CUDA device the steps run on (`device=cuda:N`); `None`: on the host.
+    pub device: Option<usize>,
+    /// Device memory held for the engine's life, GiB (with a device).
+    pub mem_gib: f64,
 }
 
 impl Default for Schedule {
@@ -110,6 +159,8 @@ impl Default for Schedule {
             output_lag: false,
             prefix_cache_tokens: 0,
             block_size: 16,
+            device: None,
+            mem_gib: 0.0,
         }
     }
 }
@@ -119,7 +170,8 @@ const MAX_STEP_MS: f64 = 60_000.0;
 
 const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
                     decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step, \
-                    jitter_pct, jitter_seed, output_lag, prefix_cache_tokens, block_size";
+                    jitter_pct, jitter_seed, output_lag, prefix_cache_tokens, block_size, device, \
+                    mem_gib";
 
 impl Schedule {
     pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
@@ -164,6 +216,14 @@ impl Schedule {
                         .filter(|b| (1..=4096).contains(b))
                         .ok_or_else(|| bad("a block size from 1 to 4096 tokens"))?
                 }
+                "device" => s.device = parse_device(v).map_err(|()| bad("cpu, cuda or cuda:N"))?,
+                "mem_gib" => {
+                    s.mem_gib = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| (0.0..=spin::MAX_MEM_GIB).contains(x))
+                        .ok_or_else(|| bad(&format!("GiB from 0 to {}", spin::MAX_MEM_GIB)))?
+                }
                 "output_lag" => {
                     s.output_lag = match v.to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" => true,
@@ -177,6 +237,11 @@ impl Schedule {
                     )))
                 }
             }
+        }
+        if s.mem_gib > 0.0 && s.device.is_none() {
+            return Err(EngineError::Usage(
+                "--engine-arg mem_gib needs device=cuda[:N]: it holds device memory".into(),
+            ));
         }
         Ok(s)
     }
@@ -261,12 +326,37 @@ pub struct CalibrationEngine {
     prefix_cache: Option<PrefixCache>,
     /// What the steps since the last `take_step_stats` did.
     stats: Option<StepStats>,
+    /// Where each step's work runs, with `device=cuda`.
+    device: Option<Box<dyn StepDevice>>,
 }
 
 impl CalibrationEngine {
     pub fn load(config: &EngineConfig) -> Result<CalibrationEngine, EngineError> {
         let schedule = Schedule::from_args(&config.engine_args)?;
-        Ok(CalibrationEngine::new(schedule))
+        let (device, mem_gib) = (schedule.device, schedule.mem_gib);
+        let engine = CalibrationEngine::new(schedule);
+        Ok(match device {
+            None => engine,
+            Some(n) => engine.on_device(Box::new(
+                SpinKernel::open(n, mem_gib).map_err(EngineError::failed)?,
+            )),
+        })
+    }
+
+    /// Runs every step's work on `device` (see the module docs: On a GPU).
+    pub fn on_device(mut self, device: Box<dyn StepDevice>) -> CalibrationEngine {
+        let (ordinal, stream) = device.placement();
+        self.info.cuda = Some(CudaPlacement {
+            device: ordinal,
+            stream: Some(stream),
+        });
+        self.info.device = format!("cuda:{ordinal}");
+        self.info.notes.push(format!(
+            "each step is a spin kernel for its scheduled time, waited for: {}",
+            device.describe()
+        ));
+        self.device = Some(device);
+        self
     }
 
     pub fn new(schedule: Schedule) -> CalibrationEngine {
@@ -283,6 +373,8 @@ impl CalibrationEngine {
                 "output_lag": schedule.output_lag,
                 "prefix_cache_tokens": schedule.prefix_cache_tokens,
                 "block_size": schedule.block_size,
+                "device": schedule.device.map_or("host".to_string(), |n| format!("cuda:{n}")),
+                "mem_gib": schedule.mem_gib,
             },
         });
         let cached = schedule.prefix_cache_tokens > 0;
@@ -337,6 +429,7 @@ impl CalibrationEngine {
             between_calls_ns: 0,
             prefix_cache,
             stats: None,
+            device: None,
         }
     }
 
@@ -453,7 +546,11 @@ impl CalibrationEngine {
         let mut stats = StepStats::one_step();
         let from = match step.admitted {
             // Only the just-admitted requests advance in a prefill step.
-            Some(admitted) => {
+            Some(mut admitted) => {
+                // On a device the step ends when its work is seen done, not as planned.
+                for r in &mut admitted {
+                    r.first_token = step.ends_at;
+                }
                 stats.prefill_requests = Some(admitted.len() as u32);
                 stats.prefill_tokens = Some(u32::try_from(step.prefill_tokens).unwrap_or(u32::MAX));
                 stats.decode_requests = Some(0);
@@ -565,6 +662,9 @@ impl CalibrationEngine {
         timeout: Duration,
         out: &mut Vec<TokenEvent>,
     ) -> Result<(), EngineError> {
+        if self.device.is_some() {
+            return self.poll_on_device(timeout, out);
+        }
         let now = clock::now();
         let deadline = now.plus(timeout);
         if self.step.is_none() {
@@ -589,18 +689,53 @@ impl CalibrationEngine {
         let now = clock::now();
         while let Some(step) = self.step.take_if(|s| s.ends_at <= now) {
             let end = step.ends_at;
-            if self.schedule.output_lag {
-                // This step's events wait for the next; the last step's go out now.
-                let mut fresh = Vec::new();
-                self.complete(step, &mut fresh)?;
-                out.append(&mut self.held);
-                self.held = fresh;
-            } else {
-                self.complete(step, out)?;
-            }
+            self.emit(step, out)?;
             self.plan(end);
         }
         Ok(())
+    }
+
+    /// One step per call: its work is launched on the device and waited for, and the
+    /// step ends when the wait returns. The next step is planned at the next call.
+    fn poll_on_device(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<TokenEvent>,
+    ) -> Result<(), EngineError> {
+        let now = clock::now();
+        if self.step.is_none() {
+            self.plan(now);
+        }
+        let Some(mut step) = self.step.take() else {
+            if self.held.is_empty() {
+                clock::sleep_until(now.plus(timeout));
+            } else {
+                out.append(&mut self.held);
+            }
+            return Ok(());
+        };
+        let ns = step.ends_at.since(step.starts_at);
+        if let Some(d) = self.device.as_mut() {
+            d.launch(ns)
+                .and_then(|()| d.wait())
+                .map_err(EngineError::failed)?;
+        }
+        step.ends_at = clock::now();
+        self.emit(step, out)
+    }
+
+    /// Completes `step` and hands out its events (with `output_lag`, the previous
+    /// step's, holding this one's for the next).
+    fn emit(&mut self, step: Step, out: &mut Vec<TokenEvent>) -> Result<(), EngineError> {
+        if self.schedule.output_lag {
+            let mut fresh = Vec::new();
+            self.complete(step, &mut fresh)?;
+            out.append(&mut self.held);
+            self.held = fresh;
+            Ok(())
+        } else {
+            self.complete(step, out)
+        }
     }
 
     fn abort_inner(&mut self, id: RequestId) {

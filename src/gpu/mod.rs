@@ -1,11 +1,13 @@
 //! The GPU side of a run: CUDA-event time per engine step ([`timing`], [`cuda`]),
 //! device telemetry and energy ([`telemetry`], [`energy`]), the profiler's capture
-//! range and NVTX ranges, and the facts `harness engines` shows. Everything is loaded
+//! range and NVTX ranges, the facts `harness engines` shows, and the spin kernel the
+//! calibration engine steps with on a GPU ([`spin`]). Everything is loaded
 //! at run time; on a machine without a GPU each part switches itself off, the run
 //! says so in one line, and nothing fails for that reason.
 
 pub mod cuda;
 pub mod energy;
+pub mod spin;
 pub mod telemetry;
 pub mod timing;
 
@@ -13,15 +15,20 @@ use crate::core::measure::Measures;
 use crate::core::observe::StepObserver;
 use std::path::Path;
 use std::time::Duration;
-use timing::{GpuTime, StepRing};
+use timing::{EventClock, GpuTime, StepRing};
 
 /// Event pairs in flight before a step goes untimed.
 const RING: usize = 64;
 
 /// Names of the NVIDIA GPUs the kernel driver reports, or why there are none.
 pub fn describe() -> String {
+    nvidia_gpus().map_or_else(|why| format!("none ({why})"), |names| names.join(", "))
+}
+
+/// The NVIDIA GPUs the kernel driver lists (`/proc/driver/nvidia/gpus`), or why none.
+pub fn nvidia_gpus() -> Result<Vec<String>, String> {
     let Ok(dir) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
-        return "none (no NVIDIA driver loaded)".into();
+        return Err("no NVIDIA driver loaded".into());
     };
     let names: Vec<String> = dir
         .flatten()
@@ -32,9 +39,9 @@ pub fn describe() -> String {
         })
         .collect();
     if names.is_empty() {
-        "none (driver loaded, no GPU listed)".into()
+        Err("driver loaded, no GPU listed".into())
     } else {
-        names.join(", ")
+        Ok(names)
     }
 }
 
@@ -70,9 +77,10 @@ pub fn status() -> Vec<String> {
 }
 
 /// A run's GPU instruments: step timing (when the engine runs on a CUDA device) and
-/// telemetry (NVML, or RAPL on a CPU host).
-pub struct Gpu {
-    ring: Option<(StepRing<cuda::CudaEvents>, String)>,
+/// telemetry (NVML, or RAPL on a CPU host). Generic over the event clock so the
+/// whole step path is tested against a fake GPU.
+pub struct Gpu<C: EventClock = cuda::CudaEvents> {
+    ring: Option<(StepRing<C>, String)>,
     measured: bool,
     /// The point in progress, its steps and tokens so far (for NVTX range names).
     label: String,
@@ -131,20 +139,34 @@ impl Gpu {
             }
         };
         (
-            Gpu {
-                ring,
-                measured: false,
-                label: String::new(),
-                handed: 0,
-                steps: 0,
-                tokens: 0,
-                point_range: None,
-                step_range: None,
-                capture: false,
-            },
+            Gpu::with_ring(ring),
             sampler,
             format!("gpu: {}", said.join("; ")),
         )
+    }
+}
+
+impl<C: EventClock> Gpu<C> {
+    /// Step timing on `clock`'s events (`stream` says where they are recorded).
+    pub fn timing(clock: C, stream: impl Into<String>) -> Result<Gpu<C>, String> {
+        Ok(Gpu::with_ring(Some((
+            StepRing::new(clock, RING)?,
+            stream.into(),
+        ))))
+    }
+
+    fn with_ring(ring: Option<(StepRing<C>, String)>) -> Gpu<C> {
+        Gpu {
+            ring,
+            measured: false,
+            label: String::new(),
+            handed: 0,
+            steps: 0,
+            tokens: 0,
+            point_range: None,
+            step_range: None,
+            capture: false,
+        }
     }
 }
 
@@ -154,7 +176,7 @@ pub fn step_range_name(label: &str, step: u64, tokens: u64) -> String {
     format!("{label} step {step} ({tokens} tokens before)")
 }
 
-impl StepObserver for Gpu {
+impl<C: EventClock> StepObserver for Gpu<C> {
     fn phase_started(&mut self, label: &str, measured: bool) {
         self.measured = measured;
         self.label = label.to_string();
