@@ -267,3 +267,27 @@ fn a_failing_device_fails_the_step_and_its_requests_with_the_reason() {
         .as_deref()
         .is_some_and(|e| e.contains("CUDA_ERROR_LAUNCH_FAILED")));
 }
+
+/// Without a GPU the device check says so in one line and runs nothing (exit 3):
+/// not even its output folder is made.
+#[test]
+fn the_device_check_needs_a_gpu_and_runs_nothing_without_one() {
+    if std::path::Path::new("/proc/driver/nvidia/gpus").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver; run scripts/gpu_check.sh itself");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("check");
+    let o = std::process::Command::new("scripts/gpu_check.sh")
+        .arg(env!("CARGO_BIN_EXE_harness"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs an NVIDIA GPU and its driver"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert!(!out.exists());
+}
