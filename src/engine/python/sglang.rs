@@ -23,6 +23,7 @@ const ADAPTER: Adapter = Adapter::new(
         env: "sglang",
         package: Some("sglang"),
         distributions: &["sglang"],
+        per_build: false,
     },
 )
 .helpers(&[("sglang_procs", SGLANG_PROCS)])

@@ -13,6 +13,7 @@ const ADAPTER: Adapter = Adapter::new(
         env: "python-test",
         package: None,
         distributions: &[],
+        per_build: false,
     },
 )
 .env_optional();

