@@ -37,6 +37,7 @@ default the venv ``scripts/setup.sh ENV`` makes, where the harness looks too).
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,14 @@ def loop_run(a, python, first):
         sys.exit(f"the {a.engine} loop failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
     got = json.loads(r.stdout.strip().splitlines()[-1])
     return got["output_throughput"], got["output_tokens"]
+
+
+def children_cpu_s():
+    """User + system CPU seconds of every process this one has waited for (each side's
+    process and the engine processes it reaped): a side that does more work beside the
+    engine's shows it here."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 # ------------------------------------------------------------------------------ loops
@@ -347,21 +356,24 @@ def main():
     first = None
     for i in range(a.pairs):
         order = ("harness", "loop") if i % 2 == 0 else ("loop", "harness")
-        got, tokens = {}, {}
+        got, tokens, cpu = {}, {}, {}
         for side in order:
+            before = children_cpu_s()
             if side == "harness":
                 out = os.path.join(tmp, f"harness-{i}")
                 got[side], tokens[side] = harness_run(a, out)
                 first = first or out
             else:
                 got[side], tokens[side] = loop_run(a, python, first)
+            cpu[side] = children_cpu_s() - before
         if tokens["harness"] != tokens["loop"]:
             # Different work is no comparison: a loop that miscounts is a broken check.
             sys.exit(f"pair {i + 1}: the harness measured {tokens['harness']} output tokens, "
                      f"the loop {tokens['loop']}: they did not run the same requests")
         rows.append((order[0], got["harness"], got["loop"], got["harness"] / got["loop"]))
         print(f"pair {i + 1} ({order[0]} first): harness {got['harness']:.2f} tok/s, loop {got['loop']:.2f} tok/s, "
-              f"ratio {rows[-1][3]:.3f}", flush=True)
+              f"ratio {rows[-1][3]:.3f}; CPU s (whole process tree, load included) harness {cpu['harness']:.1f}, "
+              f"loop {cpu['loop']:.1f}", flush=True)
     ratios = [r[3] for r in rows]
     lo, hi, med = min(ratios), max(ratios), statistics.median(ratios)
     verdict = ("within [0.99, 1.01]" if 0.99 <= med <= 1.01 else
