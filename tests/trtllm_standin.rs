@@ -32,6 +32,14 @@ const THROW_TOKEN: u32 = 9;
 const THROW_OTHER_TOKEN: u32 = 10;
 const AWAIT_THROW_TOKEN: u32 = 11;
 
+/// One test at a time: the stand-in's schedule is timed on the host, and a test's
+/// awaiting thread woken late by another test on the 2 cores reads as harness lag.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// An engine directory as trtllm-build writes one, with the stand-in's schedule and the
 /// faults above.
 fn engine_dir(schedule: &str) -> tempfile::TempDir {
@@ -73,16 +81,12 @@ fn ordinary(i: usize) -> u32 {
     100 + i as u32
 }
 
-/// One timing measurement at a time: they must not compete for the machine's cores.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn run(
     engine: &mut TrtllmEngine,
     point: LoadPoint,
     w: &Workload,
     o: &DriverOptions,
 ) -> llm_harness::driver::PointRun {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let cancel = AtomicBool::new(false);
     let mut writer = TraceWriter::create(dir.path()).unwrap();
@@ -119,6 +123,7 @@ fn failure(r: Result<TrtllmEngine, EngineError>) -> String {
 
 #[test]
 fn streamed_tokens_are_measured_to_the_known_answer() {
+    let _serial = serial();
     let (prefill, decode) = (30.0, 10.0);
     let dir = engine_dir(&format!("prefill_ms={prefill}\ndecode_ms={decode}"));
     let mut engine = load(dir.path(), &[]).unwrap();
@@ -209,6 +214,7 @@ fn streamed_tokens_are_measured_to_the_known_answer() {
 
 #[test]
 fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
+    let _serial = serial();
     let (prefill, decode, output) = (20.0, 5.0, 6u32);
     let dir = engine_dir(&format!(
         "prefill_ms={prefill}\ndecode_ms={decode}\nexpect_max_batch_size=2\nexpect_max_num_tokens=4096\n\
@@ -275,6 +281,7 @@ fn max_batch_size_reaches_the_executor_and_queues_the_rest() {
 /// first decoded once, at most max_batch_size running, the KV cache its blocks.
 #[test]
 fn iteration_stats_reach_the_steps_as_the_schedule_ran_them() {
+    let _serial = serial();
     let dir = engine_dir("prefill_ms=8\ndecode_ms=4\nkv_blocks=100\ntokens_per_block=16");
     let mut engine = load(dir.path(), &[("max_batch_size", "2")]).unwrap();
     let source = engine
@@ -352,6 +359,7 @@ fn iteration_stats_reach_the_steps_as_the_schedule_ran_them() {
 
 #[test]
 fn final_flags_errors_and_timeouts_map_onto_the_trace() {
+    let _serial = serial();
     let dir = engine_dir("prefill_ms=10\ndecode_ms=5");
     let mut engine = load(dir.path(), &[]).unwrap();
     let mut o = driver_opts(4, 0);
@@ -444,6 +452,7 @@ fn token_ids(events: &[TokenEvent]) -> (FinishReason, Vec<u32>) {
 
 #[test]
 fn end_id_ignore_eos_and_sampling_reach_each_request() {
+    let _serial = serial();
     let dir = engine_dir("prefill_ms=2\ndecode_ms=1\neos_at=3");
     // With an end id, the stand-in's EOS (token 3) ends the request as a stop.
     let mut engine = load(dir.path(), &[("end_id", "2")]).unwrap();
@@ -492,9 +501,9 @@ fn end_id_ignore_eos_and_sampling_reach_each_request() {
 
 #[test]
 fn tokens_are_stamped_when_they_arrive_not_when_polled() {
+    let _serial = serial();
     let dir = engine_dir("prefill_ms=5\ndecode_ms=5");
     let mut engine = load(dir.path(), &[]).unwrap();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut r = request(1, 150, 4);
     r.ignore_eos = true;
     engine.submit(&r).unwrap();
@@ -529,6 +538,7 @@ fn tokens_are_stamped_when_they_arrive_not_when_polled() {
 
 #[test]
 fn cancellation_reaches_the_executor() {
+    let _serial = serial();
     let dir = engine_dir("prefill_ms=2\ndecode_ms=1");
     let mut engine = load(dir.path(), &[]).unwrap();
     engine.submit(&request(1, HANG_TOKEN, 4)).unwrap();
@@ -565,6 +575,7 @@ fn cancellation_reaches_the_executor() {
 
 #[test]
 fn cpp_exceptions_become_errors_and_nothing_unwinds() {
+    let _serial = serial();
     let dir = engine_dir("prefill_ms=2\ndecode_ms=1");
     let mut engine = load(dir.path(), &[]).unwrap();
     // TensorRT-LLM's own TllmException from enqueueRequest.
@@ -622,6 +633,7 @@ fn cpp_exceptions_become_errors_and_nothing_unwinds() {
 
 #[test]
 fn bad_input_is_a_usage_error_before_the_executor_loads() {
+    let _serial = serial();
     let e = usage(TrtllmEngine::load(&EngineConfig::default()));
     assert!(
         e.starts_with("--model is required for --engine trtllm") && e.contains("trtllm-build"),
@@ -649,11 +661,11 @@ fn bad_input_is_a_usage_error_before_the_executor_loads() {
 
 #[test]
 fn the_cli_runs_the_stand_in_and_labels_it() {
+    let _serial = serial();
     use assert_cmd::Command;
     let dir = engine_dir("prefill_ms=5\ndecode_ms=2");
     let out = tempfile::tempdir().unwrap();
     let res = out.path().join("run");
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let done = Command::cargo_bin("harness")
         .unwrap()
         .args([
