@@ -205,10 +205,10 @@ pub struct RunArgs {
     #[serde(alias = "time-scale")]
     pub time_scale: Option<f64>,
 
-    /// synthetic (default), sharegpt, prompts, shared-prefix, trace or conversations.
+    /// synthetic (default), sharegpt, prompts, shared-prefix, trace, conversations, scored (GSM8K or generic JSONL with answers) or arithmetic (a seeded set with answers).
     #[arg(long)]
     pub dataset: Option<String>,
-    /// ShareGPT JSON (also for conversations), a prompt file (JSONL with "prompt"[, "max_tokens"], or text), or a trace (Mooncake JSONL or BurstGPT CSV).
+    /// ShareGPT JSON (also for conversations), a prompt file (JSONL with "prompt"[, "max_tokens"], or text), a trace (Mooncake JSONL or BurstGPT CSV), or a scored JSONL ("question" and "answer" as GSM8K, or "prompt", "answer"[, "pattern"]).
     #[arg(long, value_name = "FILE")]
     #[serde(alias = "dataset-path")]
     pub dataset_path: Option<PathBuf>,
@@ -240,6 +240,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "ORDER")]
     #[serde(alias = "group-order")]
     pub group_order: Option<String>,
+    /// scored, arithmetic: solved GSM8K examples before each question (scored: the file's first K GSM8K lines, then not asked; default 0).
+    #[arg(long, value_name = "K")]
+    pub fewshot: Option<u32>,
     /// conversations: turns per conversation: N, uniform:MIN:MAX or normal:MEAN:STD (default 4; from ShareGPT, the most kept).
     #[arg(long, value_name = "DIST")]
     pub turns: Option<Spec>,

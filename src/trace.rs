@@ -464,7 +464,10 @@ pub fn read_steps(path: &Path) -> Result<Vec<StepRecord>, TraceError> {
     read_lines(path)
 }
 
-fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, TraceError> {
+/// Reads a JSONL file of `T` by the rules of [`read_requests`].
+pub(crate) fn read_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Vec<T>, TraceError> {
     let file = File::open(path).map_err(|source| TraceError::Read {
         path: path.to_path_buf(),
         source,

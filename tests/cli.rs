@@ -224,6 +224,36 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
             vec!["--engine", "calibration", "--dataset", "bogus"],
             "unknown --dataset",
         ),
+        (
+            vec!["--engine", "calibration", "--fewshot", "2"],
+            "--fewshot applies only to --dataset scored and arithmetic",
+        ),
+        (
+            vec!["--engine", "calibration", "--dataset", "scored"],
+            "--dataset scored needs --dataset-path FILE",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "arithmetic",
+                "--dataset-path",
+                bad_jsonl.to_str().unwrap(),
+            ],
+            "--dataset arithmetic generates its questions",
+        ),
+        (
+            vec![
+                "--engine",
+                "calibration",
+                "--dataset",
+                "arithmetic",
+                "--save-token-ids",
+                "false",
+            ],
+            "scores the generated token ids",
+        ),
     ];
     for (args, needle) in cases {
         let mut c = harness();
@@ -1178,4 +1208,151 @@ fn a_cuda_build_of_vllm_is_named_and_refused_without_a_gpu() {
         "--engine vllm cannot run here: the vllm env holds the engine's CUDA build and this host has no NVIDIA GPU (no NVIDIA driver loaded); make the CPU build with scripts/setup.sh vllm --cpu",
     );
     assert!(!out.exists());
+}
+
+/// A word-level tokenizer whose words include the numbers 0..=20, so a scored
+/// dataset's prompts (and the calibration engine's echo of them) decode to text.
+fn write_number_tokenizer(path: &Path) {
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[UNK]".into(), 0.into());
+    for (i, w) in ["the", "answer", "is"].iter().enumerate() {
+        vocab.insert(w.to_string(), (i + 1).into());
+    }
+    for n in 0..=20u32 {
+        vocab.insert(n.to_string(), (n + 4).into());
+    }
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 0, "content": "[UNK]", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
+#[test]
+fn a_scored_calibration_run_has_the_exact_accuracy() {
+    // The calibration engine echoes each prompt (token k is prompt[k % len]), so each
+    // item's verdict is known: 3 of these 5 are right (7; 12 = 12.0; the first match, 5),
+    // one is wrong (8 against 9) and one has no answer.
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = tmp.path().join("tokenizer.json");
+    write_number_tokenizer(&tokenizer);
+    let data = tmp.path().join("scored.jsonl");
+    let p = r#""pattern": "answer is (\\d+)""#;
+    std::fs::write(
+        &data,
+        [
+            format!(r#"{{"prompt": "the answer is 7", "answer": "7", {p}}}"#),
+            format!(r#"{{"prompt": "the answer is 8", "answer": 9, {p}}}"#),
+            r#"{"prompt": "the answer is 12", "answer": "12.0"}"#.to_string(),
+            format!(r#"{{"prompt": "the the the", "answer": "3", {p}}}"#),
+            format!(r#"{{"prompt": "answer is 5 the answer is 6", "answer": "5", {p}}}"#),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let run = |out: &Path| {
+        let mut c = harness();
+        c.args([
+            "run",
+            "--engine",
+            "calibration",
+            "--dataset",
+            "scored",
+            "--batch",
+            "5",
+            "--num-requests",
+            "10",
+            "--output-len",
+            "8",
+            "--warmup",
+            "0",
+        ])
+        .arg("--dataset-path")
+        .arg(&data)
+        .arg("--tokenizer")
+        .arg(&tokenizer)
+        .arg("--out")
+        .arg(out);
+        let o = c.assert().success().get_output().clone();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let stdout = run(&a);
+    assert!(
+        stdout.contains("accuracy 6/10 = 0.600 [0.313, 0.832]"),
+        "{stdout}"
+    );
+    let scores: Vec<serde_json::Value> = std::fs::read_to_string(a.join("scores.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(scores.len(), 10);
+    assert_eq!(scores.iter().filter(|s| s["correct"] == true).count(), 6);
+    let none: Vec<_> = scores.iter().filter(|s| s["answer"].is_null()).collect();
+    assert_eq!(none.len(), 2);
+    assert!(
+        none.iter()
+            .all(|s| s["output"] == "the the the the the the the the"),
+        "{none:?}"
+    );
+    assert!(scores
+        .iter()
+        .any(|s| s["reference"] == "12" && s["answer"] == "12" && s["correct"] == true));
+    let json = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let s = json(&a);
+    // Wilson 95 % for 6 of 10: [0.31267, 0.83182].
+    assert_eq!(s["accuracy"], 0.6);
+    assert!(
+        (s["accuracy_ci95_low"].as_f64().unwrap() - 0.31267).abs() < 1e-4,
+        "{s}"
+    );
+    assert!(
+        (s["accuracy_ci95_high"].as_f64().unwrap() - 0.83182).abs() < 1e-4,
+        "{s}"
+    );
+    assert!(s["definitions"]["accuracy"]
+        .as_str()
+        .unwrap()
+        .contains("Wilson"));
+    // `harness report` recounts scores.jsonl to the same figures.
+    std::fs::remove_file(a.join("summary.json")).unwrap();
+    harness().arg("report").arg(&a).assert().success();
+    let again = json(&a);
+    for k in ["accuracy", "accuracy_ci95_low", "accuracy_ci95_high"] {
+        assert_eq!(again[k], s[k], "{k}");
+    }
+    // `harness compare` shows accuracy beside throughput.
+    run(&b);
+    let o = harness()
+        .arg("compare")
+        .arg(&a)
+        .arg(&b)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        table.contains("accuracy") && table.contains("×1.00 within spread"),
+        "{table}"
+    );
+    // An unscored run has no accuracy key.
+    let plain = tmp.path().join("plain");
+    calib(&plain)
+        .args(["--num-requests", "4"])
+        .assert()
+        .success();
+    assert!(json(&plain).get("accuracy").is_none());
+    assert!(!plain.join("scores.jsonl").exists());
 }

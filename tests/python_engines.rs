@@ -822,6 +822,77 @@ fn hf_real_model_exact_counts_and_parity_with_vllm() {
 }
 
 #[test]
+#[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
+fn vllm_and_hf_score_the_arithmetic_set_alike() {
+    // The same 16 seeded questions, 4-shot, greedy, fp32 on both: the same generated
+    // text, so the same verdicts and accuracy (a known answer across engines).
+    let (Some(model), Some(_)) = (need("gemma-3-270m"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let scored = |engine: &str| -> (Vec<Value>, Value) {
+        let out = tmp.path().join(engine);
+        harness()
+            .args(["run", "--engine", engine, "--model"])
+            .arg(&model)
+            .args([
+                "--dataset",
+                "arithmetic",
+                "--fewshot",
+                "4",
+                "--output-len",
+                "24",
+            ])
+            .args([
+                "--batch",
+                "16",
+                "--num-requests",
+                "16",
+                "--warmup",
+                "0",
+                "--no-progress",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let mut scores: Vec<Value> = std::fs::read_to_string(out.join("scores.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        scores.sort_by_key(|s| s["id"].as_u64());
+        (scores, json(&out.join("summary.json")))
+    };
+    let (vllm, vs) = scored("vllm");
+    let (hf, hs) = scored("hf");
+    assert_eq!(vllm.len(), 16);
+    assert_eq!(hf.len(), 16);
+    let correct = |s: &[Value]| s.iter().filter(|s| s["correct"] == true).count();
+    eprintln!(
+        "arithmetic, 4-shot, 16 questions: vLLM {}/16 (answered {}), HF {}/16; vLLM accuracy {} [{}, {}]",
+        correct(&vllm),
+        vllm.iter().filter(|s| !s["answer"].is_null()).count(),
+        correct(&hf),
+        vs["accuracy"],
+        vs["accuracy_ci95_low"],
+        vs["accuracy_ci95_high"]
+    );
+    for (v, h) in vllm.iter().zip(&hf) {
+        assert_eq!(v["id"], h["id"]);
+        assert_eq!(v["output"], h["output"], "the engines generated other text");
+        assert_eq!(v["correct"], h["correct"]);
+    }
+    assert_eq!(vs["accuracy"], hs["accuracy"]);
+    // The model answers at least some of its own arithmetic (the check can fail).
+    assert!(
+        vllm.iter().filter(|s| !s["answer"].is_null()).count() >= 8,
+        "{vllm:?}"
+    );
+}
+
+#[test]
 #[ignore = "needs the vllm venv and the tiny model: scripts/test.sh sets them up and runs it"]
 fn the_transparency_check_runs_harness_and_plain_loop_in_pairs() {
     // The machinery of scripts/crosscheck/loop_ratio.py on the HF loop and the tiny

@@ -151,6 +151,7 @@ fn bench(cfg: RunConfig) -> Result<i32> {
         engine,
         info,
         workload: &workload,
+        tokenizer: tokenizer.as_ref(),
         progress,
         capture,
     }
@@ -228,6 +229,8 @@ struct Scheduler<'a> {
     engine: Box<dyn Engine>,
     info: EngineInfo,
     workload: &'a Workload,
+    /// Decodes a scored workload's outputs.
+    tokenizer: Option<&'a Tokenizer>,
     progress: Progress,
     capture: Capture,
 }
@@ -272,6 +275,12 @@ impl Scheduler<'_> {
                     &self.progress,
                 )?;
                 let mut result = point_result(point, &run, cfg, &self.info);
+                if let (Some(keys), Some(tok)) = (&self.workload.answers, self.tokenizer) {
+                    let scores =
+                        metrics::accuracy::score(&run.records, keys, |ids| tok.decode_text(ids))?;
+                    report::append_scores(&cfg.out, &scores)?;
+                    result.summary.accuracy = metrics::accuracy::summarize(&scores);
+                }
                 let verdict = probe_verdict(cfg, &result);
                 if let Some(sampler) = &sampler {
                     let (from, to, phases) = windows(&run.records);
@@ -442,6 +451,16 @@ fn point_line(p: &PointResult, run: &PointRun, then: &str) -> String {
         line.push_str(&format!(
             " (noisy: CV {:.0} %)",
             r.output_throughput.cv.unwrap_or(0.0) * 100.0
+        ));
+    }
+    if let Some(a) = &p.summary.accuracy {
+        line.push_str(&format!(
+            ", accuracy {}/{} = {:.3} [{:.3}, {:.3}]",
+            a.correct,
+            a.scored,
+            a.estimate.mean.unwrap_or(0.0),
+            a.estimate.ci95_low.unwrap_or(0.0),
+            a.estimate.ci95_high.unwrap_or(0.0)
         ));
     }
     if let Some(end) = &run.end {

@@ -192,6 +192,7 @@ pub fn merge(cli: RunArgs) -> Result<RunArgs, ConfigError> {
         system_prompt_len,
         question_len,
         group_order,
+        fewshot,
         turns,
         think_time,
         seed,

@@ -10,6 +10,10 @@ use crate::workload::shared_prefix::{GroupOrder, SharedPrefix};
 use crate::workload::{parse_length, LengthDist, WorkloadSpec};
 use std::path::PathBuf;
 
+/// A scored request's token budget without `--output-len` (lm-evaluation-harness's
+/// `max_gen_toks` for GSM8K).
+pub const SCORED_OUTPUT_LEN: u32 = 256;
+
 /// Highest sampling temperature accepted (a typo guard: logits / T underflows long before).
 pub const MAX_TEMPERATURE: f32 = 100.0;
 
@@ -78,6 +82,12 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                 ),
             );
         }
+    }
+    if a.fewshot.is_some() && !matches!(dataset, "scored" | "arithmetic") {
+        return err(
+            "fewshot",
+            "--fewshot applies only to --dataset scored and arithmetic; add one or drop --fewshot",
+        );
     }
     if dataset != "conversations" {
         let given = [
@@ -172,15 +182,46 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
                 source,
             })
         }
+        "scored" => {
+            no_input_len("file")?;
+            WorkloadSpec::Scored {
+                output_len: fixed_output("a scored dataset")?.unwrap_or(SCORED_OUTPUT_LEN),
+                fewshot: a.fewshot.unwrap_or(0),
+                path: need_path("JSONL with \"question\" and \"answer\" (GSM8K), or \"prompt\", \"answer\" and \"pattern\"")?,
+            }
+        }
+        "arithmetic" => {
+            no_input_len("generated questions")?;
+            if a.dataset_path.is_some() {
+                return err(
+                    "dataset-path",
+                    "--dataset arithmetic generates its questions; drop --dataset-path, or use --dataset scored for a file",
+                );
+            }
+            WorkloadSpec::Arithmetic {
+                output_len: fixed_output("the arithmetic set")?.unwrap_or(SCORED_OUTPUT_LEN),
+                fewshot: a.fewshot.unwrap_or(0),
+            }
+        }
         other => {
             return err(
                 "dataset",
                 format!(
-                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts, shared-prefix, trace or conversations"
+                    "unknown --dataset '{other}'; use synthetic, sharegpt, prompts, shared-prefix, trace, conversations, scored or arithmetic"
                 ),
             )
         }
     };
+    let scored = matches!(
+        spec,
+        WorkloadSpec::Scored { .. } | WorkloadSpec::Arithmetic { .. }
+    );
+    if scored && a.save_token_ids == Some(false) {
+        return err(
+            "save-token-ids",
+            format!("--dataset {dataset} scores the generated token ids, so it saves them; drop --save-token-ids false"),
+        );
+    }
     let tokenizer = match (&a.tokenizer, &a.model) {
         (Some(t), _) if !t.is_file() => {
             return err(
@@ -225,7 +266,8 @@ pub fn parse(a: &RunArgs, engine: &EngineSpec) -> Result<WorkloadSection, Config
             ignore_eos: a.ignore_eos.unwrap_or(false),
             temperature,
             seed: Some(seed),
-            return_token_ids: a.save_token_ids.unwrap_or(false),
+            // A scored workload decodes the generated ids to score them.
+            return_token_ids: a.save_token_ids.unwrap_or(scored),
         },
         seed,
     })

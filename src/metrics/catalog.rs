@@ -684,7 +684,33 @@ pub static CATALOG: &[Metric] = &[
     )
     .columns(&[col(S(Stat::Median), W)])
     .only_when_present(),
+    Metric::scalar(
+        "accuracy",
+        "accuracy",
+        Unit::Fraction,
+        super::accuracy::DEFINITION,
+        |s| s.accuracy.as_ref().and_then(|a| a.estimate.mean),
+    )
+    .rounds(
+        |s| s.accuracy.as_ref().map_or(&NO_ESTIMATE, |a| &a.estimate),
+        "scored workloads: the Wilson 95 % interval of correct / scored over the point's \
+         scored requests (not rounds: each request is a trial); the half-width is half the \
+         interval, what compare weighs",
+    )
+    .compare(Better::Higher)
+    .columns(&[col(R, B)])
+    .only_when_present(),
 ];
+
+/// The estimate of a metric a point does not have.
+static NO_ESTIMATE: Estimate = Estimate {
+    n: 0,
+    mean: None,
+    ci95_half_width: None,
+    ci95_low: None,
+    ci95_high: None,
+    cv: None,
+};
 
 /// Every definition of `catalog` and the shared methods, as `(name, definition)`.
 pub fn definitions(catalog: &[Metric]) -> Vec<(String, &'static str)> {

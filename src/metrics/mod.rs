@@ -14,6 +14,7 @@
 //! and token totals. Every other request (error, timeout, abort, or never finished) is
 //! counted by reason and listed in [`Summary::failures`]; none is dropped silently.
 
+pub mod accuracy;
 pub mod capacity;
 pub mod catalog;
 pub mod confidence;
@@ -222,6 +223,10 @@ pub struct Summary {
     /// `--dataset conversations`: the point's conversations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversations: Option<conversations::ConversationSummary>,
+    /// Scored workloads: the point's task accuracy, from its `scores.jsonl` lines
+    /// ([`accuracy::summarize`]); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<accuracy::Accuracy>,
 }
 
 /// The rounds of a point and the estimates over them. See [`catalog::CATALOG`].

@@ -40,7 +40,7 @@ pub struct Comparison {
     /// A label per run: `engine version`, made unique with the directory name.
     pub runs: Vec<String>,
     /// The metrics compared: those of the first run's catalogue with a rounds estimate
-    /// and a direction ([`Metric::compare`]), in catalogue order.
+    /// and a direction ([`Metric::compare`]), present in some run, in catalogue order.
     pub metrics: Vec<&'static Metric>,
     pub rows: Vec<Row>,
 }
@@ -112,6 +112,13 @@ pub fn compare(runs: &[RunResult], names: &[String]) -> Result<Comparison, Compa
         .catalog
         .iter()
         .filter(|m| m.compare.is_some() && m.rounds.is_some())
+        // Accuracy only where a run was scored.
+        .filter(|m| {
+            !m.only_when_present
+                || runs
+                    .iter()
+                    .any(|r| r.points.iter().any(|p| m.present(&p.summary)))
+        })
         .collect();
     let estimate = |m: &Metric, p: &super::PointResult| -> Estimate {
         m.rounds
@@ -247,8 +254,13 @@ impl Comparison {
                 .map(|m| m.label)
                 .collect()
         };
+        let accuracy = if self.metrics.iter().any(|m| m.name == "accuracy") {
+            " (accuracy: correct / scored ± half its Wilson 95 % interval, over requests)"
+        } else {
+            ""
+        };
         format!(
-            "Values: mean over rounds ± 95 % CI half-width (Student t), as in each run's summary; \
+            "Values: mean over rounds ± 95 % CI half-width (Student t), as in each run's summary{accuracy}; \
              higher is better for {}, lower for {}. vs first: ratio to the first run's value at \
              the same point; \"beyond spread\" when |difference| > sqrt(h1² + h2²) of the two \
              half-widths, \"within spread\" otherwise (not a difference this data can show).",

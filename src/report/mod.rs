@@ -19,6 +19,7 @@ pub mod timeline;
 use crate::core::measure::Measures;
 use crate::driver::LoadPoint;
 use crate::engine::EngineInfo;
+use crate::metrics::accuracy::{self, ScoreRecord};
 use crate::metrics::capacity::{self, SearchResult};
 use crate::metrics::catalog::{Metric, Unit, CATALOG};
 use crate::metrics::{self, Slo, Summary};
@@ -148,8 +149,21 @@ impl RunResult {
         RunResult::new(meta, points)
     }
 
-    /// Reads a result directory (`run.json` and `requests.jsonl`) and recomputes every
-    /// summary; `slo` replaces the run's SLOs. Errors name the file and what is wrong.
+    /// Sets each point's accuracy from the scores of its requests (`scores.jsonl`).
+    pub fn score(&mut self, scores: &[ScoreRecord]) {
+        for (i, p) in self.points.iter_mut().enumerate() {
+            let mine: Vec<ScoreRecord> = scores
+                .iter()
+                .filter(|s| s.point as usize == i)
+                .cloned()
+                .collect();
+            p.summary.accuracy = accuracy::summarize(&mine);
+        }
+    }
+
+    /// Reads a result directory (`run.json`, `requests.jsonl`, and `scores.jsonl` where
+    /// the workload was scored) and recomputes every summary; `slo` replaces the run's
+    /// SLOs. Errors name the file and what is wrong.
     pub fn load(dir: &Path, slo: Option<Slo>) -> Result<(RunResult, Vec<RequestTrace>), LoadError> {
         let path = dir.join(RUN_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| LoadError::NotAResult {
@@ -180,7 +194,12 @@ impl RunResult {
             meta.slo = slo;
         }
         let records = trace::read_requests(&dir.join(trace::REQUESTS_FILE))?;
-        Ok((RunResult::from_records(meta, &records), records))
+        let mut run = RunResult::from_records(meta, &records);
+        let scores = dir.join(SCORES_FILE);
+        if scores.exists() {
+            run.score(&trace::read_lines::<ScoreRecord>(&scores)?);
+        }
+        Ok((run, records))
     }
 
     /// A result directory's step records: none where it has no `steps.jsonl` (results
@@ -307,6 +326,33 @@ pub fn write_trace(
     let (bytes, note) = timeline::render(run, records, steps);
     write_atomic(&dir.join(timeline::TRACE_FILE), &bytes)?;
     Ok(note)
+}
+
+/// The verdict of each scored request, a line each ([`ScoreRecord`]).
+pub const SCORES_FILE: &str = "scores.jsonl";
+
+/// Appends a point's verdicts to `scores.jsonl`, as the point finishes.
+pub fn append_scores(dir: &Path, scores: &[ScoreRecord]) -> Result<(), ReportError> {
+    let path = dir.join(SCORES_FILE);
+    let err = |source| ReportError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    for s in scores {
+        serde_json::to_writer(&mut bytes, s).map_err(|e| ReportError::Render {
+            file: SCORES_FILE,
+            message: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(&bytes).map_err(err)?;
+    f.sync_data().map_err(err)
 }
 
 /// Writes `run.json` atomically.

@@ -1,6 +1,6 @@
 //! Workloads: where requests come from.
 //!
-//! Six sources, all producing prompts as **token ids** (engines never re-tokenize):
+//! Eight sources, all producing prompts as **token ids** (engines never re-tokenize):
 //!
 //! - [`WorkloadSpec::Synthetic`]: seeded random ids with exact input and output lengths
 //!   ([`synthetic`]).
@@ -14,6 +14,9 @@
 //! - [`WorkloadSpec::Conversations`]: multi-turn conversations, synthetic or from
 //!   ShareGPT, whose later prompts the driver makes from the engine's replies
 //!   ([`conversations`]).
+//! - [`WorkloadSpec::Scored`] and [`WorkloadSpec::Arithmetic`]: prompts with reference
+//!   answers (GSM8K's JSONL, a generic one, or a seeded arithmetic set), whose outputs
+//!   the run scores ([`scored`]).
 //!
 //! Token counts come from the model's own `tokenizer.json` ([`Tokenizer`]), so an input
 //! length of 512 means exactly 512 prompt tokens.
@@ -29,6 +32,7 @@
 
 pub mod conversations;
 pub mod prompts;
+pub mod scored;
 pub mod shared_prefix;
 pub mod sharegpt;
 pub mod synthetic;
@@ -74,6 +78,9 @@ pub struct Workload {
     /// `--dataset conversations`: how the items (each turn's user message) group into
     /// conversations; None for single-turn workloads.
     pub conversations: Option<conversations::ConversationLayout>,
+    /// Scored workloads: each item's reference answer and extraction rule (aligned
+    /// with `items`); None for workloads that are not scored.
+    pub answers: Option<Vec<scored::AnswerKey>>,
 }
 
 impl Workload {
@@ -84,6 +91,7 @@ impl Workload {
             description,
             arrivals_ns: None,
             conversations: None,
+            answers: None,
         }
     }
 
@@ -362,6 +370,15 @@ pub enum WorkloadSpec {
     },
     /// Multi-turn conversations, synthetic or from ShareGPT.
     Conversations(conversations::ConversationSpec),
+    /// Prompts with reference answers from a JSONL file (GSM8K's shape or generic);
+    /// `fewshot` solved GSM8K examples before each GSM8K question.
+    Scored {
+        path: PathBuf,
+        output_len: u32,
+        fewshot: u32,
+    },
+    /// The seeded arithmetic set (GSM8K-shaped, with answers).
+    Arithmetic { output_len: u32, fewshot: u32 },
 }
 
 impl WorkloadSpec {
@@ -375,6 +392,8 @@ impl WorkloadSpec {
             WorkloadSpec::SharedPrefix(_) => "shared-prefix",
             WorkloadSpec::Trace { .. } => "trace",
             WorkloadSpec::Conversations(_) => "conversations",
+            WorkloadSpec::Scored { .. } => "scored",
+            WorkloadSpec::Arithmetic { .. } => "arithmetic",
         }
     }
 }
@@ -419,13 +438,38 @@ pub fn build(
             lines,
         } => trace::build(path, *output_len, *lines, tokenizer, seed),
         WorkloadSpec::Conversations(c) => conversations::build(c, tokenizer, count, seed, &mut rng),
+        WorkloadSpec::Scored {
+            path,
+            output_len,
+            fewshot,
+        } => {
+            let tok = tokenizer.ok_or(WorkloadError::NeedsTokenizer { dataset: "scored" })?;
+            scored::build(
+                Some(path),
+                *output_len,
+                *fewshot,
+                tok,
+                count,
+                seed,
+                &mut rng,
+            )
+        }
+        WorkloadSpec::Arithmetic {
+            output_len,
+            fewshot,
+        } => {
+            let tok = tokenizer.ok_or(WorkloadError::NeedsTokenizer {
+                dataset: "arithmetic",
+            })?;
+            scored::build(None, *output_len, *fewshot, tok, count, seed, &mut rng)
+        }
     }
 }
 
 /// Seeding that does not depend on `rand`'s `SeedableRng::seed_from_u64` expansion (which
 /// `rand_core` documents as not value-stable across versions): the 32-byte ChaCha key is
 /// the seed's little-endian bytes followed by zeros.
-trait SeedStable {
+pub(crate) trait SeedStable {
     fn seed_from_u64_stable(seed: u64) -> Self;
 }
 
@@ -580,6 +624,16 @@ pub enum WorkloadError {
 
     #[error("trace file {} has no requests; give a Mooncake JSONL or BurstGPT CSV trace", .path.display())]
     TraceEmpty { path: PathBuf },
+
+    #[error("scored dataset {} line {line}: {reason}; each line is {{\"question\": ..., \"answer\": \"... #### N\"}} (GSM8K) or {{\"prompt\": ..., \"answer\": ..., \"pattern\": \"regex\"}}", .path.display())]
+    ScoredLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    #[error("invalid scored workload: {reason}")]
+    Scored { reason: String },
 
     #[error("prompt file {} has no prompts (it is empty or only blank lines); put one prompt per line, or JSONL lines {{\"prompt\": \"...\"}}", .path.display())]
     PromptFileEmpty { path: PathBuf },
@@ -857,6 +911,7 @@ mod tests {
             description: String::new(),
             arrivals_ns: None,
             conversations: None,
+            answers: None,
         };
         assert_eq!(
             String::from_utf8(w.to_jsonl()).unwrap(),

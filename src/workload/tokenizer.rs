@@ -106,6 +106,13 @@ impl Tokenizer {
             .map_err(|e| self.err("decode ids", &e.to_string()))
     }
 
+    /// Text of `ids` as a user reads it: special tokens (BOS, EOS) skipped.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String, WorkloadError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| self.err("decode ids", &e.to_string()))
+    }
+
     /// Vocabulary size including added tokens (ids that overlap the model vocab counted once).
     pub fn vocab_size(&self) -> u32 {
         u32::try_from(self.inner.get_vocab_size(true)).unwrap_or(u32::MAX)
