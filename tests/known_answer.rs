@@ -897,11 +897,43 @@ fn step_records_follow_the_schedule_and_their_figures_are_its_answer() {
         assert!(w[1].start_ns >= w[0].end_ns, "polls do not overlap");
         assert_eq!(w[1].gap_ns, w[1].start_ns.since(w[0].end_ns));
     }
-    // The figures: decode-only steps at R = 4 and 2 lie on decode_ms + 2·R.
+    // The figures: decode-only steps at R = 4 and 2 lie on decode_ms + 2·R. Step time
+    // is the host's time of the call, which is the schedule's (the engine's own
+    // `engine_ms`, exact) plus the host's wakeup at its end; on a loaded machine that
+    // excess varies by step, and the line moves by at most its spread (the points sit
+    // at R = 2 and 4), which the tolerance adds.
     let f = llm_harness::metrics::steps::summarize(steps, None);
-    close("decode fixed", f.decode_step_ms_fixed, s.decode_ms);
-    let per_seq = f.decode_step_ms_per_seq.unwrap();
-    assert!((per_seq - 2.0).abs() < 0.1, "per_seq {per_seq}");
+    let mut excess: Vec<f64> = steps
+        .iter()
+        .filter(|r| {
+            r.engine.engine_steps == Some(1)
+                && r.engine.prefill_requests == Some(0)
+                && r.engine.decode_requests.is_some_and(|d| d > 0)
+        })
+        .map(|r| r.engine_call_ns() as f64 / 1e6 - r.engine.engine_ms.unwrap())
+        .collect();
+    excess.sort_by(f64::total_cmp);
+    let spread = excess.last().unwrap() - excess[0];
+    let (per_seq, fixed) = (
+        f.decode_step_ms_per_seq.unwrap(),
+        f.decode_step_ms_fixed.unwrap(),
+    );
+    eprintln!(
+        "decode line: per_seq {per_seq:.4} (truth 2), fixed {fixed:.4} (truth {}); host \
+         excess over the schedule {:.3}..{:.3} ms",
+        s.decode_ms,
+        excess[0],
+        excess.last().unwrap()
+    );
+    assert!(
+        (per_seq - 2.0).abs() < 0.1 + spread,
+        "per_seq {per_seq}, excess {excess:?}"
+    );
+    let fixed_truth = s.decode_ms + excess[excess.len() / 2];
+    assert!(
+        (fixed - fixed_truth).abs() < 0.2 + 4.0 * spread,
+        "fixed {fixed} vs {fixed_truth}, excess {excess:?}"
+    );
     if steps.len() == 20 {
         assert_eq!(f.prefill_step_share, Some(4.0 / 20.0));
     }
