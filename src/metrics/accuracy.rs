@@ -11,6 +11,7 @@
 use super::Estimate;
 use crate::core::request::RequestId;
 use crate::trace::RequestTrace;
+use crate::workload::one_line;
 #[cfg(test)]
 use crate::workload::scored::Pattern;
 use crate::workload::scored::{AnswerKey, Extract, QUESTION_MARKER};
@@ -197,7 +198,7 @@ pub fn normalise(answer: &str) -> String {
         && int.bytes().all(|c| c.is_ascii_digit())
         && frac.bytes().all(|c| c.is_ascii_digit());
     if !is_number {
-        return t.split_whitespace().collect::<Vec<_>>().join(" ");
+        return one_line(t);
     }
     let int = int.trim_start_matches('0');
     let frac = frac.trim_end_matches('0');

@@ -524,6 +524,29 @@ pub(crate) fn cycle_to(distinct: Vec<WorkItem>, count: usize) -> (Vec<WorkItem>,
     (items, Some(note))
 }
 
+/// A text file's contents without a leading UTF-8 BOM; a file that is not UTF-8 is
+/// `not_utf8(line)`, the 1-based line of its first bad byte.
+pub(crate) fn read_utf8(
+    path: &Path,
+    not_utf8: impl FnOnce(usize) -> WorkloadError,
+) -> Result<String, WorkloadError> {
+    let bytes = std::fs::read(path).map_err(|e| WorkloadError::io(path, e))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let bad_at = e.utf8_error().valid_up_to();
+        not_utf8(
+            e.as_bytes()[..bad_at]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1,
+        )
+    })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
+}
+
 /// Folds a possibly multi-line message into one line.
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

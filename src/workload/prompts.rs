@@ -47,20 +47,10 @@ struct JsonLine {
 
 /// Reads and parses a prompt file (no tokenization).
 pub fn read_prompt_file(path: &Path) -> Result<(PromptFormat, Vec<PromptEntry>), WorkloadError> {
-    let bytes = std::fs::read(path).map_err(|e| WorkloadError::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let bad_at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..bad_at]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        WorkloadError::PromptNotUtf8 {
-            path: path.to_path_buf(),
-            line,
-        }
+    let text = super::read_utf8(path, |line| WorkloadError::PromptNotUtf8 {
+        path: path.to_path_buf(),
+        line,
     })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let lines = || {
         text.split('\n')
             .enumerate()

@@ -118,16 +118,9 @@ fn line_error(path: &Path, line: usize, reason: impl Into<String>) -> WorkloadEr
 
 /// Reads a scored JSONL file into items (shots taken out) and a description of it.
 fn read(path: &Path, fewshot: u32) -> Result<(Vec<Item>, String), WorkloadError> {
-    let bytes = std::fs::read(path).map_err(|e| WorkloadError::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
+    let text = super::read_utf8(path, |line| {
         line_error(path, line, "not UTF-8 text; re-save the file as UTF-8")
     })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut shots: Vec<(String, String)> = Vec::new();
     let mut questions = Vec::new();
     let mut items = Vec::new();
