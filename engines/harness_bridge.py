@@ -162,6 +162,12 @@ class StepStats(typing.TypedDict, total=False):
     engine_ms: float
 
 
+#: One text's :meth:`EngineAdapter.prompt_logprobs`: ``(logprobs, top1)``, one entry
+#: per token after the first: ``ln p(token[i] | token[:i])`` (natural log) and the token
+#: the engine ranks first at position i (src/core/logprobs.rs ``TextLogprobs``).
+TextLogprobs = typing.Tuple[typing.List[float], typing.List[int]]
+
+
 #: The :class:`StepStats` keys that are gauges; every other key is a count.
 STEP_GAUGES = frozenset(("running", "waiting", "kv_usage"))
 
@@ -226,6 +232,13 @@ class EngineAdapter(typing.Protocol):
         """Empties the engine's prefix cache (``--fresh-cache``), nothing in flight;
         False: it cannot (the default)."""
         return False
+
+    def prompt_logprobs(self, texts: typing.List[typing.List[int]]) -> typing.Optional[typing.List[TextLogprobs]]:
+        """Teacher forcing, nothing in flight (``harness parity --logprobs``): for each
+        text (token ids), the engine's log-probability of every token after the first
+        given the tokens before it, and its top-1 token there, from its own API.
+        None: it cannot (the default)."""
+        return None
 
 
 #: An adapter module's ``create(model, options)``: ``options`` are ``--engine-arg``

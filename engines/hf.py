@@ -8,7 +8,8 @@ for every sequence that has not finished. Finished sequences stay in the batch
 (static shapes) until the last one ends; the next batch starts at the next step.
 Temperature 0 is greedy argmax; otherwise softmax(logits / T) is sampled with a
 per-request generator seeded from the request's seed. With ``return_token_ids`` each
-token's top-1 minus top-2 logit is returned too (parity margins).
+token's top-1 minus top-2 logit is returned too (parity margins). ``prompt_logprobs``
+(``harness parity --logprobs``) is one forward over each whole text.
 
 ``--model`` is a checkpoint directory, or a GGUF (a file or a directory holding one),
 which Transformers dequantizes on load: ``harness parity --engines llamacpp,hf`` then
@@ -236,6 +237,25 @@ class HfAdapter(hb.EngineAdapter):
         if all(s.done for s in self.batch):
             self.batch, self.state = None, None  # frees the KV cache
         return (*buf.take(), stats)
+
+    def prompt_logprobs(self, texts):
+        """One forward per text over all its tokens (no cache, no padding): the
+        log-softmax of each position's logits, in float32, at the next token, and the
+        argmax there."""
+        torch = self.torch
+        out = []
+        with torch.inference_mode():
+            for ids in texts:
+                if len(ids) < 2:
+                    out.append(([], []))
+                    continue
+                x = torch.tensor([ids], dtype=torch.long, device=self.device)
+                logits = self.model(input_ids=x, use_cache=False).logits[0, :-1].float()
+                lp = torch.log_softmax(logits, dim=-1)
+                nxt = x[0, 1:]
+                out.append((lp.gather(1, nxt[:, None])[:, 0].tolist(), lp.argmax(dim=-1).tolist()))
+                del logits, lp
+        return out
 
     def in_flight(self):
         running = sum(not s.done for s in self.batch) if self.batch else 0

@@ -58,6 +58,8 @@ import sglang_procs
 # fraction of system RAM on CPU (0.05 is below the minimum for fp32 Gemma 3 270M).
 # The longest flush_cache() may take (it waits for the scheduler's reply).
 FLUSH_S = 120
+# The longest one prompt_logprobs request may take (s).
+LOGPROBS_S = 600
 # sleep_on_idle: an idle scheduler otherwise polls its sockets in a busy loop, taking a
 # whole core from the model's threads and this process on a small CPU host; it sleeps
 # in a poll on the same sockets, so a request still wakes it at once.
@@ -427,6 +429,34 @@ class SglangAdapter(hb.StreamAdapter):
         # TokenizerManager.flush_cache on SGLang's own loop; it refuses while requests run.
         out = self.lt.run(self.engine.tokenizer_manager.flush_cache()).result(timeout=FLUSH_S)
         return bool(getattr(out, "success", False))
+
+    def prompt_logprobs(self, texts):
+        """SGLang's own ``return_logprob`` with ``logprob_start_len=0`` and
+        ``top_logprobs_num=1``: per prompt position, the log-probability of the prompt's
+        token (``meta_info["input_token_logprobs"]``) and SGLang's top-1 token there
+        (``input_top_logprobs``); one token generated and dropped, one text at a time."""
+        sp = {"max_new_tokens": 1, "temperature": 0.0}
+        out = []
+        for ids in texts:
+            coro = self.engine.async_generate(input_ids=list(ids), sampling_params=sp, return_logprob=True,
+                                              logprob_start_len=0, top_logprobs_num=1)
+            meta = self.lt.run(coro).result(timeout=LOGPROBS_S)["meta_info"]
+            toks = list(meta.get("input_token_logprobs") or [])
+            tops = list(meta.get("input_top_logprobs") or [])
+            # The first token has no prediction: SGLang gives it a None log-probability.
+            if len(toks) == len(ids):
+                toks, tops = toks[1:], tops[1:]
+            if len(toks) != len(ids) - 1 or len(tops) != len(toks):
+                raise RuntimeError(f"SGLang returned {len(toks)} input logprobs and {len(tops)} top logprobs "
+                                   f"for {len(ids)} tokens")
+            lps, top1 = [], []
+            for tok, (lp, tid, *_), top in zip(ids[1:], toks, tops):
+                if int(tid) != int(tok) or lp is None:
+                    raise RuntimeError(f"SGLang's input logprob entry ({lp}, {tid}) does not score token {tok}")
+                lps.append(float(lp))
+                top1.append(int(top[0][1]) if top else int(tok))
+            out.append((lps, top1))
+        return out
 
     def _close_engine(self):
         engine, self.engine = self.engine, None

@@ -16,7 +16,10 @@ Options (``--engine-arg``):
                      at start-up.
 
 With return_token_ids, token k of a request echoes prompt[k % len] (+ token_offset),
-the same rule as the calibration engine.
+the same rule as the calibration engine. ``prompt_logprobs`` follows the calibration
+engine's rule too (src/engine/calibration.rs, "Log-probabilities", with no offset or
+shift): at position i with token t, ln p = -((t + i) mod 16)/8, top-1 t when
+(t + i) mod 16 = 0, else t + 1.
 """
 
 import atexit
@@ -155,6 +158,13 @@ class TestAdapter(hb.EngineAdapter):
                     self.reqs.clear()
                 for rid in rids:
                     self.stream.push(rid, 0, hb.ERROR, {"error": hb.format_exception(e)})
+
+    def prompt_logprobs(self, texts):
+        out = []
+        for ids in texts:
+            rs = [(t, (t + i) % 16) for i, t in enumerate(ids) if i > 0]
+            out.append(([-r / 8 for _, r in rs], [t if r == 0 else t + 1 for t, r in rs]))
+        return out
 
     def in_flight(self):
         return len(self.reqs)

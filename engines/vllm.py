@@ -321,6 +321,34 @@ class VllmAdapter(hb.EngineAdapter):
         stats = self.step_logger.take() if self.step_logger is not None else None
         return (*buf.take(), stats)
 
+    def prompt_logprobs(self, texts):
+        """vLLM's own ``prompt_logprobs=1``: per prompt position, the log-probability of
+        the prompt's token and of vLLM's rank-1 token (one token generated and dropped).
+        vLLM computes them from the raw logits (its default ``logprobs_mode``) and does
+        not read its prefix cache for such requests."""
+        sp = self._SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        base = 1 << 62  # request ids apart from the driver's
+        for k, ids in enumerate(texts):
+            self.engine.add_request(str(base + k), self._TokensPrompt(prompt_token_ids=list(ids)), sp)
+        done = {}
+        while len(done) < len(texts):
+            for o in self.engine.step():
+                if o.finished:
+                    done[int(o.request_id) - base] = o
+            if not self.engine.has_unfinished_requests() and len(done) < len(texts):
+                raise RuntimeError(f"vLLM finished {len(done)} of {len(texts)} prompt-logprob requests")
+        out = []
+        for k, ids in enumerate(texts):
+            entries = list(done[k].prompt_logprobs or [])[1:]  # the first token has none
+            if len(entries) != len(ids) - 1:
+                raise RuntimeError(f"vLLM returned {len(entries)} prompt logprobs for {len(ids)} tokens")
+            lps, top1 = [], []
+            for tok, d in zip(ids[1:], entries):
+                lps.append(float(d[tok].logprob))
+                top1.append(next((t for t, lp in d.items() if lp.rank == 1), tok))
+            out.append((lps, top1))
+        return out
+
     def in_flight(self):
         return len(self.live) + len(self.refused)
 

@@ -20,6 +20,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Report(a) => commands::views::report(a),
         Command::Engines(a) => commands::engines::run(a),
         Command::Parity(a) => commands::parity::run(a),
+        Command::Logprobs(a) => commands::logprobs::child(a),
         Command::Plot(a) => commands::views::plot(a),
         Command::Compare(a) => commands::views::compare(a),
         Command::ServedVsInproc(a) => commands::served::run(a),

@@ -62,8 +62,13 @@ pub enum Command {
     Report(ReportArgs),
     /// List the engines this build knows and whether each is usable here.
     Engines(EnginesArgs),
-    /// Compare greedy token ids of two engines on the same prompts.
+    /// Compare greedy token ids of two engines on the same prompts, or (--logprobs) their
+    /// teacher-forced log-probabilities of the same texts.
     Parity(ParityArgs),
+    /// One engine's teacher-forced log-probabilities of given texts (what `parity
+    /// --logprobs` runs in a child process per engine).
+    #[command(hide = true)]
+    Logprobs(LogprobsArgs),
     /// Draw the plots (PNG and SVG) of a result directory, or of several overlaid.
     Plot(PlotArgs),
     /// The same points of several runs side by side: ratios against the first, whether
@@ -382,10 +387,11 @@ pub struct ParityArgs {
     /// `harness` process, in its own Python env.
     #[arg(long, default_value = "vllm,hf")]
     pub engines: String,
-    /// Model directory (not needed when neither engine takes one).
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// tokenizer.json (default: MODEL/tokenizer.json).
+    /// Model, for both engines, or for one as ENGINE:DIR (a GGUF for llamacpp against
+    /// the checkpoint for hf); not needed when neither engine takes one. Repeatable.
+    #[arg(long, value_name = "[ENGINE:]DIR")]
+    pub model: Vec<String>,
+    /// tokenizer.json (default: the first model's tokenizer.json).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// Prompt file (JSONL/text); default: a built-in set of English prompts.
@@ -406,6 +412,34 @@ pub struct ParityArgs {
     /// Keep both runs' result directories here (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Compare the engines' teacher-forced log-probabilities of fixed texts (--prompts,
+    /// or a built-in set) position by position, instead of greedy token ids.
+    #[arg(long)]
+    pub logprobs: bool,
+    /// With --logprobs: the largest |Δ log-probability| (nats) at any position that
+    /// still passes.
+    #[arg(long, default_value_t = 0.05, value_name = "NATS")]
+    pub max_logprob_diff: f64,
+}
+
+/// `harness logprobs` (what `parity --logprobs` runs per engine, in its own process):
+/// one engine's teacher-forced log-probabilities of the texts in a file.
+#[derive(Args, Debug)]
+pub struct LogprobsArgs {
+    #[arg(long)]
+    pub engine: String,
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    #[arg(long = "engine-arg", value_name = "KEY=VALUE")]
+    pub engine_arg: Vec<String>,
+    #[arg(long, value_name = "DIR")]
+    pub python_env: Option<PathBuf>,
+    /// A JSON list of texts, each a list of token ids.
+    #[arg(long, value_name = "FILE")]
+    pub texts: PathBuf,
+    /// Directory for logprobs.json and engine.log.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[cfg(test)]

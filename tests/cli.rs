@@ -261,6 +261,28 @@ fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         usage_error(c, needle);
         assert!(!out.exists(), "{args:?} left {} behind", out.display());
     }
+    // `parity --model [ENGINE:]DIR`: each side's model is checked before anything runs.
+    let parity: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--model", "hf:/nope"], "--model /nope: no such file"),
+        (vec![], "--model is required (hf needs one)"),
+        (
+            vec!["--model", "hf:/a", "--model", "hf:/b"],
+            "--model: more than one for hf",
+        ),
+        (
+            vec!["--logprobs", "--max-logprob-diff=-1"],
+            "--max-logprob-diff -1",
+        ),
+    ];
+    for (args, needle) in parity {
+        let mut c = harness();
+        c.args(["parity", "--engines", "calibration,hf"])
+            .args(&args)
+            .arg("--out")
+            .arg(&out);
+        usage_error(c, needle);
+        assert!(!out.exists(), "{args:?} left {} behind", out.display());
+    }
     let _ = (bad_jsonl, tok);
 }
 

@@ -821,6 +821,40 @@ fn hf_real_model_exact_counts_and_parity_with_vllm() {
     assert!(text.contains("identical leading tokens: 144/144"), "{text}");
 }
 
+/// Measured on this machine (fp32, CPU, the six built-in texts, 245 positions): max
+/// |Δ| 1.7e-5 nats, mean 4e-6, every top-1 the same. The bound leaves room for other
+/// CPUs' kernels while a real numerics bug (a wrong mask, a missed scale) moves
+/// log-probabilities by tenths.
+const VLLM_HF_FP32_LOGPROB_BOUND: f64 = 1e-3;
+
+#[test]
+#[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
+fn vllm_and_hf_give_the_same_log_probabilities_in_fp32() {
+    let (Some(model), Some(_)) = (need("gemma-3-270m"), need("venv")) else {
+        return;
+    };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lp");
+    let text = succeeds(
+        harness()
+            .args(["parity", "--logprobs", "--engines", "vllm,hf", "--model"])
+            .arg(&model)
+            .arg(format!("--max-logprob-diff={VLLM_HF_FP32_LOGPROB_BOUND}"))
+            .arg("--out")
+            .arg(&out),
+    );
+    eprintln!("{text}");
+    let p = &json(&out.join("logprob-parity.json"))["parity"];
+    let positions = p["positions"].as_u64().unwrap();
+    assert!(positions > 200, "{p}");
+    assert!(p["max_abs_diff"].as_f64().unwrap() <= VLLM_HF_FP32_LOGPROB_BOUND);
+    assert_eq!(p["top1_agree"].as_u64(), Some(positions), "{p}");
+    // Both scored the text itself: mean log-probabilities of natural English.
+    let m = p["mean_logprob"].as_array().unwrap();
+    assert!((-6.0..-0.5).contains(&m[0].as_f64().unwrap()), "{p}");
+}
+
 #[test]
 #[ignore = "needs the vllm venv and the real model: scripts/test.sh sets them up and runs it"]
 fn vllm_and_hf_score_the_arithmetic_set_alike() {
@@ -1182,6 +1216,100 @@ fn parity_runs_each_engine_in_its_own_process_and_env() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("identical leading tokens: 0/30"), "{text}");
     assert!(text.contains("token 0: #"), "{text}");
+}
+
+/// `harness parity --logprobs` between the calibration engine and the test adapter,
+/// which score by the same rule (calibration.rs, "Log-probabilities").
+fn logprobs_calibration_vs_python_test(venv: &Path, out: &Path) -> assert_cmd::Command {
+    let mut c = harness();
+    c.args([
+        "parity",
+        "--logprobs",
+        "--engines",
+        "calibration,python-test",
+    ])
+    .arg("--python-env")
+    .arg(format!("python-test:{}", venv.display()))
+    .arg("--out")
+    .arg(out);
+    c
+}
+
+#[test]
+fn logprob_parity_measures_the_known_difference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv = stdlib_venv(&tmp.path().join("venv"));
+    let out = tmp.path().join("lp");
+    // An offset of 0.25 nats at every position: max = mean = 0.25, beyond the default
+    // bound (exit 1); every top-1 agrees.
+    let o = logprobs_calibration_vs_python_test(&venv, &out)
+        .args(["--engine-arg", "calibration:logprob_offset=0.25"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("282 positions: max |Δ| 0.250000 nats, mean |Δ| 0.250000; top-1 agreement 282/282 (100.0 %)"),
+        "{text}"
+    );
+    assert!(text.contains("--max-logprob-diff 0.05: FAIL"), "{text}");
+    // The figure recomputed from the raw records, without the metrics code.
+    let texts: Vec<Vec<u32>> = serde_json::from_value(json(&out.join("texts.json"))).unwrap();
+    let side = |d: &str| json(&out.join(d).join("logprobs.json"));
+    let (a, b) = (side("1-calibration"), side("2-python-test"));
+    assert_eq!(a["texts"], b["texts"]);
+    let mut max = 0f64;
+    for (k, t) in texts.iter().enumerate() {
+        let (x, y) = (&a["scored"][k]["logprobs"], &b["scored"][k]["logprobs"]);
+        assert_eq!(x.as_array().unwrap().len(), t.len() - 1);
+        for i in 0..t.len() - 1 {
+            max = max.max((x[i].as_f64().unwrap() - y[i].as_f64().unwrap()).abs());
+        }
+    }
+    assert!((max - 0.25).abs() < 1e-6, "{max}");
+    let summary = json(&out.join("logprob-parity.json"));
+    assert_eq!(summary["pass"], false);
+    assert_eq!(summary["parity"]["positions"], 282);
+    assert_eq!(b["engine"]["name"], "python-test");
+
+    // Within a looser bound it passes.
+    logprobs_calibration_vs_python_test(&venv, &out)
+        .args(["--engine-arg", "calibration:logprob_offset=0.25"])
+        .args(["--max-logprob-diff", "0.3"])
+        .assert()
+        .success();
+
+    // A shifted top-1 disagrees exactly where the text's own token is not the top-1.
+    let agree: usize = texts
+        .iter()
+        .map(|t| {
+            (1..t.len())
+                .filter(|&i| (t[i] as usize + i) % 16 == 0)
+                .count()
+        })
+        .sum();
+    let text = succeeds(
+        logprobs_calibration_vs_python_test(&venv, &out)
+            .args(["--engine-arg", "calibration:top1_shift=3"]),
+    );
+    assert!(
+        text.contains(&format!(
+            "max |Δ| 0.000000 nats, mean |Δ| 0.000000; top-1 agreement {agree}/282"
+        )),
+        "{text}"
+    );
+
+    // Bad input: one line, exit 2.
+    let o = logprobs_calibration_vs_python_test(&venv, &tmp.path().join("bad"))
+        .arg("--max-logprob-diff=-1")
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--max-logprob-diff -1"), "{err}");
+    assert!(!tmp.path().join("bad").exists());
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! engines' top-2 logit margins there (top-1 minus top-2 logit): a divergence where
 //! both engines were near a tie is what different kernels or quantisation do; one
 //! where either engine was sure is worth a look. It exits 1 when the share of
-//! identical leading tokens over all prompts falls below `--threshold`.
+//! identical leading tokens over all prompts falls below `--threshold`. With
+//! `--logprobs` it compares the engines' teacher-forced log-probabilities instead
+//! ([`super::logprobs`]).
 
 use crate::cli::ParityArgs;
 use crate::config::{check_model, engine::parse_engine_args, model_dir, ConfigError};
@@ -79,10 +81,11 @@ fn verdict(m: [Option<f32>; 2]) -> &'static str {
 }
 
 /// One side of the comparison: an engine and what its child gets.
-struct Side {
-    spec: &'static EngineSpec,
-    engine_args: Vec<String>,
-    python_env: Option<PathBuf>,
+pub(super) struct Side {
+    pub(super) spec: &'static EngineSpec,
+    pub(super) engine_args: Vec<String>,
+    pub(super) python_env: Option<PathBuf>,
+    pub(super) model: Option<PathBuf>,
 }
 
 /// `[ENGINE:]VALUE` flags: those prefixed with one of `names` go to that engine, the
@@ -122,6 +125,16 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         )
         .into());
     }
+    if !(a.max_logprob_diff.is_finite() && a.max_logprob_diff >= 0.0) {
+        return Err(ConfigError::new(
+            "max-logprob-diff",
+            format!(
+                "--max-logprob-diff {}: must be a number of nats, 0 or more",
+                a.max_logprob_diff
+            ),
+        )
+        .into());
+    }
     if !(1..=MAX_OUTPUT_LEN).contains(&a.output_len) {
         return Err(ConfigError::new(
             "output-len",
@@ -134,55 +147,50 @@ pub fn run(a: ParityArgs) -> Result<i32> {
     }
     let args = per_engine(&a.engine_arg, &names);
     let envs = per_engine(&a.python_env, &names);
+    let models = per_engine(&a.model, &names);
     let mut sides = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let spec = registry
             .lookup(n)
             .map_err(|e| ConfigError::new("engines", e))?;
         parse_engine_args(&args[i])?;
-        let python_env = match envs[i].as_slice() {
-            [] => None,
-            [one] => Some(PathBuf::from(one)),
-            _ => {
-                return Err(ConfigError::new(
-                    "python-env",
-                    format!("--python-env: more than one for {n}; give one DIR, or {n}:DIR"),
-                )
-                .into())
-            }
+        let one = |values: &[String], flag: &'static str| match values {
+            [] => Ok(None),
+            [one] => Ok(Some(PathBuf::from(one))),
+            _ => Err(ConfigError::new(
+                flag,
+                format!("--{flag}: more than one for {n}; give one DIR, or {n}:DIR"),
+            )),
         };
+        let python_env = one(&envs[i], "python-env")?;
+        let model = one(&models[i], "model")?;
+        match &model {
+            Some(m) => check_model(spec, m)?,
+            None if spec.model.needed() => return Err(ConfigError::new(
+                "model",
+                format!(
+                    "--model is required ({n} needs one); pass {}, for both engines or as {n}:DIR",
+                    spec.model.describe()
+                ),
+            )
+            .into()),
+            None => {}
+        }
         sides.push(Side {
             spec,
             engine_args: args[i].clone(),
             python_env,
+            model,
         });
     }
-    match &a.model {
-        Some(m) => {
-            for s in &sides {
-                check_model(s.spec, m)?;
-            }
-        }
-        None => {
-            if let Some(s) = sides.iter().find(|s| s.spec.model.needed()) {
-                return Err(ConfigError::new(
-                    "model",
-                    format!(
-                        "--model is required ({} needs one); pass {}",
-                        s.spec.name,
-                        s.spec.model.describe()
-                    ),
-                )
-                .into());
-            }
-        }
-    }
+    // One tokenizer for both sides: the same prompt ids, whichever model each loads.
     let tokenizer_path = a
         .tokenizer
         .clone()
         .or_else(|| {
-            a.model
-                .as_deref()
+            sides
+                .iter()
+                .find_map(|s| s.model.as_deref())
                 .map(|m| model_dir(m).join("tokenizer.json"))
         })
         .filter(|t| t.is_file());
@@ -215,7 +223,11 @@ pub fn run(a: ParityArgs) -> Result<i32> {
             dir.display()
         ))
     })?;
-    let result = compare(&a, &sides, &dir, tokenizer_path.as_deref());
+    let result = if a.logprobs {
+        super::logprobs::compare(&a, &sides, &dir, tokenizer_path.as_deref())
+    } else {
+        compare(&a, &sides, &dir, tokenizer_path.as_deref())
+    };
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -262,7 +274,7 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
             std::env::current_exe().context("cannot find this harness's own executable")?,
         );
         cmd.args(["run", "--engine", s.spec.name]);
-        if let Some(m) = &a.model {
+        if let Some(m) = &s.model {
             cmd.arg("--model").arg(m);
         }
         if let Some(t) = tokenizer {

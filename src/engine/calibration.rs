@@ -40,6 +40,14 @@
 //! `prompt[k % len]`), the same rule as the Python test adapter, so `harness parity`
 //! can be checked between the two without a model.
 //!
+//! # Log-probabilities
+//! For `harness parity --logprobs` it scores a text by a fixed rule, the known answer:
+//! at position i (from 1) with token t, `ln p = -((t + i) mod 16)/8 - logprob_offset`,
+//! and its top-1 token there is t itself when `(t + i) mod 16 = 0`, else
+//! `t + 1 + top1_shift`. Two runs that differ only in `logprob_offset=X` differ by
+//! exactly X at every position; in `top1_shift` only where the top-1 is not the text's
+//! own token.
+//!
 //! # On a GPU
 //! `device=cuda[:N]` runs every step on CUDA device N (default 0): the step launches a
 //! spin kernel for its scheduled time on the engine's own stream ([`crate::gpu::spin`])
@@ -59,7 +67,7 @@ mod prefix_cache;
 
 use super::{
     Availability, CudaPlacement, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec,
-    Finish, GenRequest, SchedulerFacts, StepStats, TokenEvent, Unavailable,
+    Finish, GenRequest, SchedulerFacts, StepStats, TextLogprobs, TokenEvent, Unavailable,
 };
 use crate::core::clock::{self, MonoNs};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
@@ -139,6 +147,10 @@ pub struct Schedule {
     pub device: Option<usize>,
     /// Device memory held for the engine's life, GiB (with a device).
     pub mem_gib: f64,
+    /// Subtracted from every teacher-forced log-probability (see the module docs).
+    pub logprob_offset: f64,
+    /// Added to every top-1 token that is not the text's own.
+    pub top1_shift: u32,
 }
 
 impl Default for Schedule {
@@ -161,6 +173,8 @@ impl Default for Schedule {
             block_size: 16,
             device: None,
             mem_gib: 0.0,
+            logprob_offset: 0.0,
+            top1_shift: 0,
         }
     }
 }
@@ -171,7 +185,7 @@ const MAX_STEP_MS: f64 = 60_000.0;
 const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
                     decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step, \
                     jitter_pct, jitter_seed, output_lag, prefix_cache_tokens, block_size, device, \
-                    mem_gib";
+                    mem_gib, logprob_offset, top1_shift";
 
 impl Schedule {
     pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
@@ -224,6 +238,20 @@ impl Schedule {
                         .filter(|x| (0.0..=spin::MAX_MEM_GIB).contains(x))
                         .ok_or_else(|| bad(&format!("GiB from 0 to {}", spin::MAX_MEM_GIB)))?
                 }
+                "logprob_offset" => {
+                    s.logprob_offset = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| (0.0..=100.0).contains(x))
+                        .ok_or_else(|| bad("a number from 0 to 100"))?
+                }
+                "top1_shift" => {
+                    s.top1_shift = int(v)?
+                        .try_into()
+                        .ok()
+                        .filter(|x| *x <= 1 << 20)
+                        .ok_or_else(|| bad("an integer from 0 to 1048576"))?
+                }
                 "output_lag" => {
                     s.output_lag = match v.to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" => true,
@@ -244,6 +272,22 @@ impl Schedule {
             ));
         }
         Ok(s)
+    }
+
+    /// The known answer for one text's teacher-forced log-probabilities (module docs).
+    pub fn logprobs(&self, text: &[u32]) -> TextLogprobs {
+        let mut out = TextLogprobs::default();
+        for (i, &t) in text.iter().enumerate().skip(1) {
+            let r = (u64::from(t) + i as u64) % 16;
+            out.logprobs
+                .push((-(r as f64) / 8.0 - self.logprob_offset) as f32);
+            out.top1.push(if r == 0 {
+                t
+            } else {
+                t.wrapping_add(1).wrapping_add(self.top1_shift)
+            });
+        }
+        out
     }
 
     /// Duration of a prefill step admitting `requests` requests with `tokens` prompt tokens.
@@ -786,6 +830,15 @@ impl super::Engine for CalibrationEngine {
 
     fn take_step_stats(&mut self) -> Option<StepStats> {
         self.stats.take()
+    }
+
+    fn prompt_logprobs(
+        &mut self,
+        texts: &[Vec<u32>],
+    ) -> Result<Option<Vec<TextLogprobs>>, EngineError> {
+        Ok(Some(
+            texts.iter().map(|t| self.schedule.logprobs(t)).collect(),
+        ))
     }
 
     fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {

@@ -17,6 +17,7 @@ pub mod trtllm;
 pub mod venv;
 
 use crate::core::clock::MonoNs;
+pub use crate::core::logprobs::TextLogprobs;
 use crate::core::measure::{Figure, Measure};
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
 pub use crate::core::step::StepStats;
@@ -455,6 +456,17 @@ pub trait Engine {
     /// engine collects the stats while it steps and hands them over here.
     fn take_step_stats(&mut self) -> Option<StepStats> {
         None
+    }
+
+    /// Teacher forcing, with nothing in flight: for each of `texts` (token ids), the
+    /// log-probability the model gives each token after the tokens before it, and its
+    /// top-1 token there ([`TextLogprobs`], `harness parity --logprobs`), from the
+    /// engine's own API. `Ok(None)`: this engine cannot (the default).
+    fn prompt_logprobs(
+        &mut self,
+        _texts: &[Vec<u32>],
+    ) -> Result<Option<Vec<TextLogprobs>>, EngineError> {
+        Ok(None)
     }
 
     /// The engine's own counters since the previous call (llama.cpp's perf data), or

@@ -19,6 +19,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod confidence;
 pub mod conversations;
+pub mod logprobs;
 pub mod steps;
 
 pub use confidence::Estimate;

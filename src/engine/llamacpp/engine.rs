@@ -23,7 +23,8 @@ use crate::core::clock;
 use crate::core::request::{FinishReason, RequestId};
 use crate::engine::{
     model::find_gguf, Engine, EngineConfig, EngineCounters, EngineError, EngineFigure, EngineInfo,
-    EngineKind, Finish, GenRequest, HostCompute, SchedulerFacts, StepStats, TokenEvent,
+    EngineKind, Finish, GenRequest, HostCompute, SchedulerFacts, StepStats, TextLogprobs,
+    TokenEvent,
 };
 use crate::host::CpuSample;
 use std::rc::Rc;
@@ -89,6 +90,20 @@ fn top2_margin(logits: &[f32]) -> f32 {
         }
     }
     a - b
+}
+
+/// `ln softmax(logits)[token]` (in f64, then f32) and the row's argmax: one position of
+/// a teacher-forced text.
+fn logprob_at(logits: &[f32], token: u32) -> Option<(f32, u32)> {
+    let (mut top, mut max) = (0usize, f32::NEG_INFINITY);
+    for (i, &x) in logits.iter().enumerate() {
+        if x > max {
+            (top, max) = (i, x);
+        }
+    }
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let x = *logits.get(token as usize)?;
+    Some(((f64::from(x - max) - sum.ln()) as f32, top as u32))
 }
 
 /// A 32-bit sampler seed from the request's 64-bit one; llama.cpp reads
@@ -645,6 +660,71 @@ impl Engine for LlamaCppEngine {
         Ok(())
     }
 
+    /// Each text decoded alone as sequence 0 with logits at every position, in chunks
+    /// of `n_batch`; the log-softmax of llama.cpp's logits (`llama_get_logits_ith`) at
+    /// the next token, and their argmax. Nothing may be in flight.
+    fn prompt_logprobs(
+        &mut self,
+        texts: &[Vec<u32>],
+    ) -> Result<Option<Vec<TextLogprobs>>, EngineError> {
+        if self.in_flight() > 0 {
+            return Err(EngineError::failed(
+                "llamacpp: prompt log-probabilities need an idle engine",
+            ));
+        }
+        let n_batch = self.n_batch;
+        let mut out = Vec::with_capacity(texts.len());
+        for text in texts {
+            if text.len() > self.n_ctx_seq as usize {
+                return Err(EngineError::Usage(format!(
+                    "a text of {} tokens is longer than the context ({} per sequence); raise --engine-arg n_ctx or pass shorter texts",
+                    text.len(),
+                    self.n_ctx_seq
+                )));
+            }
+            let Some(ctx) = self.ctx.as_mut() else {
+                return Err(EngineError::failed("llamacpp: the engine was shut down"));
+            };
+            let mut scored = TextLogprobs::default();
+            for (c, chunk) in text.chunks(n_batch).enumerate() {
+                self.batch.clear();
+                for (j, &t) in chunk.iter().enumerate() {
+                    self.batch.push(t, (c * n_batch + j) as u32, 0, true);
+                }
+                let decoded = ctx.decode(&self.batch).map_err(|e| match e {
+                    DecodeError::NoKvSlot(e) | DecodeError::Failed(e) => {
+                        EngineError::failed(e.to_string())
+                    }
+                    DecodeError::Aborted => EngineError::failed("llamacpp: interrupted"),
+                });
+                if let Err(e) = decoded {
+                    let _ = ctx.remove_sequence(0);
+                    return Err(e);
+                }
+                for j in 0..chunk.len() {
+                    let Some(&next) = text.get(c * n_batch + j + 1) else {
+                        break;
+                    };
+                    let (lp, top) = ctx
+                        .logits(j as i32)
+                        .and_then(|row| logprob_at(row, next))
+                        .ok_or_else(|| {
+                            EngineError::failed(format!(
+                                "llamacpp: no logits for position {} (token {next} outside the vocabulary?)",
+                                c * n_batch + j
+                            ))
+                        })?;
+                    scored.logprobs.push(lp);
+                    scored.top1.push(top);
+                }
+            }
+            ctx.remove_sequence(0)
+                .map_err(|e| EngineError::failed(e.to_string()))?;
+            out.push(scored);
+        }
+        Ok(Some(out))
+    }
+
     fn take_counters(&mut self) -> Option<EngineCounters> {
         // Finished requests' chains were read when they ended; running ones count up to
         // now (each reading resets a chain, so nothing is counted twice).
@@ -687,6 +767,19 @@ impl Drop for LlamaCppEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logprob_at_is_the_log_softmax() {
+        // ln(e^1 / (e^0 + e^1 + e^2)) = 1 - ln(1 + e + e^2).
+        let (lp, top) = logprob_at(&[0.0, 1.0, 2.0], 1).unwrap();
+        let want = 1.0 - (1.0 + 1f64.exp() + 2f64.exp()).ln();
+        assert!((f64::from(lp) - want).abs() < 1e-6, "{lp} vs {want}");
+        assert_eq!(top, 2);
+        // Large logits do not overflow.
+        let (lp, _) = logprob_at(&[1000.0, 1000.0], 0).unwrap();
+        assert!((lp - (-std::f32::consts::LN_2)).abs() < 1e-6);
+        assert_eq!(logprob_at(&[0.0], 5), None);
+    }
 
     #[test]
     fn margins_and_seeds() {

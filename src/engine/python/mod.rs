@@ -21,7 +21,7 @@ pub mod vllm;
 use super::venv::{default_venv, Requirement, Venv};
 use super::{
     Availability, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Finish, GenRequest,
-    StepStats, TokenEvent, Unavailable,
+    StepStats, TextLogprobs, TokenEvent, Unavailable,
 };
 use crate::core::clock::MonoNs;
 use crate::core::request::{EngineStamps, FinishReason, RequestId};
@@ -652,6 +652,28 @@ impl Engine for PythonEngine {
 
     fn profile_start(&mut self, dir: &Path, label: &str) -> Result<bool, EngineError> {
         self.start_profiler(dir, label)
+    }
+
+    fn prompt_logprobs(
+        &mut self,
+        texts: &[Vec<u32>],
+    ) -> Result<Option<Vec<TextLogprobs>>, EngineError> {
+        Python::attach(|py| {
+            let ret = self
+                .adapter
+                .call_method1(py, "prompt_logprobs", (texts.to_vec(),))?;
+            let ret = ret.bind(py);
+            if ret.is_none() {
+                return Ok(None);
+            }
+            let mut out = Vec::with_capacity(texts.len());
+            for item in ret.try_iter()? {
+                let (logprobs, top1): (Vec<f32>, Vec<u32>) = item?.extract()?;
+                out.push(TextLogprobs { logprobs, top1 });
+            }
+            Ok(Some(out))
+        })
+        .map_err(|e: PyErr| Python::attach(|py| py_error(py, e, "prompt_logprobs")))
     }
 
     fn reset_prefix_cache(&mut self) -> Result<bool, EngineError> {
