@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Plot(a) => commands::views::plot(a),
         Command::Compare(a) => commands::views::compare(a),
         Command::ServedVsInproc(a) => commands::served::run(a),
+        Command::Variants(a) => commands::variants::run(a),
     }
 }
 

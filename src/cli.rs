@@ -18,6 +18,7 @@ const EXAMPLES: &str = "Examples:
   harness --engine calibration --concurrency 8 --min-duration 5
   harness --engine openai --engine-arg base_url=http://127.0.0.1:8000 --tokenizer FILE --concurrency 8
   harness served-vs-inproc --model DIR --batch 1,8 --output-len 64 --ignore-eos
+  harness variants --model DIR --dataset arithmetic --batch 8 --variant vllm:dtype=float32 --variant vllm:dtype=bfloat16
   harness engines";
 
 #[derive(Parser, Debug)]
@@ -79,6 +80,24 @@ pub enum Command {
     /// throughput side by side with the difference, and where it lies.
     #[command(name = "served-vs-inproc")]
     ServedVsInproc(ServedArgs),
+    /// The same sweep over several engine settings (dtype, quantization, engine), each
+    /// in its own child `harness sweep`, then throughput, load time and accuracy side
+    /// by side, and `compare`'s table over them.
+    Variants(VariantsArgs),
+}
+
+/// `variants`: `sweep`'s flags, shared by every variant, and the variants. `--engine`
+/// and `--python-env` belong to each variant; `--model` and `--engine-arg` given here
+/// apply to every variant that does not set its own.
+#[derive(Args, Debug)]
+pub struct VariantsArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// One engine setting: ENGINE, then its engine args (KEY=VALUE, comma-separated),
+    /// and model=PATH, python-env=DIR, label=NAME. Repeatable, at least twice; the
+    /// first is the baseline.
+    #[arg(long = "variant", value_name = "ENGINE[:KEY=VALUE,..]")]
+    pub variants: Vec<String>,
 }
 
 /// `served-vs-inproc`: `sweep`'s flags, and how many interleaved pairs to run.

@@ -1254,18 +1254,12 @@ fn write_number_tokenizer(path: &Path) {
     std::fs::write(path, json.to_string()).unwrap();
 }
 
-#[test]
-fn a_scored_calibration_run_has_the_exact_accuracy() {
-    // The calibration engine echoes each prompt (token k is prompt[k % len]), so each
-    // item's verdict is known: 3 of these 5 are right (7; 12 = 12.0; the first match, 5),
-    // one is wrong (8 against 9) and one has no answer.
-    let tmp = tempfile::tempdir().unwrap();
-    let tokenizer = tmp.path().join("tokenizer.json");
-    write_number_tokenizer(&tokenizer);
-    let data = tmp.path().join("scored.jsonl");
+/// Five scored items whose verdicts under the calibration engine's echo are known: 3
+/// right (7; 12 = 12.0; the first match, 5), one wrong (8 against 9), one unanswered.
+fn write_scored_items(path: &Path) {
     let p = r#""pattern": "answer is (\\d+)""#;
     std::fs::write(
-        &data,
+        path,
         [
             format!(r#"{{"prompt": "the answer is 7", "answer": "7", {p}}}"#),
             format!(r#"{{"prompt": "the answer is 8", "answer": 9, {p}}}"#),
@@ -1276,6 +1270,18 @@ fn a_scored_calibration_run_has_the_exact_accuracy() {
         .join("\n"),
     )
     .unwrap();
+}
+
+#[test]
+fn a_scored_calibration_run_has_the_exact_accuracy() {
+    // The calibration engine echoes each prompt (token k is prompt[k % len]), so each
+    // item's verdict is known: 3 of these 5 are right (7; 12 = 12.0; the first match, 5),
+    // one is wrong (8 against 9) and one has no answer.
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = tmp.path().join("tokenizer.json");
+    write_number_tokenizer(&tokenizer);
+    let data = tmp.path().join("scored.jsonl");
+    write_scored_items(&data);
     let run = |out: &Path| {
         let mut c = harness();
         c.args([
@@ -1377,4 +1383,318 @@ fn a_scored_calibration_run_has_the_exact_accuracy() {
         .success();
     assert!(json(&plain).get("accuracy").is_none());
     assert!(!plain.join("scores.jsonl").exists());
+}
+
+/// `harness variants` over a scored workload: `--model DIR` (a tokenizer.json only; the
+/// calibration engine loads nothing) is the default model, and its tokenizer goes to
+/// every child.
+fn variants(tmp: &Path, out: &Path, variants: &[&str]) -> Command {
+    let model = tmp.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    write_number_tokenizer(&model.join("tokenizer.json"));
+    let data = tmp.join("scored.jsonl");
+    write_scored_items(&data);
+    let mut c = harness();
+    c.args([
+        "variants",
+        "--dataset",
+        "scored",
+        "--batch",
+        "5",
+        "--num-requests",
+        "10",
+        "--output-len",
+        "8",
+        "--warmup",
+        "0",
+        "--no-progress",
+    ])
+    .arg("--dataset-path")
+    .arg(&data)
+    .arg("--model")
+    .arg(&model)
+    .arg("--out")
+    .arg(out);
+    for v in variants {
+        c.args(["--variant", v]);
+    }
+    c
+}
+
+/// The table row of `label` (its cells, trimmed).
+fn table_row<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .find(|c| c.get(1) == Some(&label))
+        .unwrap_or_else(|| panic!("no row {label} in:\n{text}"))
+}
+
+#[test]
+fn variants_put_each_setting_side_by_side_with_its_exact_accuracy() {
+    // Two decode schedules of the calibration engine: the same echo (so 6 of 10 right
+    // on both, see `write_scored_items`), TPOT decode_ms + 0.1 ms × 5 running = 2.5 and
+    // 8.5 ms.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let stdout = succeeds(&mut variants(
+        tmp.path(),
+        &out,
+        &[
+            "calibration:decode_ms=2,label=fast",
+            "calibration:decode_ms=8,label=slow",
+        ],
+    ));
+    let text = stdout
+        .split("Variants: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no variants table in:\n{stdout}"));
+    assert!(
+        text.starts_with("2 engine settings on one workload: scored"),
+        "{text}"
+    );
+    let tokenizer = tmp.path().join("model/tokenizer.json");
+    assert!(
+        text.contains(&format!(
+            "Tokenizer: {} (the first variant's",
+            tokenizer.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("| variant | engine")
+            && text.contains("| load s | point   | out tok/s | TTFT p50 (ms) | TPOT p50 (ms) |"),
+        "{text}"
+    );
+    for label in ["fast", "slow"] {
+        let row = table_row(text, label);
+        // variant, engine, dtype, load s, point, 3 figures, accuracy, exit.
+        assert_eq!(
+            row[2],
+            format!("calibration {}", env!("CARGO_PKG_VERSION")),
+            "{row:?}"
+        );
+        assert_eq!((row[3], row[5]), ("-", "batch=5"), "{row:?}");
+        assert!(row[4].parse::<f64>().is_ok(), "load s: {row:?}");
+        assert_eq!(row[9], "6/10 = 0.600 [0.313, 0.832]", "{row:?}");
+        assert_eq!(row[10], "0", "{row:?}");
+    }
+    // The method is in the output, and compare's table over the same directories.
+    assert!(text.contains("Wilson 95 % interval") && text.contains("engine.load_time_s"));
+    assert!(
+        text.contains("harness compare over the same directories"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("calibration {} (slow)", env!("CARGO_PKG_VERSION")))
+            && text.contains("×1.00 within spread"),
+        "{text}"
+    );
+    let saved = std::fs::read_to_string(out.join("variants.txt")).unwrap();
+    assert!(
+        saved.contains("Variants: 2 engine settings") && stdout.contains(&saved),
+        "{saved}"
+    );
+    let v = common::json(&out.join("variants.json"));
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    for (row, (label, dir, tpot)) in rows
+        .iter()
+        .zip([("fast", "01-fast", 2.5), ("slow", "02-slow", 8.5)])
+    {
+        assert_eq!(
+            (row["variant"].as_str(), row["dir"].as_str()),
+            (Some(label), Some(dir))
+        );
+        assert_eq!(row["engine"], "calibration");
+        assert_eq!(row["dtype"], "-");
+        assert_eq!(
+            row["engine_args"][0],
+            format!("decode_ms={}", if label == "fast" { 2 } else { 8 })
+        );
+        assert!(row["load_time_s"].as_f64().unwrap() >= 0.0, "{row}");
+        assert_eq!(row["point"], "batch=5");
+        assert_eq!(row["exit_code"], 0);
+        assert_eq!(
+            (
+                row["accuracy_correct"].as_u64(),
+                row["accuracy_scored"].as_u64()
+            ),
+            (Some(6), Some(10))
+        );
+        assert_eq!(row["accuracy"], 0.6);
+        assert!(
+            (row["accuracy_ci95_low"].as_f64().unwrap() - 0.31267).abs() < 1e-4,
+            "{row}"
+        );
+        // The schedule's TPOT within the host's wakeup noise (a late first-token
+        // stamp shortens it, a late step lengthens it; all of cli.rs runs at once on
+        // few cores), well apart from the other variant's 6 ms away.
+        let t = row["median_tpot_ms"].as_f64().unwrap();
+        assert!((t - tpot).abs() < 2.5, "{label}: TPOT {t}, schedule {tpot}");
+        assert!(row["output_throughput"].as_f64().unwrap() > 0.0, "{row}");
+        // Each child ran with the shared tokenizer, so both were sent the same ids.
+        let run = common::json(&out.join(dir).join("run.json"));
+        assert_eq!(run["tokenizer"], tokenizer.display().to_string(), "{dir}");
+    }
+    assert_eq!(
+        v["variants"][1]["spec"],
+        "calibration:decode_ms=8,label=slow"
+    );
+    assert!(v["definitions"].as_str().unwrap().contains("TPOT p50 (ms)"));
+    assert_eq!(
+        std::fs::read(out.join("01-fast/workload.jsonl")).unwrap(),
+        std::fs::read(out.join("02-slow/workload.jsonl")).unwrap()
+    );
+}
+
+#[test]
+fn a_failing_variant_keeps_its_row_and_the_command_exits_1() {
+    // Request 0 (item 0, a right answer) fails on the second variant: 5 of 9 scored.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = variants(
+        tmp.path(),
+        &out,
+        &["calibration", "calibration:fail_request=0"],
+    )
+    .assert()
+    .code(1)
+    .get_output()
+    .clone();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let ok = table_row(&text, "calibration");
+    assert_eq!(
+        (ok[9], ok[10]),
+        ("6/10 = 0.600 [0.313, 0.832]", "0"),
+        "{text}"
+    );
+    let failed = table_row(&text, "calibration:fail_request=0");
+    assert_eq!(
+        (failed[9], failed[10]),
+        ("5/9 = 0.556 [0.267, 0.811]", "1"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 of 2 variants failed"));
+    let v = common::json(&out.join("variants.json"));
+    assert_eq!(v["rows"][1]["exit_code"], 1);
+    assert!(out.join("02-calibration-fail_request=0/run.json").is_file());
+}
+
+#[test]
+fn bad_variants_exit_2_with_one_line_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    for (vs, extra, needle) in [
+        (
+            vec!["calibration"],
+            vec![],
+            "--variant given 1 time(s): give at least 2",
+        ),
+        (
+            vec!["calibration", "nope:x=1"],
+            vec![],
+            "--variant nope:x=1: unknown engine 'nope'",
+        ),
+        (
+            vec!["calibration", "calibration:decode_ms"],
+            vec![],
+            "--variant 'calibration:decode_ms': 'decode_ms' is not KEY=VALUE",
+        ),
+        (
+            vec!["calibration", "calibration:model=/nonexistent"],
+            vec![],
+            "--variant calibration:model=/nonexistent: --model /nonexistent: no such file",
+        ),
+        (
+            vec!["calibration", "calibration"],
+            vec![],
+            "its label 'calibration' is also calibration's",
+        ),
+        (
+            vec!["calibration", "calibration:label=b"],
+            vec!["--engine", "calibration"],
+            "each --variant names its engine",
+        ),
+        (
+            vec!["calibration", "calibration:label=b"],
+            vec!["--python-env", "/tmp"],
+            "give it per variant (--variant ENGINE:python-env=DIR)",
+        ),
+    ] {
+        let mut c = variants(tmp.path(), &out, &vs);
+        c.args(extra);
+        usage_error(c, needle);
+        assert!(!out.exists(), "{needle}: {} was created", out.display());
+    }
+}
+
+#[test]
+fn every_variant_is_sent_the_first_variants_tokenizer() {
+    // Two models with different tokenizer.json files: both children get the first's,
+    // so their prompts are the same ids, and the difference is warned about.
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for m in [&a, &b] {
+        std::fs::create_dir(m).unwrap();
+        write_number_tokenizer(&m.join("tokenizer.json"));
+    }
+    let mut other = common::json(&b.join("tokenizer.json"));
+    other["model"]["vocab"]["extra"] = 25.into();
+    std::fs::write(b.join("tokenizer.json"), other.to_string()).unwrap();
+    let out = tmp.path().join("out");
+    let o = harness()
+        .args([
+            "variants",
+            "--batch",
+            "2",
+            "--num-requests",
+            "2",
+            "--input-len",
+            "4",
+            "--output-len",
+            "2",
+            "--no-progress",
+            "--variant",
+        ])
+        .arg(format!("calibration:model={}", a.display()))
+        .arg("--variant")
+        .arg(format!("calibration:model={},label=b", b.display()))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let shared = a.join("tokenizer.json").display().to_string();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "warning: variant b: its model's {} differs from {shared}",
+            b.join("tokenizer.json").display()
+        )),
+        "{err}"
+    );
+    let dirs: Vec<_> = ["01-", "02-b"]
+        .iter()
+        .map(|p| {
+            std::fs::read_dir(&out)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|d| d.is_dir() && d.file_name().unwrap().to_string_lossy().starts_with(p))
+                .unwrap()
+        })
+        .collect();
+    for d in &dirs {
+        assert_eq!(
+            common::json(&d.join("run.json"))["tokenizer"],
+            shared,
+            "{}",
+            d.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read(dirs[0].join("workload.jsonl")).unwrap(),
+        std::fs::read(dirs[1].join("workload.jsonl")).unwrap()
+    );
 }

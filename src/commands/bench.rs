@@ -454,14 +454,7 @@ fn point_line(p: &PointResult, run: &PointRun, then: &str) -> String {
         ));
     }
     if let Some(a) = &p.summary.accuracy {
-        line.push_str(&format!(
-            ", accuracy {}/{} = {:.3} [{:.3}, {:.3}]",
-            a.correct,
-            a.scored,
-            a.estimate.mean.unwrap_or(0.0),
-            a.estimate.ci95_low.unwrap_or(0.0),
-            a.estimate.ci95_high.unwrap_or(0.0)
-        ));
+        line.push_str(&format!(", accuracy {}", a.describe()));
     }
     if let Some(end) = &run.end {
         let why = end.ended_by.describe();

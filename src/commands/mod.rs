@@ -1,12 +1,14 @@
 //! The subcommands, above the flow they drive: `run`/`sweep`/`search` ([`bench`]), the views
 //! of finished results (`report`, `plot`, `compare`: [`views`]), `engines`, `parity`
-//! (and its log-probability side, [`logprobs`]) and `served-vs-inproc`. Each takes its parsed arguments and returns the exit code.
+//! (and its log-probability side, [`logprobs`]), `served-vs-inproc` ([`served`]) and
+//! `variants` ([`variants`]). Each takes its parsed arguments and returns the exit code.
 
 pub mod bench;
 pub mod engines;
 pub mod logprobs;
 pub mod parity;
 pub mod served;
+pub mod variants;
 pub mod views;
 
 use crate::report::{self, RunResult};

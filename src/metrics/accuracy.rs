@@ -86,6 +86,22 @@ pub fn score<E>(
     Ok(out)
 }
 
+impl Accuracy {
+    /// `6/10 = 0.600 [0.313, 0.832]`: the counts, the share and its Wilson interval, as
+    /// every output that prints an accuracy spells it.
+    pub fn describe(&self) -> String {
+        let e = &self.estimate;
+        format!(
+            "{}/{} = {:.3} [{:.3}, {:.3}]",
+            self.correct,
+            self.scored,
+            e.mean.unwrap_or(0.0),
+            e.ci95_low.unwrap_or(0.0),
+            e.ci95_high.unwrap_or(0.0)
+        )
+    }
+}
+
 /// The accuracy of `scores` (one point's); `None` when nothing was scored.
 pub fn summarize(scores: &[ScoreRecord]) -> Option<Accuracy> {
     let scored = scores.len();
@@ -337,6 +353,7 @@ mod tests {
             (a.estimate.ci95_low, a.estimate.ci95_high),
             (Some(lo), Some(hi))
         );
+        assert_eq!(a.describe(), "2/4 = 0.500 [0.150, 0.850]");
         assert_eq!(summarize(&[]), None);
     }
 }
