@@ -166,14 +166,16 @@ pub fn run(a: ParityArgs) -> Result<i32> {
         let model = one(&models[i], "model")?;
         match &model {
             Some(m) => check_model(spec, m)?,
-            None if spec.model.needed() => return Err(ConfigError::new(
-                "model",
-                format!(
+            None if spec.model.needed() => {
+                return Err(ConfigError::new(
+                    "model",
+                    format!(
                     "--model is required ({n} needs one); pass {}, for both engines or as {n}:DIR",
                     spec.model.describe()
                 ),
-            )
-            .into()),
+                )
+                .into())
+            }
             None => {}
         }
         sides.push(Side {
