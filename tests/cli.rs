@@ -313,6 +313,40 @@ fn malformed_prompt_file_names_the_line() {
     assert!(!out.exists());
 }
 
+#[test]
+fn a_scored_file_without_answers_a_bad_pattern_or_no_items_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let tokenizer = tmp.path().join("tokenizer.json");
+    write_tokenizer(&tokenizer);
+    for (lines, needle) in [
+        ("{\"prompt\": \"hello\"}\n", "line 1"),
+        (
+            "{\"prompt\": \"hello\", \"answer\": \"1\", \"pattern\": \"(\"}\n",
+            "\"pattern\" is not a valid regular expression",
+        ),
+        (
+            "{\"question\": \"a b\", \"answer\": \"a\"}\n",
+            "#### <answer>",
+        ),
+        ("\n\n", "no items to score"),
+        ("", "no items to score"),
+    ] {
+        let data = tmp.path().join("scored.jsonl");
+        std::fs::write(&data, lines).unwrap();
+        let mut c = harness();
+        c.args(["run", "--engine", "calibration", "--dataset", "scored"])
+            .arg("--dataset-path")
+            .arg(&data)
+            .arg("--tokenizer")
+            .arg(&tokenizer)
+            .arg("--out")
+            .arg(&out);
+        usage_error(c, needle);
+        assert!(!out.exists(), "{lines:?} left {} behind", out.display());
+    }
+}
+
 /// A tiny word-level tokenizer.json, enough for token counting.
 fn write_tokenizer(path: &Path) {
     let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[{"id":0,"content":"[UNK]","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"hello":1,"world":2,"a":3,"b":4},"unk_token":"[UNK]"}}"#;
