@@ -43,6 +43,11 @@ struct Measured {
 /// One measurement at a time: timing tests must not compete for the 2 cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The most the host may keep the engine off its schedule (half of `close`'s 1 ms),
+/// and how many runs a test gets when it does.
+const HOST_LATE_BOUND: Duration = Duration::from_micros(500);
+const MEASURE_ATTEMPTS: usize = 3;
+
 /// Runs one point on a fresh calibration engine; returns the run and the engine's
 /// own count of the time spent outside it between calls.
 fn measure_with_engine(
@@ -52,20 +57,30 @@ fn measure_with_engine(
     o: &DriverOptions,
 ) -> (llm_harness::driver::PointRun, Duration) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = CalibrationEngine::new(schedule);
-    let cancel = AtomicBool::new(false);
-    let mut writer = TraceWriter::create(dir.path()).unwrap();
-    let run = Driver::new(&mut engine, &cancel)
-        .run_point(0, point, w, o, &mut writer, &Progress::hidden())
-        .unwrap();
-    // What reached the disk is what the driver returned.
-    assert_eq!(
-        read_requests(&dir.path().join(REQUESTS_FILE)).unwrap(),
-        run.records
-    );
-    assert_eq!(read_steps(&dir.path().join(STEPS_FILE)).unwrap(), run.steps);
-    (run, engine.time_between_calls())
+    let mut attempt = 1;
+    loop {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = CalibrationEngine::new(schedule.clone());
+        let cancel = AtomicBool::new(false);
+        let mut writer = TraceWriter::create(dir.path()).unwrap();
+        let run = Driver::new(&mut engine, &cancel)
+            .run_point(0, point, w, o, &mut writer, &Progress::hidden())
+            .unwrap();
+        // What reached the disk is what the driver returned.
+        assert_eq!(
+            read_requests(&dir.path().join(REQUESTS_FILE)).unwrap(),
+            run.records
+        );
+        assert_eq!(read_steps(&dir.path().join(STEPS_FILE)).unwrap(), run.steps);
+        // A busy host can wake the engine late, which moves the truth itself; the
+        // engine sees that from its side, and only then is the run measured again.
+        let late = engine.max_oversleep();
+        if late <= HOST_LATE_BOUND || attempt == MEASURE_ATTEMPTS {
+            return (run, engine.time_between_calls());
+        }
+        eprintln!("attempt {attempt}: the host woke the engine {late:?} late; measuring again");
+        attempt += 1;
+    }
 }
 
 fn measure(schedule: Schedule, point: LoadPoint, w: &Workload, o: &DriverOptions) -> Measured {

@@ -367,6 +367,8 @@ pub struct CalibrationEngine {
     /// The end of the last engine call, and the time between calls so far.
     last_return: Option<MonoNs>,
     between_calls_ns: u64,
+    /// The most a wait for a step's end overran it: the host's, not the caller's, delay.
+    max_oversleep_ns: u64,
     prefix_cache: Option<PrefixCache>,
     /// What the steps since the last `take_step_stats` did.
     stats: Option<StepStats>,
@@ -471,6 +473,7 @@ impl CalibrationEngine {
             held: Vec::new(),
             last_return: None,
             between_calls_ns: 0,
+            max_oversleep_ns: 0,
             prefix_cache,
             stats: None,
             device: None,
@@ -482,6 +485,17 @@ impl CalibrationEngine {
     /// boundary: the known answer for the driver's `harness_cost`.
     pub fn time_between_calls(&self) -> Duration {
         Duration::from_nanos(self.between_calls_ns)
+    }
+
+    /// The longest time this engine woke late from waiting for a step's end: how far
+    /// the host (not the caller) kept it off its schedule. Known-answer tests measure
+    /// again when this exceeds what their tolerance leaves for it.
+    pub fn max_oversleep(&self) -> Duration {
+        Duration::from_nanos(self.max_oversleep_ns)
+    }
+
+    fn note_oversleep(&mut self, woke_for: MonoNs) {
+        self.max_oversleep_ns = self.max_oversleep_ns.max(clock::now().since(woke_for));
     }
 
     fn enter(&mut self) {
@@ -725,11 +739,16 @@ impl CalibrationEngine {
         };
         if ends_at > deadline {
             clock::sleep_until(deadline);
+            self.note_oversleep(deadline);
             return Ok(());
         }
+        let slept = ends_at > now;
         clock::sleep_until(ends_at);
         // Catch up on every step that ended while the caller was away: the schedule
         // runs on the engine's own clock, not on the caller's.
+        if slept {
+            self.note_oversleep(ends_at);
+        }
         let now = clock::now();
         while let Some(step) = self.step.take_if(|s| s.ends_at <= now) {
             let end = step.ends_at;
