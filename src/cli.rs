@@ -391,6 +391,10 @@ pub struct CompareArgs {
     /// Where compare.html and the overlay plots go (default results/compare-TIME).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Compare runs of different parallel layouts (tp/pp/dp): each run's label shows
+    /// its layout; read output_throughput_per_device.
+    #[arg(long)]
+    pub allow_different_layouts: bool,
 }
 
 #[derive(Args, Debug)]
@@ -407,8 +411,9 @@ pub struct ParityArgs {
     #[arg(long, default_value = "vllm,hf")]
     pub engines: String,
     /// Model, for both engines, or for one as ENGINE:DIR (a GGUF for llamacpp against
-    /// the checkpoint for hf); not needed when neither engine takes one. Repeatable.
-    #[arg(long, value_name = "[ENGINE:]DIR")]
+    /// the checkpoint for hf) or SIDE:DIR (1: or 2:); not needed when neither engine
+    /// takes one. Repeatable.
+    #[arg(long, value_name = "[ENGINE:|SIDE:]DIR")]
     pub model: Vec<String>,
     /// tokenizer.json (default: the first model's tokenizer.json).
     #[arg(long, value_name = "FILE")]
@@ -422,11 +427,13 @@ pub struct ParityArgs {
     /// Least fraction of identical leading tokens (over all prompts) to pass.
     #[arg(long, default_value_t = 1.0)]
     pub threshold: f64,
-    /// Engine option, for both engines, or for one as ENGINE:KEY=VALUE. Repeatable.
-    #[arg(long = "engine-arg", value_name = "[ENGINE:]KEY=VALUE")]
+    /// Engine option, for both engines, or for one as ENGINE:KEY=VALUE, or for one side
+    /// as 1:KEY=VALUE or 2:KEY=VALUE (the same engine twice: --engines vllm,vllm
+    /// --engine-arg 2:tensor_parallel_size=2). Repeatable.
+    #[arg(long = "engine-arg", value_name = "[ENGINE:|SIDE:]KEY=VALUE")]
     pub engine_arg: Vec<String>,
-    /// Python venv, for both engines, or for one as ENGINE:DIR. Repeatable.
-    #[arg(long, value_name = "[ENGINE:]DIR")]
+    /// Python venv, for both engines, or for one as ENGINE:DIR or SIDE:DIR. Repeatable.
+    #[arg(long, value_name = "[ENGINE:|SIDE:]DIR")]
     pub python_env: Vec<String>,
     /// Keep both runs' result directories here (default: a temporary directory).
     #[arg(long, value_name = "DIR")]

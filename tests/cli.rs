@@ -1732,3 +1732,104 @@ fn every_variant_is_sent_the_first_variants_tokenizer() {
         std::fs::read(dirs[1].join("workload.jsonl")).unwrap()
     );
 }
+
+/// The calibration engine's declared layout (tensor_parallel_size × pipeline_parallel_size,
+/// every rank this process) is the known answer for what the harness does with one: it is
+/// in run.json, the per-device figure is the point's figure over the devices (recomputed
+/// here from requests.jsonl), and `compare` holds layouts equal unless told.
+#[test]
+fn a_layout_is_recorded_divides_the_per_device_figure_and_compare_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, four) = (tmp.path().join("tp1"), tmp.path().join("tp2pp2"));
+    calib(&one).args(["--num-requests", "8"]).assert().success();
+    let said = common::terminal(
+        calib(&four)
+            .args([
+                "--num-requests",
+                "8",
+                "--engine-arg",
+                "tensor_parallel_size=2",
+                "--engine-arg",
+                "pipeline_parallel_size=2",
+            ])
+            .assert()
+            .success()
+            .get_output(),
+    );
+    assert!(
+        said.contains("layout: tp2 pp2 dp1 over none: 4 ranks on 1 node"),
+        "{said}"
+    );
+    let run = common::json(&four.join("run.json"));
+    let layout = &run["engine"]["layout"];
+    assert_eq!(
+        (&layout["tensor_parallel"], &layout["pipeline_parallel"]),
+        (&2.into(), &2.into())
+    );
+    let ranks = layout["ranks"].as_array().unwrap();
+    assert_eq!(ranks.len(), 4);
+    assert!(ranks
+        .iter()
+        .all(|r| r["pid"] == ranks[0]["pid"] && r["pid"].as_u64() > Some(0)));
+    assert_eq!(
+        ranks
+            .iter()
+            .map(|r| r["tp_rank"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 0, 1]
+    );
+    // Recomputed from the records: output tokens / (last finish - first submit) / 4.
+    let recs = common::records(&four);
+    let tokens: u64 = recs.iter().map(common::output_tokens).sum();
+    let first = recs
+        .iter()
+        .map(|r| r["submit_ns"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    let last = recs
+        .iter()
+        .map(|r| r["finish_ns"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let truth = tokens as f64 / ((last - first) as f64 / 1e9) / 4.0;
+    let s = common::json(&four.join("summary.json"));
+    let per_device = s["output_throughput_per_device"].as_f64().unwrap();
+    assert!(
+        (per_device - truth).abs() < 1e-9 * truth,
+        "{per_device} vs {truth}"
+    );
+    assert_eq!(
+        per_device,
+        s["output_throughput"].as_f64().unwrap() / 4.0,
+        "{s}"
+    );
+    // One device: no per-device key, no layout.
+    let plain = common::json(&one.join("summary.json"));
+    assert!(
+        plain.get("output_throughput_per_device").is_none(),
+        "{plain}"
+    );
+    assert!(common::json(&one.join("run.json"))["engine"]
+        .get("layout")
+        .is_none());
+    // compare refuses the two layouts, then labels them when told.
+    let mut refused = harness();
+    refused.arg("compare").arg(&one).arg(&four);
+    usage_error(
+        refused,
+        "ran the layout tp2 pp2 dp1 and tp1 ran tp1 pp1 dp1",
+    );
+    let table = succeeds(
+        harness()
+            .arg("compare")
+            .arg(&one)
+            .arg(&four)
+            .arg("--allow-different-layouts")
+            .arg("--out")
+            .arg(tmp.path().join("cmp")),
+    );
+    assert!(
+        table.contains("[tp2 pp2 dp1]") && table.contains("[tp1 pp1 dp1]"),
+        "{table}"
+    );
+}

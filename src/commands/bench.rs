@@ -130,10 +130,14 @@ fn bench(cfg: RunConfig) -> Result<i32> {
         .with_context(|| format!("cannot write {}", cfg.out.join(ENGINE_LOG).display()))?;
     let progress = Progress::new(cfg.progress);
     let (engine, load_time_s) = load_engine(&cfg, &out, &progress, &mut capture)?;
-    let info = EngineInfo {
+    let mut info = EngineInfo {
         load_time_s,
         ..engine.info().clone()
     };
+    let host = crate::engine::layout::hostname().unwrap_or_default();
+    if let Some(scope) = info.layout.as_ref().and_then(|l| l.telemetry_scope(&host)) {
+        info.notes.push(scope);
+    }
     progress.println(&format!(
         "loaded {} {} in {:.1} s",
         info.name, info.version, info.load_time_s
@@ -142,6 +146,9 @@ fn bench(cfg: RunConfig) -> Result<i32> {
     // scheduler of the harness's own); run.json keeps the same notes.
     for note in &info.notes {
         progress.println(&format!("  {note}"));
+    }
+    if let Some(l) = &info.layout {
+        progress.println(&format!("  layout: {} ({})", l.describe(), l.source));
     }
     for line in report::over_the_engines_limit(&info, &cfg.points) {
         progress.println(&format!("  warning: {line}"));
@@ -408,11 +415,18 @@ fn point_result(
             .and_then(|s| s.step_stats_source.clone());
         measures.add(&metrics::steps::summarize(&run.steps, source));
     }
+    let mut summary = metrics::summarize(&run.records, &cfg.slo);
+    summary.per_device = metrics::devices::per_device(&summary, devices(info));
     PointResult {
         point,
-        summary: metrics::summarize(&run.records, &cfg.slo),
+        summary,
         measures,
     }
+}
+
+/// Devices the engine's layout spans (1 without one).
+fn devices(info: &EngineInfo) -> u32 {
+    info.layout.as_ref().map_or(1, |l| l.devices())
 }
 
 /// A point's telemetry windows from its requests: first submit to last finish, and

@@ -88,16 +88,22 @@ pub(super) struct Side {
     pub(super) model: Option<PathBuf>,
 }
 
-/// `[ENGINE:]VALUE` flags: those prefixed with one of `names` go to that engine, the
+/// `[ENGINE:|SIDE:]VALUE` flags: those prefixed with one of `names` go to that engine,
+/// with `1:` or `2:` to that side (the same engine twice, e.g. TP=1 against TP=2), the
 /// rest to both.
 fn per_engine(values: &[String], names: &[&str]) -> Vec<Vec<String>> {
     names
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
+            let side = (i + 1).to_string();
             values
                 .iter()
                 .filter_map(|v| match v.split_once(':') {
                     Some((e, rest)) if names.contains(&e) => (e == *n).then(|| rest.to_string()),
+                    Some((e, rest)) if e == "1" || e == "2" => {
+                        (e == side).then(|| rest.to_string())
+                    }
                     _ => Some(v.clone()),
                 })
                 .collect()
@@ -269,8 +275,15 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
         (_, None) => SYNTHETIC_PROMPTS,
     };
     let mut outputs: Vec<BTreeMap<u64, Generated>> = Vec::new();
-    for s in sides {
-        let out = dir.join(s.spec.name);
+    // The same engine twice (TP=1 against TP=2) numbers its sides' directories.
+    let same = sides.len() == 2 && sides[0].spec.name == sides[1].spec.name;
+    for (i, s) in sides.iter().enumerate() {
+        let name = if same {
+            format!("{}-{}", i + 1, s.spec.name)
+        } else {
+            s.spec.name.to_string()
+        };
+        let out = dir.join(&name);
         let _ = std::fs::remove_dir_all(&out);
         let mut cmd = std::process::Command::new(
             std::env::current_exe().context("cannot find this harness's own executable")?,
@@ -295,10 +308,10 @@ fn compare(a: &ParityArgs, sides: &[Side], dir: &Path, tokenizer: Option<&Path>)
         if let Some(env) = &s.python_env {
             cmd.arg("--python-env").arg(env);
         }
-        let log = dir.join(format!("{}.out", s.spec.name));
+        let log = dir.join(format!("{name}.out"));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot write {}", log.display()))?;
-        eprintln!("generating with {} (own process) ...", s.spec.name);
+        eprintln!("generating with {name} (own process) ...");
         let status = cmd
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -465,5 +478,12 @@ mod tests {
         let envs = per_engine(&["vllm:/a".into(), "/b:x".into()], &["vllm", "sglang"]);
         assert_eq!(envs[0], ["/a", "/b:x"]);
         assert_eq!(envs[1], ["/b:x"]);
+        // The same engine twice: a side number picks the side.
+        let tp: Vec<String> = ["vllm:seed=1", "2:tensor_parallel_size=2"]
+            .map(String::from)
+            .to_vec();
+        let per = per_engine(&tp, &["vllm", "vllm"]);
+        assert_eq!(per[0], ["seed=1"]);
+        assert_eq!(per[1], ["seed=1", "tensor_parallel_size=2"]);
     }
 }

@@ -448,7 +448,8 @@ pub fn run(args: ServedArgs) -> Result<i32> {
     }
     let names: Vec<String> = SIDES.iter().map(|s| dir(s.2, 1)).collect();
     let first = [pairs[0][0].0.clone(), pairs[0][1].0.clone()];
-    let cmp = report::compare::compare(&first, &names).map_err(|e| UsageError(e.to_string()))?;
+    let cmp =
+        report::compare::compare(&first, &names, false).map_err(|e| UsageError(e.to_string()))?;
     let reports: Vec<Report> = pairs.iter().map(report).collect();
     let mut text = format!("{}\n", cmp.table());
     if repeat == 1 {

@@ -750,7 +750,7 @@ pub fn run(args: VariantsArgs) -> Result<i32> {
     let compared = if runs.len() < 2 {
         "harness compare: fewer than two variants left results.\n".to_string()
     } else {
-        match report::compare::compare(&runs, &names) {
+        match report::compare::compare(&runs, &names, true) {
             Ok(c) => format!(
                 "harness compare over the same directories (the first is the baseline):\n{}",
                 c.table()

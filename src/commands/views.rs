@@ -60,7 +60,8 @@ pub fn plot(a: PlotArgs) -> Result<i32> {
 pub fn compare(a: CompareArgs) -> Result<i32> {
     let runs = load_all(&a.dirs)?;
     let names: Vec<String> = a.dirs.iter().map(|d| dir_name(d)).collect();
-    let cmp = report::compare::compare(&runs, &names).map_err(|e| UsageError(e.to_string()))?;
+    let cmp = report::compare::compare(&runs, &names, a.allow_different_layouts)
+        .map_err(|e| UsageError(e.to_string()))?;
     println!("{}", cmp.table());
     let out = a.out.clone().unwrap_or_else(|| timestamped("compare"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

@@ -58,6 +58,12 @@
 //! the engine's life (a known answer for memory telemetry). Without a usable device,
 //! `device=cuda` is refused before anything is created.
 //!
+//! # A declared layout
+//! `tensor_parallel_size=T`, `pipeline_parallel_size=P` (vLLM's names) make it report a
+//! T×P layout whose ranks are all this one process: nothing is split, the schedule is
+//! unchanged, and only what the harness does with a layout (its record in `run.json`,
+//! the per-device figures, `compare`'s check) meets a known answer.
+//!
 //! # Fault injection (engine args)
 //! `fail_at_step=K` makes step K fail the whole engine; `fail_request=ID` ends that
 //! request with an error at its first token; `drop_request=ID` silently never
@@ -65,6 +71,7 @@
 
 mod prefix_cache;
 
+use super::layout::{hostname, ParallelLayout, Rank};
 use super::{
     Availability, CudaPlacement, EngineConfig, EngineError, EngineInfo, EngineKind, EngineSpec,
     Finish, GenRequest, SchedulerFacts, StepStats, TextLogprobs, TokenEvent, Unavailable,
@@ -151,6 +158,9 @@ pub struct Schedule {
     pub logprob_offset: f64,
     /// Added to every top-1 token that is not the text's own.
     pub top1_shift: u32,
+    /// The declared layout's tensor- and pipeline-parallel sizes (1: none).
+    pub tensor_parallel_size: u32,
+    pub pipeline_parallel_size: u32,
 }
 
 impl Default for Schedule {
@@ -175,8 +185,34 @@ impl Default for Schedule {
             mem_gib: 0.0,
             logprob_offset: 0.0,
             top1_shift: 0,
+            tensor_parallel_size: 1,
+            pipeline_parallel_size: 1,
         }
     }
+}
+
+/// The layout `tensor_parallel_size`/`pipeline_parallel_size` declare (module docs):
+/// every rank is this process.
+fn declared_layout(s: &Schedule) -> Option<ParallelLayout> {
+    let (tp, pp) = (s.tensor_parallel_size, s.pipeline_parallel_size);
+    (tp * pp > 1).then(|| ParallelLayout {
+        tensor_parallel: tp,
+        pipeline_parallel: pp,
+        data_parallel: 1,
+        backend: Some("none".into()),
+        ranks: (0..tp * pp)
+            .map(|rank| Rank {
+                rank,
+                node: hostname(),
+                pid: Some(std::process::id()),
+                device: Some("host".into()),
+                tp_rank: Some(rank % tp),
+                pp_rank: Some(rank / tp),
+                ..Rank::default()
+            })
+            .collect(),
+        source: "calibration: a declared layout, every rank this process (nothing is split)".into(),
+    })
 }
 
 /// Longest step any schedule value may ask for (ms): a typo must not hang a run.
@@ -185,7 +221,7 @@ const MAX_STEP_MS: f64 = 60_000.0;
 const KEYS: &str = "prefill_ms, prefill_ms_per_request, prefill_us_per_token, decode_ms, \
                     decode_ms_per_seq, max_batch, fail_at_step, fail_request, drop_request, hang_at_step, \
                     jitter_pct, jitter_seed, output_lag, prefix_cache_tokens, block_size, device, \
-                    mem_gib, logprob_offset, top1_shift";
+                    mem_gib, logprob_offset, top1_shift, tensor_parallel_size, pipeline_parallel_size";
 
 impl Schedule {
     pub fn from_args(args: &[(String, String)]) -> Result<Schedule, EngineError> {
@@ -251,6 +287,18 @@ impl Schedule {
                         .ok()
                         .filter(|x| *x <= 1 << 20)
                         .ok_or_else(|| bad("an integer from 0 to 1048576"))?
+                }
+                "tensor_parallel_size" | "pipeline_parallel_size" => {
+                    let n = int(v)?
+                        .try_into()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| bad("a size from 1 to 64"))?;
+                    if k == "tensor_parallel_size" {
+                        s.tensor_parallel_size = n;
+                    } else {
+                        s.pipeline_parallel_size = n;
+                    }
                 }
                 "output_lag" => {
                     s.output_lag = match v.to_ascii_lowercase().as_str() {
@@ -457,6 +505,7 @@ impl CalibrationEngine {
                     ),
                     ..Default::default()
                 }),
+                layout: declared_layout(&schedule),
                 metadata,
                 ..Default::default()
             },

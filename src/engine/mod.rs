@@ -8,6 +8,7 @@
 pub mod calibration;
 #[cfg(feature = "openai")]
 pub mod http;
+pub mod layout;
 pub mod llamacpp;
 pub mod model;
 #[cfg(feature = "python")]
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use layout::ParallelLayout;
 pub use model::ModelInput;
 pub use registry::Registry;
 
@@ -131,6 +133,10 @@ pub struct EngineInfo {
     /// The engine's own scheduling limits and caches, as it reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<SchedulerFacts>,
+    /// How it spreads the model over devices and nodes, as it reports it (none: one
+    /// device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<ParallelLayout>,
     /// Engine-specific facts for `run.json`: resolved model config, KV-cache layout,
     /// effective engine args.
     #[serde(default)]

@@ -508,6 +508,20 @@ pub static CATALOG: &[Metric] = &[
     .compare(Better::Higher)
     .columns(&[col(R, B)]),
     Metric::scalar(
+        "output_throughput_per_device",
+        "out tok/s/dev",
+        Unit::TokPerS,
+        super::devices::DEFINITION,
+        |s| s.per_device.as_ref().and_then(|p| p.output_throughput),
+    )
+    .rounds(
+        |s| s.per_device.as_ref().map_or(&NO_ESTIMATE, |p| &p.rounds),
+        "the rounds estimate of output_throughput, divided by the layout's devices",
+    )
+    .compare(Better::Higher)
+    .columns(&[col(R, B)])
+    .only_when_present(),
+    Metric::scalar(
         "total_token_throughput",
         "total tok/s",
         Unit::TokPerS,

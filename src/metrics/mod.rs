@@ -19,6 +19,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod confidence;
 pub mod conversations;
+pub mod devices;
 pub mod logprobs;
 pub mod steps;
 
@@ -228,6 +229,10 @@ pub struct Summary {
     /// ([`accuracy::summarize`]); `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<accuracy::Accuracy>,
+    /// A layout over several devices: the point's figures per device
+    /// ([`devices::per_device`]); `None` on one device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_device: Option<devices::PerDevice>,
 }
 
 /// The rounds of a point and the estimates over them. See [`catalog::CATALOG`].

@@ -61,10 +61,29 @@ fn same_load(a: &LoadPoint, b: &LoadPoint) -> bool {
     a.mode() == b.mode() && a.label() == b.label()
 }
 
+/// A run's parallel layout shape (`tp1 pp1 dp1` without one).
+fn layout_shape(r: &RunResult) -> String {
+    crate::engine::layout::shape_of(r.meta.engine.layout.as_ref())
+}
+
 /// Compares `runs` (at least two) point by point. `names` label them (directory names).
-pub fn compare(runs: &[RunResult], names: &[String]) -> Result<Comparison, CompareError> {
+/// Runs of different parallel layouts are refused unless `different_layouts`: their
+/// ratios then mix the layout with the engine (the per-device figures are the ones to read).
+pub fn compare(
+    runs: &[RunResult],
+    names: &[String],
+    different_layouts: bool,
+) -> Result<Comparison, CompareError> {
     let first = &runs[0];
     for (r, name) in runs.iter().zip(names).skip(1) {
+        if !different_layouts && layout_shape(r) != layout_shape(first) {
+            return Err(CompareError::Mismatch(format!(
+                "{name} ran the layout {} and {} ran {}; compare runs of one layout, or pass --allow-different-layouts (then read output_throughput_per_device)",
+                layout_shape(r),
+                names[0],
+                layout_shape(first)
+            )));
+        }
         if workload_key(r) != workload_key(first) {
             return Err(CompareError::Mismatch(format!(
                 "{name} ran another workload than {}: {} vs {}; compare runs made with the same --dataset, --input-len, --output-len, --seed, --ignore-eos and --temperature",
@@ -84,9 +103,17 @@ pub fn compare(runs: &[RunResult], names: &[String]) -> Result<Comparison, Compa
             }
         }
     }
+    let layouts_differ = runs.iter().any(|r| layout_shape(r) != layout_shape(first));
     let plain: Vec<String> = runs
         .iter()
-        .map(|r| format!("{} {}", r.meta.engine.name, r.meta.engine.version))
+        .map(|r| {
+            let l = format!("{} {}", r.meta.engine.name, r.meta.engine.version);
+            if layouts_differ {
+                format!("{l} [{}]", layout_shape(r))
+            } else {
+                l
+            }
+        })
         .collect();
     let labels: Vec<String> = plain
         .iter()
@@ -308,7 +335,7 @@ mod tests {
         let r = &mut b.points[0].summary.rounds;
         r.output_throughput = Estimate::of(&[20.0, 20.1, 19.9]);
         let ra = &a.points[0].summary.rounds.output_throughput;
-        let c = compare(&[a.clone(), b], &["a".into(), "b".into()]).unwrap();
+        let c = compare(&[a.clone(), b], &["a".into(), "b".into()], false).unwrap();
         assert_eq!(c.runs, ["vllm 1", "vllm 2"]);
         assert_eq!(c.rows.len(), 4);
         let second = &c.rows[1];
@@ -319,7 +346,7 @@ mod tests {
         assert_eq!(cell.beyond_spread, Some(false));
         assert!(c.table().contains("within spread"));
         // The same engine and version twice: labels carry the directory.
-        let c = compare(&[a.clone(), a], &["x".into(), "y".into()]).unwrap();
+        let c = compare(&[a.clone(), a], &["x".into(), "y".into()], false).unwrap();
         assert_eq!(c.runs, ["vllm 1 (x)", "vllm 1 (y)"]);
     }
 
@@ -337,7 +364,7 @@ mod tests {
         let (a, _) = run(false);
         let (mut b, _) = run(false);
         b.meta.driver.seed = 7;
-        let e = compare(&[a.clone(), b], &["a".into(), "b".into()])
+        let e = compare(&[a.clone(), b], &["a".into(), "b".into()], false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -349,6 +376,31 @@ mod tests {
             input_len: crate::workload::LengthDist::Fixed { len: 11 },
             output_len: crate::workload::LengthDist::Fixed { len: 16 },
         };
-        assert!(compare(&[a, c], &["a".into(), "c".into()]).is_err());
+        assert!(compare(&[a, c], &["a".into(), "c".into()], false).is_err());
+    }
+
+    #[test]
+    fn different_layouts_are_refused_unless_asked_and_then_labelled() {
+        let (a, _) = run(false);
+        let (mut b, _) = run(false);
+        b.meta.engine.layout = Some(crate::engine::ParallelLayout {
+            tensor_parallel: 2,
+            pipeline_parallel: 1,
+            data_parallel: 1,
+            backend: Some("mp".into()),
+            ranks: Vec::new(),
+            source: "test".into(),
+        });
+        let names = ["a".to_string(), "b".to_string()];
+        let e = compare(&[a.clone(), b.clone()], &names, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b ran the layout tp2 pp1 dp1 and a ran tp1 pp1 dp1")
+                && e.contains("--allow-different-layouts"),
+            "{e}"
+        );
+        let c = compare(&[a, b], &names, true).unwrap();
+        assert_eq!(c.runs, ["vllm 1 [tp1 pp1 dp1]", "vllm 1 [tp2 pp1 dp1]"]);
     }
 }

@@ -118,9 +118,7 @@ impl HostMeta {
                 })
             })
             .unwrap_or_else(|| "unknown".into());
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let hostname = crate::engine::layout::hostname().unwrap_or_default();
         HostMeta {
             hostname,
             cpu,

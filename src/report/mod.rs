@@ -130,6 +130,7 @@ impl RunResult {
             .unwrap_or(0)
             .max(meta.measures.len())
             .min(meta.points.len());
+        let devices = meta.engine.layout.as_ref().map_or(1, |l| l.devices());
         let points = meta.points[..ran]
             .iter()
             .enumerate()
@@ -139,9 +140,11 @@ impl RunResult {
                     .filter(|r| r.point as usize == i)
                     .cloned()
                     .collect();
+                let mut summary = metrics::summarize(&recs, &meta.slo);
+                summary.per_device = metrics::devices::per_device(&summary, devices);
                 PointResult {
                     point,
-                    summary: metrics::summarize(&recs, &meta.slo),
+                    summary,
                     measures: meta.measures.get(i).cloned().unwrap_or_default(),
                 }
             })
@@ -696,7 +699,12 @@ pub(crate) mod tests {
         let page = html::report(&run, &[]);
         assert!(page.contains("<th>TTFT spread</th>") && page.contains("<dt>ttft_spread</dt>"));
 
-        let c = compare::compare(&[run.clone(), run.clone()], &["a".into(), "b".into()]).unwrap();
+        let c = compare::compare(
+            &[run.clone(), run.clone()],
+            &["a".into(), "b".into()],
+            false,
+        )
+        .unwrap();
         assert!(
             c.header().iter().any(|h| h == "TTFT spread"),
             "{:?}",
