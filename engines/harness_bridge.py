@@ -85,6 +85,35 @@ class SchedulerFacts(typing.TypedDict, total=False):
     step_stats_source: str
 
 
+class Rank(typing.TypedDict, total=False):
+    """One worker of a parallel layout as the engine reports it (``rank`` required):
+    ``node`` (hostname), ``node_ip`` and ``ray_node_id`` (on Ray), ``pid``, ``device``
+    (``cuda:0``, ``cpu``), ``tp_rank``, ``pp_rank``."""
+
+    rank: int
+    node: str
+    node_ip: str
+    ray_node_id: str
+    pid: int
+    device: str
+    tp_rank: int
+    pp_rank: int
+
+
+class ParallelLayout(typing.TypedDict, total=False):
+    """How the engine spreads the model (src/engine/layout.rs): ``tensor_parallel``,
+    ``pipeline_parallel``, ``data_parallel``, ``backend`` (its distributed executor),
+    ``ranks`` (every :class:`Rank` it reports), ``source`` (where the facts come
+    from). Absent: one device."""
+
+    tensor_parallel: int
+    pipeline_parallel: int
+    data_parallel: int
+    backend: str
+    ranks: list
+    source: str
+
+
 class _EngineInfoRequired(typing.TypedDict):
     name: str
     version: str
@@ -108,6 +137,7 @@ class EngineInfo(_EngineInfoRequired, total=False):
     cuda: CudaPlacement
     compute: HostCompute
     scheduler: SchedulerFacts
+    layout: ParallelLayout
 
 
 class EngineStamps(typing.TypedDict, total=False):
@@ -536,10 +566,11 @@ def cuda_placement(torch) -> typing.Optional[CudaPlacement]:
 
 def engine_info(name: str, version: str, model: str, dtype: str, device: str, kind: str, metadata: dict, *,
                 instrument: bool = False, notes=(), cuda: typing.Optional[CudaPlacement] = None,
-                compute: typing.Optional[dict] = None, scheduler: typing.Optional[dict] = None) -> EngineInfo:
+                compute: typing.Optional[dict] = None, scheduler: typing.Optional[dict] = None,
+                layout: typing.Optional[dict] = None) -> EngineInfo:
     """``info()``'s value. The optional parts appear only where known: ``notes`` when
-    there are any, ``cuda`` when given, ``compute`` and ``scheduler`` with their None
-    values dropped (absent, never a guess), ``instrument`` when true."""
+    there are any, ``cuda`` and ``layout`` when given, ``compute`` and ``scheduler`` with
+    their None values dropped (absent, never a guess), ``instrument`` when true."""
     info = {"name": name, "version": version, "model": model, "dtype": dtype, "device": device, "kind": kind,
             "metadata": metadata}
     if instrument:
@@ -548,6 +579,8 @@ def engine_info(name: str, version: str, model: str, dtype: str, device: str, ki
         info["notes"] = [str(n) for n in notes]
     if cuda:
         info["cuda"] = dict(cuda)
+    if layout:
+        info["layout"] = dict(layout)
     for key, facts in (("compute", compute), ("scheduler", scheduler)):
         known = {k: v for k, v in (facts or {}).items() if v is not None}
         if known:

@@ -36,7 +36,7 @@ SGLang down. ``shutdown()`` runs SGLang's own ``Engine.shutdown()`` with its
 process-tree kill narrowed to the processes SGLang started (it would kill every child
 of the host), then reaps them. A scheduler or detokenizer that dies mid-run is noticed
 within half a second and fails the run with the process named. How those processes are
-found, watched and ended lives in ``sglang_procs`` (engines/common/sglang_procs.py); the
+found, watched and ended lives in ``child_procs`` and ``sglang_procs`` (engines/common/); the
 request table, the stream and the finish bookkeeping in ``harness_bridge.StreamAdapter``.
 """
 
@@ -51,6 +51,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import child_procs
 import harness_bridge as hb
 import sglang_procs
 
@@ -216,19 +217,19 @@ class SglangAdapter(hb.StreamAdapter):
 
         self.engine = None
         self._watch_future = None
-        self._before = set(sglang_procs.children())
+        self._before = set(child_procs.children())
         t0 = time.monotonic()
         try:
             # Built on the loop's thread: SGLang binds to that loop, installs no signal
             # handler there, and its children inherit that thread's blocked SIGINT.
             self.lt = hb.LoopThread("sglang-loop", init=self._build)
         except BaseException:
-            sglang_procs.reap_new_children(self._before)
+            child_procs.reap_new_children(self._before)
             raise
         self.load_s = time.monotonic() - t0
         self.engine, self.server_info = self.lt.value
         self.child_pids = list(self.engine.get_all_child_pids())
-        self.helpers = sorted(set(sglang_procs.children()) - self._before - set(self.child_pids))
+        self.helpers = sorted(set(child_procs.children()) - self._before - set(self.child_pids))
         if self.engine.loop is not self.lt.loop:
             self.shutdown()
             raise RuntimeError("SGLang's Engine is bound to an event loop the adapter does not run")
@@ -285,7 +286,7 @@ class SglangAdapter(hb.StreamAdapter):
         names = dict(zip(self.child_pids, ("scheduler", "detokenizer")))
         while self.dead is None:
             await asyncio.sleep(WATCH_S)
-            self.dead = sglang_procs.exited(self.child_pids, names)
+            self.dead = child_procs.exited(self.child_pids, names)
 
     async def _open(self, req, prompt, sp):
         return await self.engine.async_generate(
@@ -466,7 +467,7 @@ class SglangAdapter(hb.StreamAdapter):
             sglang_procs.shutdown(engine, set(self.child_pids) | set(self.helpers))
 
     def _after_close(self):
-        sglang_procs.reap_new_children(self._before)
+        child_procs.reap_new_children(self._before)
 
 
 def _int(v):

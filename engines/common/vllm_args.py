@@ -38,6 +38,28 @@ def set_cpu_env(gpu):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
 
 
+def bind_cpus_for_ranks(args, gpu):
+    """vLLM's CPU workers each bind their OpenMP threads to CPUs; with more than one
+    rank on a single NUMA node its automatic binding refuses ("Not enough allowed NUMA
+    nodes to bind threads of 2 local CPUWorkers"). Unless the user set
+    ``VLLM_CPU_OMP_THREADS_BIND``, the CPUs this process may use are split evenly
+    among the local ranks (``0|1`` for two ranks on two CPUs), in vLLM's own syntax.
+    Returns what was set (None: nothing)."""
+    ranks = int(args.get("tensor_parallel_size") or 1) * int(args.get("pipeline_parallel_size") or 1)
+    if gpu or ranks <= 1 or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < ranks:
+        raise hb.UsageError(f"{ranks} ranks (tensor_parallel_size x pipeline_parallel_size) on the CPU need at least "
+                            f"{ranks} CPUs, and this process may use {len(cpus)}; lower the sizes or set "
+                            "VLLM_CPU_OMP_THREADS_BIND yourself")
+    per = len(cpus) // ranks
+    parts = [cpus[i * per:(i + 1) * per] for i in range(ranks)]
+    bind = "|".join(",".join(str(c) for c in part) for part in parts)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    return bind
+
+
 def engine_args(engine, model, options, gpu):
     """``(args, from_user)``: the EngineArgs fields to build the engine with (defaults,
     then the CPU defaults unless on a GPU, then the user's typed options, then the

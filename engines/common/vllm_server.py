@@ -110,6 +110,7 @@ def main():
         gpu = vllm_args.on_gpu()
         vllm_args.set_cpu_env(gpu)
         args, from_user = vllm_args.engine_args("vllm-server", a.model, json.loads(a.options), gpu)
+        vllm_args.bind_cpus_for_ranks(args, gpu)
         vllm_args.build(args)
     except hb.UsageError as e:
         print(f"{USAGE_MARK}{e}", file=sys.stderr, flush=True)

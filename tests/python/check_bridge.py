@@ -284,6 +284,13 @@ def check_info(info):
             assert info[key] and set(info[key]) <= set(parts), (key, info[key])
             for k, v in info[key].items():
                 assert type(v) is parts[k], (key, k, v)
+    if "layout" in info:
+        lay, parts = info["layout"], typing.get_type_hints(hb.ParallelLayout)
+        assert set(lay) <= set(parts) and {"tensor_parallel", "pipeline_parallel", "source"} <= set(lay), lay
+        rank_parts = typing.get_type_hints(hb.Rank)
+        for r in lay.get("ranks", []):
+            assert "rank" in r and set(r) <= set(rank_parts), r
+            assert all(type(v) is rank_parts[k] for k, v in r.items()), r
     import json
 
     json.dumps(info)
@@ -294,22 +301,29 @@ def check_info(info):
 RUST = open(os.path.join(ROOT, "src", "engine", "mod.rs")).read()
 
 
-def rust_fields(name):
-    body = re.search(r"pub struct " + name + r" \{(.*?)\n\}", RUST, re.S)
-    assert body, f"no pub struct {name} in src/engine/mod.rs"
+LAYOUT_RS = open(os.path.join(ROOT, "src", "engine", "layout.rs")).read()
+
+
+def rust_fields(name, text=RUST):
+    body = re.search(r"pub struct " + name + r" \{(.*?)\n\}", text, re.S)
+    assert body, f"no pub struct {name}"
     return set(re.findall(r"^\s*pub (\w+):", body[1], re.M))
 
 
 for td, rust in ((hb.EngineInfo, "EngineInfo"), (hb.CudaPlacement, "CudaPlacement"), (hb.HostCompute, "HostCompute"),
                  (hb.SchedulerFacts, "SchedulerFacts")):
     assert set(typing.get_type_hints(td)) == rust_fields(rust) - {"load_time_s"}, (td, rust_fields(rust))
+for td, rust in ((hb.ParallelLayout, "ParallelLayout"), (hb.Rank, "Rank")):
+    assert set(typing.get_type_hints(td)) == rust_fields(rust, LAYOUT_RS), (td, rust_fields(rust, LAYOUT_RS))
 # StepStats lives in src/core/step.rs.
 STEP_RS = open(os.path.join(ROOT, "src", "core", "step.rs")).read()
 step_body = re.search(r"pub struct StepStats \{(.*?)\n\}", STEP_RS, re.S)
 assert step_body and set(STEP_STATS) == set(re.findall(r"^\s*pub (\w+):", step_body[1], re.M)), STEP_STATS
 
 info = hb.engine_info("e", "1", "m", "float32", "cpu", "step", {"x": 1}, notes=("a note",), cuda={"device": 0, "stream": 7},
-                      compute={"threads": 2, "cpus": None}, scheduler={"max_running": 8, "kv_cache_tokens": None})
+                      compute={"threads": 2, "cpus": None}, scheduler={"max_running": 8, "kv_cache_tokens": None},
+                      layout={"tensor_parallel": 2, "pipeline_parallel": 1, "source": "t",
+                              "ranks": [{"rank": 0, "pid": 1}, {"rank": 1, "pid": 2}]})
 check_info(info)
 assert info["compute"] == {"threads": 2} and info["scheduler"] == {"max_running": 8} and "instrument" not in info
 assert info["notes"] == ["a note"] and info["cuda"] == {"device": 0, "stream": 7}

@@ -42,6 +42,7 @@ def load(name, path):
 
 ENGINES = os.path.join(HERE, "..", "..", "engines")
 load("harness_bridge", os.path.join(ENGINES, "harness_bridge.py"))  # the adapter imports them
+load("child_procs", os.path.join(ENGINES, "common", "child_procs.py"))
 procs = load("sglang_procs", os.path.join(ENGINES, "common", "sglang_procs.py"))
 adapter = load("harness_engine_sglang", os.path.join(ENGINES, "sglang.py"))
 

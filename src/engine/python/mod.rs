@@ -36,6 +36,10 @@ use std::time::Duration;
 /// The shared helpers every adapter imports as `harness_bridge`.
 const BRIDGE: &str = include_str!("../../../engines/harness_bridge.py");
 
+/// The child processes an adapter starts: found, watched, ended and reaped (SGLang's
+/// scheduler, vLLM's multiprocessing workers).
+const CHILD_PROCS: &str = include_str!("../../../engines/common/child_procs.py");
+
 /// `pythonX.Y` of the interpreter this binary embeds (from pyo3's build config), so
 /// envs are checked without starting Python.
 const EMBEDDED_PYTHON: &str = env!("HARNESS_PYTHON");
@@ -408,6 +412,7 @@ fn parse_info(py: Python<'_>, info: &Bound<'_, PyAny>) -> PyResult<EngineInfo> {
         cuda: typed("cuda", value("cuda")?)?,
         compute: typed("compute", value("compute")?)?,
         scheduler: typed("scheduler", value("scheduler")?)?,
+        layout: typed("layout", value("layout")?)?,
         metadata: value("metadata")?,
     })
 }

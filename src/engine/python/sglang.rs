@@ -8,8 +8,7 @@ use super::{Adapter, Shim};
 use crate::engine::venv::Requirement;
 use crate::engine::{Availability, EngineConfig, EngineKind, EngineSpec};
 
-/// SGLang's child processes: found, watched for an exit, and ended (its own shutdown
-/// narrowed to them).
+/// SGLang's own shutdown, narrowed to its processes.
 const SGLANG_PROCS: &str = include_str!("../../../engines/common/sglang_procs.py");
 
 /// The CPU stand-in for `sgl_kernel`.
@@ -26,7 +25,10 @@ const ADAPTER: Adapter = Adapter::new(
         per_build: false,
     },
 )
-.helpers(&[("sglang_procs", SGLANG_PROCS)])
+.helpers(&[
+    ("child_procs", super::CHILD_PROCS),
+    ("sglang_procs", SGLANG_PROCS),
+])
 .shims(&[Shim {
     path: "sgl_kernel/__init__.py",
     source: SGL_KERNEL_SHIM,

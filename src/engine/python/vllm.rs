@@ -11,6 +11,9 @@ pub const VLLM_ARGS: &str = include_str!("../../../engines/common/vllm_args.py")
 /// How big vLLM made its KV cache, read from the in-process engine for `info()`.
 const VLLM_KV: &str = include_str!("../../../engines/common/vllm_kv.py");
 
+/// Its parallel layout (ranks from the workers) and the Ray cluster of a Ray-backed run.
+const VLLM_LAYOUT: &str = include_str!("../../../engines/common/vllm_layout.py");
+
 const ADAPTER: Adapter = Adapter::new(
     "vllm",
     include_str!("../../../engines/vllm.py"),
@@ -22,7 +25,12 @@ const ADAPTER: Adapter = Adapter::new(
         per_build: true,
     },
 )
-.helpers(&[("vllm_args", VLLM_ARGS), ("vllm_kv", VLLM_KV)]);
+.helpers(&[
+    ("vllm_args", VLLM_ARGS),
+    ("vllm_kv", VLLM_KV),
+    ("vllm_layout", VLLM_LAYOUT),
+    ("child_procs", super::CHILD_PROCS),
+]);
 
 pub static SPEC: EngineSpec = EngineSpec::new(
     ADAPTER.engine,
