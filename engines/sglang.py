@@ -286,7 +286,7 @@ class SglangAdapter(hb.StreamAdapter):
         names = dict(zip(self.child_pids, ("scheduler", "detokenizer")))
         while self.dead is None:
             await asyncio.sleep(WATCH_S)
-            self.dead = child_procs.exited(self.child_pids, names)
+            self.dead = child_procs.exited(self.child_pids, names, "SGLang")
 
     async def _open(self, req, prompt, sp):
         return await self.engine.async_generate(

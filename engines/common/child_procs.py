@@ -12,6 +12,7 @@ inside its functions.
 # SIGTERM to SIGKILL for an engine's processes at shutdown.
 KILL_GRACE_S = 5
 
+
 def children():
     """The pids of this process's children (empty when psutil is missing)."""
     try:
@@ -22,9 +23,10 @@ def children():
         return []
 
 
-def exited(pids, names, engine="SGLang"):
-    """Why the engine can no longer serve, when one of ``pids`` (the engine's processes,
-    ``names`` their roles by pid) has exited; None while all run."""
+def exited(pids, names, engine):
+    """Why ``engine`` (its name, for the message) can no longer serve, when one of
+    ``pids`` (its processes, ``names`` their roles by pid) has exited; None while all
+    run."""
     import psutil
 
     for pid in pids:
@@ -90,4 +92,3 @@ def kill(pids, wait_s):
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
-

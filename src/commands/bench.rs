@@ -416,17 +416,12 @@ fn point_result(
         measures.add(&metrics::steps::summarize(&run.steps, source));
     }
     let mut summary = metrics::summarize(&run.records, &cfg.slo);
-    summary.per_device = metrics::devices::per_device(&summary, devices(info));
+    summary.per_device = metrics::devices::per_device(&summary, info.devices());
     PointResult {
         point,
         summary,
         measures,
     }
-}
-
-/// Devices the engine's layout spans (1 without one).
-fn devices(info: &EngineInfo) -> u32 {
-    info.layout.as_ref().map_or(1, |l| l.devices())
 }
 
 /// A point's telemetry windows from its requests: first submit to last finish, and

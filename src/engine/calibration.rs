@@ -543,8 +543,9 @@ impl CalibrationEngine {
         Duration::from_nanos(self.max_oversleep_ns)
     }
 
-    fn note_oversleep(&mut self, woke_for: MonoNs) {
-        self.max_oversleep_ns = self.max_oversleep_ns.max(clock::now().since(woke_for));
+    /// Records how late a wait for `woke_for` returned, read at `now`.
+    fn note_oversleep(&mut self, woke_for: MonoNs, now: MonoNs) {
+        self.max_oversleep_ns = self.max_oversleep_ns.max(now.since(woke_for));
     }
 
     fn enter(&mut self) {
@@ -788,17 +789,17 @@ impl CalibrationEngine {
         };
         if ends_at > deadline {
             clock::sleep_until(deadline);
-            self.note_oversleep(deadline);
+            self.note_oversleep(deadline, clock::now());
             return Ok(());
         }
         let slept = ends_at > now;
         clock::sleep_until(ends_at);
+        let now = clock::now();
+        if slept {
+            self.note_oversleep(ends_at, now);
+        }
         // Catch up on every step that ended while the caller was away: the schedule
         // runs on the engine's own clock, not on the caller's.
-        if slept {
-            self.note_oversleep(ends_at);
-        }
-        let now = clock::now();
         while let Some(step) = self.step.take_if(|s| s.ends_at <= now) {
             let end = step.ends_at;
             self.emit(step, out)?;

@@ -143,6 +143,14 @@ pub struct EngineInfo {
     pub metadata: serde_json::Value,
 }
 
+impl EngineInfo {
+    /// Devices the engine's layout spans (1 without one): what per-device figures
+    /// divide by.
+    pub fn devices(&self) -> u32 {
+        self.layout.as_ref().map_or(1, ParallelLayout::devices)
+    }
+}
+
 /// Where an engine's GPU work runs: CUDA-event step timing records its events there.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CudaPlacement {

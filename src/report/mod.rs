@@ -130,7 +130,7 @@ impl RunResult {
             .unwrap_or(0)
             .max(meta.measures.len())
             .min(meta.points.len());
-        let devices = meta.engine.layout.as_ref().map_or(1, |l| l.devices());
+        let devices = meta.engine.devices();
         let points = meta.points[..ran]
             .iter()
             .enumerate()
